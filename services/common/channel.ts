@@ -1,0 +1,157 @@
+// A typed message channel over one socketpair end: framing, request/answer matching with
+// expect(type), timeouts. A protocol violation closes the channel; the owner decides the rest.
+import type * as net from "node:net";
+import type { Frame, MessageType, Payload } from "../../proto/wire.js";
+import { EtokenError, ProtocolError } from "./errors.js";
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "./framing.js";
+
+/** The peer answered a request with a Failure message. */
+export class RemoteFailure extends EtokenError {}
+
+interface Pending {
+  expect: readonly MessageType[];
+  resolve: (f: Frame) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export type FrameHandler = (frame: Frame, channel: Channel) => void;
+
+export class Channel {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly expired = new Set<number>();
+  private readonly decoder: FrameDecoder;
+  private handler: FrameHandler = () => {};
+  private closedReason: string | undefined;
+  private closeListeners: ((reason: string, violation: ProtocolError | undefined) => void)[] = [];
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly peer: string,
+    maxFrame: number = MAX_FRAME_BYTES,
+  ) {
+    this.decoder = new FrameDecoder(maxFrame);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err) => this.shutdown(`socket error: ${err.message}`, undefined));
+    socket.on("close", () => this.shutdown("peer closed the channel", undefined));
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  onFrame(handler: FrameHandler): void {
+    this.handler = handler;
+  }
+
+  onClose(listener: (reason: string, violation: ProtocolError | undefined) => void): void {
+    this.closeListeners.push(listener);
+  }
+
+  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0): number {
+    if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
+    const id = this.nextId++;
+    this.socket.write(encodeFrame(id, replyTo, type, payload));
+    return id;
+  }
+
+  reply<T extends MessageType>(to: Frame, type: T, payload: Payload<T>): void {
+    if (!this.closed) this.send(type, payload, to.id);
+  }
+
+  fail(to: Frame, code: string, message: string): void {
+    this.reply(to, "failure", { code, message });
+  }
+
+  /** Sends a request and waits for an answer of one of the expected types. */
+  request<T extends MessageType, R extends MessageType>(type: T, payload: Payload<T>, expect: R | readonly R[], timeoutMs: number): Promise<Frame<R>> {
+    const expected = (Array.isArray(expect) ? expect : [expect]) as readonly MessageType[];
+    return new Promise<Frame<R>>((resolve, reject) => {
+      let id: number;
+      try {
+        id = this.send(type, payload);
+      } catch (err) {
+        reject(err as Error);
+        return;
+      }
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.pending.delete(id);
+              this.rememberExpired(id);
+              reject(new ProtocolError("timeout", `${this.peer} did not answer ${type} within ${timeoutMs} ms`));
+            }, timeoutMs)
+          : undefined;
+      this.pending.set(id, { expect: expected, resolve: resolve as (f: Frame) => void, reject, timer });
+    });
+  }
+
+  close(reason: string): void {
+    this.shutdown(reason, undefined);
+    this.socket.destroy();
+  }
+
+  private rememberExpired(id: number): void {
+    this.expired.add(id);
+    if (this.expired.size > 1024) this.expired.delete(this.expired.values().next().value as number);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.violation(err instanceof ProtocolError ? err : new ProtocolError("undecodable", String(err)));
+      return;
+    }
+    for (const frame of frames) {
+      if (this.closed) return;
+      if (frame.replyTo !== 0) {
+        this.onAnswer(frame);
+      } else {
+        this.handler(frame, this);
+      }
+    }
+  }
+
+  private onAnswer(frame: Frame): void {
+    const p = this.pending.get(frame.replyTo);
+    if (!p) {
+      if (this.expired.delete(frame.replyTo)) return; // a late answer to a request that timed out
+      this.violation(new ProtocolError("unknown_reply", `${this.peer} answered unknown request id ${frame.replyTo} with ${frame.type}`));
+      return;
+    }
+    this.pending.delete(frame.replyTo);
+    if (p.timer) clearTimeout(p.timer);
+    if (p.expect.includes(frame.type)) {
+      p.resolve(frame);
+    } else if (frame.type === "failure") {
+      const f = frame as Frame<"failure">;
+      p.reject(new RemoteFailure(f.message.code || "remote.failure", f.message.message || "request failed"));
+    } else {
+      const err = new ProtocolError("unexpected_reply", `${this.peer} answered with ${frame.type}, expected ${p.expect.join(" or ")}`);
+      p.reject(err);
+      this.violation(err);
+    }
+  }
+
+  /** Closes the channel because the peer broke the contract. */
+  violation(err: ProtocolError): void {
+    if (this.closed) return;
+    this.shutdown(err.message, err);
+    this.socket.destroy();
+  }
+
+  private shutdown(reason: string, violation: ProtocolError | undefined): void {
+    if (this.closed) return;
+    this.closedReason = reason;
+    for (const [, p] of this.pending) {
+      if (p.timer) clearTimeout(p.timer);
+      p.reject(new ProtocolError("closed", `channel to ${this.peer} closed: ${reason}`));
+    }
+    this.pending.clear();
+    for (const l of this.closeListeners) l(reason, violation);
+  }
+}

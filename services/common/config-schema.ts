@@ -1,0 +1,99 @@
+// The configuration schema as data: every key, its type, its default and what it means.
+// The README's configuration reference and deploy/etoken-ca.sysconfig follow this table.
+
+export type ValueKind =
+  | "string" | "dnFormat" | "path" | "optionalPath" | "duration" | "integer" | "bool"
+  | "oidList" | "uriList" | "usbDevice" | "keySpec" | "envList" | "user" | "logLevel"
+  | "backend" | "emailList" | "smtpUrl" | "reason";
+
+export interface KeySpec {
+  readonly kind: ValueKind;
+  /** Default as it would be written in the file; undefined means the key is required. */
+  readonly default: string | undefined;
+  readonly section: string;
+  readonly doc: string;
+}
+
+export const CONFIG_SCHEMA = {
+  // seed
+  DN_FORMAT: { kind: "dnFormat", default: undefined, section: "seed", doc: "Subject DN in slash form with one %s for the MyProxy username, e.g. /DC=org/DC=example/CN=%s" },
+  CA_OIDS: { kind: "oidList", default: "", section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies)" },
+  CRL_URLS: { kind: "uriList", default: "", section: "seed", doc: "Comma-separated URI:... CRL distribution points" },
+  USB_DEVICE: { kind: "usbDevice", default: "", section: "seed", doc: "vendor:product of the token as lsusb prints it (hex); empty disables USB hot-plug" },
+  KEY: { kind: "keySpec", default: "0:", section: "seed", doc: "CA key on the token: SLOT:ID (hex id; '0:' = first slot, first private key) or an RFC 7512 pkcs11: URI" },
+  // token
+  PKCS11_MODULE: { kind: "path", default: undefined, section: "token", doc: "PKCS#11 module (shared library) of the token" },
+  PKCS11_ENV: { kind: "envList", default: "", section: "token", doc: "Space-separated NAME=value pairs the module needs (e.g. SOFTHSM2_CONF=...); given to the signer and the monitor only" },
+  CA_CERT: { kind: "path", default: undefined, section: "token", doc: "CA certificate (PEM) whose public key must match the token key" },
+  // paths
+  CA_DIR: { kind: "path", default: "/var/lib/etoken-ca/ca", section: "paths", doc: "CA database in openssl ca format (index.txt, serial, crlnumber, newcerts/); signer user only, 0700" },
+  CRL_DIR: { kind: "path", default: "/var/lib/etoken-ca/crl", section: "paths", doc: "Numbered CRLs and the crl.pem / crl.der latest links; written by the signer, world-readable" },
+  SPOOL_DIR: { kind: "path", default: "/var/cache/etoken-ca/request", section: "paths", doc: "Request spool shared by CLIENT_USER and SPOOL_USER (2770)" },
+  REVOKE_DIR: { kind: "path", default: "/var/cache/etoken-ca/revoke", section: "paths", doc: "Revocation queue written by root (revoke-cert), read by SPOOL_USER" },
+  PIDFILE: { kind: "path", default: "/run/etoken-ca/etoken-ca-server.pid", section: "paths", doc: "Kernel pid file (revoke-cert signals it)" },
+  STATUS_FILE: { kind: "path", default: "/run/etoken-ca/status.json", section: "paths", doc: "Status (JSON, no secrets) read by 'etoken-ca status'" },
+  // users
+  SIGNER_USER: { kind: "user", default: "causer", section: "users", doc: "Runs the signer (token session, CA database)" },
+  SPOOL_USER: { kind: "user", default: "etoken-spool", section: "users", doc: "Runs the spool watcher" },
+  MONITOR_USER: { kind: "user", default: "etoken-mon", section: "users", doc: "Runs the token monitor" },
+  NOTIFIER_USER: { kind: "user", default: "etoken-notify", section: "users", doc: "Runs the notifier and its hooks" },
+  CLIENT_USER: { kind: "user", default: "myproxy", section: "users", doc: "The MyProxy server's user, which runs etoken-ca-client" },
+  // console
+  CONSOLE: { kind: "path", default: "/dev/tty8", section: "console", doc: "Console device the PIN is read from (a Linux virtual terminal)" },
+  CONSOLE_ALLOW_PTY: { kind: "bool", default: "no", section: "console", doc: "Accept a pseudo-terminal as CONSOLE (tests and the demo only)" },
+  // issuing
+  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest certificate lifetime the CA issues (seconds, or with s/m/h/d)" },
+  MIN_KEY_BITS: { kind: "integer", default: "2048", section: "issuing", doc: "Smallest RSA modulus accepted in a request" },
+  CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it" },
+  FENCE_REVOKE_REASON: { kind: "reason", default: "unspecified", section: "issuing", doc: "Revocation reason for certificates signed while the token was being removed" },
+  // CRLs
+  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL" },
+  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is made when less than this remains before nextUpdate" },
+  CRL_WARN_BEFORE: { kind: "duration", default: "3d", section: "crl", doc: "Warn the operator when the CRL expires within this and no PIN is available" },
+  // hooks and mail
+  NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
+  POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the CRL's path as argument" },
+  HOOK_TIMEOUT: { kind: "duration", default: "30", section: "notify", doc: "A hook still running after this is killed and reported" },
+  NOTIFY_EMAIL: { kind: "emailList", default: "", section: "notify", doc: "Comma-separated operator addresses; empty disables e-mail" },
+  NOTIFY_FROM: { kind: "string", default: "etoken-ca@localhost", section: "notify", doc: "Sender address of notification e-mail" },
+  SMTP_URL: { kind: "smtpUrl", default: "smtp://localhost:25", section: "notify", doc: "SMTP server for notification e-mail (smtp:// or smtps://)" },
+  NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval" },
+  // monitor
+  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "How often the monitor looks at the token (accepts ms, e.g. 500ms)" },
+  // backend
+  SIGNER_BACKEND: { kind: "backend", default: "pkcs11", section: "backend", doc: "pkcs11 (native) or openssl (openssl ca with the pkcs11 engine)" },
+  OPENSSL_CA_CONF: { kind: "optionalPath", default: "", section: "backend", doc: "openssl.cnf for SIGNER_BACKEND=openssl" },
+  LOG_LEVEL: { kind: "logLevel", default: "info", section: "logging", doc: "debug, info, notice, warning or error" },
+} as const satisfies Record<string, KeySpec>;
+
+export type ConfigKey = keyof typeof CONFIG_SCHEMA;
+
+export interface UsbId { vendor: number; product: number }
+export interface KeyRef { slot: number | undefined; id: string | undefined; label: string | undefined; tokenLabel: string | undefined; tokenSerial: string | undefined }
+
+/** What each kind parses to. */
+export interface KindValue {
+  string: string;
+  dnFormat: string;
+  path: string;
+  optionalPath: string;
+  duration: number; // milliseconds
+  integer: number;
+  bool: boolean;
+  oidList: string[];
+  uriList: string[];
+  usbDevice: UsbId | null;
+  keySpec: KeyRef;
+  envList: Record<string, string>;
+  user: string;
+  logLevel: "debug" | "info" | "notice" | "warning" | "error";
+  backend: "pkcs11" | "openssl";
+  emailList: string[];
+  smtpUrl: string;
+  reason: string;
+}
+
+export type Config = { readonly [K in ConfigKey]: KindValue[(typeof CONFIG_SCHEMA)[K]["kind"]] } & {
+  /** The file it came from, for messages. */
+  readonly sourceFile: string;
+};

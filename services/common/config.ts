@@ -1,0 +1,310 @@
+// The one configuration loader: shell KEY=value syntax, parsed and never executed.
+import * as fs from "node:fs";
+import { ConfigError } from "./errors.js";
+import { CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
+import { isRevocationReason, REVOCATION_REASONS } from "./reasons.js";
+
+export const DEFAULT_CONFIG_FILE = "/etc/sysconfig/etoken-ca";
+const MAX_CONFIG_BYTES = 256 * 1024;
+
+export interface RawEntry { key: string; value: string; line: number }
+
+/** Splits shell KEY=value text into entries; rejects anything a shell would expand or run. */
+export function parseShellAssignments(text: string, file: string): RawEntry[] {
+  const entries: RawEntry[] = [];
+  const lines = text.split("\n");
+  lines.forEach((rawLine, index) => {
+    const line = index + 1;
+    const fail = (msg: string): never => {
+      throw new ConfigError("syntax", msg, { file, line });
+    };
+    let s = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
+    if (s.includes("\0")) fail("NUL byte in line");
+    s = s.replace(/^[ \t]+/, "");
+    if (s === "" || s.startsWith("#")) return;
+    if (s.startsWith("export ") || s.startsWith("export\t")) s = s.slice(6).replace(/^[ \t]+/, "");
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=/.exec(s);
+    if (!m) fail(`expected KEY=value, found ${JSON.stringify(s.slice(0, 40))}`);
+    const key = m![1]!;
+    let i = m![0].length;
+    let value = "";
+    while (i < s.length) {
+      const c = s[i]!;
+      if (c === " " || c === "\t") {
+        const rest = s.slice(i).trim();
+        if (rest === "" || rest.startsWith("#")) break;
+        fail(`unquoted space in the value of ${key} (quote the value)`);
+      } else if (c === "'") {
+        const end = s.indexOf("'", i + 1);
+        if (end < 0) fail(`unterminated single quote in the value of ${key}`);
+        value += s.slice(i + 1, end);
+        i = end + 1;
+      } else if (c === '"') {
+        i++;
+        let closed = false;
+        while (i < s.length) {
+          const d = s[i]!;
+          if (d === '"') { closed = true; i++; break; }
+          if (d === "\\") {
+            const e = s[i + 1];
+            if (e === undefined) fail(`line continuation is not supported (value of ${key})`);
+            if (e === '"' || e === "\\" || e === "$" || e === "`") { value += e; i += 2; continue; }
+            value += "\\"; i++; continue;
+          }
+          if (d === "$" || d === "`") fail(`shell expansion (${d}) is not supported in the value of ${key}`);
+          value += d; i++;
+        }
+        if (!closed) fail(`unterminated double quote in the value of ${key}`);
+      } else if (c === "\\") {
+        const e = s[i + 1];
+        if (e === undefined) fail(`line continuation is not supported (value of ${key})`);
+        value += e; i += 2;
+      } else if (c === "$" || c === "`") {
+        fail(`shell expansion (${c}) is not supported in the value of ${key}`);
+      } else if (c === ";" || c === "&" || c === "|" || c === "<" || c === ">" || c === "(" || c === ")") {
+        fail(`shell metacharacter ${JSON.stringify(c)} in the value of ${key} (quote the value)`);
+      } else {
+        value += c; i++;
+      }
+    }
+    entries.push({ key, value, line });
+  });
+  return entries;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const OID = /^[0-2](\.(0|[1-9][0-9]{0,9}))+$/;
+const USER = /^[a-z_][a-z0-9_-]{0,31}\$?$/;
+const EMAIL = /^[A-Za-z0-9.!#%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "NODE_OPTIONS", "PATH", "HOME", "USER"]);
+
+type Parser<K extends ValueKind> = (v: string, bad: Bad) => KindValue[K];
+type Bad = (expected: string) => never;
+
+export function parseKeySpec(v: string, bad: Bad): KeyRef {
+  if (v.startsWith("pkcs11:")) return parsePkcs11Uri(v, bad);
+  const m = /^([0-9]+):([0-9A-Fa-f]*)$/.exec(v);
+  if (!m) bad("SLOT:ID (slot number, colon, hex key id, e.g. 0:01) or a pkcs11: URI");
+  const id = m![2]!;
+  if (id.length % 2 !== 0) bad("an even number of hex digits as the key id");
+  return { slot: Number(m![1]), id: id === "" ? undefined : id.toLowerCase(), label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+}
+
+function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
+  const ref: KeyRef = { slot: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  const path = v.slice("pkcs11:".length).split("?")[0]!;
+  if (path === "") return ref;
+  for (const attr of path.split(";")) {
+    const eq = attr.indexOf("=");
+    if (eq <= 0) bad(`pkcs11: URI attributes as name=value (found ${JSON.stringify(attr)})`);
+    const name = attr.slice(0, eq);
+    let value: string;
+    try {
+      value = decodeURIComponent(attr.slice(eq + 1));
+    } catch {
+      bad(`valid percent-encoding in pkcs11: URI attribute ${name}`);
+    }
+    switch (name) {
+      case "id": ref.id = Buffer.from(value!, "latin1").toString("hex"); break;
+      case "object": ref.label = value!; break;
+      case "token": ref.tokenLabel = value!; break;
+      case "serial": ref.tokenSerial = value!; break;
+      case "slot-id": {
+        if (!/^[0-9]+$/.test(value!)) bad("a decimal slot-id in the pkcs11: URI");
+        ref.slot = Number(value!);
+        break;
+      }
+      case "type": if (value! !== "private") bad("type=private in the pkcs11: URI"); break;
+      case "manufacturer": case "model": case "library-manufacturer": case "library-description": case "library-version": case "slot-description": case "slot-manufacturer": break;
+      default: bad(`known pkcs11: URI attributes (unknown ${name})`);
+    }
+  }
+  return ref;
+}
+
+const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
+  string: (v) => v,
+  dnFormat: (v, bad) => {
+    if (!v.startsWith("/")) bad("a slash-form DN starting with '/', e.g. /DC=org/DC=example/CN=%s");
+    const count = v.split("%s").length - 1;
+    if (count !== 1) bad("exactly one %s (the username) in the DN format");
+    if (/%[^s]/.test(v.replace(/%s/g, ""))) bad("no % other than the one %s");
+    if (/[\x00-\x1f\x7f]/.test(v)) bad("no control characters in the DN format");
+    return v;
+  },
+  path: (v, bad) => {
+    if (!v.startsWith("/")) bad("an absolute path");
+    if (v.includes("\0")) bad("a path without NUL");
+    return v;
+  },
+  optionalPath: (v, bad) => (v === "" ? "" : PARSERS.path(v, bad)),
+  duration: (v, bad) => {
+    const m = /^([0-9]{1,12})(ms|s|m|h|d)?$/.exec(v);
+    if (!m) bad("a duration: a whole number of seconds, or with a unit ms, s, m, h or d (e.g. 43200, 12h, 500ms)");
+    const ms = Number(m![1]) * DURATION_UNITS[m![2] ?? "s"]!;
+    if (ms <= 0) bad("a duration greater than zero");
+    return ms;
+  },
+  integer: (v, bad) => {
+    if (!/^[0-9]{1,9}$/.test(v)) bad("a whole number");
+    return Number(v);
+  },
+  bool: (v, bad) => {
+    const l = v.toLowerCase();
+    if (["yes", "true", "1", "on"].includes(l)) return true;
+    if (["no", "false", "0", "off", ""].includes(l)) return false;
+    return bad("yes or no");
+  },
+  oidList: (v, bad) => splitList(v).map((o) => (OID.test(o) ? o : bad(`comma-separated dotted OIDs (bad: ${JSON.stringify(o)})`))),
+  uriList: (v, bad) =>
+    splitList(v).map((u) => {
+      const m = /^URI:([a-z][a-z0-9+.-]*:\/\/[\x21-\x7e]+)$/i.exec(u);
+      if (!m) bad(`comma-separated URI:scheme://... entries (bad: ${JSON.stringify(u)})`);
+      return m![1]!;
+    }),
+  usbDevice: (v, bad) => {
+    if (v === "") return null;
+    const m = /^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})$/.exec(v);
+    if (!m) bad("vendor:product as four hex digits each, as lsusb prints it (e.g. 0529:0620)");
+    return { vendor: parseInt(m![1]!, 16), product: parseInt(m![2]!, 16) };
+  },
+  keySpec: parseKeySpec,
+  envList: (v, bad) => {
+    const out: Record<string, string> = {};
+    for (const pair of v.split(/[ \t]+/).filter(Boolean)) {
+      const eq = pair.indexOf("=");
+      const name = pair.slice(0, eq);
+      if (eq <= 0 || !ENV_NAME.test(name)) bad(`space-separated NAME=value pairs (bad: ${JSON.stringify(pair)})`);
+      if (FORBIDDEN_ENV.has(name)) bad(`no ${name} (it would change how the services run)`);
+      out[name] = pair.slice(eq + 1);
+    }
+    return out;
+  },
+  user: (v, bad) => (USER.test(v) ? v : bad("a Unix user name")),
+  logLevel: (v, bad) => {
+    if (v === "debug" || v === "info" || v === "notice" || v === "warning" || v === "error") return v;
+    return bad("one of debug, info, notice, warning, error");
+  },
+  backend: (v, bad) => (v === "pkcs11" || v === "openssl" ? v : bad("pkcs11 or openssl")),
+  emailList: (v, bad) => splitList(v).map((a) => (EMAIL.test(a) ? a : bad(`comma-separated e-mail addresses (bad: ${JSON.stringify(a)})`))),
+  smtpUrl: (v, bad) => {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      return bad("an smtp:// or smtps:// URL");
+    }
+    if (u.protocol !== "smtp:" && u.protocol !== "smtps:") bad("an smtp:// or smtps:// URL");
+    return v;
+  },
+  reason: (v, bad) => (isRevocationReason(v) ? v : bad(`an RFC 5280 reason name (${Object.keys(REVOCATION_REASONS).join(", ")})`)),
+};
+
+function splitList(v: string): string[] {
+  return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/** Parses configuration text; `file` is used in messages only. */
+export function parseConfig(text: string, file: string): Config {
+  const entries = parseShellAssignments(text, file);
+  const seen = new Map<string, number>();
+  const values: Record<string, unknown> = {};
+  for (const { key, value, line } of entries) {
+    if (!Object.prototype.hasOwnProperty.call(CONFIG_SCHEMA, key)) {
+      throw new ConfigError("unknown_key", `unknown key ${key}`, { file, line, key });
+    }
+    const previous = seen.get(key);
+    if (previous !== undefined) {
+      throw new ConfigError("duplicate_key", `${key} is set again (first set on line ${previous})`, { file, line, key });
+    }
+    seen.set(key, line);
+    values[key] = parseValue(key as ConfigKey, value, file, line);
+  }
+  for (const [key, spec] of Object.entries(CONFIG_SCHEMA) as [ConfigKey, (typeof CONFIG_SCHEMA)[ConfigKey]][]) {
+    if (key in values) continue;
+    if (spec.default === undefined) {
+      throw new ConfigError("missing_key", `${key} is required (${spec.doc})`, { file, key });
+    }
+    values[key] = parseValue(key, spec.default, file, 0);
+  }
+  const config = { ...values, sourceFile: file } as unknown as Config;
+  crossCheck(config, file, seen);
+  return Object.freeze(config);
+}
+
+function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
+  const spec = CONFIG_SCHEMA[key];
+  const bad: Bad = (expected) => {
+    throw new ConfigError("bad_value", `${key}=${JSON.stringify(value.length > 80 ? value.slice(0, 80) + "..." : value)}: expected ${expected}`, {
+      file,
+      line: line || undefined,
+      key,
+    });
+  };
+  return (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad);
+}
+
+function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
+  const users: ConfigKey[] = ["SIGNER_USER", "SPOOL_USER", "MONITOR_USER", "NOTIFIER_USER", "CLIENT_USER"];
+  for (let i = 0; i < users.length; i++) {
+    for (let j = i + 1; j < users.length; j++) {
+      if (c[users[i]!] === c[users[j]!]) {
+        throw new ConfigError("shared_user", `${users[j]} and ${users[i]} are both ${c[users[j]!]}: every service needs its own user`, {
+          file,
+          line: seen.get(users[j]!) ?? seen.get(users[i]!),
+        });
+      }
+    }
+    if (c[users[i]!] === "root") {
+      throw new ConfigError("root_user", `${users[i]} may not be root`, { file, line: seen.get(users[i]!) });
+    }
+  }
+  if (c.CRL_REISSUE_BEFORE >= c.CRL_LIFETIME) {
+    throw new ConfigError("bad_value", `CRL_REISSUE_BEFORE must be shorter than CRL_LIFETIME`, { file, line: seen.get("CRL_REISSUE_BEFORE") });
+  }
+  if (c.SIGNER_BACKEND === "openssl" && c.OPENSSL_CA_CONF === "") {
+    throw new ConfigError("missing_key", `SIGNER_BACKEND=openssl needs OPENSSL_CA_CONF`, { file, line: seen.get("SIGNER_BACKEND") });
+  }
+  const dirs: ConfigKey[] = ["CA_DIR", "CRL_DIR", "SPOOL_DIR", "REVOKE_DIR"];
+  for (let i = 0; i < dirs.length; i++) {
+    for (let j = i + 1; j < dirs.length; j++) {
+      const a = c[dirs[i]!] as string, b = c[dirs[j]!] as string;
+      if (a === b || a.startsWith(b + "/") || b.startsWith(a + "/")) {
+        throw new ConfigError("shared_dir", `${dirs[i]} (${a}) and ${dirs[j]} (${b}) must be separate directories`, { file });
+      }
+    }
+  }
+}
+
+/** Reads and parses the configuration file; every failure is a ConfigError naming the file. */
+export function loadConfig(file: string = DEFAULT_CONFIG_FILE): Config {
+  let text: string;
+  try {
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) throw new ConfigError("not_file", "not a regular file", { file });
+      if (st.size > MAX_CONFIG_BYTES) throw new ConfigError("too_large", `larger than ${MAX_CONFIG_BYTES} bytes`, { file });
+      text = fs.readFileSync(fd, "utf8");
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "no such file" : code === "ELOOP" ? "is a symbolic link (refused)" : code === "EACCES" ? "permission denied" : String(code ?? err);
+    throw new ConfigError("unreadable", `cannot read configuration: ${why}`, { file });
+  }
+  return parseConfig(text, file);
+}
+
+/** `--config FILE` from argv (or the default), for every program. */
+export function configPathFromArgs(argv: readonly string[]): string {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--config") return argv[i + 1] ?? DEFAULT_CONFIG_FILE;
+    if (a.startsWith("--config=")) return a.slice("--config=".length);
+  }
+  return DEFAULT_CONFIG_FILE;
+}

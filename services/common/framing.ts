@@ -1,0 +1,77 @@
+// The one framing module: length-delimited protobuf Envelopes (varint length prefix, as
+// protobufjs encodeDelimited writes it) with a hard maximum frame size.
+import { Envelope, type Frame, type MessageType, type Payload } from "../../proto/wire.js";
+import { ProtocolError } from "./errors.js";
+
+export const MAX_FRAME_BYTES = 1024 * 1024;
+
+export function encodeFrame<T extends MessageType>(id: number, replyTo: number, type: T, payload: Payload<T>): Buffer {
+  const env = Envelope.create({ id, replyTo, [type]: payload } as never);
+  const body = Envelope.encode(env).finish();
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new ProtocolError("frame_too_large", `outgoing ${type} frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  }
+  const prefix: number[] = [];
+  let n = body.length;
+  while (n > 0x7f) {
+    prefix.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  prefix.push(n);
+  return Buffer.concat([Buffer.from(prefix), body]);
+}
+
+/** Accumulates bytes and yields whole frames; throws ProtocolError on anything malformed. */
+export class FrameDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+  constructor(private readonly maxFrame: number = MAX_FRAME_BYTES) {}
+
+  get buffered(): number {
+    return this.pending.length;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const frames: Frame[] = [];
+    for (;;) {
+      const header = readVarint(this.pending);
+      if (header === undefined) {
+        if (this.pending.length > 5) throw new ProtocolError("bad_length", "frame length prefix is not a valid varint");
+        break;
+      }
+      const [length, used] = header;
+      if (length > this.maxFrame) {
+        throw new ProtocolError("frame_too_large", `frame of ${length} bytes exceeds the maximum of ${this.maxFrame}`);
+      }
+      if (this.pending.length < used + length) break;
+      const body = this.pending.subarray(used, used + length);
+      this.pending = this.pending.subarray(used + length);
+      frames.push(decodeBody(body));
+    }
+    return frames;
+  }
+}
+
+function readVarint(buf: Buffer): [number, number] | undefined {
+  let value = 0;
+  for (let i = 0; i < 5 && i < buf.length; i++) {
+    const b = buf[i]!;
+    value += (b & 0x7f) * 2 ** (7 * i);
+    if ((b & 0x80) === 0) return [value, i + 1];
+  }
+  if (buf.length >= 5) throw new ProtocolError("bad_length", "frame length prefix is longer than 5 bytes");
+  return undefined;
+}
+
+function decodeBody(body: Buffer): Frame {
+  let env: ReturnType<typeof Envelope.decode>;
+  try {
+    env = Envelope.decode(body);
+  } catch (err) {
+    throw new ProtocolError("undecodable", `undecodable frame: ${(err as Error).message}`);
+  }
+  const type = env.body as MessageType | undefined;
+  if (!type) throw new ProtocolError("empty", "frame without a message body");
+  if (!Number.isInteger(env.id) || env.id <= 0) throw new ProtocolError("bad_id", `frame with invalid id ${env.id}`);
+  return { id: env.id, replyTo: env.replyTo, type, message: (env as unknown as Record<string, unknown>)[type] } as Frame;
+}

@@ -1,0 +1,112 @@
+// The four steps every service's main does, in order: verify its own identity, connect fd 3,
+// say Hello, serve. The kernel's ping and shutdown are answered here; everything else goes to
+// the service's dispatch function, which must end in "invalid message from kernel: fatal".
+import * as net from "node:net";
+import type { Frame } from "../../proto/wire.js";
+import { Channel } from "./channel.js";
+import type { Config } from "./config-schema.js";
+import { describeError, ProtocolError, SecurityError } from "./errors.js";
+import { disableCoreDumps, verifyDroppedTo, type Identity } from "./identity.js";
+import { createLogger, setLogLevel, type Logger } from "./log.js";
+import { SERVICE_ENV, SERVICES, type ServiceName } from "./service-table.js";
+
+export const VERSION = "0.1.0";
+
+export interface ServiceContext {
+  readonly name: ServiceName;
+  readonly config: Config;
+  readonly channel: Channel;
+  readonly log: Logger;
+  readonly identity: Identity;
+}
+
+export interface ServiceImpl {
+  /** Called once after Hello was sent. */
+  start?(ctx: ServiceContext): void | Promise<void>;
+  /** A request or unsolicited message from the kernel (never ping/shutdown). */
+  dispatch(frame: Frame, ctx: ServiceContext): void | Promise<void>;
+  /** Called on shutdown or when the kernel goes away; release resources (token session, timers). */
+  stop?(ctx: ServiceContext): void | Promise<void>;
+}
+
+/** Reads the configuration the kernel handed over in the environment. */
+export function configFromEnvironment(): Config {
+  const raw = process.env[SERVICE_ENV.config];
+  if (!raw) throw new SecurityError("no_config", `started without ${SERVICE_ENV.config}: services are started by etoken-ca-server only`);
+  return Object.freeze(JSON.parse(raw) as Config);
+}
+
+export function fatal(log: Logger, message: string): never {
+  log.error(message);
+  process.exit(70);
+}
+
+export async function runService(name: ServiceName, impl: ServiceImpl): Promise<void> {
+  const log = createLogger(name);
+  let ctx: ServiceContext | undefined;
+  try {
+    process.title = SERVICES[name].title;
+    disableCoreDumps();
+    const config = configFromEnvironment();
+    setLogLevel(config.LOG_LEVEL);
+    // 1. identity
+    const identity = verifyDroppedTo(Number(process.env[SERVICE_ENV.uid]), Number(process.env[SERVICE_ENV.gid]));
+    // 2. fd 3
+    const socket = new net.Socket({ fd: 3, readable: true, writable: true });
+    const channel = new Channel(socket, "kernel");
+    const context: ServiceContext = { name, config, channel, log, identity };
+    ctx = context;
+    let stopping = false;
+    const stop = async (why: string, code: number): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      log.info("stopping", { why });
+      try {
+        await impl.stop?.(context);
+      } catch (err) {
+        log.error("error while stopping", { error: describeError(err) });
+      }
+      process.exit(code);
+    };
+    channel.onClose((reason, violation) => {
+      if (violation) log.error("invalid message from kernel: fatal", { error: violation.message });
+      void stop(reason, violation ? 70 : 0);
+    });
+    channel.onFrame((frame) => {
+      switch (frame.type) {
+        case "ping":
+          channel.reply(frame, "pong", { nonce: (frame as Frame<"ping">).message.nonce });
+          return;
+        case "shutdown":
+          channel.reply(frame, "ack", {});
+          void stop("shutdown requested by the kernel", 0);
+          return;
+        default:
+          Promise.resolve()
+            .then(() => impl.dispatch(frame, context))
+            .catch((err) => {
+              if (err instanceof ProtocolError) {
+                log.error("invalid message from kernel: fatal", { error: err.message });
+                process.exit(70);
+              }
+              log.error("request failed", { type: frame.type, error: describeError(err) });
+              channel.fail(frame, "internal", describeError(err));
+            });
+      }
+    });
+    process.on("SIGTERM", () => void stop("SIGTERM", 0));
+    process.on("SIGINT", () => {}); // the kernel decides; a console ^C reaches the whole group
+    // 3. Hello
+    channel.send("hello", { service: name, pid: process.pid, uid: identity.uid, gid: identity.gid, version: VERSION });
+    // 4. serve
+    await impl.start?.(context);
+  } catch (err) {
+    log.error("cannot start", { error: describeError(err) });
+    try {
+      await impl.stop?.(ctx!);
+    } catch {
+      // already failing
+    }
+    process.exit(78);
+  }
+}

@@ -1,0 +1,7 @@
+import { fatal, runService } from "../common/service.js";
+
+await runService("monitor", {
+  dispatch(frame, ctx) {
+    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+  },
+});
