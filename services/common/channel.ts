@@ -34,7 +34,14 @@ export class Channel {
     this.decoder = new FrameDecoder(maxFrame);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.shutdown(`socket error: ${err.message}`, undefined));
-    socket.on("close", () => this.shutdown("peer closed the channel", undefined));
+    socket.on("close", () => {
+      const partial = this.decoder.buffered;
+      if (partial > 0) {
+        this.shutdown(`truncated frame: channel closed with ${partial} bytes of an incomplete frame`, new ProtocolError("truncated", `${this.peer} closed the channel in the middle of a frame (${partial} bytes)`));
+      } else {
+        this.shutdown("peer closed the channel", undefined);
+      }
+    });
   }
 
   get closed(): boolean {
@@ -49,10 +56,12 @@ export class Channel {
     this.closeListeners.push(listener);
   }
 
-  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0): number {
+  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0, secret = false): number {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
     const id = this.nextId++;
-    this.socket.write(encodeFrame(id, replyTo, type, payload));
+    const frame = encodeFrame(id, replyTo, type, payload, secret);
+    if (secret) this.socket.write(frame, () => frame.fill(0));
+    else this.socket.write(frame);
     return id;
   }
 
@@ -65,12 +74,18 @@ export class Channel {
   }
 
   /** Sends a request and waits for an answer of one of the expected types. */
-  request<T extends MessageType, R extends MessageType>(type: T, payload: Payload<T>, expect: R | readonly R[], timeoutMs: number): Promise<Frame<R>> {
+  request<T extends MessageType, R extends MessageType>(
+    type: T,
+    payload: Payload<T>,
+    expect: R | readonly R[],
+    timeoutMs: number,
+    opts: { secret?: boolean } = {},
+  ): Promise<Frame<R>> {
     const expected = (Array.isArray(expect) ? expect : [expect]) as readonly MessageType[];
     return new Promise<Frame<R>>((resolve, reject) => {
       let id: number;
       try {
-        id = this.send(type, payload);
+        id = this.send(type, payload, 0, opts.secret ?? false);
       } catch (err) {
         reject(err as Error);
         return;

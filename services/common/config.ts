@@ -99,6 +99,13 @@ function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
     const eq = attr.indexOf("=");
     if (eq <= 0) bad(`pkcs11: URI attributes as name=value (found ${JSON.stringify(attr)})`);
     const name = attr.slice(0, eq);
+    if (name === "id") {
+      // RFC 7512: id is raw bytes, percent-encoded byte by byte (not UTF-8: %9f is valid here)
+      const raw = attr.slice(eq + 1);
+      if (!/^(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9\-._~])*$/.test(raw)) bad("the key id as percent-encoded bytes in the pkcs11: URI (e.g. id=%01%a2)");
+      ref.id = Buffer.from(raw.replace(/%([0-9A-Fa-f]{2})|([^%])/g, (_m, hex: string | undefined, ch: string | undefined) => (hex !== undefined ? String.fromCharCode(parseInt(hex, 16)) : ch!)), "latin1").toString("hex");
+      continue;
+    }
     let value: string;
     try {
       value = decodeURIComponent(attr.slice(eq + 1));

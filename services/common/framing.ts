@@ -5,7 +5,8 @@ import { ProtocolError } from "./errors.js";
 
 export const MAX_FRAME_BYTES = 1024 * 1024;
 
-export function encodeFrame<T extends MessageType>(id: number, replyTo: number, type: T, payload: Payload<T>): Buffer {
+/** With `secret`, the intermediate encoding is zeroed (the caller zeroes the returned frame once written). */
+export function encodeFrame<T extends MessageType>(id: number, replyTo: number, type: T, payload: Payload<T>, secret = false): Buffer {
   const env = Envelope.create({ id, replyTo, [type]: payload } as never);
   const body = Envelope.encode(env).finish();
   if (body.length > MAX_FRAME_BYTES) {
@@ -18,7 +19,9 @@ export function encodeFrame<T extends MessageType>(id: number, replyTo: number, 
     n >>>= 7;
   }
   prefix.push(n);
-  return Buffer.concat([Buffer.from(prefix), body]);
+  const frame = Buffer.concat([Buffer.from(prefix), body]);
+  if (secret) body.fill(0);
+  return frame;
 }
 
 /** Accumulates bytes and yields whole frames; throws ProtocolError on anything malformed. */

@@ -1,7 +1,314 @@
-import { fatal, runService } from "../common/service.js";
+// The spool service: picks request files up from SPOOL_DIR, checks them, forwards typed
+// IssueRequests to the kernel, writes result files; and reads the revoke queue for the kernel.
+// Runs as SPOOL_USER with only its own primary group: it reads client files through their
+// "other" bits only. Hostile input never crashes it: every case ends in an error result for that
+// client (when the name is valid), a requestRejected to the kernel and a log line.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Frame } from "../../proto/wire.js";
+import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
+import { lookupUser } from "../common/identity.js";
+import { fatal, runService, type ServiceContext } from "../common/service.js";
+import { DELIVERY_GRACE_MS, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
+import { readRequest, type ValidRequest } from "./request-file.js";
+import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned } from "./results.js";
+import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
+import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
+
+/** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
+export const MAX_IN_FLIGHT = 256;
+const RESCAN_MS = 1000;
+const SWEEP_EVERY_MS = 30_000;
+/** The spool waits this much longer than the client, so the client is the one that gives up. */
+const SETTLE_MS = 1000;
+
+class Spool {
+  private readonly dir: string;
+  private readonly clientUid: number;
+  private readonly inFlight = new Set<string>();
+  private readonly watcher: SpoolWatcher;
+  private scanning = false;
+  private again = false;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastScanError = "";
+
+  constructor(private readonly ctx: ServiceContext) {
+    this.dir = ctx.config.SPOOL_DIR;
+    this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
+    try {
+      fs.accessSync(this.dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
+    } catch (err) {
+      throw new ConfigError("spool_dir", `SPOOL_DIR ${this.dir} is not usable by the spool user: ${(err as NodeJS.ErrnoException).code ?? describeError(err)}`, {
+        file: ctx.config.sourceFile,
+        key: "SPOOL_DIR",
+      });
+    }
+    this.watcher = new SpoolWatcher({
+      dir: this.dir,
+      rescanMs: RESCAN_MS,
+      onHint: () => this.kick(),
+      onError: (err) => ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) }),
+    });
+  }
+
+  start(): void {
+    this.watcher.start();
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_EVERY_MS);
+    this.ctx.log.info("watching the request spool", { dir: this.dir, clientUid: this.clientUid });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.watcher.stop();
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+  }
+
+  /** A hint that the link may be there: scan (again). */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.scanning) {
+      this.again = true;
+      return;
+    }
+    this.scanning = true;
+    void this.scan().finally(() => {
+      this.scanning = false;
+      if (this.again) {
+        this.again = false;
+        this.kick();
+      }
+    });
+  }
+
+  private async scan(): Promise<void> {
+    while (!this.stopped && this.inFlight.size < MAX_IN_FLIGHT) {
+      let taken: Taken | undefined;
+      try {
+        taken = await takeRequestLink(this.dir);
+        this.lastScanError = "";
+      } catch (err) {
+        const msg = describeError(err);
+        if (msg !== this.lastScanError) this.ctx.log.error("cannot read the request link", { dir: this.dir, error: msg });
+        this.lastScanError = msg;
+        return;
+      }
+      if (!taken) return;
+      this.onTaken(taken);
+    }
+  }
+
+  private rejected(requestId: string, code: string, message: string): void {
+    try {
+      this.ctx.channel.send("requestRejected", { requestId, code, message });
+    } catch {
+      // channel closed: the service is stopping
+    }
+  }
+
+  private security(msg: string, fields: Record<string, unknown>): void {
+    this.ctx.log.warning(msg, { event: "security", ...fields });
+  }
+
+  private onTaken(taken: Taken): void {
+    switch (taken.kind) {
+      case "bad_target": {
+        const target = JSON.stringify(taken.target.slice(0, 200));
+        this.security("request link points at something that is not a request file name: removed", { target });
+        this.rejected("", "request.bad_name", `request link target ${target} is not a plain req.<random> name in the spool directory`);
+        return;
+      }
+      case "not_symlink":
+        this.security(`the request lock is a ${taken.type}, not a symbolic link: ${taken.removed ? "removed" : "cannot remove it"}`, { dir: this.dir });
+        this.rejected("", "request.bad_link", `${REQUEST_LINK} in the spool directory is a ${taken.type}, not a symbolic link`);
+        return;
+      case "request": {
+        const id = taken.requestId;
+        if (this.inFlight.has(id)) {
+          this.security("request linked again while it is being served: ignored", { requestId: id });
+          this.rejected(id, "request.duplicate", "this request is already being served");
+          return;
+        }
+        this.inFlight.add(id);
+        void this.serve(id)
+          .catch((err) => this.ctx.log.error("request handling failed", { requestId: id, error: describeError(err) }))
+          .finally(() => {
+            this.inFlight.delete(id);
+            this.kick();
+          });
+        return;
+      }
+      default: {
+        const never: never = taken;
+        throw new Error(`unhandled ${String(never)}`);
+      }
+    }
+  }
+
+  /** Refuses a request: requestRejected to the kernel, an error result for the client, a log line. */
+  private async refuse(id: string, err: RequestError): Promise<void> {
+    const detail = err.context["detail"];
+    if (err.context["security"]) this.security("request refused", { requestId: id, code: err.code, detail });
+    else this.ctx.log.notice("request refused", { requestId: id, code: err.code, reason: err.message });
+    this.rejected(id, err.code, err.message);
+    await this.deliverError(id, err.code, err.message);
+  }
+
+  private async deliverError(id: string, code: string, message: string): Promise<void> {
+    try {
+      const p = await publishError(this.dir, id, code, message);
+      if (p === "claimed_by_client") await removeAbandoned(this.dir, id);
+    } catch (err) {
+      this.ctx.log.error("cannot write an error result", { requestId: id, error: describeError(err) });
+    }
+  }
+
+  private async removeRequestFile(id: string): Promise<void> {
+    const file = path.join(this.dir, id);
+    try {
+      await fs.promises.unlink(file);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EISDIR" || code === "EPERM") await fs.promises.rmdir(file).catch(() => {});
+    }
+  }
+
+  private async serve(id: string): Promise<void> {
+    let req: ValidRequest;
+    try {
+      if (await isAbandoned(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
+      req = await readRequest(this.dir, id, this.clientUid, {
+        now: Date.now(),
+        clientTimeoutMs: this.ctx.config.CLIENT_TIMEOUT,
+        minKeyBits: this.ctx.config.MIN_KEY_BITS,
+      });
+      if (await isAbandoned(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
+    } catch (err) {
+      await this.removeRequestFile(id);
+      if (err instanceof RequestError) {
+        await this.refuse(id, err);
+      } else {
+        this.ctx.log.error("cannot read a request", { requestId: id, error: describeError(err) });
+        await this.refuse(id, new RequestError("unreadable", "the CA could not read the request file"));
+      }
+      return;
+    }
+    await this.removeRequestFile(id);
+    await this.issue(req);
+  }
+
+  private async issue(req: ValidRequest): Promise<void> {
+    const id = req.requestId;
+    const log = this.ctx.log;
+    log.info("request forwarded", { requestId: id, username: req.username, keyBits: req.keyBits, proxyLifetime: req.proxyLifetime });
+    let answer: Frame<"issued" | "failure">;
+    try {
+      answer = await this.ctx.channel.request(
+        "issueRequest",
+        {
+          requestId: id,
+          username: req.username,
+          proxyLifetime: req.proxyLifetime,
+          maxCertLifetime: req.maxCertLifetime,
+          publicKey: req.publicKey,
+          deadline: req.deadline,
+          clientUid: req.clientUid,
+        },
+        ["issued", "failure"],
+        Math.max(1, req.deadline + DELIVERY_GRACE_MS + SETTLE_MS - Date.now()),
+      );
+    } catch (err) {
+      log.warning("no answer from the kernel", { requestId: id, error: describeError(err) });
+      await this.deliverError(id, "request.no_answer", "the CA did not answer before the request's deadline");
+      return;
+    }
+    if (answer.type === "failure") {
+      const f = (answer as Frame<"failure">).message;
+      log.notice("request failed", { requestId: id, code: f.code, reason: f.message });
+      await this.deliverError(id, f.code || "failure", f.message || "the CA refused the request");
+      return;
+    }
+    const issued = (answer as Frame<"issued">).message;
+    const serial = issued.serial;
+    if (issued.requestId !== id || issued.certificate.length === 0) {
+      log.error("the kernel answered with a certificate for another request, or an empty one", { requestId: id, answeredFor: issued.requestId, serial });
+      this.undelivered(id, serial, "the kernel's answer did not match the request");
+      await this.deliverError(id, "internal", "the CA answered with an unusable certificate");
+      return;
+    }
+    const late = Date.now() > req.deadline + DELIVERY_GRACE_MS;
+    const abandoned = await isAbandoned(this.dir, id);
+    if (late || abandoned) {
+      const reason = abandoned ? "the client gave up before the certificate arrived" : "the certificate arrived after the client's deadline";
+      log.warning("certificate not delivered", { requestId: id, serial, reason });
+      this.undelivered(id, serial, reason);
+      if (abandoned) await removeAbandoned(this.dir, id);
+      else await this.deliverError(id, "request.too_late", "the certificate was signed too late and has been revoked");
+      return;
+    }
+    let publication;
+    try {
+      publication = await publishResult(this.dir, id, derToPem(issued.certificate));
+    } catch (err) {
+      log.error("cannot write the certificate result", { requestId: id, serial, error: describeError(err) });
+      this.undelivered(id, serial, `the result file could not be written: ${oneLine(describeError(err))}`);
+      return;
+    }
+    if (publication === "claimed_by_client") {
+      log.warning("certificate not delivered", { requestId: id, serial, reason: "the client gave up while it was being written" });
+      this.undelivered(id, serial, "the client gave up while the result was being written");
+      await removeAbandoned(this.dir, id);
+      return;
+    }
+    log.info("certificate delivered", { requestId: id, serial, subject: issued.subject });
+  }
+
+  private undelivered(requestId: string, serial: string, reason: string): void {
+    try {
+      this.ctx.channel.send("undelivered", { requestId, serial, reason });
+    } catch (err) {
+      this.ctx.log.error("cannot report an undelivered certificate to the kernel", { requestId, serial, error: describeError(err) });
+    }
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      const maxAge = this.ctx.config.CLIENT_TIMEOUT + 2 * DELIVERY_GRACE_MS + 60_000;
+      const { removed, foreign } = await sweepSpool(this.dir, maxAge, Date.now(), this.inFlight);
+      if (removed.length > 0) this.ctx.log.info("removed stale spool files", { count: removed.length, files: removed.slice(0, 20).join(" ") });
+      if (foreign.length > 0) this.ctx.log.debug("files in the spool that are not part of the protocol", { files: foreign.slice(0, 20).map((f) => JSON.stringify(f)).join(" ") });
+    } catch (err) {
+      this.ctx.log.warning("spool sweep failed", { error: describeError(err), code: errorCode(err) });
+    }
+  }
+}
+
+let spool: Spool | undefined;
 
 await runService("spool", {
-  dispatch(frame, ctx) {
-    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+  start(ctx) {
+    spool = new Spool(ctx);
+    spool.start();
+  },
+  async dispatch(frame, ctx) {
+    switch (frame.type) {
+      case "readRevokeQueue": {
+        const scan = await readRevokeQueue(ctx.config.REVOKE_DIR, ctx.log);
+        ctx.channel.reply(frame, "revokeQueue", scan);
+        return;
+      }
+      case "revokeDone": {
+        const files = (frame as Frame<"revokeDone">).message.queueFiles;
+        const removed = await removeQueueFiles(ctx.config.REVOKE_DIR, files, ctx.log);
+        ctx.log.info("revoke queue entries done", { removed, named: files.length });
+        ctx.channel.reply(frame, "ack", {});
+        return;
+      }
+      default:
+        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+    }
+  },
+  stop() {
+    spool?.stop();
   },
 });

@@ -1,0 +1,74 @@
+// CA database figures: record() per certificate at 0, 100k and 1M existing index lines,
+// open() at 1M, revoke() (one full rewrite) at 1M. Prints figures only; asserts nothing.
+// Run: node dist/bench/cadb.js [DIR]   (DIR on the file system CA_DIR will live on; default tmp)
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { CaDatabase } from "../services/signer/cadb.js";
+
+const base = fs.mkdtempSync(path.join(process.argv[2] ?? os.tmpdir(), "etca-bench-cadb-"));
+const RECORDS = Number(process.env.BENCH_RECORDS ?? 200);
+
+function syntheticIndex(dir: string, lines: number): void {
+  fs.mkdirSync(path.join(dir, "newcerts"), { recursive: true });
+  const fd = fs.openSync(path.join(dir, "index.txt"), "w");
+  const chunk: string[] = [];
+  const rnd = randomBytes(lines * 15);
+  for (let i = 0; i < lines; i++) {
+    // 16-byte serials, first byte 0x80 | i-derived so they are unique and distinct from newSerial()'s
+    const serial = (0x80 + (i % 0x7f)).toString(16).toUpperCase() + i.toString(16).toUpperCase().padStart(14, "0") + rnd.toString("hex", i * 15, i * 15 + 8).toUpperCase();
+    const status = i % 50 === 0 ? `R\t310101000000Z\t250101000000Z,superseded` : `V\t310101000000Z\t`;
+    chunk.push(`${status}\t${serial}\tunknown\t/DC=org/DC=example/CN=user ${i}\n`);
+    if (chunk.length === 10000) {
+      fs.writeSync(fd, chunk.join(""));
+      chunk.length = 0;
+    }
+  }
+  if (chunk.length) fs.writeSync(fd, chunk.join(""));
+  fs.closeSync(fd);
+  fs.writeFileSync(path.join(dir, "serial"), "01\n");
+  fs.writeFileSync(path.join(dir, "crlnumber"), "01\n");
+}
+
+function ms(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+const der = randomBytes(1100); // record() does not parse the certificate
+const rows: string[] = [];
+try {
+  for (const n of [0, 100_000, 1_000_000]) {
+    const dir = path.join(base, `n${n}`);
+    let t0 = process.hrtime.bigint();
+    syntheticIndex(dir, n);
+    const genMs = ms(t0);
+    t0 = process.hrtime.bigint();
+    const db = CaDatabase.open(dir);
+    const openMs = ms(t0);
+    const times: number[] = [];
+    for (let i = 0; i < RECORDS; i++) {
+      const serial = db.newSerial();
+      const t1 = process.hrtime.bigint();
+      db.record({ serial, notAfter: new Date(Date.now() + 12 * 3600e3), subject: `/DC=org/DC=example/CN=bench ${i}`, certificate: der });
+      times.push(ms(t1));
+    }
+    times.sort((a, b) => a - b);
+    const mean = times.reduce((a, b) => a + b, 0) / times.length;
+    const list = [...db.entries()].slice(0, 1);
+    t0 = process.hrtime.bigint();
+    const res = db.revoke([{ serialHex: list[0]?.serialHex ?? "00", reason: "keyCompromise", revokedAt: new Date() }]);
+    const revokeMs = ms(t0);
+    db.close();
+    rows.push(
+      `index lines ${String(n).padStart(9)}: record() mean ${mean.toFixed(3)} ms, median ${times[times.length >> 1]!.toFixed(3)} ms, p95 ${times[Math.floor(times.length * 0.95)]!.toFixed(3)} ms (${RECORDS} records); ` +
+        `open() ${openMs.toFixed(0)} ms; revoke() rewrite ${revokeMs.toFixed(0)} ms (${res[0]!.result}); [generating the index: ${genMs.toFixed(0)} ms, ${(fs.statSync(path.join(dir, "index.txt")).size / 1e6).toFixed(1)} MB]`,
+    );
+    console.log(rows[rows.length - 1]);
+    const mem = process.memoryUsage();
+    console.log(`  heap used after ${n} lines: ${(mem.heapUsed / 1e6).toFixed(0)} MB, rss ${(mem.rss / 1e6).toFixed(0)} MB`);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+} finally {
+  fs.rmSync(base, { recursive: true, force: true });
+}

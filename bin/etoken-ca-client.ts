@@ -1,0 +1,306 @@
+#!/usr/bin/env node
+// etoken-ca-client: MyProxy's certificate_issuer_program. Runs as CLIENT_USER with no arguments
+// (or --config FILE). Reads MyProxy's stdin, drops everything the CA does not need (the
+// passphrase first of all), writes a request file into SPOOL_DIR, takes the `request` symlink
+// lock, waits for its result file, prints the PEM certificate (exit 0) or one line on stderr
+// (exit 1). It never talks to the server. MyProxy forks one per logon: keep imports minimal
+// (no protobuf, no logger).
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { configPathFromArgs, loadConfig } from "../services/common/config.js";
+import {
+  abandonedName,
+  DELIVERY_GRACE_MS,
+  formatErrorResult,
+  formatRequestFile,
+  MAX_RESULT_BYTES,
+  MAX_STDIN_BYTES,
+  parseMyproxyInput,
+  parseResultFile,
+  randomName,
+  REQUEST_FILE_MODE,
+  REQUEST_LINK,
+  REQUEST_RANDOM_CHARS,
+  resultName,
+  type ResultFile,
+} from "../services/common/spool-protocol.js";
+
+const PROGRAM = "etoken-ca-client";
+const LOCK_POLL_MS = 50;
+const RESULT_POLL_MS = 100;
+
+class ClientError extends Error {}
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+
+function readStdin(): Buffer {
+  const buf = Buffer.alloc(MAX_STDIN_BYTES + 1);
+  let total = 0;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let n: number;
+    try {
+      n = fs.readSync(0, buf, total, buf.length - total, null);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EAGAIN") {
+        Atomics.wait(sleeper, 0, 0, 5);
+        continue;
+      }
+      if (code === "EOF") break;
+      throw new ClientError(`cannot read stdin: ${code ?? String(err)}`);
+    }
+    if (n === 0) break;
+    total += n;
+    if (total > MAX_STDIN_BYTES) throw new ClientError(`input on stdin larger than ${MAX_STDIN_BYTES} bytes`);
+  }
+  return buf.subarray(0, total);
+}
+
+/** Wakes waiters on any change in the spool directory, with a poll fallback. */
+class DirWaiter {
+  private watcher: fs.FSWatcher | undefined;
+  private waiters: (() => void)[] = [];
+
+  constructor(dir: string) {
+    try {
+      this.watcher = fs.watch(dir, { persistent: false }, () => this.wake());
+      this.watcher.on("error", () => this.close());
+    } catch {
+      // no inotify: polling only
+    }
+  }
+
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve();
+      }, Math.max(1, ms));
+      this.waiters.push(done);
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+  }
+}
+
+function unlinkQuiet(file: string): void {
+  try {
+    fs.unlinkSync(file);
+  } catch {
+    // already gone
+  }
+}
+
+function spoolErrno(err: unknown, what: string, dir: string): ClientError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const hint = code === "EACCES" || code === "EPERM" ? " (permission denied: run as CLIENT_USER, and check the spool directory's owner and mode)" : code === "ENOENT" ? " (no such directory: is etoken-ca-server installed and started once?)" : "";
+  return new ClientError(`cannot ${what} in the spool directory ${dir}: ${code ?? String(err)}${hint}`);
+}
+
+/** Reads the result file if it is there; undefined when it is not (yet). */
+function tryReadResult(file: string): ResultFile | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    return { ok: false, code: "bad_result", message: `cannot read the result file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_RESULT_BYTES) return { ok: false, code: "bad_result", message: `the result file ${file} is not a regular file of at most ${MAX_RESULT_BYTES} bytes` };
+    const buf = Buffer.alloc(MAX_RESULT_BYTES + 1);
+    let total = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, total, buf.length - total, null);
+      if (n === 0) break;
+      total += n;
+      if (total > MAX_RESULT_BYTES) return { ok: false, code: "bad_result", message: `the result file ${file} is larger than ${MAX_RESULT_BYTES} bytes` };
+    }
+    return parseResultFile(buf.subarray(0, total).toString("utf8"));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+class Request {
+  readonly file: string;
+  readonly link: string;
+  readonly result: string;
+  readonly marker: string;
+  private linked = false;
+  private finished = false;
+
+  constructor(
+    readonly dir: string,
+    readonly id: string,
+    readonly deadline: number,
+  ) {
+    this.file = path.join(dir, id);
+    this.link = path.join(dir, REQUEST_LINK);
+    this.result = path.join(dir, resultName(id));
+    this.marker = path.join(dir, abandonedName(id));
+  }
+
+  write(content: string): void {
+    let fd: number;
+    try {
+      fd = fs.openSync(this.file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, REQUEST_FILE_MODE);
+    } catch (err) {
+      throw spoolErrno(err, "create a request file", this.dir);
+    }
+    try {
+      fs.fchmodSync(fd, REQUEST_FILE_MODE); // the spool user reads it through the "other" bits
+      fs.writeSync(fd, content);
+      fs.fsyncSync(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      unlinkQuiet(this.file);
+      throw spoolErrno(err, "write the request file", this.dir);
+    }
+    fs.closeSync(fd);
+  }
+
+  /** Takes the lock (creates the `request` symlink); false when the deadline passed first. */
+  async lock(waiter: DirWaiter): Promise<boolean> {
+    for (;;) {
+      try {
+        fs.symlinkSync(this.id, this.link);
+        this.linked = true;
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw spoolErrno(err, "create the request link", this.dir);
+      }
+      const left = this.deadline - Date.now();
+      if (left <= 0) return false;
+      await waiter.wait(Math.min(LOCK_POLL_MS, left));
+    }
+  }
+
+  async waitResult(waiter: DirWaiter): Promise<ResultFile | "abandoned"> {
+    const giveUp = this.deadline + DELIVERY_GRACE_MS;
+    for (;;) {
+      const r = tryReadResult(this.result);
+      if (r) return r;
+      const left = giveUp - Date.now();
+      if (left <= 0) return this.abandon();
+      await waiter.wait(Math.min(RESULT_POLL_MS, left));
+    }
+  }
+
+  /**
+   * Gives up: marks the request abandoned (the CA must not sign it), frees the lock if it is
+   * still ours, and claims the result name. If the spool published first, its result is used.
+   */
+  abandon(): ResultFile | "abandoned" {
+    if (this.finished) return "abandoned";
+    this.finished = true;
+    try {
+      fs.closeSync(fs.openSync(this.marker, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644));
+    } catch {
+      // exists already, or the directory is unusable: the claim below decides
+    }
+    if (this.linked) {
+      try {
+        if (fs.readlinkSync(this.link) === this.id) unlinkQuiet(this.link);
+      } catch {
+        // taken by the spool meanwhile
+      }
+    }
+    unlinkQuiet(this.file);
+    try {
+      const fd = fs.openSync(this.result, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      try {
+        fs.writeSync(fd, formatErrorResult("abandoned", "the client gave up"));
+      } finally {
+        fs.closeSync(fd);
+      }
+      return "abandoned"; // marker and claim stay: the spool (or its sweeper) removes them
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") return "abandoned";
+    }
+    const r = tryReadResult(this.result) ?? "abandoned";
+    this.cleanup();
+    return r;
+  }
+
+  /** Removes this client's files after a result was read. */
+  cleanup(): void {
+    this.finished = true;
+    unlinkQuiet(this.result);
+    unlinkQuiet(this.file);
+    unlinkQuiet(this.marker);
+  }
+}
+
+function fail(message: string): never {
+  process.stderr.write(`${PROGRAM}: ${message.replace(/[\x00-\x1f\x7f]+/g, " ")}\n`);
+  process.exit(1);
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (!(argv.length === 0 || (argv.length === 2 && argv[0] === "--config") || (argv.length === 1 && argv[0]!.startsWith("--config=")))) {
+    fail(`usage: ${PROGRAM} [--config FILE]  (MyProxy's certificate_issuer_program; request on stdin)`);
+  }
+  let config;
+  try {
+    config = loadConfig(configPathFromArgs(argv));
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  const input = readStdin();
+  let parsed;
+  try {
+    parsed = parseMyproxyInput(input);
+  } finally {
+    input.fill(0); // the passphrase was in there
+  }
+  const dir = config.SPOOL_DIR;
+  const deadline = Date.now() + config.CLIENT_TIMEOUT;
+  const req = new Request(dir, `req.${randomName(REQUEST_RANDOM_CHARS, randomBytes)}`, deadline);
+  req.write(
+    formatRequestFile({ username: parsed.username, proxyLifetime: parsed.proxyLifetime, maxCertLifetime: parsed.maxCertLifetime, deadline, csrPem: parsed.csrPem }),
+  );
+  const onSignal = (sig: NodeJS.Signals): void => {
+    const r = req.abandon();
+    if (r !== "abandoned" && r.ok) {
+      fs.writeSync(1, r.certificatePem);
+      process.exit(0);
+    }
+    fail(`interrupted by ${sig}; the request was abandoned`);
+  };
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, onSignal);
+
+  const waiter = new DirWaiter(dir);
+  const seconds = Math.round(config.CLIENT_TIMEOUT / 100) / 10;
+  if (!(await req.lock(waiter))) {
+    unlinkQuiet(req.file);
+    fail(`the CA's request spool stayed busy for ${seconds} s (another request held it, or etoken-ca-server is not running)`);
+  }
+  const r = await req.waitResult(waiter);
+  waiter.close();
+  if (r === "abandoned") fail(`no answer from the CA within ${seconds} s; request abandoned (is etoken-ca-server running and its token logged in?)`);
+  req.cleanup();
+  if (!r.ok) fail(r.message);
+  fs.writeSync(1, r.certificatePem);
+  process.exit(0);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  fail(err instanceof Error ? err.message : String(err));
+});

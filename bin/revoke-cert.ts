@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+// revoke-cert: queue a revocation for the running CA (root only).
+//   revoke-cert --serial HEX | --cert FILE [--reason NAME] [--config FILE] [--no-signal]
+// Checks the serial against CA_DIR (read-only), refuses unknown, already revoked and already
+// queued serials, writes REVOKE_DIR/rev.<ms>.<random> atomically (tmp + fsync + rename; root,
+// group = SPOOL_USER's group, 0640), then sends SIGUSR1 to etoken-ca-server, which has the spool
+// read the queue, the signer revoke, and a new CRL made. Without a running server the entry stays
+// queued for the next start.
+import { randomBytes, X509Certificate } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs, runCli } from "../services/common/cli.js";
+import { configPathFromArgs, loadConfig } from "../services/common/config.js";
+import { describeError, SecurityError, UsageError } from "../services/common/errors.js";
+import { lookupUser, requireRoot } from "../services/common/identity.js";
+import { isRevocationReason, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
+import { safeReadFile } from "../services/common/safe-open.js";
+import {
+  formatRevokeEntry,
+  MAX_REVOKE_BYTES,
+  normalizeSerial,
+  parseRevokeEntry,
+  randomName,
+  REVOKE_DIR_MODE,
+  REVOKE_FILE_MODE,
+  REVOKE_NAME,
+} from "../services/common/spool-protocol.js";
+
+const PROGRAM = "revoke-cert";
+const USAGE = `usage: ${PROGRAM} --serial HEX | --cert FILE [--reason NAME] [--config FILE] [--no-signal]
+  reasons: ${Object.keys(REVOCATION_REASONS).join(", ")}`;
+
+export interface SerialStatus {
+  /** V valid, R revoked, E expired (index.txt letters) */
+  status: "V" | "R" | "E";
+  /** the serial as the database writes it */
+  serial: string;
+}
+
+/**
+ * Looks a serial up in CA_DIR, read-only. Uses services/signer/cadb.js when it is there;
+ * otherwise reads index.txt minimally (status letter and serial columns).
+ */
+export async function lookupSerial(caDir: string, serial: string): Promise<SerialStatus | undefined> {
+  const cadbUrl = new URL("../services/signer/cadb.js", import.meta.url);
+  let cadb: { CaDatabase?: { open(dir: string, o: { readOnly: boolean }): unknown } } | undefined;
+  try {
+    cadb = (await import(cadbUrl.href)) as typeof cadb;
+  } catch {
+    cadb = undefined;
+  }
+  if (cadb?.CaDatabase) {
+    const db = (await cadb.CaDatabase.open(caDir, { readOnly: true })) as {
+      get(s: string): { status: "V" | "R" | "E"; serial?: string } | undefined;
+      close?(): unknown;
+    };
+    try {
+      const e = db.get(serial);
+      return e ? { status: e.status, serial: e.serial ?? serial } : undefined;
+    } finally {
+      await db.close?.();
+    }
+  }
+  return lookupInIndex(caDir, serial);
+}
+
+/** Minimal index.txt reader: STATUS \t EXPIRY \t REVOKED \t SERIAL \t FILE \t SUBJECT. */
+export function lookupInIndex(caDir: string, serial: string): SerialStatus | undefined {
+  const file = path.join(caDir, "index.txt");
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new SecurityError("ca_db", `cannot read the CA database ${file}: ${(err as NodeJS.ErrnoException).code ?? describeError(err)}`);
+  }
+  const want = normalizeSerial(serial);
+  for (const line of text.split("\n")) {
+    const cols = line.split("\t");
+    if (cols.length < 4) continue;
+    if (normalizeSerial(cols[3]!) === want && (cols[0] === "V" || cols[0] === "R" || cols[0] === "E")) return { status: cols[0], serial: cols[3]! };
+  }
+  return undefined;
+}
+
+/** Serials already waiting in the queue (valid root-owned entries only). */
+async function queuedSerials(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const name of await fs.promises.readdir(dir)) {
+    if (!REVOKE_NAME.test(name)) continue;
+    try {
+      const f = await safeReadFile(dir, name, { owner: 0, maxBytes: MAX_REVOKE_BYTES, what: "revoke queue entry" });
+      out.set(normalizeSerial(parseRevokeEntry(f.data.toString("latin1")).serial)!, name);
+    } catch {
+      // junk: the spool reports it
+    }
+  }
+  return out;
+}
+
+/** REVOKE_DIR: root, group = SPOOL_USER's group, 0770 (the spool reads and deletes done entries). */
+function ensureRevokeDir(dir: string, spoolGid: number): void {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dir);
+  } catch {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chownSync(dir, 0, spoolGid);
+    fs.chmodSync(dir, REVOKE_DIR_MODE);
+    return;
+  }
+  if (!st.isDirectory()) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is not a directory`);
+  if (st.uid !== 0) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is owned by uid ${st.uid}, expected root`);
+  if ((st.mode & 0o007) !== 0) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is accessible to others (mode ${(st.mode & 0o7777).toString(8)}), expected ${REVOKE_DIR_MODE.toString(8)}`);
+}
+
+/** Writes the entry atomically; returns its name. */
+export function writeQueueEntry(dir: string, serial: string, reason: RevocationReason, spoolGid: number, now = Date.now()): string {
+  const name = `rev.${now}.${randomName(16, randomBytes)}`;
+  const tmp = path.join(dir, `.${name}.tmp`);
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    fs.fchownSync(fd, 0, spoolGid);
+    fs.fchmodSync(fd, REVOKE_FILE_MODE);
+    fs.writeSync(fd, formatRevokeEntry({ serial, reason, queuedAt: now }));
+    fs.fsyncSync(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fs.closeSync(fd);
+  fs.renameSync(tmp, path.join(dir, name));
+  const dfd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+  return name;
+}
+
+export type SignalOutcome = { sent: true; pid: number } | { sent: false; why: string };
+
+/** SIGUSR1 to the server whose pid is in PIDFILE, after checking that it is etoken-ca-server. */
+export function signalServer(pidfile: string): SignalOutcome {
+  let text: string;
+  try {
+    text = fs.readFileSync(pidfile, "utf8");
+  } catch {
+    return { sent: false, why: `no pid file ${pidfile}` };
+  }
+  const m = /^\s*([1-9][0-9]{0,9})\s*$/.exec(text);
+  if (!m) return { sent: false, why: `pid file ${pidfile} does not hold a pid` };
+  const pid = Number(m[1]);
+  let cmdline: string;
+  try {
+    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+  } catch {
+    return { sent: false, why: `process ${pid} from ${pidfile} is not running (stale pid file)` };
+  }
+  if (!/etoken-ca-server|^etoken-ca: (kernel|server)/.test(cmdline)) {
+    return { sent: false, why: `process ${pid} from ${pidfile} is not etoken-ca-server (${JSON.stringify(cmdline.trim().slice(0, 80))})` };
+  }
+  try {
+    process.kill(pid, "SIGUSR1");
+  } catch (err) {
+    return { sent: false, why: `cannot signal process ${pid}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
+  }
+  return { sent: true, pid };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { serial: "value", cert: "value", reason: "value", config: "value", "no-signal": "flag", help: "flag" }, USAGE);
+  if (args.help) {
+    process.stdout.write(USAGE + "\n");
+    return 0;
+  }
+  if ((args.serial === undefined) === (args.cert === undefined)) throw new UsageError(`give exactly one of --serial and --cert\n${USAGE}`);
+  const reason = (args.reason as string | undefined) ?? "unspecified";
+  if (!isRevocationReason(reason)) throw new UsageError(`unknown reason ${JSON.stringify(reason)}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`);
+  requireRoot(PROGRAM);
+  const config = loadConfig(configPathFromArgs(argv));
+
+  let serialIn: string;
+  if (typeof args.cert === "string") {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(fs.readFileSync(args.cert));
+    } catch (err) {
+      throw new UsageError(`${args.cert}: not a readable PEM or DER certificate (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    serialIn = cert.serialNumber;
+  } else {
+    serialIn = args.serial as string;
+  }
+  const serial = normalizeSerial(serialIn);
+  if (!serial) throw new UsageError(`serial ${JSON.stringify(serialIn)} is not hexadecimal`);
+
+  const found = await lookupSerial(config.CA_DIR, serial);
+  if (!found) throw new UsageError(`serial ${serial} is not in the CA database ${config.CA_DIR}`);
+  if (found.status === "R") throw new UsageError(`serial ${serial} is already revoked`);
+
+  const spoolGid = lookupUser(config.SPOOL_USER, "SPOOL_USER", config.sourceFile).gid;
+  const dir = config.REVOKE_DIR;
+  ensureRevokeDir(dir, spoolGid);
+  const queued = (await queuedSerials(dir)).get(serial);
+  if (queued) throw new UsageError(`serial ${serial} is already queued for revocation (${path.join(dir, queued)})`);
+  const dbSerial = normalizeSerial(found.serial) ?? serial;
+  const name = writeQueueEntry(dir, dbSerial, reason, spoolGid);
+  process.stdout.write(`${PROGRAM}: queued serial ${dbSerial} (${reason}) as ${path.join(dir, name)}\n`);
+  if (args["no-signal"]) {
+    process.stdout.write(`${PROGRAM}: not signalling the server (--no-signal); it is processed at the next SIGUSR1 or start\n`);
+    return 0;
+  }
+  const s = signalServer(config.PIDFILE);
+  if (s.sent) process.stdout.write(`${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to process the queue and publish a new CRL\n`);
+  else process.stdout.write(`${PROGRAM}: etoken-ca-server is not running (${s.why}); the revocation will be processed at the next start\n`);
+  return 0;
+}
+
+runCli(PROGRAM, main);

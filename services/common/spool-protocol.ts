@@ -1,0 +1,293 @@
+// The spool hand-off as data: file names, formats and limits shared by etoken-ca-client (which
+// writes requests), the spool service (which reads them and writes results) and revoke-cert
+// (which queues revocations). Keep this module free of heavy imports: the client loads it on
+// every MyProxy logon.
+//
+// SPOOL_DIR (SPOOL_USER : CLIENT_USER's group, 2770):
+//   req.<random>                  request, written by the client (O_EXCL, 0644, fsynced, end marker)
+//   request -> req.<random>       the lock: a fixed-name symlink, made by the client, removed by the spool
+//   req.<random>.result           result: PEM certificate, or "error=<code>\n<message>\n"; published by
+//                                 the spool with link(2) (atomic, never overwrites), or claimed empty
+//                                 by a client that gives up (see below)
+//   req.<random>.result.tmp<rnd>  result being written by the spool
+//   req.<random>.abandoned        the client gave up: the CA must not sign (or deliver) this request
+//
+// Who wins the delivery race: the name `req.<random>.result` is created exactly once. The spool
+// publishes with link(tmp, result); a client that gives up first creates `.abandoned`, then creates
+// the result name itself with O_EXCL. If the client's create fails (EEXIST), the spool was first and
+// the client uses the result; if the spool's link fails, the client was first and the spool reports
+// the certificate as undelivered (the kernel revokes it). No certificate is ever handed out and
+// unrevoked-but-lost, and none is revoked after being handed out.
+//
+// REVOKE_DIR (root : SPOOL_USER's group, 0770): rev.<ms>.<random> queue entries, root-owned 0640,
+// written by revoke-cert (tmp + fsync + rename), read and, once the kernel confirms, deleted by the
+// spool. Entries not owned by root are refused, so the spool's write access cannot forge one.
+import { RequestError } from "./errors.js";
+import { isRevocationReason, type RevocationReason } from "./reasons.js";
+
+export const SPOOL_FORMAT_VERSION = 1;
+
+/** The fixed-name symlink that is the lock. */
+export const REQUEST_LINK = "request";
+/** A request file name: a plain basename, nothing else. */
+export const REQUEST_NAME = /^req\.[A-Za-z0-9]{8,32}$/;
+export const RESULT_SUFFIX = ".result";
+export const RESULT_TMP_INFIX = ".result.tmp";
+export const ABANDONED_SUFFIX = ".abandoned";
+/** Any file the spool protocol puts in SPOOL_DIR (for the sweeper). */
+export const SPOOL_FILE = /^req\.[A-Za-z0-9]{8,32}(\.result|\.result\.tmp[A-Za-z0-9]{1,32}|\.abandoned)?$/;
+/** Length of the random part the client uses. */
+export const REQUEST_RANDOM_CHARS = 16;
+
+export const SPOOL_DIR_MODE = 0o2770;
+export const REQUEST_FILE_MODE = 0o644;
+export const RESULT_FILE_MODE = 0o640;
+export const REVOKE_DIR_MODE = 0o770;
+export const REVOKE_FILE_MODE = 0o640;
+
+/** Largest MyProxy input the client accepts on stdin. */
+export const MAX_STDIN_BYTES = 64 * 1024;
+/** Largest request file the spool reads. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Largest result file the client reads. */
+export const MAX_RESULT_BYTES = 64 * 1024;
+/** Longest username (bytes, UTF-8), MyProxy's email=/info: suffixes included. */
+export const MAX_USERNAME_BYTES = 512;
+/** Lifetimes above this (10 years, in seconds) are absurd, not a request to clamp. */
+export const MAX_LIFETIME_SECONDS = 10 * 366 * 24 * 3600;
+/** A deadline further than CLIENT_TIMEOUT + this into the future is refused (clock skew slack). */
+export const DEADLINE_SLACK_MS = 60_000;
+/** After its deadline the client still waits this long for a certificate signed in time. */
+export const DELIVERY_GRACE_MS = 5_000;
+/** Largest revoke queue entry. */
+export const MAX_REVOKE_BYTES = 4 * 1024;
+
+/** Revoke queue entry name: rev.<ms since epoch>.<random>. */
+export const REVOKE_NAME = /^rev\.[0-9]{13}\.[A-Za-z0-9]{8,32}$/;
+/** Refused queue entries are renamed with this prefix (reported once, kept for the operator). */
+export const REVOKE_REJECTED_PREFIX = "bad.";
+
+export const END_MARKER = "end";
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/** Random [A-Za-z0-9]{n} from the given random bytes source (no modulo bias: 62 * 4 = 248). */
+export function randomName(n: number, randomBytes: (size: number) => Uint8Array): string {
+  let out = "";
+  while (out.length < n) {
+    for (const b of randomBytes(n * 2)) {
+      if (b < 248 && out.length < n) out += ALNUM[b % 62];
+    }
+  }
+  return out;
+}
+
+export const resultName = (requestId: string): string => requestId + RESULT_SUFFIX;
+export const abandonedName = (requestId: string): string => requestId + ABANDONED_SUFFIX;
+
+// ---------------------------------------------------------------------------------------------
+// MyProxy's stdin (reference/myproxy.md)
+
+export interface IssueFields {
+  username: string;
+  /** seconds, 0 = not given */
+  proxyLifetime: number;
+  /** seconds, 0 = unset */
+  maxCertLifetime: number;
+}
+
+export interface MyproxyInput extends IssueFields {
+  /** The PEM CSR text, BEGIN to END line, normalised to \n line ends. */
+  csrPem: string;
+}
+
+const MYPROXY_KEY = /^[a-z_]{1,64}$/;
+const PEM_CSR = /^-----BEGIN (NEW )?CERTIFICATE REQUEST-----\n([A-Za-z0-9+/=]{1,76}\n)+-----END (NEW )?CERTIFICATE REQUEST-----\n$/;
+
+/** A malformed input; `message` is one line for stderr or a result file. */
+export class FormatError extends RequestError {}
+
+function lifetime(name: string, value: string, fail: (m: string) => never): number {
+  if (value === "NULL" || value === "") return 0;
+  if (!/^(0|[1-9][0-9]{0,9})$/.test(value)) fail(`${name}=${JSON.stringify(value.slice(0, 40))}: expected a whole number of seconds`);
+  const n = Number(value);
+  if (n > MAX_LIFETIME_SECONDS) fail(`${name}=${value}: more than ${MAX_LIFETIME_SECONDS} seconds is not a plausible lifetime`);
+  return n;
+}
+
+/** Checks a username as both sides accept it; returns an error text or undefined. */
+export function usernameProblem(username: string): string | undefined {
+  if (username === "" || username === "NULL") return "empty username";
+  if (Buffer.byteLength(username, "utf8") > MAX_USERNAME_BYTES) return `username longer than ${MAX_USERNAME_BYTES} bytes`;
+  if (/[\x00-\x1f\x7f]/.test(username)) return "control character in the username";
+  if (username.includes("\uFFFD")) return "username is not valid UTF-8";
+  return undefined;
+}
+
+/**
+ * Parses what MyProxy writes on the callout's stdin. Keeps username, proxy_lifetime and
+ * max_cert_lifetime; every other key (the passphrase among them) is dropped right here and never
+ * copied anywhere.
+ */
+export function parseMyproxyInput(input: Buffer): MyproxyInput {
+  const fail = (m: string): never => {
+    throw new FormatError("bad_input", m);
+  };
+  if (input.length === 0) fail("empty input on stdin (expected MyProxy's key=value lines, an empty line and a PEM CSR)");
+  if (input.length > MAX_STDIN_BYTES) fail(`input on stdin larger than ${MAX_STDIN_BYTES} bytes`);
+  if (input.includes(0)) fail("NUL byte in the input on stdin");
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(input);
+  } catch {
+    return fail("input on stdin is not valid UTF-8");
+  }
+  text = text.replace(/\r\n/g, "\n");
+  if (text.includes("\r")) fail("stray carriage return in the input on stdin");
+  const sep = text.indexOf("\n\n");
+  if (sep < 0) fail("no empty line between the key=value lines and the CSR");
+  const header = text.slice(0, sep).split("\n");
+  const seen = new Set<string>();
+  let username: string | undefined;
+  let proxyLifetime = 0;
+  let maxCertLifetime = 0;
+  for (const [i, line] of header.entries()) {
+    const eq = line.indexOf("=");
+    const key = eq > 0 ? line.slice(0, eq) : "";
+    if (!MYPROXY_KEY.test(key)) fail(`line ${i + 1}: expected key=value, found ${JSON.stringify(line.slice(0, 20))}${line.length > 20 ? "..." : ""}`);
+    if (seen.has(key)) fail(`line ${i + 1}: ${key} given twice`);
+    seen.add(key);
+    const value = line.slice(eq + 1);
+    switch (key) {
+      case "username":
+        username = value;
+        break;
+      case "proxy_lifetime":
+        proxyLifetime = lifetime(key, value, fail);
+        break;
+      case "max_cert_lifetime":
+        maxCertLifetime = lifetime(key, value, fail);
+        break;
+      default:
+        // passphrase, retrievers, renewers, credname, ... : not needed by the CA, dropped.
+        break;
+    }
+  }
+  if (username === undefined) fail("no username line in the input");
+  const problem = usernameProblem(username!);
+  if (problem) fail(problem);
+  const csrPem = text.slice(sep + 2).replace(/^\n+/, "").replace(/\n*$/, "\n");
+  if (!PEM_CSR.test(csrPem)) fail("expected one PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----) after the empty line");
+  return { username: username!, proxyLifetime, maxCertLifetime, csrPem };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request file (client -> spool)
+
+export interface RequestFile extends IssueFields {
+  deadline: number;
+  csrPem: string;
+}
+
+export const REQUEST_KEYS = ["version", "username", "proxy_lifetime", "max_cert_lifetime", "deadline"] as const;
+
+export function formatRequestFile(r: RequestFile): string {
+  return (
+    `version=${SPOOL_FORMAT_VERSION}\n` +
+    `username=${r.username}\n` +
+    `proxy_lifetime=${r.proxyLifetime}\n` +
+    `max_cert_lifetime=${r.maxCertLifetime}\n` +
+    `deadline=${r.deadline}\n` +
+    `\n` +
+    r.csrPem +
+    `${END_MARKER}\n`
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Result file (spool -> client)
+
+export type ResultFile = { ok: true; certificatePem: string } | { ok: false; code: string; message: string };
+
+/** One safe line: no control characters, bounded length. */
+export function oneLine(s: string, max = 300): string {
+  const flat = s.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
+  return flat.length > max ? flat.slice(0, max - 3) + "..." : flat;
+}
+
+export function formatErrorResult(code: string, message: string): string {
+  const c = /^[A-Za-z0-9_.-]{1,64}$/.test(code) ? code : "error";
+  return `error=${c}\n${oneLine(message) || "request failed"}\n`;
+}
+
+const PEM_CERT = /^-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=]{1,76}\n)+-----END CERTIFICATE-----\n$/;
+
+export function parseResultFile(text: string): ResultFile {
+  if (text.startsWith("error=")) {
+    const nl = text.indexOf("\n");
+    const code = text.slice(6, nl < 0 ? undefined : nl);
+    const message = nl < 0 ? "" : text.slice(nl + 1).split("\n")[0]!;
+    return { ok: false, code: oneLine(code, 64) || "error", message: oneLine(message) || "the CA refused the request" };
+  }
+  if (PEM_CERT.test(text)) return { ok: true, certificatePem: text };
+  return { ok: false, code: "bad_result", message: "the spool wrote a result that is neither a certificate nor an error" };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revoke queue entries (revoke-cert -> spool)
+
+export interface RevokeQueueEntry {
+  serial: string;
+  reason: RevocationReason;
+  queuedAt: number;
+}
+
+export const SERIAL_HEX = /^[0-9A-F]{1,64}$/;
+
+/** Normalises a serial as an operator may type it (0x prefix, colons, lower case) to index.txt form. */
+export function normalizeSerial(input: string): string | undefined {
+  let s = input.trim().replace(/:/g, "").toUpperCase();
+  if (s.startsWith("0X")) s = s.slice(2);
+  if (!SERIAL_HEX.test(s)) return undefined;
+  s = s.replace(/^0+(?=.)/, "");
+  return s.length % 2 === 1 ? "0" + s : s;
+}
+
+export function formatRevokeEntry(e: RevokeQueueEntry): string {
+  return `version=${SPOOL_FORMAT_VERSION}\nserial=${e.serial}\nreason=${e.reason}\nqueued_at=${e.queuedAt}\n${END_MARKER}\n`;
+}
+
+/** Strict parse of a queue entry; throws FormatError naming what is wrong. */
+export function parseRevokeEntry(text: string): RevokeQueueEntry {
+  const fail = (m: string): never => {
+    throw new FormatError("bad_revoke_entry", m);
+  };
+  if (text.includes("\0")) fail("NUL byte");
+  if (text.includes("\r")) fail("carriage return");
+  if (!text.endsWith(`\n${END_MARKER}\n`)) fail("no end marker (incomplete file)");
+  const lines = text.slice(0, -(END_MARKER.length + 2)).split("\n");
+  const values = new Map<string, string>();
+  for (const [i, line] of lines.entries()) {
+    const eq = line.indexOf("=");
+    const key = eq > 0 ? line.slice(0, eq) : "";
+    switch (key) {
+      case "version":
+      case "serial":
+      case "reason":
+      case "queued_at":
+        break;
+      default:
+        fail(`line ${i + 1}: unknown or malformed line ${JSON.stringify(line.slice(0, 30))}`);
+    }
+    if (values.has(key)) fail(`line ${i + 1}: ${key} given twice`);
+    values.set(key, line.slice(eq + 1));
+  }
+  if (values.get("version") !== String(SPOOL_FORMAT_VERSION)) fail(`version must be ${SPOOL_FORMAT_VERSION}`);
+  const serial = values.get("serial") ?? "";
+  if (!SERIAL_HEX.test(serial)) fail(`serial ${JSON.stringify(serial.slice(0, 70))} is not upper-case hex`);
+  const reason = values.get("reason") ?? "";
+  if (!isRevocationReason(reason)) fail(`reason ${JSON.stringify(reason.slice(0, 40))} is not an RFC 5280 reason name`);
+  const q = values.get("queued_at") ?? "";
+  if (!/^[1-9][0-9]{12}$/.test(q)) fail(`queued_at ${JSON.stringify(q.slice(0, 20))} is not a time in ms since the epoch`);
+  return { serial, reason: reason as RevocationReason, queuedAt: Number(q) };
+}

@@ -1,0 +1,78 @@
+// The directories of DESIGN §4 with their owners and modes, as data. At start-up the kernel
+// creates what is missing and refuses to start when an existing one would let the wrong user in.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Config, ConfigKey } from "../common/config-schema.js";
+import { SecurityError } from "../common/errors.js";
+import type { UserInfo } from "../common/identity.js";
+
+export interface Users {
+  signer: UserInfo;
+  spool: UserInfo;
+  monitor: UserInfo;
+  notifier: UserInfo;
+  client: UserInfo;
+}
+
+export interface DirectoryRule {
+  readonly key: ConfigKey;
+  readonly owner: (u: Users) => number;
+  readonly group: (u: Users) => number;
+  readonly mode: number;
+  /** Permission bits an existing directory may not have. */
+  readonly forbidden: number;
+  readonly why: string;
+  /** the directory that holds this file, not the path itself */
+  readonly parentOf?: boolean;
+}
+
+export const DIRECTORY_RULES: readonly DirectoryRule[] = [
+  { key: "CA_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o700, forbidden: 0o077, why: "the CA database belongs to the signer alone" },
+  { key: "CRL_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o755, forbidden: 0o022, why: "CRLs are written by the signer and public to read" },
+  { key: "SPOOL_DIR", owner: (u) => u.spool.uid, group: (u) => u.client.gid, mode: 0o2770, forbidden: 0o007, why: "the spool is shared by the client and the spool service only" },
+  { key: "REVOKE_DIR", owner: () => 0, group: (u) => u.spool.gid, mode: 0o750, forbidden: 0o027, why: "the revoke queue is written by root and read by the spool service" },
+  { key: "PIDFILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the pid file is root's", parentOf: true },
+  { key: "STATUS_FILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the status file is root's", parentOf: true },
+];
+
+function describeMode(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, "0");
+}
+
+/** Creates or checks every directory; throws SecurityError naming the path and the problem. */
+export function prepareDirectories(config: Config, users: Users): void {
+  for (const rule of DIRECTORY_RULES) {
+    const value = config[rule.key] as string;
+    const dir = rule.parentOf ? path.dirname(value) : value;
+    const owner = rule.owner(users);
+    const group = rule.group(users);
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    if (!st) {
+      fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+      fs.mkdirSync(dir, { mode: 0o700 });
+      fs.chownSync(dir, owner, group);
+      fs.chmodSync(dir, rule.mode);
+      continue;
+    }
+    const where = `${rule.key}=${dir}`;
+    if (st.isSymbolicLink()) throw new SecurityError("dir_symlink", `${where}: is a symbolic link; refusing to start (${rule.why})`);
+    if (!st.isDirectory()) throw new SecurityError("dir_not_dir", `${where}: exists but is not a directory`);
+    if (st.uid !== owner) {
+      throw new SecurityError("dir_owner", `${where}: owned by uid ${st.uid}, expected uid ${owner}; refusing to start (${rule.why})`);
+    }
+    if ((st.mode & rule.forbidden) !== 0) {
+      throw new SecurityError("dir_mode", `${where}: mode ${describeMode(st.mode)} lets the wrong users in (expected ${describeMode(rule.mode)}); refusing to start (${rule.why})`);
+    }
+    if ((rule.mode & 0o070) !== 0 && st.gid !== group) {
+      throw new SecurityError("dir_group", `${where}: group ${st.gid}, expected gid ${group}; refusing to start (${rule.why})`);
+    }
+    if ((rule.mode & 0o2000) !== 0 && (st.mode & 0o2000) === 0) {
+      throw new SecurityError("dir_setgid", `${where}: mode ${describeMode(st.mode)} lacks the setgid bit (expected ${describeMode(rule.mode)})`);
+    }
+  }
+}

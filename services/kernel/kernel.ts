@@ -1,0 +1,678 @@
+// The kernel: holds the PIN and the state machine, routes typed messages between the services
+// and enforces the policy table. It parses nothing untrusted; it validates the shape of every
+// message it moves.
+import type { Frame } from "../../proto/wire.js";
+import { PinFlag, TokenPresence } from "../../proto/wire.js";
+import { RemoteFailure } from "../common/channel.js";
+import type { Config } from "../common/config-schema.js";
+import { describeError, errorCode, EtokenError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import type { ServiceName } from "../common/service-table.js";
+import type { OperatorConsole } from "./console.js";
+import { isPermitted } from "./policy.js";
+import { nextState, type KernelEvent, type KernelState } from "./states.js";
+import { writeStatus, type StatusSnapshot } from "./status.js";
+import type { Supervisor } from "./supervisor.js";
+
+const REQUEST_ID = /^req\.[A-Za-z0-9]{8,32}$/;
+const MAX_USERNAME = 1024;
+const MAX_PUBLIC_KEY = 8192;
+const TEN_YEARS_S = 10 * 366 * 86400;
+const SIGNER_TIMEOUT_MS = 30_000;
+const FENCE_TIMEOUT_MS = 10_000;
+const CRL_TIMEOUT_MS = 300_000;
+const STATUS_INTERVAL_MS = 5_000;
+const NOT_AVAILABLE = "CA token not available: issuing is suspended (token removed or PIN not yet entered); try again later";
+
+interface TokenView {
+  present: boolean;
+  serial: string;
+  label: string;
+  pinFlags: number;
+  epoch: number;
+  usbAvailable: boolean;
+}
+
+export function pinFlagNames(flags: number): string[] {
+  const names: string[] = [];
+  if (flags & PinFlag.PIN_COUNT_LOW) names.push("count-low");
+  if (flags & PinFlag.PIN_FINAL_TRY) names.push("final-try");
+  if (flags & PinFlag.PIN_LOCKED) names.push("locked");
+  if (flags & PinFlag.PIN_TO_BE_CHANGED) names.push("to-be-changed");
+  return names;
+}
+
+export class Kernel {
+  private state: KernelState = "STARTING";
+  private stateSince = Date.now();
+  /** The PIN, held only while READY so that a restarted signer can be logged in again. */
+  private pin: Buffer | undefined;
+  private token: TokenView = { present: false, serial: "", label: "", pinFlags: 0, epoch: 0, usbAvailable: false };
+  private trustedSerial: string | undefined;
+  private readonly counters = { issued: 0, failed: 0, rejected: 0, fenceRevoked: 0, undelivered: 0 };
+  private inFlight = 0;
+  private crl: StatusSnapshot["crl"] = null;
+  private lastHookFailure: string | null = null;
+  private revoking = false;
+  private revokeAgain = false;
+  private crlBusy = false;
+  private lastCrlWarning = 0;
+  private loginBusy = false;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private crlTimer: NodeJS.Timeout | undefined;
+  private readonly upOnce = new Set<ServiceName>();
+
+  constructor(
+    private readonly config: Config,
+    private readonly supervisor: Supervisor,
+    private readonly console: OperatorConsole,
+    private readonly log: Logger,
+    private readonly userNames: Record<ServiceName, string>,
+  ) {}
+
+  get currentState(): KernelState {
+    return this.state;
+  }
+
+  start(): void {
+    this.supervisor.on("frame", (name, frame) => this.dispatch(name, frame));
+    this.supervisor.on("up", (name, restarted) => this.onServiceUp(name, restarted));
+    this.supervisor.on("down", (name, how) => this.onServiceDown(name, how));
+    this.supervisor.on("violation", (name, reason) =>
+      this.notify("policy-violation", `service ${name} broke the protocol and was killed: ${reason}`, { service: name }),
+    );
+    this.console.say(`etoken-ca: starting (${this.config.sourceFile})`);
+    this.supervisor.startAll();
+    this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
+    this.crlTimer = setInterval(() => void this.checkCrl(), Math.min(60_000, Math.max(1_000, this.config.CRL_REISSUE_BEFORE / 10)));
+    this.writeStatus();
+  }
+
+  async stop(): Promise<void> {
+    this.transition("stop");
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    if (this.crlTimer) clearInterval(this.crlTimer);
+    this.wipePin();
+    this.console.abortPrompt();
+    await this.supervisor.stopAll();
+    this.writeStatus();
+  }
+
+  // ---- state ----------------------------------------------------------------------------
+
+  private transition(event: KernelEvent): void {
+    const to = nextState(this.state, event);
+    if (to === this.state) return;
+    this.log.notice("state change", { from: this.state, to, event });
+    this.state = to;
+    this.stateSince = Date.now();
+    if (to !== "READY") this.wipePin();
+    this.showState();
+    this.writeStatus();
+  }
+
+  private wipePin(): void {
+    if (this.pin) {
+      this.pin.fill(0);
+      this.pin = undefined;
+    }
+  }
+
+  private showState(): void {
+    const t = this.token;
+    const tok = t.present ? `token "${t.label}" serial ${t.serial}` : "no token";
+    const crl = this.crl ? `CRL #${this.crl.number} expires ${new Date(this.crl.nextUpdate).toISOString()}` : "no CRL yet";
+    this.console.say(`[${new Date().toISOString()}] state ${this.state} | ${tok} | issued ${this.counters.issued} | ${crl}`);
+  }
+
+  snapshot(): StatusSnapshot {
+    return {
+      version: 1,
+      kernelPid: process.pid,
+      state: this.state,
+      stateSince: this.stateSince,
+      updatedAt: Date.now(),
+      token: { ...this.token, pinFlags: pinFlagNames(this.token.pinFlags) },
+      trustedTokenSerial: this.trustedSerial ?? null,
+      counters: { ...this.counters },
+      queueDepth: this.inFlight,
+      crl: this.crl,
+      lastHookFailure: this.lastHookFailure,
+      services: this.supervisor.all().map((r) => ({
+        name: r.name,
+        user: this.userNames[r.name],
+        uid: r.user.uid,
+        pid: r.pid ?? null,
+        up: r.up,
+        startedAt: r.startedAt ?? null,
+        restarts: r.restarts,
+        lastError: r.lastError ?? null,
+      })),
+    };
+  }
+
+  private writeStatus(): void {
+    try {
+      writeStatus(this.config.STATUS_FILE, this.snapshot());
+    } catch (err) {
+      this.log.error("cannot write the status file", { file: this.config.STATUS_FILE, error: describeError(err) });
+    }
+  }
+
+  // ---- services coming and going ------------------------------------------------------------
+
+  private onServiceUp(name: ServiceName, restarted: boolean): void {
+    if (restarted) this.notify("service-restarted", `service ${name} was restarted`, { service: name });
+    this.upOnce.add(name);
+    if (this.state === "STARTING" && this.upOnce.size === 4) {
+      this.transition("services-up");
+      void this.processRevocations("start-up");
+      this.considerPrompt();
+    }
+    if (name === "signer") {
+      void this.refreshSignerStatus();
+      if (this.state === "READY" && this.pin) void this.reLogin();
+    }
+    this.writeStatus();
+  }
+
+  private onServiceDown(name: ServiceName, how: string): void {
+    this.log.warning("service down", { service: name, how });
+    this.writeStatus();
+  }
+
+  // ---- dispatch: one function per peer, each ending in "invalid message: fatal" --------------
+
+  private dispatch(sender: ServiceName, frame: Frame): void {
+    if (!isPermitted(sender, frame.type, this.state)) {
+      this.supervisor.securityEvent(sender, `message ${frame.type} is not permitted from ${sender} in state ${this.state}`);
+      return;
+    }
+    switch (sender) {
+      case "spool":
+        return this.kernelDispatchSpool(frame);
+      case "signer":
+        return this.kernelDispatchSigner(frame);
+      case "monitor":
+        return this.kernelDispatchMonitor(frame);
+      case "notifier":
+        return this.kernelDispatchNotifier(frame);
+      default: {
+        const never: never = sender;
+        throw new Error(`unknown sender ${String(never)}`);
+      }
+    }
+  }
+
+  private kernelDispatchSpool(frame: Frame): void {
+    switch (frame.type) {
+      case "issueRequest":
+        void this.handleIssue(frame as Frame<"issueRequest">);
+        return;
+      case "requestRejected": {
+        const m = (frame as Frame<"requestRejected">).message;
+        this.counters.rejected++;
+        this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
+        return;
+      }
+      case "undelivered": {
+        const m = (frame as Frame<"undelivered">).message;
+        if (!/^[0-9A-F]{2,64}$/.test(m.serial)) {
+          this.supervisor.securityEvent("spool", `undelivered with invalid serial ${JSON.stringify(m.serial.slice(0, 80))}`);
+          return;
+        }
+        this.counters.undelivered++;
+        this.log.warning("certificate not delivered to its client: revoking", { serial: m.serial, reason: m.reason.slice(0, 200) });
+        void this.revokeInDatabase(m.serial, "cessationOfOperation", "not delivered");
+        return;
+      }
+      default:
+        this.supervisor.securityEvent("spool", `invalid message from spool: ${frame.type}: fatal`);
+    }
+  }
+
+  private kernelDispatchSigner(frame: Frame): void {
+    switch (frame.type) {
+      case "signerFault": {
+        const m = (frame as Frame<"signerFault">).message;
+        this.log.error("signer reports a token fault", { code: m.code, message: m.message.slice(0, 300), deviceLost: m.deviceLost });
+        if (m.deviceLost) this.tokenLost(`the signer lost the token: ${m.message.slice(0, 200)}`, "device-error");
+        return;
+      }
+      default:
+        this.supervisor.securityEvent("signer", `invalid message from signer: ${frame.type}: fatal`);
+    }
+  }
+
+  private kernelDispatchMonitor(frame: Frame): void {
+    switch (frame.type) {
+      case "tokenEvent":
+        this.onTokenEvent(frame as Frame<"tokenEvent">);
+        return;
+      default:
+        this.supervisor.securityEvent("monitor", `invalid message from monitor: ${frame.type}: fatal`);
+    }
+  }
+
+  private kernelDispatchNotifier(frame: Frame): void {
+    switch (frame.type) {
+      case "hookFailed": {
+        const m = (frame as Frame<"hookFailed">).message;
+        this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${m.message.slice(0, 300)}`;
+        this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
+        this.writeStatus();
+        return;
+      }
+      default:
+        this.supervisor.securityEvent("notifier", `invalid message from notifier: ${frame.type}: fatal`);
+    }
+  }
+
+  // ---- issuing --------------------------------------------------------------------------------
+
+  private validIssueRequest(m: Frame<"issueRequest">["message"]): string | undefined {
+    if (!REQUEST_ID.test(m.requestId)) return "invalid request id";
+    if (m.username.length === 0 || m.username.length > MAX_USERNAME) return "invalid username length";
+    if (m.proxyLifetime > TEN_YEARS_S || m.maxCertLifetime > TEN_YEARS_S) return "absurd lifetime";
+    if (m.publicKey.length === 0 || m.publicKey.length > MAX_PUBLIC_KEY) return "invalid public key size";
+    if (!Number.isFinite(m.deadline) || m.deadline <= 0) return "invalid deadline";
+    return undefined;
+  }
+
+  private async handleIssue(frame: Frame<"issueRequest">): Promise<void> {
+    const spool = this.supervisor.channel("spool");
+    if (!spool) return;
+    const m = frame.message;
+    const problem = this.validIssueRequest(m);
+    if (problem) {
+      spool.fail(frame, "request.invalid", `request refused: ${problem}`);
+      this.supervisor.securityEvent("spool", `issueRequest failed validation: ${problem}`);
+      return;
+    }
+    const fail = (code: string, message: string): void => {
+      this.counters.failed++;
+      spool.fail(frame, code, message);
+    };
+    if (this.state !== "READY") return fail("token.not_available", NOT_AVAILABLE);
+    const now = Date.now();
+    if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
+    const signer = this.supervisor.channel("signer");
+    if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
+    const epoch = this.token.epoch;
+    this.inFlight++;
+    try {
+      const issued = await signer.request(
+        "issueRequest",
+        {
+          requestId: m.requestId,
+          username: m.username,
+          proxyLifetime: m.proxyLifetime,
+          maxCertLifetime: m.maxCertLifetime,
+          publicKey: m.publicKey,
+          deadline: m.deadline,
+          clientUid: m.clientUid,
+          fenceEpoch: epoch,
+        },
+        "issued",
+        Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
+      );
+      const cert = issued.message;
+      if (cert.requestId !== m.requestId || !/^[0-9A-F]{2,64}$/.test(cert.serial) || cert.certificate.length === 0) {
+        this.supervisor.securityEvent("signer", "issued answer does not match the request");
+        return fail("internal", "the signer gave an invalid answer");
+      }
+      if (!(await this.fence(epoch))) {
+        this.counters.fenceRevoked++;
+        this.log.warning("presence fence: token changed while signing; certificate revoked and withheld", { serial: cert.serial });
+        await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence");
+        this.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
+          serial: cert.serial,
+        });
+        return fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued");
+      }
+      this.counters.issued++;
+      spool.reply(frame, "issued", {
+        requestId: cert.requestId,
+        serial: cert.serial,
+        certificate: cert.certificate,
+        notAfter: cert.notAfter,
+        subject: cert.subject,
+      });
+    } catch (err) {
+      if (err instanceof RemoteFailure) return fail(err.code, err.message);
+      this.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
+      return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** True only if the monitor confirms, by a check started now, the same token in the same epoch. */
+  private async fence(epoch: number): Promise<boolean> {
+    if (this.state !== "READY" || this.token.epoch !== epoch) return false;
+    const monitor = this.supervisor.channel("monitor");
+    if (!monitor) return false;
+    try {
+      const p = await monitor.request("presenceCheck", { epoch }, "presence", FENCE_TIMEOUT_MS);
+      return p.message.present && p.message.epoch === epoch && this.token.epoch === epoch && this.state === "READY";
+    } catch (err) {
+      this.log.error("presence fence check failed", { error: describeError(err) });
+      return false;
+    }
+  }
+
+  private async revokeInDatabase(serial: string, reason: string, why: string): Promise<void> {
+    const signer = this.supervisor.channel("signer");
+    if (!signer) {
+      this.log.error("cannot revoke: signer not running; the certificate stays valid until revoked by hand", { serial, why });
+      return;
+    }
+    try {
+      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now() }] }, "revokeResults", SIGNER_TIMEOUT_MS);
+      const result = r.message.results[0];
+      if (!result || !result.applied) throw new Error(result?.message ?? "no result");
+      this.log.notice("certificate revoked", { serial, reason, why });
+    } catch (err) {
+      this.log.error("revocation failed: revoke it by hand with revoke-cert", { serial, why, error: describeError(err) });
+    }
+  }
+
+  // ---- the token ------------------------------------------------------------------------------
+
+  private onTokenEvent(frame: Frame<"tokenEvent">): void {
+    const ev = frame.message;
+    if (ev.epoch <= this.token.epoch || ev.serial.length > 64 || ev.label.length > 64 || !(ev.presence in TokenPresence)) {
+      this.supervisor.securityEvent("monitor", `invalid token event (epoch ${ev.epoch} after ${this.token.epoch})`);
+      return;
+    }
+    const before = this.token;
+    const present = ev.presence === TokenPresence.TOKEN_PRESENT;
+    this.token = { present, serial: ev.serial, label: ev.label, pinFlags: ev.pinFlags, epoch: ev.epoch, usbAvailable: ev.usbAvailable };
+    this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
+    if (!present) {
+      if (before.present) this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+      this.tokenLost("token removed", "token-absent");
+      return;
+    }
+    if (this.trustedSerial !== undefined && ev.serial !== this.trustedSerial) {
+      this.console.say(`REFUSED: token serial ${ev.serial} is not the CA token (expected serial ${this.trustedSerial}); insert the CA token`);
+      this.notify("token-refused", `a token with serial ${ev.serial} was inserted, but the CA token has serial ${this.trustedSerial}; refused`, {
+        serial: ev.serial,
+        expected: this.trustedSerial,
+      });
+      this.tokenLost("another token", "token-refused");
+      return;
+    }
+    if (before.present && before.serial !== ev.serial && this.state === "READY") {
+      this.tokenLost("token replaced", "token-refused");
+      return;
+    }
+    if (!before.present) this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+    if (this.state === "SUSPENDED") this.transition("token-present");
+    this.considerPrompt();
+    this.writeStatus();
+  }
+
+  private tokenLost(why: string, event: KernelEvent): void {
+    const wasReady = this.state === "READY";
+    this.console.abortPrompt();
+    this.transition(event);
+    this.wipePin();
+    if (wasReady || event === "device-error") {
+      this.console.say(`SUSPENDED: ${why}; issuing stopped, PIN forgotten`);
+      const signer = this.supervisor.channel("signer");
+      signer?.request("logout", { reason: why }, "ack", SIGNER_TIMEOUT_MS).catch((err) => {
+        this.log.warning("signer logout failed", { error: describeError(err) });
+      });
+    }
+    if (event === "device-error") void this.recheckPresence();
+  }
+
+  /** After a signer device error the monitor may still see the token: ask, and go back to NEED_PIN. */
+  private async recheckPresence(): Promise<void> {
+    const monitor = this.supervisor.channel("monitor");
+    if (!monitor) return;
+    try {
+      const p = await monitor.request("presenceCheck", { epoch: this.token.epoch }, "presence", FENCE_TIMEOUT_MS);
+      if (p.message.present && this.state === "SUSPENDED" && p.message.serial === (this.trustedSerial ?? p.message.serial)) {
+        this.transition("token-present");
+        this.considerPrompt();
+      }
+    } catch (err) {
+      this.log.warning("presence re-check failed", { error: describeError(err) });
+    }
+  }
+
+  // ---- PIN entry ------------------------------------------------------------------------------
+
+  private considerPrompt(): void {
+    if (this.state !== "NEED_PIN" || this.loginBusy || this.console.prompting) return;
+    if (!this.token.present) {
+      this.console.say("insert the CA token");
+      return;
+    }
+    if (!this.supervisor.isUp("signer")) return; // prompted again when the signer is up
+    void this.promptForPin();
+  }
+
+  private async promptForPin(): Promise<void> {
+    const t = this.token;
+    if (t.pinFlags & PinFlag.PIN_LOCKED) {
+      this.console.say(`token "${t.label}" serial ${t.serial}: the user PIN is LOCKED; unlock it with the SO PIN, then re-insert the token`);
+      this.notify("pin-locked", `the PIN of CA token ${t.serial} is locked`, { serial: t.serial });
+      return;
+    }
+    this.notify("pin-needed", `CA token ${t.serial} is present; the PIN must be entered on the console`, { serial: t.serial });
+    const warnings: string[] = [];
+    if (t.pinFlags & PinFlag.PIN_COUNT_LOW) warnings.push("WARNING: a wrong PIN was entered before (retry count low)");
+    if (t.pinFlags & PinFlag.PIN_FINAL_TRY) warnings.push("WARNING: FINAL TRY: one more wrong PIN locks the token");
+    for (const w of warnings) this.console.say(w);
+    const pin = await this.console.readSecret(`PIN for CA token "${t.label}" (serial ${t.serial}): `);
+    if (pin === undefined) return; // aborted: token gone or stopping
+    if (pin.length === 0) {
+      this.considerPrompt();
+      return;
+    }
+    await this.login(pin, t.serial);
+  }
+
+  /** Sends the PIN to the signer; keeps it (for re-login) only when it was right. */
+  private async login(pin: Buffer, expectedSerial: string): Promise<void> {
+    const signer = this.supervisor.channel("signer");
+    if (!signer || this.state !== "NEED_PIN" || this.token.serial !== expectedSerial || !this.token.present) {
+      pin.fill(0);
+      this.considerPrompt();
+      return;
+    }
+    this.loginBusy = true;
+    let ok = false;
+    try {
+      const r = await signer.request("login", { pin, expectedSerial }, "loginResult", SIGNER_TIMEOUT_MS, { secret: true });
+      const res = r.message;
+      if (res.ok && this.state === "NEED_PIN" && this.token.present && res.tokenSerial === this.token.serial) {
+        ok = true;
+        this.pin = pin;
+        this.trustedSerial = res.tokenSerial;
+        this.console.say(`PIN accepted; the token key matches the CA certificate`);
+        this.transition("login-ok");
+        this.notify("ready", `CA token ${res.tokenSerial} logged in; issuing`, { serial: res.tokenSerial });
+        void this.processRevocations("login");
+      } else if (res.ok) {
+        this.log.warning("login succeeded but the token changed meanwhile; logging out");
+        signer.request("logout", { reason: "token changed during login" }, "ack", SIGNER_TIMEOUT_MS).catch(() => {});
+      } else {
+        const flags = pinFlagNames(res.pinFlags);
+        this.console.say(`LOGIN FAILED: ${res.message}${flags.length ? ` (token reports: ${flags.join(", ")})` : ""}`);
+        this.log.warning("login failed", { code: res.code, message: res.message, tokenFlags: flags.join(",") });
+        this.notify(res.code === "token.pin_incorrect" ? "pin-wrong" : "login-failed", `login to CA token ${expectedSerial} failed: ${res.message}`, {
+          serial: expectedSerial,
+          code: res.code,
+        });
+        this.token = { ...this.token, pinFlags: res.pinFlags };
+      }
+    } catch (err) {
+      this.console.say(`LOGIN FAILED: ${describeError(err)}`);
+      this.log.error("login failed", { error: describeError(err) });
+    } finally {
+      if (!ok) pin.fill(0);
+      this.loginBusy = false;
+      this.writeStatus();
+    }
+    if (!ok) this.considerPrompt();
+  }
+
+  /** A restarted signer while READY is logged in again from the PIN root holds. */
+  private async reLogin(): Promise<void> {
+    const signer = this.supervisor.channel("signer");
+    if (!signer || !this.pin) return;
+    const copy = Buffer.alloc(this.pin.length);
+    this.pin.copy(copy);
+    try {
+      const r = await signer.request("login", { pin: copy, expectedSerial: this.token.serial }, "loginResult", SIGNER_TIMEOUT_MS, { secret: true });
+      if (!r.message.ok) {
+        this.log.error("re-login of the restarted signer failed", { code: r.message.code, message: r.message.message });
+        this.console.say(`re-login of the restarted signer failed: ${r.message.message}`);
+        this.transition("relogin-failed"); // wipes the PIN: it is not retried
+        this.considerPrompt();
+      } else {
+        this.log.notice("restarted signer logged in again");
+      }
+    } catch (err) {
+      this.log.error("re-login of the restarted signer failed", { error: describeError(err) });
+    } finally {
+      copy.fill(0);
+    }
+  }
+
+  // ---- revocation and CRLs --------------------------------------------------------------------
+
+  /** SIGUSR1, start-up and login: apply the revoke queue, then make a CRL when the PIN is there. */
+  async processRevocations(trigger: string): Promise<void> {
+    if (this.revoking) {
+      this.revokeAgain = true;
+      return;
+    }
+    this.revoking = true;
+    try {
+      do {
+        this.revokeAgain = false;
+        const applied = await this.applyRevokeQueue(trigger);
+        if (this.state === "READY" && (applied > 0 || trigger === "SIGUSR1")) await this.makeCrl(`revocations (${trigger})`);
+        else if (applied > 0) this.log.notice("revocations recorded; the next CRL will carry them (no PIN now)", { applied });
+      } while (this.revokeAgain);
+    } finally {
+      this.revoking = false;
+    }
+    await this.checkCrl();
+  }
+
+  private async applyRevokeQueue(trigger: string): Promise<number> {
+    const spool = this.supervisor.channel("spool");
+    const signer = this.supervisor.channel("signer");
+    if (!spool || !signer) return 0;
+    let applied = 0;
+    try {
+      const q = await spool.request("readRevokeQueue", {}, "revokeQueue", SIGNER_TIMEOUT_MS);
+      for (const rej of q.message.rejected) this.log.warning("revoke queue file refused", { detail: rej.slice(0, 300) });
+      const entries = q.message.entries.map((e) => ({
+        queueFile: e.queueFile ?? "",
+        serial: e.serial ?? "",
+        reason: e.reason ?? "",
+        queuedAt: Number(e.queuedAt ?? 0),
+      }));
+      if (entries.length === 0) return 0;
+      for (const e of entries) {
+        if (!/^[0-9A-F]{2,64}$/.test(e.serial) || !/^rev\.[A-Za-z0-9._-]{1,80}$/.test(e.queueFile)) {
+          this.supervisor.securityEvent("spool", "revoke queue entry failed validation");
+          return 0;
+        }
+      }
+      const r = await signer.request("revoke", { entries }, "revokeResults", SIGNER_TIMEOUT_MS);
+      const done: string[] = [];
+      const queued = new Set(entries.map((e) => e.queueFile));
+      for (const res of r.message.results) {
+        if (res.applied) applied++;
+        else this.log.error("queued revocation not applied; dropped from the queue", { serial: res.serial, message: String(res.message ?? "").slice(0, 300) });
+        if (res.queueFile && queued.has(res.queueFile)) done.push(res.queueFile);
+      }
+      await spool.request("revokeDone", { queueFiles: done }, "ack", SIGNER_TIMEOUT_MS);
+      this.log.notice("revoke queue processed", { trigger, applied, entries: entries.length });
+    } catch (err) {
+      this.log.error("revoke queue processing failed; the queue is kept", { error: describeError(err) });
+    }
+    return applied;
+  }
+
+  private async refreshSignerStatus(): Promise<void> {
+    const signer = this.supervisor.channel("signer");
+    if (!signer) return;
+    try {
+      const s = await signer.request("getSignerStatus", {}, "signerStatus", SIGNER_TIMEOUT_MS);
+      const c = s.message.latestCrl;
+      if (c && Number(c.number) > 0) {
+        this.crl = { number: Number(c.number), thisUpdate: Number(c.thisUpdate), nextUpdate: Number(c.nextUpdate), entries: Number(c.entries ?? 0), path: String(c.path ?? "") };
+      }
+      this.writeStatus();
+    } catch (err) {
+      this.log.warning("cannot read the signer status", { error: describeError(err) });
+    }
+  }
+
+  async makeCrl(reason: string): Promise<void> {
+    const signer = this.supervisor.channel("signer");
+    if (!signer || this.state !== "READY" || this.crlBusy) return;
+    this.crlBusy = true;
+    try {
+      const r = await signer.request("makeCrl", { reason }, "crlInfo", CRL_TIMEOUT_MS);
+      const c = r.message;
+      this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
+      this.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
+      this.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
+        path: c.path,
+        number: String(c.number),
+        next_update: new Date(c.nextUpdate).toISOString(),
+      });
+      this.showState();
+    } catch (err) {
+      this.log.error("CRL generation failed", { error: describeError(err) });
+      this.notify("crl-failed", `CRL generation failed: ${describeError(err)}`, {});
+    } finally {
+      this.crlBusy = false;
+      this.writeStatus();
+    }
+  }
+
+  /** The schedule: a new CRL well before nextUpdate; a warning when it cannot be made. */
+  private async checkCrl(): Promise<void> {
+    if (this.state === "STARTING" || this.state === "STOPPING") return;
+    const now = Date.now();
+    const remaining = this.crl ? this.crl.nextUpdate - now : -1;
+    if (this.state === "READY") {
+      if (!this.crl || remaining < this.config.CRL_REISSUE_BEFORE) await this.makeCrl(this.crl ? "scheduled re-issue" : "no CRL yet");
+      return;
+    }
+    if (this.crl && remaining < this.config.CRL_WARN_BEFORE && now - this.lastCrlWarning > 3_600_000) {
+      this.lastCrlWarning = now;
+      const hours = Math.max(0, Math.floor(remaining / 3_600_000));
+      this.console.say(`WARNING: the CRL expires in ${hours} h and no PIN is available to renew it`);
+      this.notify("crl-expiring", `CRL #${this.crl.number} expires within ${hours} hours and no PIN is available to renew it`, {
+        number: String(this.crl.number),
+        next_update: new Date(this.crl.nextUpdate).toISOString(),
+        hours: String(hours),
+      });
+    }
+  }
+
+  // ---- notifications --------------------------------------------------------------------------
+
+  notify(event: string, message: string, details: Record<string, string>): void {
+    this.log.info("event", { event, message });
+    const notifier = this.supervisor.channel("notifier");
+    if (!notifier) return;
+    try {
+      notifier.send("notify", { event, message, details });
+    } catch (err) {
+      this.log.warning("cannot reach the notifier", { error: describeError(err) });
+    }
+  }
+}

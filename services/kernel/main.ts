@@ -1,0 +1,136 @@
+// Start-up of the kernel, in order: root check, configuration, users, directories, pid file,
+// console, services. Any failure is one precise line and a non-zero exit.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs } from "../common/cli.js";
+import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
+import type { Config } from "../common/config-schema.js";
+import { ConfigError, describeError, SecurityError } from "../common/errors.js";
+import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
+import { createLogger, setLogLevel } from "../common/log.js";
+import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import { OperatorConsole } from "./console.js";
+import { prepareDirectories } from "./directories.js";
+import { Kernel } from "./kernel.js";
+import { Supervisor } from "./supervisor.js";
+
+const USAGE = "usage: etoken-ca-server [--config FILE]";
+
+export async function startServer(argv: string[]): Promise<number | void> {
+  const args = parseArgs(argv, { config: "value", help: "flag" }, USAGE);
+  if (args.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  requireRoot("etoken-ca-server");
+  const config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
+  setLogLevel(config.LOG_LEVEL);
+  const log = createLogger("kernel");
+  process.title = "etoken-ca: kernel";
+  process.umask(0o077);
+  disableCoreDumps();
+
+  const users = resolveUsers(config);
+  const client = lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile);
+  prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
+  checkReadable(config);
+  writePidFile(config.PIDFILE);
+
+  let console: OperatorConsole;
+  try {
+    console = OperatorConsole.open(config.CONSOLE, config.CONSOLE_ALLOW_PTY, config.sourceFile);
+  } catch (err) {
+    removePidFile(config.PIDFILE);
+    throw err;
+  }
+  const supervisor = new Supervisor(config, users, log);
+  const userNames = Object.fromEntries(SERVICE_NAMES.map((n) => [n, users[n].name])) as Record<ServiceName, string>;
+  const kernel = new Kernel(config, supervisor, console, log, userNames);
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.notice("stopping", { signal });
+    kernel
+      .stop()
+      .catch((err) => log.error("error while stopping", { error: describeError(err) }))
+      .finally(() => {
+        console.say("etoken-ca: stopped");
+        console.close();
+        removePidFile(config.PIDFILE);
+        process.exit(0);
+      });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => log.info("SIGHUP ignored: restart the server to change its configuration"));
+  process.on("SIGUSR1", () => {
+    log.notice("SIGUSR1: processing the revoke queue");
+    void kernel.processRevocations("SIGUSR1");
+  });
+  process.on("uncaughtException", (err) => {
+    log.error("internal error in the kernel; stopping", { error: describeError(err), stack: err.stack?.split("\n").slice(0, 6).join(" | ") });
+    stop("internal error");
+  });
+  log.notice("etoken-ca-server starting", { config: config.sourceFile, pid: process.pid });
+  kernel.start();
+  return new Promise<void>(() => {}); // runs until a signal
+}
+
+function resolveUsers(config: Config): Record<ServiceName, UserInfo> {
+  const users = {} as Record<ServiceName, UserInfo>;
+  const seen = new Map<number, ServiceName>();
+  for (const name of SERVICE_NAMES) {
+    const key = SERVICES[name].userKey;
+    const u = lookupUser(config[key] as string, key, config.sourceFile);
+    if (u.uid === 0 || u.gid === 0) {
+      throw new ConfigError("root_user", `${key}=${u.name} has uid ${u.uid} / gid ${u.gid}: services may never run as root or group root`, { file: config.sourceFile, key });
+    }
+    const other = seen.get(u.uid);
+    if (other) {
+      throw new ConfigError("shared_user", `${key}=${u.name} has the same uid (${u.uid}) as the ${other} service: every service needs its own user`, { file: config.sourceFile, key });
+    }
+    seen.set(u.uid, name);
+    users[name] = u;
+  }
+  return users;
+}
+
+function checkReadable(config: Config): void {
+  for (const key of ["CA_CERT", "PKCS11_MODULE"] as const) {
+    try {
+      fs.accessSync(config[key], fs.constants.R_OK);
+    } catch {
+      throw new ConfigError("missing_file", `${key}=${config[key]}: no such file or not readable`, { file: config.sourceFile, key });
+    }
+  }
+}
+
+function writePidFile(file: string): void {
+  try {
+    const old = Number(fs.readFileSync(file, "utf8").trim());
+    if (Number.isInteger(old) && old > 0 && old !== process.pid) {
+      let cmd = "";
+      try {
+        cmd = fs.readFileSync(`/proc/${old}/cmdline`, "utf8");
+      } catch {
+        // not running
+      }
+      if (cmd.includes("etoken-ca-server")) throw new SecurityError("already_running", `already running as pid ${old} (${file})`);
+    }
+  } catch (err) {
+    if (err instanceof SecurityError) throw err;
+  }
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  fs.writeFileSync(tmp, `${process.pid}\n`, { mode: 0o644 });
+  fs.renameSync(tmp, file);
+}
+
+function removePidFile(file: string): void {
+  try {
+    if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.unlinkSync(file);
+  } catch {
+    // already gone
+  }
+}

@@ -1,0 +1,35 @@
+// The status file: what `etoken-ca status` shows. JSON, no secrets, replaced atomically.
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export interface ServiceStatus {
+  name: string;
+  user: string;
+  uid: number;
+  pid: number | null;
+  up: boolean;
+  startedAt: number | null;
+  restarts: number;
+  lastError: string | null;
+}
+
+export interface StatusSnapshot {
+  version: 1;
+  kernelPid: number;
+  state: string;
+  stateSince: number;
+  updatedAt: number;
+  token: { present: boolean; serial: string; label: string; pinFlags: string[]; epoch: number; usbAvailable: boolean };
+  trustedTokenSerial: string | null;
+  counters: { issued: number; failed: number; rejected: number; fenceRevoked: number; undelivered: number };
+  queueDepth: number;
+  crl: { number: number; thisUpdate: number; nextUpdate: number; entries: number; path: string } | null;
+  lastHookFailure: string | null;
+  services: ServiceStatus[];
+}
+
+export function writeStatus(file: string, snapshot: StatusSnapshot): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, JSON.stringify(snapshot, null, 1) + "\n", { mode: 0o644 });
+  fs.renameSync(tmp, file);
+}

@@ -1,0 +1,192 @@
+// PKCS#11 presence: the monitor's own pkcs11js instance (never the signer's session), looked at
+// afresh on every poll. Measured on SoftHSM 2.6 (bench/detection.ts):
+// - C_GetTokenInfo on an initialised module re-reads the token and fails (CKR_GENERAL_ERROR)
+//   once the token directory is gone: ~0.09 ms. That is the presence fence's fast path.
+// - A new or re-inserted token only shows up after C_Finalize + C_Initialize: ~0.2 ms, ~0.3 ms
+//   with C_GetSlotList + C_GetTokenInfo. Every poll does this full rescan; the fence falls back
+//   to it only when the fast path sees an error or another serial.
+// All pkcs11js calls are synchronous: each poll is one short burst on the event loop.
+import pkcs11js from "pkcs11js";
+import type { KeyRef } from "../common/config-schema.js";
+import { TokenError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import type { SourceState, TokenSource } from "./source.js";
+
+/** CKF_* token flags -> proto PinFlag bits. */
+const PIN_FLAG_BITS: readonly (readonly [number, number])[] = [
+  [0x00010000, 1], // CKF_USER_PIN_COUNT_LOW -> PIN_COUNT_LOW
+  [0x00020000, 2], // CKF_USER_PIN_FINAL_TRY -> PIN_FINAL_TRY
+  [0x00040000, 4], // CKF_USER_PIN_LOCKED -> PIN_LOCKED
+  [0x00080000, 8], // CKF_USER_PIN_TO_BE_CHANGED -> PIN_TO_BE_CHANGED
+];
+const CKF_TOKEN_INITIALIZED = 0x00000400;
+
+export function pinFlagsOf(ckFlags: number): number {
+  let bits = 0;
+  for (const [ck, bit] of PIN_FLAG_BITS) if ((ckFlags & ck) !== 0) bits |= bit;
+  return bits;
+}
+
+/** The minimal slice of pkcs11js the source uses (lets the bench and tests count calls). */
+export interface Pkcs11Module {
+  C_Initialize(): void;
+  C_Finalize(): void;
+  C_GetSlotList(tokenPresent?: boolean): Buffer[];
+  C_GetTokenInfo(slot: Buffer): { label: string; serialNumber: string; flags: number };
+}
+
+export function loadModule(path: string): Pkcs11Module & { close(): void } {
+  const p = new pkcs11js.PKCS11();
+  try {
+    p.load(path);
+  } catch (err) {
+    throw new TokenError("module_load", `cannot load PKCS11_MODULE ${path}: ${(err as Error).message}`);
+  }
+  return p;
+}
+
+function trim(s: string): string {
+  return s.replace(/[\s\0]+$/, "");
+}
+
+function ckrOf(err: unknown): string {
+  const m = /CKR_[A-Z_]+/.exec(err instanceof Error ? err.message : String(err));
+  return m ? m[0] : err instanceof Error ? err.message : String(err);
+}
+
+/** Which token KEY designates, in words, for messages. */
+export function describeKey(key: KeyRef): string {
+  if (key.tokenLabel !== undefined || key.tokenSerial !== undefined) {
+    const parts: string[] = [];
+    if (key.tokenLabel !== undefined) parts.push(`label "${key.tokenLabel}"`);
+    if (key.tokenSerial !== undefined) parts.push(`serial ${key.tokenSerial}`);
+    return `the token with ${parts.join(" and ")}`;
+  }
+  return `the token in slot index ${key.slot ?? 0}`;
+}
+
+export class Pkcs11Source implements TokenSource {
+  readonly name = "pkcs11" as const;
+  private initialised = false;
+  private handle: Buffer | undefined;
+  private state: SourceState;
+  private onChange: ((s: SourceState) => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastProblem = "";
+  /** Full rescans (C_Finalize + C_Initialize) so far: the bench reports it. */
+  rescans = 0;
+
+  constructor(
+    private readonly module: Pkcs11Module,
+    private readonly key: KeyRef,
+    private readonly pollMs: number,
+    private readonly log: Logger,
+  ) {
+    this.state = this.absent("not looked yet");
+  }
+
+  start(onChange: (s: SourceState) => void): void {
+    this.onChange = onChange;
+    this.publish(this.rescan());
+    this.timer = setInterval(() => this.publish(this.rescan()), this.pollMs);
+  }
+
+  current(): SourceState {
+    return this.state;
+  }
+
+  /** The fence: C_GetTokenInfo on the known slot; a full rescan only if that fails or differs. */
+  check(): Promise<SourceState> {
+    return Promise.resolve(this.publish(this.fastCheck()));
+  }
+
+  fastCheck(): SourceState {
+    if (!this.initialised || !this.handle || !this.state.present) return this.rescan();
+    let info: { label: string; serialNumber: string; flags: number };
+    try {
+      info = this.module.C_GetTokenInfo(this.handle);
+    } catch {
+      return this.rescan();
+    }
+    const serial = trim(info.serialNumber);
+    if (serial !== this.state.serial || (info.flags & CKF_TOKEN_INITIALIZED) === 0) return this.rescan();
+    return { ...this.state, label: trim(info.label), pinFlags: pinFlagsOf(info.flags), detail: "token present" };
+  }
+
+  /** A fresh look: C_Finalize + C_Initialize, then the slot list and the token KEY designates. */
+  rescan(): SourceState {
+    this.rescans++;
+    this.handle = undefined;
+    try {
+      if (this.initialised) {
+        this.initialised = false;
+        this.module.C_Finalize();
+      }
+      this.module.C_Initialize();
+      this.initialised = true;
+    } catch (err) {
+      return this.problem(`the PKCS#11 module failed to initialise: ${ckrOf(err)}`);
+    }
+    let slots: Buffer[];
+    try {
+      slots = this.module.C_GetSlotList(true);
+    } catch (err) {
+      return this.problem(`C_GetSlotList failed: ${ckrOf(err)}`);
+    }
+    const tokens: { handle: Buffer; label: string; serial: string; flags: number }[] = [];
+    for (const handle of slots) {
+      try {
+        const info = this.module.C_GetTokenInfo(handle);
+        if ((info.flags & CKF_TOKEN_INITIALIZED) === 0) continue; // SoftHSM's spare free slot
+        tokens.push({ handle, label: trim(info.label), serial: trim(info.serialNumber), flags: info.flags });
+      } catch {
+        // a slot whose token went away between the two calls: not a token
+      }
+    }
+    this.lastProblem = "";
+    let index: number;
+    if (this.key.tokenLabel !== undefined || this.key.tokenSerial !== undefined) {
+      index = tokens.findIndex(
+        (t) => (this.key.tokenLabel === undefined || t.label === this.key.tokenLabel) && (this.key.tokenSerial === undefined || t.serial === this.key.tokenSerial),
+      );
+    } else {
+      index = (this.key.slot ?? 0) < tokens.length ? (this.key.slot ?? 0) : -1;
+    }
+    const t = tokens[index];
+    if (!t) return this.absent(`no token: ${describeKey(this.key)} is not present (${tokens.length} initialised token(s) seen)`);
+    this.handle = t.handle;
+    return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: index, detail: "token present" };
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.initialised) {
+      this.initialised = false;
+      try {
+        this.module.C_Finalize();
+      } catch {
+        // going away anyway
+      }
+    }
+  }
+
+  private absent(detail: string): SourceState {
+    return { source: "pkcs11", available: true, present: false, serial: "", label: "", pinFlags: 0, slot: 0, detail };
+  }
+
+  /** A module-level failure: reported as absent, logged once per distinct problem. */
+  private problem(detail: string): SourceState {
+    if (detail !== this.lastProblem) {
+      this.lastProblem = detail;
+      this.log.warning("PKCS#11 module problem; the token counts as absent", { detail });
+    }
+    return this.absent(detail);
+  }
+
+  private publish(s: SourceState): SourceState {
+    this.state = s;
+    this.onChange?.(s);
+    return s;
+  }
+}

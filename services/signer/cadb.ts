@@ -1,0 +1,650 @@
+// The CA database in `openssl ca`'s on-disk format, so that stock `openssl ca` works on the same
+// directory and an existing directory can be adopted as is:
+//
+//   index.txt          one line per certificate, tab-separated, exactly as openssl writes it:
+//                      V <TAB> expiry <TAB>                  <TAB> SERIAL <TAB> unknown <TAB> /subject
+//                      R <TAB> expiry <TAB> revdate[,reason] <TAB> SERIAL <TAB> unknown <TAB> /subject
+//                      (E lines, written by `openssl ca -updatedb`, are read as well)
+//   index.txt.attr     "unique_subject = no" (we issue many certificates per subject)
+//   serial             hex of the last serial + 1, as `openssl ca` expects it
+//   crlnumber          hex of the next CRL number
+//   newcerts/SERIAL.pem
+//
+// Unlike `openssl ca` (which rewrites index.txt on every run), issuing costs the same whatever
+// the size of the database: the index lives in memory (Map by serial), a new certificate is
+// one O_EXCL file plus one appended line, each synced before record() returns. Only a
+// revocation rewrites index.txt (temporary file, fsync, rename, fsync of the directory).
+//
+// One writer at a time: the signer. Running `openssl ca` on the directory while the signer is
+// up is not supported; if index.txt is replaced or grows behind our back, the next record()
+// notices it (inode/size) and re-reads the file before appending.
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { DatabaseError } from "../common/errors.js";
+import { REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
+
+export type IndexStatus = "V" | "R" | "E";
+
+export interface IndexEntry {
+  status: IndexStatus;
+  /** upper-case hex, even length, as openssl prints it */
+  serialHex: string;
+  notAfter: Date;
+  revokedAt?: Date;
+  /** reason as written in index.txt (e.g. "keyCompromise"); absent when none was given */
+  reason?: string;
+  /** RFC 5280 reason code of `reason` */
+  reasonCode?: number;
+  subject: string;
+  /** 1-based line number in index.txt */
+  line: number;
+}
+
+export interface RecordEntry {
+  serial: Buffer;
+  notAfter: Date;
+  subject: string;
+  /** the certificate, DER */
+  certificate: Buffer;
+}
+
+export interface RevokeItem {
+  serialHex: string;
+  reason: RevocationReason;
+  revokedAt: Date;
+}
+
+export type RevokeResult = { serialHex: string; result: "revoked" | "already-revoked" | "unknown" };
+
+export interface RevokedEntry {
+  serialHex: string;
+  revokedAt: Date;
+  reasonCode: number | undefined;
+  notAfter: Date;
+}
+
+/** A line as kept in memory: raw fields, parsed into an IndexEntry on demand. */
+interface Row {
+  status: IndexStatus;
+  exp: string;
+  rev: string;
+  serial: string;
+  file: string;
+  subject: string;
+  line: number;
+}
+
+export const INDEX = "index.txt";
+export const INDEX_ATTR = "index.txt.attr";
+export const SERIAL = "serial";
+export const CRLNUMBER = "crlnumber";
+export const NEWCERTS = "newcerts";
+
+const FIELDS_TEXT = "status, expiry, revocation date, serial, file name, subject";
+const TIME_RE = /^(?:[0-9]{12}|[0-9]{14})Z$/;
+const SERIAL_RE = /^(?:[0-9A-F]{2})+$/;
+const SUBJECT_FORBIDDEN = /[\t\r\n\0]/;
+
+/** Reason names openssl writes in index.txt -> RFC 5280 codes (openssl's extras included). */
+const REASON_CODES: Readonly<Record<string, number>> = {
+  ...REVOCATION_REASONS,
+  holdInstruction: 6, // "holdInstruction,<OID>": certificateHold with an instruction
+  keyTime: 1, // "keyTime,<time>": keyCompromise with an invalidity date
+  CAkeyTime: 2, // "CAkeyTime,<time>": CACompromise with an invalidity date
+};
+
+// ---------------------------------------------------------------------------------------------
+// serials and times
+
+/** Upper-case even-length hex without leading zero bytes (openssl's BN_bn2hex), "00" for 0. */
+export function serialToHex(serial: Buffer): string {
+  let i = 0;
+  while (i < serial.length - 1 && serial[i] === 0) i++;
+  const hex = serial.subarray(i).toString("hex").toUpperCase();
+  return hex === "" ? "00" : hex;
+}
+
+/**
+ * What an operator types (any case, odd length, 0x prefix, colons) -> the form in index.txt;
+ * undefined when it is not hex at all.
+ */
+export function normalizeSerialHex(s: string): string | undefined {
+  let h = s.trim().replace(/^0x/i, "").replace(/:/g, "").toUpperCase();
+  if (!/^[0-9A-F]+$/.test(h)) return undefined;
+  if (h.length % 2) h = "0" + h;
+  while (h.length > 2 && h.startsWith("00")) h = h.slice(2);
+  return h;
+}
+
+/** YYMMDDHHMMSSZ (UTCTime) for 1950-2049, YYYYMMDDHHMMSSZ (GeneralizedTime) otherwise, as in certificates. */
+export function formatTime(d: Date): string {
+  const y = d.getUTCFullYear();
+  const p2 = (n: number) => String(n).padStart(2, "0");
+  const rest = `${p2(d.getUTCMonth() + 1)}${p2(d.getUTCDate())}${p2(d.getUTCHours())}${p2(d.getUTCMinutes())}${p2(d.getUTCSeconds())}Z`;
+  if (y >= 1950 && y <= 2049) return `${p2(y % 100)}${rest}`;
+  return `${String(y).padStart(4, "0")}${rest}`;
+}
+
+/** Parses an index.txt time; undefined when it is not one. */
+export function parseTime(s: string): Date | undefined {
+  if (!TIME_RE.test(s)) return undefined;
+  let y: number;
+  let r: string;
+  if (s.length === 13) {
+    const yy = Number(s.slice(0, 2));
+    y = yy >= 50 ? 1900 + yy : 2000 + yy;
+    r = s.slice(2);
+  } else {
+    y = Number(s.slice(0, 4));
+    r = s.slice(4);
+  }
+  const mo = Number(r.slice(0, 2));
+  const da = Number(r.slice(2, 4));
+  const h = Number(r.slice(4, 6));
+  const mi = Number(r.slice(6, 8));
+  const se = Number(r.slice(8, 10));
+  if (mo < 1 || mo > 12 || da < 1 || da > 31 || h > 23 || mi > 59 || se > 59) return undefined;
+  const d = new Date(Date.UTC(y, mo - 1, da, h, mi, se));
+  if (d.getUTCDate() !== da) return undefined; // 31 February
+  if (y < 100) d.setUTCFullYear(y); // Date.UTC maps 0-99 to 1900-1999
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// small file helpers
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, "r");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** tmp + fsync + rename + fsync(dir): the file is either the old or the new content. */
+export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): void {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+  try {
+    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    fs.fsyncSync(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fs.closeSync(fd);
+  try {
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncDir(path.dirname(file));
+}
+
+function ioError(file: string, err: unknown, doing: string): DatabaseError {
+  const e = err as NodeJS.ErrnoException;
+  return new DatabaseError("io", `${doing}: ${e.code ?? ""}${e.code ? " " : ""}${e.message.replace(/^[A-Z]+: /, "")}`, { file });
+}
+
+function rowLine(r: Row): string {
+  return `${r.status}\t${r.exp}\t${r.rev}\t${r.serial}\t${r.file}\t${r.subject}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// parsing
+
+export interface ParseProblem {
+  line: number;
+  message: string;
+}
+
+/**
+ * Parses index.txt text. Strict: each problem is reported with its line number and what was
+ * expected. `onProblem` receives them all (check-db); without it the first one is thrown.
+ */
+export function parseIndex(text: string, file: string, onProblem?: (p: ParseProblem) => void): Row[] {
+  const rows: Row[] = [];
+  const seen = new Map<string, number>();
+  const fail = (line: number, message: string): void => {
+    if (onProblem) onProblem({ line, message });
+    else throw new DatabaseError("corrupt_index", message, { file, line });
+  };
+  if (text.length === 0) return rows;
+  let start = 0;
+  let lineNo = 0;
+  const n = text.length;
+  while (start < n) {
+    lineNo++;
+    let end = text.indexOf("\n", start);
+    const complete = end !== -1;
+    if (!complete) end = n;
+    const line = text.slice(start, end);
+    start = end + 1;
+    if (!complete) {
+      fail(lineNo, `last line has no newline at its end (interrupted write?): expected lines ending in LF; found ${JSON.stringify(line.slice(0, 80))}`);
+      if (onProblem) continue;
+    }
+    if (line.endsWith("\r")) {
+      fail(lineNo, "line ends with CR LF (DOS line ending): expected LF only");
+      continue;
+    }
+    if (line.length === 0) {
+      fail(lineNo, `empty line: expected ${FIELDS_TEXT} separated by tabs`);
+      continue;
+    }
+    const f = line.split("\t");
+    if (f.length !== 6) {
+      fail(lineNo, `${f.length} tab-separated field${f.length === 1 ? "" : "s"}, expected 6 (${FIELDS_TEXT})`);
+      continue;
+    }
+    const [status, exp, rev, serial, fileName, subject] = f as [string, string, string, string, string, string];
+    if (status !== "V" && status !== "R" && status !== "E") {
+      fail(lineNo, `unknown status ${JSON.stringify(status)}: expected V (valid), R (revoked) or E (expired)`);
+      continue;
+    }
+    if (!parseTime(exp)) {
+      fail(lineNo, `bad expiry date ${JSON.stringify(exp)}: expected YYMMDDHHMMSSZ (or YYYYMMDDHHMMSSZ)`);
+      continue;
+    }
+    if (status === "R") {
+      const parts = rev.split(",");
+      if (!parseTime(parts[0]!)) {
+        fail(lineNo, `bad revocation date ${JSON.stringify(rev)}: expected YYMMDDHHMMSSZ[,reason] on an R line`);
+        continue;
+      }
+      if (parts.length > 1 && !(parts[1]! in REASON_CODES)) {
+        fail(lineNo, `unknown revocation reason ${JSON.stringify(parts[1])}: expected one of ${Object.keys(REASON_CODES).join(", ")}`);
+        continue;
+      }
+      if (parts.length > 3 || (parts.length === 3 && parts[1] !== "holdInstruction" && parts[1] !== "keyTime" && parts[1] !== "CAkeyTime")) {
+        fail(lineNo, `bad revocation field ${JSON.stringify(rev)}: expected YYMMDDHHMMSSZ[,reason]`);
+        continue;
+      }
+    } else if (rev !== "") {
+      fail(lineNo, `revocation field ${JSON.stringify(rev)} on a ${status} line: expected it empty`);
+      continue;
+    }
+    if (!SERIAL_RE.test(serial)) {
+      fail(lineNo, `bad serial ${JSON.stringify(serial)}: expected upper-case hex with an even number of digits`);
+      continue;
+    }
+    const prev = seen.get(serial);
+    if (prev !== undefined) {
+      fail(lineNo, `duplicate serial ${serial}, already on line ${prev}`);
+      continue;
+    }
+    seen.set(serial, lineNo);
+    if (fileName === "") {
+      fail(lineNo, `empty file name field: expected "unknown" or a file name`);
+      continue;
+    }
+    if (subject === "" || !subject.startsWith("/")) {
+      fail(lineNo, `bad subject ${JSON.stringify(subject.slice(0, 80))}: expected a /-form DN`);
+      continue;
+    }
+    rows.push({ status, exp, rev, serial, file: fileName, subject, line: lineNo });
+  }
+  return rows;
+}
+
+function rowToEntry(r: Row): IndexEntry {
+  const e: IndexEntry = { status: r.status, serialHex: r.serial, notAfter: parseTime(r.exp)!, subject: r.subject, line: r.line };
+  if (r.status === "R") {
+    const parts = r.rev.split(",");
+    e.revokedAt = parseTime(parts[0]!)!;
+    if (parts.length > 1) {
+      e.reason = parts[1]!;
+      e.reasonCode = REASON_CODES[parts[1]!];
+    }
+  }
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface OpenOptions {
+  /** never write anything (check-db, status) */
+  readOnly?: boolean;
+  /** create a missing directory and files (index.txt, index.txt.attr, serial, crlnumber, newcerts/) */
+  create?: boolean;
+}
+
+export class CaDatabase {
+  readonly dir: string;
+  readonly readOnly: boolean;
+  private rows: Row[] = [];
+  private bySerial = new Map<string, Row>();
+  private revoked = 0;
+  private appendFd: number | undefined;
+  private appendIno = 0;
+  private appendSize = 0;
+  private newcertsFd: number | undefined;
+
+  private constructor(dir: string, readOnly: boolean) {
+    this.dir = dir;
+    this.readOnly = readOnly;
+  }
+
+  private p(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  static open(dir: string, opts: OpenOptions = {}): CaDatabase {
+    const db = new CaDatabase(path.resolve(dir), opts.readOnly ?? false);
+    if (opts.create && !db.readOnly) db.createMissing();
+    db.checkLayout();
+    db.load();
+    if (!db.readOnly) db.openForWriting();
+    return db;
+  }
+
+  private createMissing(): void {
+    try {
+      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      fs.mkdirSync(this.p(NEWCERTS), { recursive: true, mode: 0o700 });
+      const init = (name: string, content: string) => {
+        try {
+          fs.writeFileSync(this.p(name), content, { flag: "wx", mode: 0o600 });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        }
+      };
+      init(INDEX, "");
+      init(SERIAL, "01\n");
+      init(CRLNUMBER, "01\n");
+    } catch (err) {
+      throw ioError(this.dir, err, "cannot create the CA database");
+    }
+  }
+
+  private checkLayout(): void {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.dir);
+    } catch {
+      throw new DatabaseError("missing_dir", "CA database directory does not exist (CA_DIR)", { file: this.dir });
+    }
+    if (!st.isDirectory()) throw new DatabaseError("missing_dir", "CA_DIR is not a directory", { file: this.dir });
+    if (!fs.existsSync(this.p(INDEX))) {
+      throw new DatabaseError("missing_index", "index.txt is missing: not an openssl ca directory (an empty index.txt starts a new one)", { file: this.p(INDEX) });
+    }
+    let nst: fs.Stats | undefined;
+    try {
+      nst = fs.statSync(this.p(NEWCERTS));
+    } catch {
+      nst = undefined;
+    }
+    if (!nst || !nst.isDirectory()) {
+      throw new DatabaseError("missing_newcerts", "the newcerts directory is missing: expected a directory holding <SERIAL>.pem for each index.txt line", { file: this.p(NEWCERTS) });
+    }
+  }
+
+  private load(): void {
+    const file = this.p(INDEX);
+    let buf: Buffer;
+    try {
+      buf = fs.readFileSync(file);
+    } catch (err) {
+      throw ioError(file, err, "cannot read index.txt");
+    }
+    const rows = parseIndex(buf.toString("utf8"), file);
+    this.rows = rows;
+    this.bySerial = new Map();
+    this.revoked = 0;
+    for (const r of rows) {
+      this.bySerial.set(r.serial, r);
+      if (r.status === "R") this.revoked++;
+    }
+    this.appendSize = buf.length;
+  }
+
+  private openForWriting(): void {
+    this.closeFds();
+    const attr = this.p(INDEX_ATTR);
+    try {
+      if (!fs.existsSync(attr)) writeFileAtomic(attr, "unique_subject = no\n");
+      this.appendFd = fs.openSync(this.p(INDEX), fs.constants.O_WRONLY | fs.constants.O_APPEND);
+      const st = fs.fstatSync(this.appendFd);
+      this.appendIno = st.ino;
+      if (st.size !== this.appendSize) {
+        // written between our read and our open: read again
+        this.load();
+      }
+      this.newcertsFd = fs.openSync(this.p(NEWCERTS), "r");
+    } catch (err) {
+      if (err instanceof DatabaseError) throw err;
+      throw ioError(this.dir, err, "cannot open the CA database for writing");
+    }
+  }
+
+  private closeFds(): void {
+    if (this.appendFd !== undefined) fs.closeSync(this.appendFd);
+    if (this.newcertsFd !== undefined) fs.closeSync(this.newcertsFd);
+    this.appendFd = undefined;
+    this.newcertsFd = undefined;
+  }
+
+  /** Closes the descriptors; the object must not be used afterwards. */
+  close(): void {
+    this.closeFds();
+  }
+
+  private assertWritable(): void {
+    if (this.readOnly || this.appendFd === undefined) throw new DatabaseError("read_only", "the CA database was opened read-only (or closed)", { file: this.dir });
+  }
+
+  /** index.txt replaced or extended by someone else (openssl ca)? Then read it again. */
+  private resyncIfChanged(): void {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.p(INDEX));
+    } catch (err) {
+      throw ioError(this.p(INDEX), err, "index.txt disappeared");
+    }
+    if (st.ino !== this.appendIno || st.size !== this.appendSize) {
+      this.load();
+      this.openForWriting();
+    }
+  }
+
+  get size(): number {
+    return this.rows.length;
+  }
+
+  get revokedCount(): number {
+    return this.revoked;
+  }
+
+  /** 16 random bytes, top bit cleared, first byte non-zero (so 32 hex digits), unused so far. */
+  newSerial(): Buffer {
+    for (;;) {
+      const b = randomBytes(16);
+      b[0] = b[0]! & 0x7f;
+      if (b[0] === 0) continue;
+      if (!this.bySerial.has(serialToHex(b))) return b;
+    }
+  }
+
+  /**
+   * Records an issued certificate: newcerts/<SERIAL>.pem (O_EXCL, fsync, fsync of newcerts/),
+   * then the V line appended to index.txt (fdatasync), then `serial`. Returns only when the
+   * line is on disk. Costs the same whatever the size of the index.
+   */
+  record(entry: RecordEntry): IndexEntry {
+    this.assertWritable();
+    this.resyncIfChanged();
+    const serial = serialToHex(entry.serial);
+    if (this.bySerial.has(serial)) {
+      throw new DatabaseError("duplicate_serial", `serial ${serial} is already recorded (line ${this.bySerial.get(serial)!.line})`, { file: this.p(INDEX) });
+    }
+    if (SUBJECT_FORBIDDEN.test(entry.subject) || !entry.subject.startsWith("/")) {
+      throw new DatabaseError("bad_subject", `subject ${JSON.stringify(entry.subject)} cannot be recorded: expected a /-form DN without tabs, newlines or NUL`, { file: this.p(INDEX) });
+    }
+    if (Number.isNaN(entry.notAfter.getTime())) throw new DatabaseError("bad_date", `invalid notAfter for serial ${serial}`, { file: this.p(INDEX) });
+    const exp = formatTime(entry.notAfter);
+    const certFile = this.p(path.join(NEWCERTS, `${serial}.pem`));
+    const pem = `-----BEGIN CERTIFICATE-----\n${entry.certificate.toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n?$/, "\n")}-----END CERTIFICATE-----\n`;
+    let fd: number;
+    try {
+      fd = fs.openSync(certFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") throw new DatabaseError("duplicate_serial", `newcerts/${serial}.pem already exists although index.txt has no line for ${serial} (run etoken-ca check-db)`, { file: certFile });
+      throw ioError(certFile, err, "cannot create the certificate file");
+    }
+    try {
+      fs.writeSync(fd, pem);
+      fs.fsyncSync(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(certFile, { force: true });
+      throw ioError(certFile, err, "cannot write the certificate file");
+    }
+    fs.closeSync(fd);
+    const row: Row = { status: "V", exp, rev: "", serial, file: "unknown", subject: entry.subject, line: this.rows.length + 1 };
+    const line = Buffer.from(rowLine(row));
+    try {
+      fs.fsyncSync(this.newcertsFd!);
+      const written = fs.writeSync(this.appendFd!, line);
+      if (written !== line.length) throw Object.assign(new Error(`short write (${written} of ${line.length} bytes)`), { code: "EIO" });
+      fs.fdatasyncSync(this.appendFd!);
+    } catch (err) {
+      // the line may be partly written: make the next record() re-read (and fail loudly)
+      this.appendSize = -1;
+      throw ioError(this.p(INDEX), err, `cannot append serial ${serial} to index.txt`);
+    }
+    this.appendSize += line.length;
+    this.rows.push(row);
+    this.bySerial.set(serial, row);
+    this.writeSerialFile(entry.serial);
+    return rowToEntry(row);
+  }
+
+  /** `serial` = recorded serial + 1 (openssl ca's next serial). Not fsynced: a stale value is harmless. */
+  private writeSerialFile(last: Buffer): void {
+    const next = BigInt(`0x${last.toString("hex") || "0"}`) + 1n;
+    let hex = next.toString(16).toUpperCase();
+    if (hex.length % 2) hex = "0" + hex;
+    const file = this.p(SERIAL);
+    const tmp = `${file}.tmp`;
+    try {
+      fs.writeFileSync(tmp, `${hex}\n`, { mode: 0o600 });
+      fs.renameSync(tmp, file);
+    } catch (err) {
+      throw ioError(file, err, "cannot update the serial file");
+    }
+  }
+
+  get(serialHex: string): IndexEntry | undefined {
+    const s = normalizeSerialHex(serialHex);
+    if (s === undefined) return undefined;
+    const r = this.bySerial.get(s);
+    return r ? rowToEntry(r) : undefined;
+  }
+
+  /** All entries in index.txt order. */
+  *entries(): Iterable<IndexEntry> {
+    for (const r of this.rows) yield rowToEntry(r);
+  }
+
+  /**
+   * Marks certificates revoked: one atomic rewrite of index.txt, only when a line changed.
+   * 'unspecified' is written as a bare date (what `openssl ca -revoke` without -crl_reason writes).
+   */
+  revoke(list: RevokeItem[]): RevokeResult[] {
+    this.assertWritable();
+    this.resyncIfChanged();
+    const results: RevokeResult[] = [];
+    const changed: { row: Row; rev: string }[] = [];
+    const pending = new Set<string>();
+    for (const item of list) {
+      const s = normalizeSerialHex(item.serialHex);
+      const row = s === undefined ? undefined : this.bySerial.get(s);
+      if (!row) {
+        results.push({ serialHex: s ?? item.serialHex, result: "unknown" });
+        continue;
+      }
+      if (row.status === "R" || pending.has(row.serial)) {
+        results.push({ serialHex: row.serial, result: "already-revoked" });
+        continue;
+      }
+      if (!(item.reason in REVOCATION_REASONS)) throw new DatabaseError("bad_reason", `unknown revocation reason ${JSON.stringify(item.reason)}`);
+      if (Number.isNaN(item.revokedAt.getTime())) throw new DatabaseError("bad_date", `invalid revocation date for serial ${row.serial}`);
+      const date = formatTime(item.revokedAt);
+      changed.push({ row, rev: item.reason === "unspecified" ? date : `${date},${item.reason}` });
+      pending.add(row.serial);
+      results.push({ serialHex: row.serial, result: "revoked" });
+    }
+    if (changed.length === 0) return results;
+    const old = changed.map((c) => ({ row: c.row, status: c.row.status, rev: c.row.rev }));
+    for (const c of changed) {
+      c.row.status = "R";
+      c.row.rev = c.rev;
+    }
+    try {
+      this.rewriteIndex();
+    } catch (err) {
+      for (const o of old) {
+        o.row.status = o.status;
+        o.row.rev = o.rev;
+      }
+      throw err;
+    }
+    this.revoked += changed.length;
+    return results;
+  }
+
+  private rewriteIndex(): void {
+    const file = this.p(INDEX);
+    const parts: string[] = [];
+    for (const r of this.rows) parts.push(rowLine(r));
+    const data = Buffer.from(parts.join(""));
+    try {
+      writeFileAtomic(file, data);
+    } catch (err) {
+      throw ioError(file, err, "cannot rewrite index.txt");
+    }
+    this.appendSize = data.length;
+    if (this.appendFd !== undefined) fs.closeSync(this.appendFd);
+    this.appendFd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND);
+    this.appendIno = fs.fstatSync(this.appendFd).ino;
+  }
+
+  *revokedEntries(): Iterable<RevokedEntry> {
+    for (const r of this.rows) {
+      if (r.status !== "R") continue;
+      const e = rowToEntry(r);
+      yield { serialHex: e.serialHex, revokedAt: e.revokedAt!, reasonCode: e.reasonCode, notAfter: e.notAfter };
+    }
+  }
+
+  /** Reads crlnumber, stores crlnumber + 1 atomically, returns the number to use now. */
+  nextCrlNumber(): bigint {
+    this.assertWritable();
+    const file = this.p(CRLNUMBER);
+    let current = 1n;
+    let text: string | undefined;
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw ioError(file, err, "cannot read crlnumber");
+    }
+    if (text !== undefined) {
+      const m = /^([0-9A-Fa-f]+)\n?$/.exec(text);
+      if (!m) throw new DatabaseError("corrupt_crlnumber", `expected one line of hex digits, found ${JSON.stringify(text.slice(0, 40))}`, { file, line: 1 });
+      current = BigInt(`0x${m[1]}`);
+    }
+    let hex = (current + 1n).toString(16).toUpperCase();
+    if (hex.length % 2) hex = "0" + hex;
+    try {
+      writeFileAtomic(file, `${hex}\n`);
+    } catch (err) {
+      throw ioError(file, err, "cannot update crlnumber");
+    }
+    return current;
+  }
+}

@@ -1,0 +1,119 @@
+// `etoken-ca check-db`: index.txt against newcerts/, one precise line per problem. Read-only.
+import { X509Certificate } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, normalizeSerialHex, parseIndex, parseTime } from "./cadb.js";
+
+export interface CheckCounts {
+  lines: number;
+  valid: number;
+  revoked: number;
+  expired: number;
+  certificateFiles: number;
+}
+
+export interface CheckReport {
+  problems: string[];
+  counts: CheckCounts;
+}
+
+/**
+ * X509_NAME_oneline-like /-form of a certificate subject from node's "\n"-separated form.
+ * node prints multi-valued RDNs as "A=x + B=y" inside one line; openssl's oneline uses "+".
+ */
+function slashSubject(cert: X509Certificate): string {
+  if (cert.subject === "") return "";
+  return cert.subject
+    .split("\n")
+    .map((rdn) => "/" + rdn.replace(/ \+ /g, "+"))
+    .join("");
+}
+
+/** Serial as openssl prints it (node gives upper-case hex, possibly odd length or with a leading 00). */
+function certSerial(cert: X509Certificate): string {
+  return normalizeSerialHex(cert.serialNumber) ?? cert.serialNumber;
+}
+
+export function checkDatabase(dir: string): CheckReport {
+  const problems: string[] = [];
+  const counts: CheckCounts = { lines: 0, valid: 0, revoked: 0, expired: 0, certificateFiles: 0 };
+  const base = path.resolve(dir);
+  const indexFile = path.join(base, INDEX);
+  const newcerts = path.join(base, NEWCERTS);
+
+  let text: string | undefined;
+  try {
+    text = fs.readFileSync(indexFile, "utf8");
+  } catch (err) {
+    problems.push(`${indexFile}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const rows = text === undefined ? [] : parseIndex(text, indexFile, (p) => problems.push(`${indexFile}:${p.line}: ${p.message}`));
+  if (text !== undefined) counts.lines = text === "" ? 0 : text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
+  for (const r of rows) {
+    if (r.status === "V") counts.valid++;
+    else if (r.status === "R") counts.revoked++;
+    else counts.expired++;
+  }
+
+  for (const [name, re, what] of [
+    [SERIAL, /^[0-9A-F]+\n?$/i, "one line of hex digits (the next serial)"],
+    [CRLNUMBER, /^[0-9A-F]+\n?$/i, "one line of hex digits (the next CRL number)"],
+  ] as const) {
+    const f = path.join(base, name);
+    try {
+      const s = fs.readFileSync(f, "utf8");
+      if (!re.test(s)) problems.push(`${f}:1: expected ${what}, found ${JSON.stringify(s.slice(0, 40))}`);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" || name === SERIAL) problems.push(`${f}: ${code === "ENOENT" ? "missing" : `cannot read: ${code}`}: expected ${what}`);
+    }
+  }
+
+  let files: string[] = [];
+  try {
+    files = fs.readdirSync(newcerts);
+  } catch (err) {
+    problems.push(`${newcerts}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "missing directory" : `cannot read: ${(err as NodeJS.ErrnoException).code}`}: expected <SERIAL>.pem for each index.txt line`);
+  }
+  const fileSet = new Set<string>();
+  for (const f of files) {
+    const m = /^([0-9A-F]+)\.pem$/.exec(f);
+    if (!m) {
+      problems.push(`${path.join(newcerts, f)}: unexpected file name: expected <SERIAL>.pem with an upper-case hex serial`);
+      continue;
+    }
+    fileSet.add(m[1]!);
+  }
+  counts.certificateFiles = fileSet.size;
+
+  // Every line: its certificate file exists, parses, and agrees on serial, subject and expiry.
+  const indexed = new Set<string>();
+  for (const r of rows) {
+    indexed.add(r.serial);
+    const f = path.join(newcerts, `${r.serial}.pem`);
+    if (!fileSet.has(r.serial)) {
+      if (files.length > 0 || fs.existsSync(newcerts)) problems.push(`${indexFile}:${r.line}: serial ${r.serial}: certificate file ${f} is missing`);
+      continue;
+    }
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(fs.readFileSync(f));
+    } catch (err) {
+      problems.push(`${f}: not a readable certificate (${(err as Error).message.split("\n")[0]}); index.txt line ${r.line}`);
+      continue;
+    }
+    const cs = certSerial(cert);
+    if (cs !== r.serial) problems.push(`${f}: certificate serial ${cs} differs from the file name and index.txt line ${r.line} (${r.serial})`);
+    const subj = slashSubject(cert);
+    if (subj !== r.subject) problems.push(`${f}: certificate subject ${subj} differs from index.txt line ${r.line} (${r.subject})`);
+    const exp = parseTime(r.exp);
+    const notAfter = new Date(cert.validTo);
+    if (exp && Math.abs(exp.getTime() - notAfter.getTime()) >= 1000) {
+      problems.push(`${f}: certificate notAfter ${notAfter.toISOString()} differs from index.txt line ${r.line} (${exp.toISOString()})`);
+    }
+  }
+  for (const s of fileSet) {
+    if (!indexed.has(s)) problems.push(`${path.join(newcerts, `${s}.pem`)}: no line for serial ${s} in ${indexFile}`);
+  }
+  return { problems, counts };
+}

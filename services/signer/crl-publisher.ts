@@ -1,0 +1,112 @@
+// Makes, verifies and publishes CRLs: crl-NNNNNN.pem/.der numbered files in CRL_DIR, then the
+// fixed links crl.pem and crl.der are switched atomically, only after the new CRL is complete
+// on disk and its signature verified with the CA certificate.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { DatabaseError } from "../common/errors.js";
+import { pemEncode } from "../common/pem.js";
+import type { CaCertificate } from "./certificate.js";
+import type { CaDatabase } from "./cadb.js";
+import { assembleCrl, buildTbsCrl } from "./crl.js";
+
+export interface PublishedCrl {
+  number: number;
+  thisUpdate: number;
+  nextUpdate: number;
+  entries: number;
+  path: string;
+}
+
+export const LATEST_PEM = "crl.pem";
+export const LATEST_DER = "crl.der";
+
+function writeFileDurably(file: string, data: Buffer | string, mode: number): void {
+  const tmp = `${file}.tmp${process.pid}`;
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, mode);
+  try {
+    if (typeof data === "string") fs.writeSync(fd, data);
+    else fs.writeSync(fd, data);
+    fs.fchmodSync(fd, mode);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
+
+function switchLink(dir: string, linkName: string, target: string): void {
+  const tmp = path.join(dir, `.${linkName}.tmp${process.pid}`);
+  try {
+    fs.unlinkSync(tmp);
+  } catch {
+    // not there
+  }
+  fs.symlinkSync(target, tmp);
+  fs.renameSync(tmp, path.join(dir, linkName));
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export class CrlPublisher {
+  constructor(
+    private readonly dir: string,
+    private readonly ca: CaCertificate,
+  ) {}
+
+  /** The CRL the latest link points at, from its metadata file. */
+  latest(): PublishedCrl | undefined {
+    try {
+      const target = fs.readlinkSync(path.join(this.dir, LATEST_PEM));
+      const meta = JSON.parse(fs.readFileSync(path.join(this.dir, target.replace(/\.pem$/, ".json")), "utf8")) as PublishedCrl;
+      return meta;
+    } catch {
+      return undefined;
+    }
+  }
+
+  publish(db: CaDatabase, lifetimeMs: number, sign: (tbs: Buffer) => Buffer): PublishedCrl {
+    const now = Date.now();
+    const thisUpdate = new Date(Math.floor(now / 1000) * 1000);
+    const nextUpdate = new Date(thisUpdate.getTime() + lifetimeMs);
+    const number = db.nextCrlNumber();
+    // An expired certificate may leave the CRL only once it has expired.
+    const entries = [...db.revokedEntries()].filter((e) => e.notAfter.getTime() >= thisUpdate.getTime());
+    const tbs = buildTbsCrl({
+      issuerDer: this.ca.subjectDer,
+      authorityKeyId: this.ca.keyId,
+      crlNumber: number,
+      thisUpdate,
+      nextUpdate,
+      entries,
+    });
+    const signature = sign(tbs);
+    if (!crypto.verify("sha256", tbs, this.ca.publicKey, signature)) {
+      throw new DatabaseError("crl_signature", `the token's CRL signature does not verify with the CA certificate; CRL #${number} not published`);
+    }
+    const der = assembleCrl(tbs, signature);
+    const base = `crl-${number.toString().padStart(6, "0")}`;
+    const info: PublishedCrl = {
+      number: Number(number),
+      thisUpdate: thisUpdate.getTime(),
+      nextUpdate: nextUpdate.getTime(),
+      entries: entries.length,
+      path: path.join(this.dir, `${base}.pem`),
+    };
+    writeFileDurably(path.join(this.dir, `${base}.der`), der, 0o644);
+    writeFileDurably(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), 0o644);
+    writeFileDurably(path.join(this.dir, `${base}.json`), JSON.stringify(info) + "\n", 0o644);
+    fsyncDir(this.dir);
+    switchLink(this.dir, LATEST_DER, `${base}.der`);
+    switchLink(this.dir, LATEST_PEM, `${base}.pem`);
+    fsyncDir(this.dir);
+    return info;
+  }
+}

@@ -1,0 +1,69 @@
+// Result files: written as req.<id>.result.tmp<rand> (O_EXCL, 0640, fsynced), then published
+// with link(2) under req.<id>.result. link never replaces an existing name, so a client that gave
+// up and claimed the result name first makes the publication fail: the certificate is then
+// reported undelivered (see spool-protocol.ts).
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { pemEncode } from "../common/pem.js";
+import {
+  abandonedName,
+  formatErrorResult,
+  randomName,
+  RESULT_FILE_MODE,
+  RESULT_TMP_INFIX,
+  resultName,
+} from "../common/spool-protocol.js";
+
+export type Publication = "published" | "claimed_by_client";
+
+export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
+  return pemEncode(Buffer.from(der), label);
+}
+
+/** Writes and publishes a result; "claimed_by_client" when the client had already given up. */
+export async function publishResult(dir: string, requestId: string, content: string): Promise<Publication> {
+  const tmp = path.join(dir, `${requestId}${RESULT_TMP_INFIX}${randomName(8, crypto.randomBytes)}`);
+  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
+  try {
+    try {
+      await fh.chmod(RESULT_FILE_MODE); // the service's umask is 077; the client reads via the group
+      await fh.writeFile(content);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await fs.promises.link(tmp, path.join(dir, resultName(requestId)));
+      return "published";
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return "claimed_by_client";
+      throw err;
+    }
+  } finally {
+    await fs.promises.unlink(tmp).catch(() => {});
+  }
+}
+
+export function publishError(dir: string, requestId: string, code: string, message: string): Promise<Publication> {
+  return publishResult(dir, requestId, formatErrorResult(code, message));
+}
+
+export async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.promises.lstat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function isAbandoned(dir: string, requestId: string): Promise<boolean> {
+  return exists(path.join(dir, abandonedName(requestId)));
+}
+
+/** Removes what the spool leaves behind of an abandoned request (marker and the client's claim). */
+export async function removeAbandoned(dir: string, requestId: string): Promise<void> {
+  await fs.promises.unlink(path.join(dir, abandonedName(requestId))).catch(() => {});
+  await fs.promises.unlink(path.join(dir, resultName(requestId))).catch(() => {});
+}

@@ -1,0 +1,114 @@
+// Watching SPOOL_DIR: inotify (fs.watch) is a hint, a periodic rescan the safety net. Taking a
+// request = reading the `request` symlink and removing it (which frees the lock for the next
+// client); the target name is checked against the strict pattern before anything else.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
+
+export type Taken =
+  | { readonly kind: "request"; readonly requestId: string }
+  /** The link pointed at something that is not a plain request name (removed). */
+  | { readonly kind: "bad_target"; readonly target: string }
+  /** `request` was not a symlink (removed if possible). */
+  | { readonly kind: "not_symlink"; readonly type: string; readonly removed: boolean };
+
+/** Takes the pending request link, or returns undefined when there is none. */
+export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
+  const link = path.join(dir, REQUEST_LINK);
+  let target: string;
+  try {
+    target = await fs.promises.readlink(link);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    if (code === "EINVAL") return removeNonLink(link);
+    throw err;
+  }
+  // Removing the link frees the lock. A client may have swapped it since readlink (only the
+  // client user can write here); whatever we read is what we check and serve.
+  await fs.promises.unlink(link).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+  });
+  if (!REQUEST_NAME.test(target)) return { kind: "bad_target", target };
+  return { kind: "request", requestId: target };
+}
+
+async function removeNonLink(link: string): Promise<Taken> {
+  let type = "file";
+  try {
+    const st = await fs.promises.lstat(link);
+    type = st.isDirectory() ? "directory" : st.isFile() ? "regular file" : st.isFIFO() ? "FIFO" : "special file";
+    await fs.promises.rm(link, { recursive: st.isDirectory(), force: true });
+    return { kind: "not_symlink", type, removed: true };
+  } catch {
+    return { kind: "not_symlink", type, removed: false };
+  }
+}
+
+export interface WatcherOptions {
+  readonly dir: string;
+  /** Called on every hint (inotify event for `request`, or the rescan tick). Must not throw. */
+  readonly onHint: () => void;
+  readonly rescanMs: number;
+  readonly onError: (err: Error) => void;
+}
+
+/** inotify on the directory plus a periodic rescan; a failing watch falls back to the rescan. */
+export class SpoolWatcher {
+  private watcher: fs.FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: WatcherOptions) {}
+
+  start(): void {
+    try {
+      this.watcher = fs.watch(this.opts.dir, { persistent: true }, (_event, filename) => {
+        if (filename === null || filename === REQUEST_LINK) this.opts.onHint();
+      });
+      this.watcher.on("error", (err) => {
+        this.opts.onError(err);
+        this.watcher?.close();
+        this.watcher = undefined;
+      });
+    } catch (err) {
+      this.opts.onError(err as Error);
+    }
+    this.timer = setInterval(() => this.opts.onHint(), this.opts.rescanMs);
+    this.opts.onHint();
+  }
+
+  stop(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/**
+ * Removes leftovers of the spool protocol older than maxAgeMs (abandoned markers, claims, results
+ * nobody collected, request files whose link never came), except names in `busy`. Other names are
+ * reported (once per call) but not touched.
+ */
+export async function sweepSpool(dir: string, maxAgeMs: number, now: number, busy: ReadonlySet<string>): Promise<{ removed: string[]; foreign: string[] }> {
+  const removed: string[] = [];
+  const foreign: string[] = [];
+  for (const name of await fs.promises.readdir(dir)) {
+    if (name === REQUEST_LINK) continue;
+    if (!SPOOL_FILE.test(name)) {
+      foreign.push(name);
+      continue;
+    }
+    const id = name.split(".").slice(0, 2).join(".");
+    if (busy.has(id)) continue;
+    try {
+      const st = await fs.promises.lstat(path.join(dir, name));
+      if (now - st.mtimeMs < maxAgeMs) continue;
+      await fs.promises.rm(path.join(dir, name), { recursive: st.isDirectory(), force: true });
+      removed.push(name);
+    } catch {
+      // gone meanwhile, or not removable: next sweep
+    }
+  }
+  return { removed, foreign };
+}

@@ -1,0 +1,167 @@
+// The monitor as a real process under its own user (etca-mon), against a real SoftHSM token;
+// the test plays the kernel on fd 3. Removal, re-insertion and replacement of the token are
+// simulated by test/fixtures/softhsm.ts (the token directory leaves / comes back / changes).
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import type * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import t from "tap";
+import { TokenPresence, type Frame, type MessageType } from "../../proto/wire.js";
+import { Channel } from "../../services/common/channel.js";
+import { parseConfig } from "../../services/common/config.js";
+import { createSoftToken, reinsertToken, removeToken, replaceToken, type SoftToken } from "../fixtures/softhsm.js";
+import { ensureTestUsers } from "../fixtures/users.js";
+
+const START = fileURLToPath(new URL("../../services/common/start.js", import.meta.url));
+const users = ensureTestUsers();
+const mon = users.MONITOR_USER;
+
+const base = fs.mkdtempSync(path.join(os.tmpdir(), "etca-monitor-"));
+fs.chmodSync(base, 0o711);
+t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
+
+/** Plays the kernel: collects unsolicited frames and lets the test wait for one that matches. */
+class FakeKernel {
+  readonly frames: Frame[] = [];
+  private waiters: { match: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
+  readonly exited: Promise<number | null>;
+  constructor(
+    readonly child: ChildProcess,
+    readonly channel: Channel,
+  ) {
+    channel.onFrame((f) => {
+      const w = this.waiters.find((x) => x.match(f));
+      if (w) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.resolve(f);
+      } else this.frames.push(f);
+    });
+    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+  }
+  /** The next (or an already received) frame of this type that satisfies pred. */
+  next<T extends MessageType>(type: T, pred: (f: Frame<T>) => boolean = () => true): Promise<Frame<T>> {
+    const match = (f: Frame): boolean => f.type === type && pred(f as Frame<T>);
+    const i = this.frames.findIndex(match);
+    if (i >= 0) return Promise.resolve(this.frames.splice(i, 1)[0] as Frame<T>);
+    return new Promise((resolve) => this.waiters.push({ match, resolve: resolve as (f: Frame) => void }));
+  }
+  /** Drops the frames received so far (e.g. transitional absent events during a replacement). */
+  drain(): void {
+    this.frames.length = 0;
+  }
+}
+
+function startMonitor(token: SoftToken, poll = "100ms"): FakeKernel {
+  const text = [
+    "DN_FORMAT=/DC=org/DC=example/CN=%s",
+    `PKCS11_MODULE=${token.modulePath}`,
+    `PKCS11_ENV=SOFTHSM2_CONF=${token.confPath}`,
+    `CA_CERT=${token.caCertPath}`,
+    `TOKEN_POLL_INTERVAL=${poll}`,
+    `MONITOR_USER=${mon.name}`,
+    "",
+  ].join("\n");
+  const config = parseConfig(text, "test");
+  const child = spawn(process.execPath, [START, "monitor"], {
+    uid: mon.uid,
+    gid: mon.gid,
+    cwd: "/",
+    stdio: ["ignore", "inherit", "inherit", "pipe"],
+    env: {
+      PATH: "/usr/bin:/bin",
+      ETOKEN_CA_SERVICE: "monitor",
+      ETOKEN_CA_CONFIG: JSON.stringify(config),
+      ETOKEN_CA_UID: String(mon.uid),
+      ETOKEN_CA_GID: String(mon.gid),
+      SOFTHSM2_CONF: token.confPath,
+    },
+  });
+  const k = new FakeKernel(child, new Channel(child.stdio[3] as net.Socket, "monitor"));
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  return k;
+}
+
+async function fence(k: FakeKernel, epoch: number): Promise<Frame<"presence">> {
+  return k.channel.request("presenceCheck", { epoch }, "presence", 10_000);
+}
+
+t.test("presence, removal, re-insertion, replacement and the fence", async (t) => {
+  const token = createSoftToken({ dir: path.join(base, "hsm"), label: "etca mon test", ownerUid: users.SIGNER_USER.uid, ownerGid: users.SIGNER_USER.gid, readerGid: mon.gid });
+  const k = startMonitor(token);
+
+  const hello = await k.next("hello");
+  t.equal(hello.message.service, "monitor");
+  t.equal(hello.message.uid, mon.uid, "runs as the monitor user");
+
+  const first = await k.next("tokenEvent");
+  t.equal(Number(first.message.epoch), 1, "the first report is epoch 1");
+  t.equal(first.message.presence, TokenPresence.TOKEN_PRESENT);
+  t.equal(first.message.serial, token.serial, "the token's serial");
+  t.equal(first.message.label, "etca mon test");
+  t.equal(first.message.source, "pkcs11");
+  t.equal(first.message.slot, 0);
+  t.equal(first.message.usbAvailable, false, "no USB_DEVICE configured");
+
+  let p = await fence(k, 1);
+  t.same({ present: p.message.present, epoch: Number(p.message.epoch), serial: p.message.serial }, { present: true, epoch: 1, serial: token.serial }, "fence: same token, same epoch");
+
+  removeToken(token);
+  const gone = await k.next("tokenEvent", (f) => f.message.presence === TokenPresence.TOKEN_ABSENT);
+  t.equal(Number(gone.message.epoch), 2, "removal is epoch 2");
+  t.equal(gone.message.serial, "");
+  p = await fence(k, 1);
+  t.same({ present: p.message.present, epoch: Number(p.message.epoch) }, { present: false, epoch: 2 }, "fence after removal: absent, epoch moved");
+
+  reinsertToken(token);
+  const back = await k.next("tokenEvent", (f) => f.message.presence === TokenPresence.TOKEN_PRESENT);
+  t.equal(Number(back.message.epoch), 3, "re-insertion gets a higher epoch");
+  t.equal(back.message.serial, token.serial, "same serial after re-insertion");
+  p = await fence(k, 3);
+  t.same({ present: p.message.present, epoch: Number(p.message.epoch), serial: p.message.serial }, { present: true, epoch: 3, serial: token.serial });
+
+  const other = replaceToken(token, { label: "etca mon test" });
+  t.not(other.serial, token.serial);
+  const replaced = await k.next("tokenEvent", (f) => f.message.presence === TokenPresence.TOKEN_PRESENT && f.message.serial === other.serial);
+  t.ok(Number(replaced.message.epoch) > 3, "replacement is a new epoch");
+  p = await fence(k, Number(replaced.message.epoch));
+  t.equal(p.message.serial, other.serial, "fence reports the other serial");
+  t.equal(Number(p.message.epoch), Number(replaced.message.epoch));
+
+  k.channel.send("shutdown", { reason: "test done" });
+  t.equal(await k.exited, 0, "clean exit on shutdown");
+});
+
+t.test("the fence sees a removal before the next poll and reports the event first", async (t) => {
+  const token = createSoftToken({ dir: path.join(base, "hsm-fence"), ownerUid: users.SIGNER_USER.uid, ownerGid: users.SIGNER_USER.gid, readerGid: mon.gid });
+  const k = startMonitor(token, "1h"); // no poll during the test: only the fence can notice
+  const first = await k.next("tokenEvent");
+  t.equal(first.message.serial, token.serial);
+
+  removeToken(token);
+  const p = await fence(k, 1);
+  t.equal(p.message.present, false, "the fence's own check saw the removal");
+  t.equal(Number(p.message.epoch), 2);
+  const ev = k.frames.find((f) => f.type === "tokenEvent") as Frame<"tokenEvent"> | undefined;
+  t.ok(ev, "the tokenEvent arrived before the presence answer");
+  t.equal(ev?.message.presence, TokenPresence.TOKEN_ABSENT);
+  t.equal(Number(ev?.message.epoch), 2);
+
+  reinsertToken(token);
+  const again = await fence(k, 2);
+  t.same({ present: again.message.present, epoch: Number(again.message.epoch), serial: again.message.serial }, { present: true, epoch: 3, serial: token.serial });
+
+  k.channel.send("shutdown", { reason: "test done" });
+  t.equal(await k.exited, 0);
+});
+
+t.test("an unexpected message from the kernel is fatal", async (t) => {
+  const token = createSoftToken({ dir: path.join(base, "hsm-bad"), ownerUid: users.SIGNER_USER.uid, ownerGid: users.SIGNER_USER.gid, readerGid: mon.gid });
+  const k = startMonitor(token, "1h");
+  await k.next("tokenEvent");
+  k.channel.send("logout", { reason: "not for the monitor" });
+  t.equal(await k.exited, 70, "exits 70 (the kernel restarts it)");
+});

@@ -1,0 +1,33 @@
+import t from "tap";
+import { isPermitted, POLICY } from "../../services/kernel/policy.js";
+import { KERNEL_STATES, nextState } from "../../services/kernel/states.js";
+
+t.test("policy table: default deny", async (t) => {
+  t.ok(isPermitted("spool", "issueRequest", "READY"));
+  t.ok(isPermitted("spool", "issueRequest", "SUSPENDED"), "refused fast, not a violation");
+  t.notOk(isPermitted("spool", "login", "READY"), "spool can never send a PIN");
+  t.notOk(isPermitted("spool", "tokenEvent", "READY"), "only the monitor reports the token");
+  t.notOk(isPermitted("monitor", "issueRequest", "READY"));
+  t.notOk(isPermitted("notifier", "revoke", "READY"));
+  t.notOk(isPermitted("signer", "signerFault", "STARTING"));
+  t.ok(isPermitted("signer", "signerFault", "READY"));
+  t.notOk(isPermitted("spool", "issueRequest", "STOPPING"));
+  t.notOk(isPermitted("signer", "hello", "READY"), "hello is handled once by the supervisor, never by the table");
+  for (const svc of Object.keys(POLICY) as (keyof typeof POLICY)[]) {
+    for (const type of ["login", "issued", "makeCrl", "revoke", "logout", "shutdown", "ping"] as const) {
+      t.notOk(isPermitted(svc, type, "READY"), `${svc} may not send ${type}`);
+    }
+  }
+});
+
+t.test("state machine", async (t) => {
+  t.equal(nextState("STARTING", "services-up"), "NEED_PIN");
+  t.equal(nextState("NEED_PIN", "login-ok"), "READY");
+  t.equal(nextState("READY", "token-absent"), "SUSPENDED");
+  t.equal(nextState("READY", "device-error"), "SUSPENDED");
+  t.equal(nextState("SUSPENDED", "token-present"), "NEED_PIN");
+  t.equal(nextState("SUSPENDED", "login-ok"), "SUSPENDED", "no login while suspended");
+  t.equal(nextState("STARTING", "login-ok"), "STARTING");
+  t.equal(nextState("READY", "relogin-failed"), "NEED_PIN");
+  for (const s of KERNEL_STATES) if (s !== "STOPPING") t.equal(nextState(s, "stop"), "STOPPING");
+});
