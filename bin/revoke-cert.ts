@@ -51,12 +51,12 @@ export async function lookupSerial(caDir: string, serial: string): Promise<Seria
   }
   if (cadb?.CaDatabase) {
     const db = (await cadb.CaDatabase.open(caDir, { readOnly: true })) as {
-      get(s: string): { status: "V" | "R" | "E"; serial?: string } | undefined;
+      get(s: string): { status: "V" | "R" | "E"; serialHex?: string } | undefined;
       close?(): unknown;
     };
     try {
       const e = db.get(serial);
-      return e ? { status: e.status, serial: e.serial ?? serial } : undefined;
+      return e ? { status: e.status, serial: e.serialHex ?? serial } : undefined;
     } finally {
       await db.close?.();
     }

@@ -32,8 +32,8 @@ export async function startServer(argv: string[]): Promise<number | void> {
 
   const users = resolveUsers(config);
   const client = lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile);
-  prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
   checkReadable(config);
+  prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
   writePidFile(config.PIDFILE);
 
   let console: OperatorConsole;

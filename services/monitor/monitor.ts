@@ -68,7 +68,7 @@ export class TokenMonitor {
     const present = p.present && usbOk;
     let detail = p.detail;
     if (p.present && !usbOk) detail = u!.detail;
-    else if (usbAvailable && u) detail = `${p.detail}; ${u.detail}`;
+    else if (u) detail = `${p.detail}; ${u.detail}`;
     return present
       ? { present, serial: p.serial, label: p.label, pinFlags: p.pinFlags, slot: p.slot, usbAvailable, detail }
       : { present, serial: "", label: "", pinFlags: 0, slot: 0, usbAvailable, detail };

@@ -47,7 +47,7 @@ export function checkDatabase(dir: string): CheckReport {
   } catch (err) {
     problems.push(`${indexFile}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const rows = text === undefined ? [] : parseIndex(text, indexFile, (p) => problems.push(`${indexFile}:${p.line}: ${p.message}`));
+  const rows = text === undefined ? [] : parseIndex(text, indexFile, (p) => problems.push(`${indexFile}:${p.line}: ${p.message}`)).rows;
   if (text !== undefined) counts.lines = text === "" ? 0 : text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
   for (const r of rows) {
     if (r.status === "V") counts.valid++;

@@ -114,6 +114,10 @@ export function buildTbsCrl(input: TbsCrlInput): Buffer {
   // revokedCertificates: each entry written with a 2-byte placeholder header, fixed below
   const out = new Out(64 * 1024);
   let count = 0;
+  // revocations come in batches with equal dates: reuse the last encoded time
+  let lastMs = Number.NaN;
+  const lastTime = Buffer.alloc(17);
+  let lastTimeLen = 0;
   for (const e of input.entries) {
     count++;
     const reason = e.reasonCode;
@@ -123,12 +127,18 @@ export function buildTbsCrl(input: TbsCrlInput): Buffer {
       if (!ext) throw new DatabaseError("bad_reason", `revoked serial ${e.serialHex}: reason code ${reason} is not a valid CRLReason`);
     }
     const t = e.revokedAt;
-    if (!(t instanceof Date) || !Number.isFinite(t.getTime())) throw new DatabaseError("bad_date", `revoked serial ${e.serialHex}: invalid revocation date`);
+    const ms = t instanceof Date ? Math.floor(t.getTime() / 1000) : Number.NaN;
+    if (!Number.isFinite(ms)) throw new DatabaseError("bad_date", `revoked serial ${e.serialHex}: invalid revocation date`);
     out.reserve(4 + 23 + 17 + (ext ? ext.length : 0));
     const start = out.pos;
     out.pos += 2; // SEQUENCE header (content is always < 128 bytes)
     writeSerial(out, e.serialHex);
-    out.pos = writeTime(out.buf, out.pos, t);
+    if (ms !== lastMs) {
+      lastTimeLen = writeTime(lastTime, 0, t);
+      lastMs = ms;
+    }
+    lastTime.copy(out.buf, out.pos, 0, lastTimeLen);
+    out.pos += lastTimeLen;
     if (ext) {
       ext.copy(out.buf, out.pos);
       out.pos += ext.length;

@@ -211,10 +211,10 @@ export interface DnTemplate {
 function encodeValue(a: AttrType, value: string, bad: (m: string) => never): Buffer {
   const n = charLength(value);
   if (n === 0) bad(`${a.short} value is empty`);
+  if (a.encoding === "country" && !/^[A-Z]{2}$/.test(value)) bad(`C must be a two-letter ISO 3166 country code in capitals, not ${JSON.stringify(value)}`);
   if (n > a.max) bad(`${a.short} value of ${n} characters is longer than the limit of ${a.max}`);
   switch (a.encoding) {
     case "country":
-      if (!/^[A-Z]{2}$/.test(value)) bad(`C must be a two-letter ISO 3166 country code in capitals, not ${JSON.stringify(value)}`);
       return tlv(TAG.PRINTABLE_STRING, Buffer.from(value, "latin1"));
     case "ia5":
       if (!isIa5(value)) bad(`${a.short} value ${JSON.stringify(value)} must be ASCII (IA5String)`);

@@ -12,7 +12,8 @@ import { buildSubject, compileDnFormat, splitUsername } from "./dn.js";
 import { CertificateTemplate, clampLifetime } from "./profile.js";
 import { assembleCertificate, loadCaCertificate, publicKeyMatches, type CaCertificate } from "./certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
-import { mapPkcs11Error, Token } from "./token.js";
+import { mapPkcs11Error } from "./pkcs11-errors.js";
+import { Token } from "./token.js";
 
 interface SignerState {
   ca: CaCertificate;

@@ -4,7 +4,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
-import { addTrustedCa, myproxyLogon, processAlive, startMyProxy, type MyProxyServer } from "../fixtures/myproxy.js";
+import { addTrustedCa, myproxyLogon, processAlive, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../fixtures/myproxy.js";
 import { lookupUser } from "../../services/common/identity.js";
 
 const HEADER_KEYS = [
@@ -26,6 +26,7 @@ t.test("a real MyProxy CA calls the issuer program and returns its certificate",
     return;
   }
   const dir = fs.mkdtempSync("/tmp/etca-myproxy-");
+  fs.chmodSync(dir, 0o755); // startMyProxy does this too; the wrapper check below needs it first
   const mp = lookupUser("myproxy");
 
   // The stand-in CA and issuer program, readable by the myproxy user only.
@@ -56,6 +57,12 @@ exec openssl x509 -req -in '${calloutDir}/req.pem' -CA '${caCert}' -CAkey '${caK
     { mode: 0o755 },
   );
   for (const p of [issuerDir, calloutDir, caKey, caCert, program]) fs.chownSync(p, mp.uid, mp.gid);
+  // MyProxy runs the wrapper (as the real test runs node + dist/bin/etoken-ca-client.js --config ...).
+  const secret = path.join(dir, "root-only");
+  fs.mkdirSync(secret, { mode: 0o700 });
+  fs.writeFileSync(path.join(secret, "x.js"), "");
+  t.throws(() => writeIssuerWrapper(path.join(dir, "bad-wrapper"), ["/bin/sh", path.join(secret, "x.js")]), /not readable by user myproxy/, "a wrapper whose program myproxy cannot read is refused");
+  const wrapper = writeIssuerWrapper(path.join(dir, "issuer-wrapper"), ["/bin/sh", program]);
 
   let server: MyProxyServer | undefined;
   t.teardown(async () => {
@@ -64,7 +71,7 @@ exec openssl x509 -req -in '${calloutDir}/req.pem' -CA '${caCert}' -CAkey '${caK
   });
   server = await startMyProxy({
     dir,
-    issuerProgram: program,
+    issuerProgram: wrapper,
     maxCertLifetimeHours: 12,
     users: [{ name: "alice", password: "secret123" }],
     extraEnv: { HARNESS_MARKER: "from-extraEnv" },

@@ -64,7 +64,9 @@ function startMonitor(token: SoftToken, poll = "100ms"): FakeKernel {
     "",
   ].join("\n");
   const config = parseConfig(text, "test");
-  const child = spawn(process.execPath, [START, "monitor"], {
+  // env -u NODE_OPTIONS: tap injects its process-info loader into every child it can see; a
+  // child running as another user cannot write .tap/processinfo and its process.exit() throws.
+  const child = spawn("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, START, "monitor"], {
     uid: mon.uid,
     gid: mon.gid,
     cwd: "/",

@@ -36,7 +36,7 @@ t.test("a good request round-trip", async (t) => {
   t.equal(req.proxyLifetime, 43200);
   t.equal(req.maxCertLifetime, 43200);
   t.equal(req.clientUid, h.users.CLIENT_USER.uid);
-  t.ok(req.deadline > Date.now() && req.deadline <= Date.now() + 20_000, "deadline = now + CLIENT_TIMEOUT");
+  t.ok(req.deadline > Date.now() && req.deadline <= Date.now() + 60_000, "deadline = now + CLIENT_TIMEOUT");
   t.match(req.requestId, /^req\.[A-Za-z0-9]{16}$/);
   const issued = h.issued.get(req.requestId)!;
   t.equal(r.stdout, pemEncode(issued.der, "CERTIFICATE"), "stdout is exactly the certificate the kernel answered");
@@ -259,6 +259,7 @@ t.test("the spool keeps serving after all of that", async (t) => {
 t.test("50 concurrent clients each get their own certificate", async (t) => {
   const n = 50;
   const before = h.issueRequests.length;
+  await h.premake(h.issueRequests[0]!.message.publicKey, n);
   const runs = await Promise.all(Array.from({ length: n }, (_, i) => runClient(h, myproxyInput({ username: `user${i}` }, csrPem))));
   const byUser = new Map<string, string>();
   for (const f of h.issueRequests.slice(before)) byUser.set(f.message.username, pemEncode(h.issued.get(f.message.requestId)!.der, "CERTIFICATE"));
