@@ -5,7 +5,6 @@
 // lock, waits for its result file, prints the PEM certificate (exit 0) or one line on stderr
 // (exit 1). It never talks to the server. MyProxy forks one per logon: keep imports minimal
 // (no protobuf, no logger).
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
@@ -31,6 +30,19 @@ const LOCK_POLL_MS = 50;
 const RESULT_POLL_MS = 100;
 
 class ClientError extends Error {}
+
+/** Random bytes from the kernel (node:crypto costs a few ms of start-up we do not need). */
+function randomBytes(n: number): Buffer {
+  const buf = Buffer.alloc(n);
+  const fd = fs.openSync("/dev/urandom", "r");
+  try {
+    let got = 0;
+    while (got < n) got += fs.readSync(fd, buf, got, n - got, null);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf;
+}
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 

@@ -1,4 +1,5 @@
 // Typed view of the wire contract in etoken_ca.proto.
+import "./numbers.js";
 import { etokenca } from "./generated/etoken_ca.js";
 
 export { etokenca };

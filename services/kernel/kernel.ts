@@ -151,6 +151,17 @@ export class Kernel {
     };
   }
 
+  private statusPending: NodeJS.Timeout | undefined;
+
+  /** Counter changes are written within 100 ms, not once per request. */
+  private scheduleStatus(): void {
+    if (this.statusPending) return;
+    this.statusPending = setTimeout(() => {
+      this.statusPending = undefined;
+      this.writeStatus();
+    }, 100);
+  }
+
   private writeStatus(): void {
     try {
       writeStatus(this.config.STATUS_FILE, this.snapshot());
@@ -212,6 +223,7 @@ export class Kernel {
       case "requestRejected": {
         const m = (frame as Frame<"requestRejected">).message;
         this.counters.rejected++;
+        this.scheduleStatus();
         this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
         return;
       }
@@ -291,6 +303,7 @@ export class Kernel {
     }
     const fail = (code: string, message: string): void => {
       this.counters.failed++;
+      this.scheduleStatus();
       spool.fail(frame, code, message);
     };
     if (this.state !== "READY") return fail("token.not_available", NOT_AVAILABLE);
@@ -331,6 +344,7 @@ export class Kernel {
         return fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued");
       }
       this.counters.issued++;
+      this.scheduleStatus();
       spool.reply(frame, "issued", {
         requestId: cert.requestId,
         serial: cert.serial,

@@ -237,11 +237,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       );
       const ch = r.channel;
       if (r.up && ch && !ch.closed) {
-        try {
-          ch.send("shutdown", { reason: "kernel stopping" });
-        } catch {
-          child.kill("SIGTERM");
-        }
+        ch.request("shutdown", { reason: "kernel stopping" }, "ack", STOP_GRACE_MS).catch(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+        });
       } else {
         child.kill("SIGTERM");
       }

@@ -1,7 +1,30 @@
-import { fatal, runService } from "../common/service.js";
+// The notifier service: validates the kernel's notify frames and hands them to the Notifier
+// (hooks and e-mail); failures go back to the kernel as unsolicited hookFailed frames.
+import type { Frame } from "../../proto/wire.js";
+import { fatal, runService, type ServiceContext } from "../common/service.js";
+import { Notifier } from "./notifier.js";
+
+let notifier: Notifier | undefined;
+
+function dispatch(frame: Frame, ctx: ServiceContext): void {
+  switch (frame.type) {
+    case "notify":
+      notifier!.handle(frame as Frame<"notify">);
+      return;
+    default:
+      fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+  }
+}
 
 await runService("notifier", {
-  dispatch(frame, ctx) {
-    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+  start(ctx) {
+    notifier = new Notifier(ctx.config, ctx.log, (hook, event, message) => {
+      if (ctx.channel.closed) return;
+      ctx.channel.send("hookFailed", { hook, event, message });
+    });
+  },
+  dispatch,
+  stop() {
+    notifier?.stop();
   },
 });

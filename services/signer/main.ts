@@ -173,7 +173,7 @@ function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): void {
     const subject = buildSubject(st.dn, user.name);
     const lifetime = clampLifetime(m.proxyLifetime, m.maxCertLifetime, ctx.config.MAX_LIFETIME);
     const now = Date.now();
-    const notBefore = new Date(Math.floor(now / 1000) * 1000 - 300_000);
+    const notBefore = new Date(Math.floor(now / 1000) * 1000); // the template backdates for clock skew
     const notAfter = new Date(Math.floor(now / 1000) * 1000 + lifetime * 1000);
     const serial = st.db.newSerial();
     const tbs = st.template.tbs({ serial, subjectDer: subject.der, publicKey: m.publicKey as Buffer, emails: user.emails, notBefore, notAfter });

@@ -264,6 +264,11 @@ class Spool {
   }
 
   private undelivered(requestId: string, serial: string, reason: string): void {
+    if (!/^[0-9A-F]{2,64}$/.test(serial)) {
+      // Nothing the kernel could revoke; it would (rightly) treat a malformed serial as a violation.
+      this.ctx.log.error("undelivered certificate without a usable serial", { requestId, serial: serial.slice(0, 80), reason });
+      return;
+    }
     try {
       this.ctx.channel.send("undelivered", { requestId, serial, reason });
     } catch (err) {

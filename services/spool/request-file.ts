@@ -122,7 +122,8 @@ const SAFE_OPEN_ANSWER: Record<SafeOpenError["reason"], [string, string]> = {
  */
 export function safeOpenToRequestError(err: SafeOpenError): RequestError {
   const [code, message] = SAFE_OPEN_ANSWER[err.reason];
-  return new RequestError(code, message, { detail: err.message, security: "yes" });
+  // A missing file is what an abandoning client leaves behind; everything else is hostile or broken.
+  return new RequestError(code, message, { detail: err.message, security: err.reason === "missing" ? undefined : "yes" });
 }
 
 /** Reads SPOOL_DIR/requestId with every check; throws RequestError (client-safe message). */

@@ -228,7 +228,7 @@ t.test("deploy/install into a staging root", async (t) => {
   const node = process.execPath;
 
   const first = install(["--source", src, "--root", root, "--node", node]);
-  t.equal(first.status, 0, `install succeeds: ${first.out}`);
+  t.equal(first.status, 0, "install succeeds", { output: first.out });
   t.match(first.out, /installed the example configuration as \/etc\/sysconfig\/etoken-ca/);
   const P = path.join(root, DEFAULT_PREFIX);
   for (const p of PROGRAMS) {
@@ -244,6 +244,11 @@ t.test("deploy/install into a staging root", async (t) => {
   t.ok(fs.existsSync(path.join(P, "dist/services/common/x.js")), "services installed");
   t.notOk(fs.existsSync(path.join(P, "dist/test")), "tests are not installed");
   t.notOk(fs.existsSync(path.join(P, "node_modules/devthing")), "packages outside the production dependencies are pruned");
+  if (fs.existsSync(path.join(DEPLOY, "hooks"))) {
+    for (const h of fs.readdirSync(path.join(DEPLOY, "hooks"))) {
+      t.equal(fs.statSync(path.join(P, "hooks", h)).mode & 0o111, 0o111, `hook ${h} installed, executable`);
+    }
+  }
   t.ok(fs.existsSync(path.join(P, "share/etoken-ca.sysconfig.example")));
   t.ok(fs.existsSync(path.join(P, "share/myproxy-server.config.snippet")));
   t.equal(fs.statSync(path.join(P, "dist")).uid, 0, "program files belong to root");
@@ -293,7 +298,7 @@ t.test("deploy/install into a staging root", async (t) => {
   fs.appendFileSync(configFile, "LOG_LEVEL=debug\n");
   const edited = fs.readFileSync(configFile, "utf8");
   const second = install(["--source", src, "--root", root, "--node", node]);
-  t.equal(second.status, 0, `second install succeeds: ${second.out}`);
+  t.equal(second.status, 0, "second install succeeds", { output: second.out });
   t.match(second.out, /kept the existing \/etc\/sysconfig\/etoken-ca \(never overwritten\)/);
   t.equal(fs.readFileSync(configFile, "utf8"), edited, "the configuration is not overwritten");
   t.notOk(fs.existsSync(path.join(P, "dist.old")) || fs.existsSync(path.join(P, "dist.new")), "no leftovers of the swap");
@@ -309,14 +314,14 @@ t.test("deploy/install --prefix rewrites every installed path; --dry-run changes
   const dry = stagingRoot(dir, "dry");
   const before = fs.readdirSync(dry, { recursive: true }).sort();
   const d = install(["--source", src, "--root", dry, "--node", process.execPath, "--dry-run"]);
-  t.equal(d.status, 0, `dry run succeeds: ${d.out}`);
+  t.equal(d.status, 0, "dry run succeeds", { output: d.out });
   t.match(d.out, /dry run: nothing is changed/);
   t.match(d.out, /^\+ .*systemd-tmpfiles/m, "it shows the commands");
   t.same(fs.readdirSync(dry, { recursive: true }).sort(), before, "nothing was created");
 
   const root = stagingRoot(dir, "root");
   const r = install(["--source", src, "--root", root, "--node", process.execPath, "--prefix", "/opt/etoken-ca", "--no-prune"]);
-  t.equal(r.status, 0, `install --prefix succeeds: ${r.out}`);
+  t.equal(r.status, 0, "install --prefix succeeds", { output: r.out });
   const unit = fs.readFileSync(path.join(root, "usr/local/lib/systemd/system/etoken-ca-server.service"), "utf8");
   t.match(unit, /^ExecStart=\/opt\/etoken-ca\/bin\/etoken-ca-server --config \/etc\/sysconfig\/etoken-ca$/m);
   t.notMatch(unit, /\/usr\/local\/lib\/etoken-ca/);

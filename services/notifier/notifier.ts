@@ -1,0 +1,82 @@
+// The notifier: turns the kernel's notify frames into hook runs (NOTIFY_HOOK on every
+// event, POST_CRL_HOOK on crl-updated) and operator e-mail. Nothing here ever waits for a hook
+// or a mail server: failures come back to the kernel as unsolicited hookFailed frames.
+import type { Frame } from "../../proto/wire.js";
+import type { Config } from "../common/config-schema.js";
+import type { Logger } from "../common/log.js";
+import { checkHook, hookEnvironment, HookRunner } from "./hooks.js";
+import { Mailer } from "./mailer.js";
+import { crlPathOf, InvalidNotify, validateNotify, type NotifyEvent } from "./validate.js";
+
+/** Failures while handling this event are logged but not reported (the report would come back as it). */
+const NO_REPORT_EVENT = "hook-failed";
+
+export class Notifier {
+  readonly hooks: HookRunner;
+  readonly mailer: Mailer | undefined;
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly report: (hook: string, event: string, message: string) => void,
+  ) {
+    const reportUnlessLoop = (hook: string, event: string, message: string): void => {
+      if (event === NO_REPORT_EVENT) return;
+      this.report(hook, event, message);
+    };
+    this.hooks = new HookRunner({
+      timeoutMs: config.HOOK_TIMEOUT,
+      log: log.child("hook"),
+      onFailure: (job, message) => reportUnlessLoop(job.hook, job.event, message),
+    });
+    this.mailer =
+      config.NOTIFY_EMAIL.length > 0
+        ? new Mailer({
+            to: config.NOTIFY_EMAIL,
+            from: config.NOTIFY_FROM,
+            smtpUrl: config.SMTP_URL,
+            rateLimitMs: config.NOTIFY_RATE_LIMIT,
+            timeoutMs: Math.max(1000, config.HOOK_TIMEOUT),
+            log: log.child("mail"),
+            onFailure: (event, message) => reportUnlessLoop("email", event, message),
+          })
+        : undefined;
+    checkHook("NOTIFY_HOOK", config.NOTIFY_HOOK, log);
+    checkHook("POST_CRL_HOOK", config.POST_CRL_HOOK, log);
+  }
+
+  /** Validates and fans out; returns at once. Invalid content is logged and ignored. */
+  handle(frame: Frame<"notify">): void {
+    let ev: NotifyEvent;
+    try {
+      ev = validateNotify(frame.message);
+    } catch (err) {
+      if (!(err instanceof InvalidNotify)) throw err;
+      this.log.warning("notify ignored: invalid content from the kernel", { error: err.message });
+      return;
+    }
+    this.log.info("event", { event: ev.event, message: ev.message });
+    const env = hookEnvironment(ev.event, ev.message, ev.details);
+    const stdin = `${ev.message}\n`;
+    if (this.config.NOTIFY_HOOK) {
+      this.hooks.enqueue({ hook: "NOTIFY_HOOK", path: this.config.NOTIFY_HOOK, args: [ev.event], env, stdin, event: ev.event });
+    }
+    if (ev.event === "crl-updated" && this.config.POST_CRL_HOOK) {
+      const crl = crlPathOf(ev);
+      if (crl === undefined) {
+        const message = `POST_CRL_HOOK ${this.config.POST_CRL_HOOK} not run: crl-updated carries no absolute CRL path`;
+        this.log.warning(message);
+        this.report("POST_CRL_HOOK", ev.event, message);
+      } else {
+        this.hooks.enqueue({ hook: "POST_CRL_HOOK", path: this.config.POST_CRL_HOOK, args: [crl], env, stdin, event: ev.event });
+      }
+    }
+    this.mailer?.notify(ev);
+  }
+
+  stop(): void {
+    this.hooks.stop();
+    this.mailer?.close();
+  }
+}
+
