@@ -17,6 +17,8 @@ import type { Supervisor } from "./supervisor.js";
 const REQUEST_ID = /^req\.[A-Za-z0-9]{8,32}$/;
 const MAX_USERNAME = 1024;
 const MAX_PUBLIC_KEY = 8192;
+/** The CSR forwarded for the openssl backend (the spool's limit, services/spool/csr.ts MAX_CSR_BYTES). */
+const MAX_CSR = 64 * 1024;
 const TEN_YEARS_S = 10 * 366 * 86400;
 const SIGNER_TIMEOUT_MS = 30_000;
 const FENCE_TIMEOUT_MS = 10_000;
@@ -56,6 +58,8 @@ export class Kernel {
   private revoking = false;
   private revokeAgain = false;
   private crlBusy = false;
+  /** A revocation was recorded that no published CRL carries yet. */
+  private crlDirty = false;
   private lastCrlWarning = 0;
   private loginBusy = false;
   private statusTimer: NodeJS.Timeout | undefined;
@@ -287,6 +291,7 @@ export class Kernel {
     if (m.username.length === 0 || m.username.length > MAX_USERNAME) return "invalid username length";
     if (m.proxyLifetime > TEN_YEARS_S || m.maxCertLifetime > TEN_YEARS_S) return "absurd lifetime";
     if (m.publicKey.length === 0 || m.publicKey.length > MAX_PUBLIC_KEY) return "invalid public key size";
+    if (m.csr.length > MAX_CSR) return "invalid CSR size";
     if (!Number.isFinite(m.deadline) || m.deadline <= 0) return "invalid deadline";
     return undefined;
   }
@@ -322,6 +327,7 @@ export class Kernel {
           proxyLifetime: m.proxyLifetime,
           maxCertLifetime: m.maxCertLifetime,
           publicKey: m.publicKey,
+          csr: m.csr,
           deadline: m.deadline,
           clientUid: m.clientUid,
           fenceEpoch: epoch,
@@ -385,7 +391,10 @@ export class Kernel {
       const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now() }] }, "revokeResults", SIGNER_TIMEOUT_MS);
       const result = r.message.results[0];
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
+      this.crlDirty = true;
       this.log.notice("certificate revoked", { serial, reason, why });
+      if (this.state === "READY") void this.makeCrl(why);
+      else this.log.notice("the revocation goes into the next CRL (no PIN now)", { serial });
     } catch (err) {
       this.log.error("revocation failed: revoke it by hand with revoke-cert", { serial, why, error: describeError(err) });
     }
@@ -571,8 +580,9 @@ export class Kernel {
       do {
         this.revokeAgain = false;
         const applied = await this.applyRevokeQueue(trigger);
-        if (this.state === "READY" && (applied > 0 || trigger === "SIGUSR1")) await this.makeCrl(`revocations (${trigger})`);
-        else if (applied > 0) this.log.notice("revocations recorded; the next CRL will carry them (no PIN now)", { applied });
+        if (applied > 0) this.crlDirty = true;
+        if (this.state === "READY" && (this.crlDirty || trigger === "SIGUSR1")) await this.makeCrl(`revocations (${trigger})`);
+        else if (this.crlDirty) this.log.notice("revocations recorded; the next CRL will carry them (no PIN now)", { applied });
       } while (this.revokeAgain);
     } finally {
       this.revoking = false;
@@ -636,6 +646,8 @@ export class Kernel {
     const signer = this.supervisor.channel("signer");
     if (!signer || this.state !== "READY" || this.crlBusy) return;
     this.crlBusy = true;
+    const wasDirty = this.crlDirty;
+    this.crlDirty = false;
     try {
       const r = await signer.request("makeCrl", { reason }, "crlInfo", CRL_TIMEOUT_MS);
       const c = r.message;
@@ -648,6 +660,7 @@ export class Kernel {
       });
       this.showState();
     } catch (err) {
+      this.crlDirty = this.crlDirty || wasDirty;
       this.log.error("CRL generation failed", { error: describeError(err) });
       this.notify("crl-failed", `CRL generation failed: ${describeError(err)}`, {});
     } finally {
@@ -662,7 +675,9 @@ export class Kernel {
     const now = Date.now();
     const remaining = this.crl ? this.crl.nextUpdate - now : -1;
     if (this.state === "READY") {
-      if (!this.crl || remaining < this.config.CRL_REISSUE_BEFORE) await this.makeCrl(this.crl ? "scheduled re-issue" : "no CRL yet");
+      if (!this.crl || this.crlDirty || remaining < this.config.CRL_REISSUE_BEFORE) {
+        await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
+      }
       return;
     }
     if (this.crl && remaining < this.config.CRL_WARN_BEFORE && now - this.lastCrlWarning > 3_600_000) {

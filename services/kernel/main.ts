@@ -48,7 +48,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
   const kernel = new Kernel(config, supervisor, console, log, userNames);
 
   let stopping = false;
-  const stop = (signal: string): void => {
+  const stop = (signal: string, exitCode = 0): void => {
     if (stopping) return;
     stopping = true;
     log.notice("stopping", { signal });
@@ -59,7 +59,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
         console.say("etoken-ca: stopped");
         console.close();
         removePidFile(config.PIDFILE);
-        process.exit(0);
+        process.exit(exitCode);
       });
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
@@ -71,7 +71,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
   });
   process.on("uncaughtException", (err) => {
     log.error("internal error in the kernel; stopping", { error: describeError(err), stack: err.stack?.split("\n").slice(0, 6).join(" | ") });
-    stop("internal error");
+    stop("internal error", 70); // non-zero: systemd's Restart=on-failure brings the CA back
   });
   log.notice("etoken-ca-server starting", { config: config.sourceFile, pid: process.pid });
   kernel.start();

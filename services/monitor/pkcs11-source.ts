@@ -2,9 +2,10 @@
 // afresh on every poll. Measured on SoftHSM 2.6 (bench/detection.ts):
 // - C_GetTokenInfo on an initialised module re-reads the token and fails (CKR_GENERAL_ERROR)
 //   once the token directory is gone: ~0.09 ms. That is the presence fence's fast path.
-// - A new or re-inserted token only shows up after C_Finalize + C_Initialize: ~0.2 ms, ~0.3 ms
-//   with C_GetSlotList + C_GetTokenInfo. Every poll does this full rescan; the fence falls back
-//   to it only when the fast path sees an error or another serial.
+// - A new or re-inserted token only shows up after C_Finalize + C_Initialize: ~0.2 ms, ~0.4 ms
+//   with C_GetSlotList + C_GetTokenInfo. Polls and the fence use the fast path while the token
+//   is present and rescan when it fails, shows another serial, or the token is absent; a poll
+//   also rescans every RESCAN_EVERY rounds (hardware modules can be slow to C_Initialize).
 // All pkcs11js calls are synchronous: each poll is one short burst on the event loop.
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
@@ -20,6 +21,8 @@ const PIN_FLAG_BITS: readonly (readonly [number, number])[] = [
   [0x00080000, 8], // CKF_USER_PIN_TO_BE_CHANGED -> PIN_TO_BE_CHANGED
 ];
 const CKF_TOKEN_INITIALIZED = 0x00000400;
+/** A poll does a full rescan this often even while the token is present. */
+export const RESCAN_EVERY = 15;
 
 export function pinFlagsOf(ckFlags: number): number {
   let bits = 0;
@@ -75,6 +78,7 @@ export class Pkcs11Source implements TokenSource {
   private lastProblem = "";
   /** Full rescans (C_Finalize + C_Initialize) so far: the bench reports it. */
   rescans = 0;
+  private polls = 0;
 
   constructor(
     private readonly module: Pkcs11Module,
@@ -88,11 +92,21 @@ export class Pkcs11Source implements TokenSource {
   start(onChange: (s: SourceState) => void): void {
     this.onChange = onChange;
     this.publish(this.rescan());
-    this.timer = setInterval(() => this.publish(this.rescan()), this.pollMs);
+    this.timer = setInterval(() => this.publish(this.poll()), this.pollMs);
   }
 
   current(): SourceState {
     return this.state;
+  }
+
+  /**
+   * One poll: the fast path while the token is present (it notices removal and replacement),
+   * a full rescan while it is absent (only C_Initialize shows a new token) and every
+   * RESCAN_EVERY polls regardless (slot indexes can shift when other tokens come and go).
+   */
+  poll(): SourceState {
+    this.polls++;
+    return this.polls % RESCAN_EVERY === 0 ? this.rescan() : this.fastCheck();
   }
 
   /** The fence: C_GetTokenInfo on the known slot; a full rescan only if that fails or differs. */
@@ -122,7 +136,14 @@ export class Pkcs11Source implements TokenSource {
         this.initialised = false;
         this.module.C_Finalize();
       }
-      this.module.C_Initialize();
+      try {
+        this.module.C_Initialize();
+      } catch (err) {
+        // someone else in this process initialised the module (a second source, a test)
+        if (ckrOf(err) !== "CKR_CRYPTOKI_ALREADY_INITIALIZED") throw err;
+        this.module.C_Finalize();
+        this.module.C_Initialize();
+      }
       this.initialised = true;
     } catch (err) {
       return this.problem(`the PKCS#11 module failed to initialise: ${ckrOf(err)}`);

@@ -467,6 +467,15 @@ export class CaDatabase {
     }
   }
 
+  /**
+   * Re-reads index.txt when another writer (`openssl ca`, through the openssl backend) has
+   * replaced or extended it since we last looked. Cheap when nothing changed (one stat).
+   */
+  refresh(): void {
+    this.assertWritable();
+    this.resyncIfChanged();
+  }
+
   get size(): number {
     return this.rows.length;
   }

@@ -72,6 +72,23 @@ export class CrlPublisher {
     }
   }
 
+  /**
+   * Publishes a CRL made elsewhere (`openssl ca -gencrl`, openssl backend) in the same layout:
+   * numbered .der/.pem/.json, then the latest links. The caller has verified its signature.
+   */
+  install(der: Buffer, meta: Omit<PublishedCrl, "path">): PublishedCrl {
+    const base = `crl-${meta.number.toString().padStart(6, "0")}`;
+    const info: PublishedCrl = { ...meta, path: path.join(this.dir, `${base}.pem`) };
+    writeFileDurably(path.join(this.dir, `${base}.der`), der, 0o644);
+    writeFileDurably(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), 0o644);
+    writeFileDurably(path.join(this.dir, `${base}.json`), JSON.stringify(info) + "\n", 0o644);
+    fsyncDir(this.dir);
+    switchLink(this.dir, LATEST_DER, `${base}.der`);
+    switchLink(this.dir, LATEST_PEM, `${base}.pem`);
+    fsyncDir(this.dir);
+    return info;
+  }
+
   publish(db: CaDatabase, lifetimeMs: number, sign: (tbs: Buffer) => Buffer): PublishedCrl {
     const now = Date.now();
     const thisUpdate = new Date(Math.floor(now / 1000) * 1000);

@@ -211,6 +211,7 @@ class Spool {
           proxyLifetime: req.proxyLifetime,
           maxCertLifetime: req.maxCertLifetime,
           publicKey: req.publicKey,
+          csr: req.csr,
           deadline: req.deadline,
           clientUid: req.clientUid,
         },

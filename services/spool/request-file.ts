@@ -33,6 +33,8 @@ export interface ValidRequest {
   readonly deadline: number;
   /** SubjectPublicKeyInfo DER from the verified CSR. */
   readonly publicKey: Buffer;
+  /** The verified CSR (DER), forwarded for SIGNER_BACKEND=openssl (`openssl ca` needs a request). */
+  readonly csr: Buffer;
   readonly keyBits: number;
   /** Owner of the request file (the submitter's identity comes from the file, not its content). */
   readonly clientUid: number;
@@ -94,7 +96,7 @@ export function checkDeadline(deadline: number, policy: Pick<RequestPolicy, "now
 }
 
 /** Parses and checks the CSR part; returns the verified public key. */
-export function checkCsr(csrPem: string, minKeyBits: number): { publicKey: Buffer; keyBits: number } {
+export function checkCsr(csrPem: string, minKeyBits: number): { publicKey: Buffer; keyBits: number; csr: Buffer } {
   let der: Buffer;
   try {
     der = pemDecode(csrPem, "CERTIFICATE REQUEST");
@@ -102,7 +104,7 @@ export function checkCsr(csrPem: string, minKeyBits: number): { publicKey: Buffe
     if (err instanceof RequestError) throw err;
     return bad("bad_csr", `the certificate request is not valid PEM: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return parseCsr(der, { minKeyBits });
+  return { ...parseCsr(der, { minKeyBits }), csr: der };
 }
 
 const SAFE_OPEN_ANSWER: Record<SafeOpenError["reason"], [string, string]> = {
@@ -137,7 +139,7 @@ export async function readRequest(dir: string, requestId: string, clientUid: num
   }
   const parsed = parseRequestFile(file.data);
   checkDeadline(parsed.deadline, policy);
-  const { publicKey, keyBits } = checkCsr(parsed.csrPem, policy.minKeyBits);
+  const { publicKey, keyBits, csr } = checkCsr(parsed.csrPem, policy.minKeyBits);
   return {
     requestId,
     username: parsed.username,
@@ -145,6 +147,7 @@ export async function readRequest(dir: string, requestId: string, clientUid: num
     maxCertLifetime: parsed.maxCertLifetime,
     deadline: parsed.deadline,
     publicKey,
+    csr,
     keyBits,
     clientUid: file.uid,
   };

@@ -5,10 +5,13 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BIN, CLEAN_PATH, countPrompts, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { calloutInput, certField, certText, filesContaining, makeCsr, openssl, publicKeyOfCert, publicKeyOfCsr, verifyCert } from "../fixtures/pki.js";
 
 const PASSPHRASE = "pass-9f8e7d6c-never-on-disk";
 const inst = createInstallation({ prefix: "etca-issue", extraConfig: { MAX_LIFETIME: "12h" } });
+// test/integration/issuance-openssl.test.ts runs this whole file again with the openssl backend
+if (process.env.ETCA_SIGNER_BACKEND === "openssl") useOpensslBackend(inst);
 const server = startServer(inst);
 const work = path.join(inst.dir, "work");
 fs.mkdirSync(work, { mode: 0o755 });
@@ -140,10 +143,10 @@ t.test("refusals reach the client as one clear line", async (t) => {
   const issued = 52 + (inject.code === 0 ? 1 : 0);
   const st = await waitFor("the status counters", () => {
     const s = readStatus(inst);
-    return s && s.counters.issued === issued && s.counters.rejected + s.counters.failed >= 4 + (inject.code === 0 ? 0 : 1) ? s : undefined;
+    return s && s.counters.issued === issued && s.counters.rejected >= 2 ? s : undefined;
   }, 10_000).catch(() => readStatus(inst)!);
   t.equal(st.counters.issued, issued, "status counts issued certificates");
-  t.ok(st.counters.rejected >= 3, `refusals by the spool are counted (${st.counters.rejected})`);
+  t.ok(st.counters.rejected >= 2, `refusals by the spool are counted (${st.counters.rejected}: weak key, exponent 3)`);
   t.ok(st.counters.failed >= 1, `and failures in the kernel (${st.counters.failed}: the request made before the PIN)`);
   const r = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
   t.match(r.stdout, /state:\s+READY/);

@@ -146,6 +146,17 @@ t.test("a bus that throws on use counts as unavailable", async (t) => {
   m.stop();
 });
 
+t.test("KEY as a pkcs11: URI selects the token by label and serial", async (t) => {
+  const byLabel = new Pkcs11Source(module, { ...KEY0, slot: undefined, tokenLabel: "usb test" }, 3_600_000, log);
+  t.match(byLabel.rescan(), { present: true, serial: token.serial, label: "usb test", slot: 0 });
+  const bySerial = new Pkcs11Source(module, { ...KEY0, slot: undefined, tokenSerial: token.serial }, 3_600_000, log);
+  t.match(bySerial.rescan(), { present: true, serial: token.serial });
+  const other = new Pkcs11Source(module, { ...KEY0, slot: undefined, tokenLabel: "another token" }, 3_600_000, log);
+  t.match(other.rescan(), { present: false, detail: /the token with label "another token" is not present/ });
+  const index1 = new Pkcs11Source(module, { ...KEY0, slot: 1 }, 3_600_000, log);
+  t.match(index1.rescan(), { present: false, detail: /slot index 1 is not present \(1 initialised token/ }, "SoftHSM's free slot does not count");
+});
+
 t.test("CKF pin flags map to the proto's PinFlag bits", async (t) => {
   t.equal(pinFlagsOf(0x10000), 1);
   t.equal(pinFlagsOf(0x20000), 2);

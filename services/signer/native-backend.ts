@@ -1,0 +1,198 @@
+// The native signing backend (SIGNER_BACKEND=pkcs11): one pkcs11js session logged in for as
+// long as the kernel holds the PIN; certificates and CRLs are encoded here (profile.ts,
+// crl.ts) and only the signature comes from the token. Moved out of main.ts unchanged.
+import type { Config } from "../common/config-schema.js";
+import { EtokenError, TokenError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import { PinFlag } from "../../proto/wire.js";
+import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./backend.js";
+import type { CaDatabase } from "./cadb.js";
+import { assembleCertificate, publicKeyMatches, type CaCertificate } from "./certificate.js";
+import type { CrlPublisher, PublishedCrl } from "./crl-publisher.js";
+import { mapPkcs11Error } from "./pkcs11-errors.js";
+import { CertificateTemplate } from "./profile.js";
+import { Token } from "./token.js";
+
+export interface BackendContext {
+  config: Config;
+  log: Logger;
+  ca: CaCertificate;
+  db: CaDatabase;
+  crls: CrlPublisher;
+}
+
+export class NativeBackend implements SigningBackend {
+  readonly name = "pkcs11" as const;
+  private token: Token | undefined;
+  private session: { serial: string; label: string } | undefined;
+  private readonly template: CertificateTemplate;
+
+  constructor(private readonly c: BackendContext) {
+    this.template = new CertificateTemplate({ caCert: c.ca, policies: [...c.config.CA_OIDS], crlUrls: [...c.config.CRL_URLS] });
+  }
+
+  get loggedIn(): { serial: string; label: string } | undefined {
+    return this.session;
+  }
+
+  /** The CKA_ID of the CA key found at login (hex), for backends that name the key elsewhere. */
+  get keyIdHex(): string | undefined {
+    return this.session ? this.token?.keyIdHex : undefined;
+  }
+
+  private openToken(): Token {
+    if (!this.token) this.token = Token.open(this.c.config.PKCS11_MODULE);
+    return this.token;
+  }
+
+  /** Forgets the module session entirely (after a removal the old one is useless). */
+  dropToken(): void {
+    try {
+      this.token?.close();
+    } catch {
+      // gone already
+    }
+    this.token = undefined;
+    this.session = undefined;
+  }
+
+  login(pin: Buffer, expectedSerial: string): Promise<LoginOutcome> {
+    let flags = 0;
+    try {
+      if (this.session) this.logout();
+      // A fresh module session: after a removal the old one is useless.
+      this.dropToken();
+      const token = this.openToken();
+      const info = token.select(this.c.config.KEY);
+      flags = info.pinFlags;
+      if (!expectedSerial || info.serial !== expectedSerial) {
+        throw new TokenError("serial_mismatch", `the token in the slot has serial ${info.serial}, the PIN was typed for ${expectedSerial || "(none)"}; PIN not sent`);
+      }
+      if (info.pinFlags & PinFlag.PIN_LOCKED) throw new TokenError("pin_locked", "the token's user PIN is locked; PIN not sent");
+      try {
+        token.login(pin, expectedSerial);
+      } finally {
+        pin.fill(0);
+      }
+      token.findKey(this.c.config.KEY);
+      if (!publicKeyMatches(this.c.ca, (data) => token.sign(data))) {
+        token.logout();
+        throw new TokenError("wrong_key", `the key on token ${info.serial} does not match CA_CERT (${this.c.config.CA_CERT}); refusing to sign with it`);
+      }
+      this.session = { serial: info.serial, label: info.label };
+      return Promise.resolve({ ok: true, token: { serial: info.serial, label: info.label, pinFlags: info.pinFlags } });
+    } catch (err) {
+      pin.fill(0);
+      const e = err instanceof TokenError ? err : err instanceof EtokenError ? err : mapPkcs11Error(err, "login");
+      try {
+        flags = this.token?.tokenInfo().pinFlags ?? flags;
+      } catch {
+        // token gone
+      }
+      return Promise.resolve({ ok: false, error: e, pinFlags: flags });
+    }
+  }
+
+  logout(): void {
+    if (!this.session) return;
+    try {
+      this.token?.logout();
+    } catch (err) {
+      this.c.log.info("logout on a gone token", { error: err instanceof Error ? err.message : String(err) });
+    }
+    this.session = undefined;
+  }
+
+  /** A token error while signing; a lost device also drops the module session. */
+  private tokenFailure(err: unknown, during: string): TokenError {
+    const e = err instanceof TokenError ? err : mapPkcs11Error(err, during);
+    if (e.deviceLost) this.dropToken();
+    return e;
+  }
+
+  /**
+   * Is the token we logged in to still there? A TokenError with deviceLost when it is gone or
+   * replaced (the module session is dropped then), undefined when it answers as before.
+   */
+  probe(): TokenError | undefined {
+    const expected = this.session?.serial;
+    if (!this.token || expected === undefined) return undefined;
+    try {
+      const info = this.token.tokenInfo();
+      if (info.serial === expected) return undefined;
+      const e = new TokenError("device_removed", `the token ${expected} is no longer in its slot (now: ${info.serial || "no token"})`, { deviceLost: true });
+      this.dropToken();
+      return e;
+    } catch (err) {
+      const e = err instanceof TokenError ? err : mapPkcs11Error(err, "looking at the token (C_GetTokenInfo)");
+      this.dropToken();
+      return e.deviceLost ? e : new TokenError("device_removed", `the token ${expected} no longer answers: ${e.message}`, { ckr: e.ckr, deviceLost: true });
+    }
+  }
+
+  private readyToken(): Token {
+    if (!this.session || !this.token) throw new TokenError("not_logged_in", "not logged in");
+    return this.token;
+  }
+
+  /** Signs with the session's key (the challenge at login, tests). */
+  sign(data: Buffer): Buffer {
+    return this.readyToken().sign(data);
+  }
+
+  issue(input: IssueInput): Promise<IssueOutput> {
+    const token = this.readyToken();
+    const now = Date.now();
+    const notBefore = new Date(Math.floor(now / 1000) * 1000); // the template backdates for clock skew
+    const notAfter = new Date(Math.floor(now / 1000) * 1000 + input.lifetimeSeconds * 1000);
+    const serial = this.c.db.newSerial();
+    const tbs = this.template.tbs({ serial, subjectDer: input.subject.der, publicKey: input.publicKey, emails: [...input.emails], notBefore, notAfter });
+    let signature: Buffer;
+    try {
+      signature = token.sign(tbs);
+    } catch (err) {
+      return Promise.reject(this.tokenFailure(err, "signing"));
+    }
+    const certificate = assembleCertificate(tbs, signature);
+    this.c.db.record({ serial, notAfter, subject: input.subject.slash, certificate });
+    return Promise.resolve({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash });
+  }
+
+  makeCrl(lifetimeMs: number): Promise<PublishedCrl> {
+    try {
+      const token = this.readyToken();
+      const info = this.c.crls.publish(this.c.db, lifetimeMs, (tbs) => {
+        try {
+          return token.sign(tbs);
+        } catch (err) {
+          throw this.tokenFailure(err, "signing the CRL");
+        }
+      });
+      return Promise.resolve(info);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  latestCrl(): PublishedCrl | undefined {
+    return this.c.crls.latest();
+  }
+
+  exclusive<T>(fn: (db: CaDatabase) => T): Promise<T> {
+    // Everything the native backend does is synchronous: nothing can interleave.
+    try {
+      return Promise.resolve(fn(this.c.db));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  database(): CaDatabase {
+    return this.c.db;
+  }
+
+  close(): void {
+    this.logout();
+    this.dropToken();
+  }
+}
