@@ -1,0 +1,139 @@
+// The token-loss rules on the real server: removal suspends at once and forgets the PIN,
+// re-insertion asks for the PIN again, another token is refused, and a certificate signed while
+// the token was being pulled out is revoked and never handed out (the presence fence).
+import t from "tap";
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { BIN, CLEAN_PATH, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
+import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
+
+const hookDir = fs.mkdtempSync("/tmp/etca-hooks-");
+fs.chmodSync(hookDir, 0o755);
+const eventLog = path.join(hookDir, "events.log");
+const hook = path.join(hookDir, "notify-hook");
+fs.writeFileSync(hook, `#!/bin/sh\nprintf '%s %s\\n' "$1" "$ETOKEN_SERIAL" >> ${eventLog}\n`, { mode: 0o755 });
+
+const inst = createInstallation({ prefix: "etca-loss", extraConfig: { NOTIFY_HOOK: hook, TOKEN_POLL_INTERVAL: "300ms" } });
+fs.writeFileSync(eventLog, "", { mode: 0o644 });
+fs.chownSync(eventLog, inst.users.NOTIFIER_USER.uid, inst.users.NOTIFIER_USER.gid);
+const work = path.join(inst.dir, "work");
+fs.mkdirSync(work, { mode: 0o755 });
+const server = await startReady(inst);
+t.teardown(async () => {
+  await server.stop();
+  inst.cleanup();
+  fs.rmSync(hookDir, { recursive: true, force: true });
+});
+
+function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
+      uid: inst.users.CLIENT_USER.uid,
+      gid: inst.users.CLIENT_USER.gid,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}
+
+const request = (name: string) => client(calloutInput({ username: name, passphrase: "pw-irrelevant", csrPem: makeCsr(work, name).csrPem }));
+const indexText = () => fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");
+const events = () => fs.readFileSync(eventLog, "utf8");
+
+async function pinAgain(): Promise<void> {
+  await waitForState(inst, "NEED_PIN", 20_000);
+  await waitFor("a fresh prompt", () => (inst.consoleText().trimEnd().endsWith(":") ? true : undefined), 20_000);
+  await typePin(inst, inst.token.userPin, countPrompts(inst));
+  await waitForState(inst, "READY", 20_000);
+}
+
+t.test("removal while idle suspends, requests fail fast, re-insertion asks for the PIN", async (t) => {
+  const ok = await request("before");
+  t.equal(ok.code, 0, ok.stderr);
+  const prompts = countPrompts(inst);
+  removeToken(inst.token);
+  const st = await waitForState(inst, "SUSPENDED", 10_000);
+  t.equal(st.token.present, false, "status shows the token absent");
+  await waitFor("token-removed hook", () => (events().includes(`token-removed ${inst.token.serial}`) ? true : undefined), 10_000);
+  t.match(events(), new RegExp(`^token-removed ${inst.token.serial}$`, "m"), "the notifier hook got token-removed");
+  t.match(inst.consoleText(), /SUSPENDED: token removed; issuing stopped, PIN forgotten/);
+  const lines = indexText().split("\n").length;
+  const refused = await request("during");
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /^etoken-ca-client: CA token not available/, "a clear error, at once");
+  t.equal(indexText().split("\n").length, lines, "nothing signed");
+  reinsertToken(inst.token);
+  await waitForState(inst, "NEED_PIN", 10_000);
+  await waitFor("the PIN prompt again", () => (countPrompts(inst) > prompts ? true : undefined), 10_000);
+  t.ok(countPrompts(inst) > prompts, "the console asks for the PIN again: it was forgotten");
+  await typePin(inst, inst.token.userPin, countPrompts(inst));
+  await waitForState(inst, "READY", 20_000);
+  const after = await request("after");
+  t.equal(after.code, 0, after.stderr);
+});
+
+t.test("a replacement token with another key is refused", async (t) => {
+  const other = replaceToken(inst.token, { label: "impostor" });
+  const st = await waitFor("the other token seen", () => {
+    const s = readStatus(inst);
+    return s && s.token.present && s.token.serial === other.serial ? s : undefined;
+  }, 10_000);
+  t.equal(st.state, "SUSPENDED", "the kernel stays out of READY");
+  t.match(inst.consoleText(), new RegExp(`REFUSED: token serial ${other.serial} is not the CA token`));
+  await waitFor("token-refused hook", () => (events().includes(`token-refused ${other.serial}`) ? true : undefined), 10_000);
+  t.pass("the notifier hook got token-refused");
+  const refused = await request("impostor");
+  t.match(refused.stderr, /CA token not available/);
+  removeToken(other);
+  await waitFor("the impostor gone", () => (readStatus(inst)?.token.present === false ? true : undefined), 10_000);
+  reinsertToken(inst.token);
+  await pinAgain();
+  t.equal(readStatus(inst)!.token.serial, inst.token.serial);
+});
+
+t.test("presence fence: removal between signature and release revokes and withholds", async (t) => {
+  const monitorPid = readStatus(inst)!.services.find((s) => s.name === "monitor")!.pid!;
+  const before = indexText().split("\n").filter(Boolean).length;
+  process.kill(monitorPid, "SIGSTOP"); // the monitor cannot confirm presence until we let it
+  let pending: Promise<{ code: number | null; stdout: string; stderr: string }>;
+  try {
+    pending = request("fenced");
+    await waitFor("the signature recorded", () => (indexText().split("\n").filter(Boolean).length > before ? true : undefined), 20_000);
+    removeToken(inst.token);
+  } finally {
+    process.kill(monitorPid, "SIGCONT");
+  }
+  const r = await pending;
+  t.equal(r.code, 1, "the client got an error, not the certificate");
+  t.match(r.stderr, /removed while the certificate was being signed/);
+  t.notMatch(r.stdout, /BEGIN CERTIFICATE/);
+  const line = indexText().split("\n").filter(Boolean)[before]!;
+  const serial = line.split("\t")[3]!;
+  t.match(line, /^R\t\d{12}Z\t\d{12}Z\t/, `the certificate is R in index.txt: ${line}`);
+  await waitForState(inst, "SUSPENDED", 10_000);
+  await waitFor("fence-revoked hook", () => (events().includes("fence-revoked") ? true : undefined), 10_000);
+  t.pass("the operator is told");
+  const crlBefore = readStatus(inst)!.crl!.number;
+  reinsertToken(inst.token);
+  await pinAgain();
+  const st = await waitFor("a new CRL after the PIN", () => {
+    const s = readStatus(inst);
+    return s && s.crl && s.crl.number > crlBefore ? s : undefined;
+  }, 20_000);
+  const text = openssl(["crl", "-in", st.crl!.path, "-noout", "-text"]).stdout;
+  t.match(text, new RegExp(`Serial Number: ${serial}`), "the revoked certificate is in the next CRL");
+  t.equal(readStatus(inst)!.counters.fenceRevoked, 1);
+});
+
+t.test("issuing works again afterwards", async (t) => {
+  const r = await request("final");
+  t.equal(r.code, 0, r.stderr);
+  t.ok(certField(r.stdout, "serial"));
+});
