@@ -24,6 +24,8 @@ const SIGNER_TIMEOUT_MS = 30_000;
 const FENCE_TIMEOUT_MS = 10_000;
 const CRL_TIMEOUT_MS = 300_000;
 const STATUS_INTERVAL_MS = 5_000;
+/** Between prompts the console repeats the live state this often. */
+const CONSOLE_HEARTBEAT_MS = 10 * 60_000;
 const NOT_AVAILABLE = "CA token not available: issuing is suspended (token removed or PIN not yet entered); try again later";
 
 interface TokenView {
@@ -50,6 +52,13 @@ export class Kernel {
   /** The PIN, held only while READY so that a restarted signer can be logged in again. */
   private pin: Buffer | undefined;
   private token: TokenView = { present: false, serial: "", label: "", pinFlags: 0, epoch: 0, usbAvailable: false };
+  /**
+   * Bumped on every token event and on every monitor (re)start: the presence fence compares it,
+   * since a restarted monitor counts its epochs from 1 again and saw nothing in between.
+   */
+  private tokenGeneration = 0;
+  /** The last epoch the current monitor process reported. */
+  private monitorEpoch = 0;
   private trustedSerial: string | undefined;
   private readonly counters = { issued: 0, failed: 0, rejected: 0, fenceRevoked: 0, undelivered: 0 };
   private inFlight = 0;
@@ -64,6 +73,7 @@ export class Kernel {
   private loginBusy = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private crlTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly upOnce = new Set<ServiceName>();
 
   constructor(
@@ -89,6 +99,9 @@ export class Kernel {
     this.supervisor.startAll();
     this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
     this.crlTimer = setInterval(() => void this.checkCrl(), Math.min(60_000, Math.max(1_000, this.config.CRL_REISSUE_BEFORE / 10)));
+    this.heartbeatTimer = setInterval(() => {
+      if (!this.console.prompting) this.showState();
+    }, CONSOLE_HEARTBEAT_MS);
     this.writeStatus();
   }
 
@@ -96,6 +109,7 @@ export class Kernel {
     this.transition("stop");
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.crlTimer) clearInterval(this.crlTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.wipePin();
     this.console.abortPrompt();
     await this.supervisor.stopAll();
@@ -183,6 +197,10 @@ export class Kernel {
       this.transition("services-up");
       void this.processRevocations("start-up");
       this.considerPrompt();
+    }
+    if (name === "monitor") {
+      this.monitorEpoch = 0;
+      this.tokenGeneration++;
     }
     if (name === "signer") {
       void this.refreshSignerStatus();
@@ -316,7 +334,7 @@ export class Kernel {
     if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
     const signer = this.supervisor.channel("signer");
     if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
-    const epoch = this.token.epoch;
+    const fence = { epoch: this.token.epoch, generation: this.tokenGeneration };
     this.inFlight++;
     try {
       const issued = await signer.request(
@@ -330,7 +348,7 @@ export class Kernel {
           csr: m.csr,
           deadline: m.deadline,
           clientUid: m.clientUid,
-          fenceEpoch: epoch,
+          fenceEpoch: fence.epoch,
         },
         "issued",
         Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
@@ -340,7 +358,7 @@ export class Kernel {
         this.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
       }
-      if (!(await this.fence(epoch))) {
+      if (!(await this.fence(fence))) {
         this.counters.fenceRevoked++;
         this.log.warning("presence fence: token changed while signing; certificate revoked and withheld", { serial: cert.serial });
         await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence");
@@ -367,14 +385,18 @@ export class Kernel {
     }
   }
 
-  /** True only if the monitor confirms, by a check started now, the same token in the same epoch. */
-  private async fence(epoch: number): Promise<boolean> {
-    if (this.state !== "READY" || this.token.epoch !== epoch) return false;
+  /**
+   * True only if the monitor confirms, by a check started after the signature, the same token in
+   * the same epoch, and nothing about the token changed (or the monitor restarted) since dispatch.
+   */
+  private async fence(at: { epoch: number; generation: number }): Promise<boolean> {
+    const unchanged = (): boolean => this.state === "READY" && this.tokenGeneration === at.generation && this.token.epoch === at.epoch;
+    if (!unchanged()) return false;
     const monitor = this.supervisor.channel("monitor");
     if (!monitor) return false;
     try {
-      const p = await monitor.request("presenceCheck", { epoch }, "presence", FENCE_TIMEOUT_MS);
-      return p.message.present && p.message.epoch === epoch && this.token.epoch === epoch && this.state === "READY";
+      const p = await monitor.request("presenceCheck", { epoch: at.epoch }, "presence", FENCE_TIMEOUT_MS);
+      return p.message.present && p.message.epoch === at.epoch && unchanged();
     } catch (err) {
       this.log.error("presence fence check failed", { error: describeError(err) });
       return false;
@@ -404,10 +426,12 @@ export class Kernel {
 
   private onTokenEvent(frame: Frame<"tokenEvent">): void {
     const ev = frame.message;
-    if (ev.epoch <= this.token.epoch || ev.serial.length > 64 || ev.label.length > 64 || !(ev.presence in TokenPresence)) {
-      this.supervisor.securityEvent("monitor", `invalid token event (epoch ${ev.epoch} after ${this.token.epoch})`);
+    if (ev.epoch <= this.monitorEpoch || ev.serial.length > 64 || ev.label.length > 64 || !(ev.presence in TokenPresence)) {
+      this.supervisor.securityEvent("monitor", `invalid token event (epoch ${ev.epoch} after ${this.monitorEpoch})`);
       return;
     }
+    this.monitorEpoch = ev.epoch;
+    this.tokenGeneration++;
     const before = this.token;
     const present = ev.presence === TokenPresence.TOKEN_PRESENT;
     this.token = { present, serial: ev.serial, label: ev.label, pinFlags: ev.pinFlags, epoch: ev.epoch, usbAvailable: ev.usbAvailable };

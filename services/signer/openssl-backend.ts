@@ -85,6 +85,7 @@ export function subjArgument(nameDer: Buffer): string {
 
 /** The per-request extension file: the same extensions, in the same order, as profile.ts. */
 export function extensionFile(opts: { policies: readonly string[]; crlUrls: readonly string[]; emails: readonly string[] }): string {
+  // CRL_URLS and CA_OIDS come parsed (no "URI:" prefix), e-mails checked by dn.ts
   const lines = [
     `# written by etoken-ca's openssl backend for one request`,
     `[ ${EXT_SECTION} ]`,
@@ -99,7 +100,7 @@ export function extensionFile(opts: { policies: readonly string[]; crlUrls: read
   if (opts.crlUrls.length) {
     // one DistributionPoint whose fullName lists every URL, as the native profile does
     lines.push("crlDistributionPoints = etoken_ca_crldp");
-    tail.push("[ etoken_ca_crldp ]", `fullname = ${opts.crlUrls.map(confValue).join(", ")}`);
+    tail.push("[ etoken_ca_crldp ]", `fullname = ${opts.crlUrls.map((u) => `URI:${confValue(u)}`).join(", ")}`);
   }
   if (opts.emails.length) {
     lines.push("subjectAltName = @etoken_ca_san");
@@ -326,7 +327,7 @@ export class OpensslBackend implements SigningBackend {
     const outFile = this.tmp(".pem");
     try {
       fs.writeFileSync(csrFile, pemEncode(input.csr, "CERTIFICATE REQUEST"), { mode: 0o600 });
-      fs.writeFileSync(extFile, extensionFile({ policies: cfg.CA_OIDS, crlUrls: cfg.CRL_URLS.map((u) => u), emails: input.emails }), { mode: 0o600 });
+      fs.writeFileSync(extFile, extensionFile({ policies: cfg.CA_OIDS, crlUrls: cfg.CRL_URLS, emails: input.emails }), { mode: 0o600 });
       const r = await this.run([
         "ca", "-batch", "-config", cfg.OPENSSL_CA_CONF,
         ...this.keyArgs("-keyfile"),

@@ -1,0 +1,152 @@
+// SIGNER_BACKEND=openssl on the real parts: the PIN reaches `openssl` only through fd 3 (a
+// recording wrapper shows what every openssl process got in /proc/<pid>/cmdline and
+// /proc/<pid>/environ, and every process on the machine is scanned while issuing), CRLs from
+// `openssl ca -gencrl` are published in the CRL_DIR layout, and a configuration that would
+// copy CSR extensions is refused.
+import t from "tap";
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, startServer, waitFor, waitForState } from "../fixtures/server.js";
+import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
+import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
+import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
+import { buildSubject, compileDnFormat } from "../../services/signer/dn.js";
+
+const PIN = "pin-5e1f0a77";
+const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d", CRL_WARN_BEFORE: "12h" } });
+// a PIN no other string in the test can contain by accident
+runCommand("softhsm2-util", ["--change-pin", "--token", inst.token.label, "--pin", inst.token.userPin, "--new-pin", PIN], { env: { PATH: CLEAN_PATH, ...inst.token.env } });
+(inst.token as { userPin: string }).userPin = PIN;
+const work = path.join(inst.dir, "work");
+fs.mkdirSync(work, { mode: 0o755 });
+const rec = recordingOpenssl(path.join(inst.dir, "wrap"));
+useOpensslBackend(inst, { opensslBin: rec.bin });
+t.teardown(() => inst.cleanup());
+
+function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
+      uid: inst.users.CLIENT_USER.uid,
+      gid: inst.users.CLIENT_USER.gid,
+      cwd: "/",
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}
+
+/** Every process's cmdline and environ that holds the PIN (pids). */
+function processesHoldingPin(): string[] {
+  const found: string[] = [];
+  for (const pid of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    for (const f of ["cmdline", "environ"]) {
+      try {
+        if (fs.readFileSync(`/proc/${pid}/${f}`).includes(PIN)) found.push(`${pid}/${f}`);
+      } catch {
+        // gone, or a kernel thread
+      }
+    }
+  }
+  return found;
+}
+
+t.test("pure helpers: -subj escaping and the extension file", async (t) => {
+  const dn = compileDnFormat("/DC=org/O=A\\/B/CN=%s");
+  const s = buildSubject(dn, "Jöhn Doe");
+  t.equal(subjArgument(s.der), "/DC=org/O=A\\/B/CN=Jöhn Doe");
+  const ext = extensionFile({ policies: ["1.2.3.4"], crlUrls: ["http://a.example/c.crl", "http://b.example/c$1.crl"], emails: ["a@b.org"] });
+  t.match(ext, /^crlDistributionPoints = etoken_ca_crldp$/m);
+  t.match(ext, /^fullname = URI:http:\/\/a\.example\/c\.crl, URI:http:\/\/b\.example\/c\\\$1\.crl$/m, "$ escaped for the config parser");
+  t.match(ext, /^email\.1 = a@b\.org$/m);
+});
+
+t.test("issuing through openssl: PIN only on fd 3", async (t) => {
+  const server = await startReady(inst);
+  t.teardown(() => server.stop());
+  let scanning = true;
+  const holders = new Set<string>();
+  const scanner = (async () => {
+    while (scanning) {
+      for (const h of processesHoldingPin()) holders.add(h);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  const csrs = Array.from({ length: 8 }, (_, i) => makeCsr(work, `s${i}`));
+  const results = await Promise.all(csrs.map((c, i) => client(calloutInput({ username: `ossl${i} email=o${i}@example.org`, passphrase: "pass-xyz-123", csrPem: c.csrPem }))));
+  scanning = false;
+  await scanner;
+  for (const [i, r] of results.entries()) {
+    t.equal(r.code, 0, r.stderr);
+    t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok);
+    t.match(certText(r.stdout), new RegExp(`email:o${i}@example.org`));
+  }
+  t.same([...holders], [], "no process had the PIN in its command line or environment");
+  const runs = rec.records();
+  const ca = runs.filter((r) => r.argv.includes("ca"));
+  t.ok(ca.length >= 8, `openssl ca ran for each request (${ca.length} runs recorded)`);
+  t.ok(runs.some((r) => r.argv.includes("dgst")), "the login self-test signed through the engine");
+  for (const r of runs) {
+    t.notOk(r.argv.join(" ").includes(PIN) || r.env.join(" ").includes(PIN), "no PIN in argv or environ");
+    t.ok(r.argv.includes("-passin") && r.argv[r.argv.indexOf("-passin") + 1] === "fd:3", "-passin fd:3");
+    t.match(r.fd3, /^socket:/, "fd 3 is the socketpair");
+    t.notOk(r.env.some((e) => e.startsWith("ETOKEN_CA_OPENSSL=")), "the binary override is not passed on");
+    t.ok(r.env.some((e) => e.startsWith("OPENSSL_CONF=")), "the engine config comes through OPENSSL_CONF");
+  }
+  const engineConf = runs[0]!.env.find((e) => e.startsWith("OPENSSL_CONF="))!.slice("OPENSSL_CONF=".length);
+  t.notOk(fs.existsSync(engineConf) && fs.readFileSync(engineConf, "utf8").includes(PIN), "the engine config holds no PIN");
+  t.notOk(server.logs().some((l) => l.includes(PIN)), "no log line holds the PIN");
+});
+
+t.test("CRLs from openssl ca -gencrl in the CRL_DIR layout", async (t) => {
+  const server = await startReady(inst);
+  t.teardown(() => server.stop());
+  const r = await client(calloutInput({ username: "to be revoked", passphrase: "pass-xyz-123", csrPem: makeCsr(work, "rv").csrPem }));
+  t.equal(r.code, 0, r.stderr);
+  const serial = certField(r.stdout, "serial").toUpperCase();
+  const before = readStatus(inst)?.crl?.number ?? 0;
+  const rv = runCommand(process.execPath, [BIN.revoke, "--config", inst.configPath, "--serial", serial, "--reason", "keyCompromise"], { env: { PATH: CLEAN_PATH } });
+  t.equal(rv.code, 0, rv.stderr);
+  const crlDir = inst.config.CRL_DIR;
+  await waitFor("a CRL listing the serial", () => {
+    const x = openssl(["crl", "-in", path.join(crlDir, "crl.pem"), "-noout", "-text"]);
+    return x.code === 0 && x.stdout.includes(serial) ? true : undefined;
+  }, 30_000);
+  const text = openssl(["crl", "-in", path.join(crlDir, "crl.pem"), "-noout", "-text"]).stdout;
+  t.match(text, /X509v3 CRL Number: \n\s+\d+/);
+  t.match(text, /Key Compromise/);
+  t.match(text, /Authority Key Identifier/);
+  t.match(openssl(["crl", "-in", path.join(crlDir, "crl.pem"), "-noout", "-CAfile", inst.token.caCertPath, "-verify"]).stderr, /verify OK/);
+  t.match(openssl(["crl", "-inform", "DER", "-in", path.join(crlDir, "crl.der"), "-noout", "-CAfile", inst.token.caCertPath, "-verify"]).stderr, /verify OK/);
+  const target = fs.readlinkSync(path.join(crlDir, "crl.pem"));
+  t.match(target, /^crl-\d{6}\.pem$/);
+  const meta = JSON.parse(fs.readFileSync(path.join(crlDir, target.replace(/\.pem$/, ".json")), "utf8")) as { number: number; entries: number; nextUpdate: number; thisUpdate: number };
+  t.ok(meta.entries >= 1);
+  t.equal(meta.nextUpdate - meta.thisUpdate, 2 * 86400_000, "nextUpdate from CRL_LIFETIME");
+  const st = await waitFor("status with the new CRL", () => {
+    const s = readStatus(inst);
+    return s?.crl && s.crl.number > before ? s : undefined;
+  }, 10_000).catch(() => readStatus(inst));
+  t.ok(st, "status shows the CRL");
+  const s = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
+  t.match(s.stdout, /state:\s+READY/);
+});
+
+t.test("a configuration that copies CSR extensions is refused", async (t) => {
+  const conf = inst.config.OPENSSL_CA_CONF;
+  const orig = fs.readFileSync(conf, "utf8");
+  fs.writeFileSync(conf, orig.replace(/^copy_extensions\s*=.*$/m, "copy_extensions = copyall"));
+  t.teardown(() => fs.writeFileSync(conf, orig));
+  const server = startServer(inst);
+  t.teardown(() => server.stop());
+  await waitFor("the signer's refusal", () => (server.logs().some((l) => /copy_extensions = copyall/.test(l)) ? true : undefined), 30_000);
+  t.ok(server.logs().some((l) => /copy_extensions = copyall would copy extensions/.test(l) && l.includes(conf)), "names the file, the line and what is expected");
+  t.not(readStatus(inst)?.state, "READY");
+  void waitForState;
+});

@@ -1,0 +1,205 @@
+// Faults under load: 16 clients issue continuously while, in turn, the spool, the signer, the
+// monitor, the notifier and the kernel itself are killed with SIGKILL (the kernel is then started
+// again with the same configuration and the PIN typed again, as systemd + the operator would),
+// and the token is pulled out and put back. After each round: every client got a certificate
+// that verifies and certifies its own key, or one clear error line; every certificate handed out
+// is V in index.txt with its newcerts file; no serial twice; nothing signed during a removal
+// window was handed out; the CRL chain is intact. Counts per round are printed.
+import t, { type Test } from "tap";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { LoadGenerator, type LoadResult } from "../fixtures/load.js";
+import { openssl } from "../fixtures/pki.js";
+import { reinsertToken, removeToken } from "../fixtures/softhsm.js";
+import { countPrompts, createInstallation, processTree, startReady, startServer, typePin, waitFor, waitForState, type RunningServer } from "../fixtures/server.js";
+import { certFacts, indexRows, sleep, status, waitAlive } from "./lib.js";
+
+const LOAD_BEFORE_MS = 4_000;
+const LOAD_AFTER_MS = 4_000;
+const BACKDATE_MS = 300_000; // profile.ts: notBefore = signing time - 300 s
+
+const inst = createInstallation({ prefix: "etca-faults", extraConfig: { MAX_LIFETIME: "12h", CLIENT_TIMEOUT: "8" } });
+const work = path.join(inst.dir, "work");
+fs.mkdirSync(work, { mode: 0o755 });
+let server: RunningServer = await startReady(inst);
+const load = new LoadGenerator(inst, 16, work);
+t.teardown(async () => {
+  await load.stop().catch(() => {});
+  await server.stop();
+  inst.cleanup();
+});
+
+interface Window {
+  from: number;
+  to: number;
+}
+const removals: Window[] = [];
+const handedOut = new Map<string, LoadResult>();
+const summary: string[] = [];
+let checkedUpTo = 0;
+
+function checkCrlChain(t: Test, label: string): void {
+  const dir = inst.config.CRL_DIR;
+  const files = fs.readdirSync(dir).filter((f) => /^crl-\d{6}\.pem$/.test(f)).sort();
+  t.ok(files.length > 0, `${label}: CRLs exist`);
+  let prev = 0;
+  const gaps: string[] = [];
+  for (const f of files) {
+    const n = Number(f.slice(4, 10));
+    const v = openssl(["crl", "-in", path.join(dir, f), "-CAfile", inst.token.caCertPath, "-noout", "-verify", "-crlnumber"]);
+    t.match(v.stderr + v.stdout, /verify OK/, `${label}: ${f} verifies with the CA certificate`);
+    const inFile = /crlNumber=(?:0x)?([0-9A-F]+)/i.exec(v.stdout);
+    t.equal(inFile ? parseInt(inFile[1]!, 16) : -1, n, `${label}: ${f} carries CRL number ${n}`);
+    if (prev && n !== prev + 1) gaps.push(`${prev}->${n}`);
+    prev = n;
+  }
+  t.same(gaps, [], `${label}: CRL numbers without gaps (${files.length} CRLs)`);
+  const latest = fs.readlinkSync(path.join(dir, "crl.pem"));
+  t.equal(latest, files[files.length - 1], `${label}: crl.pem points at the newest CRL`);
+  const text = openssl(["crl", "-in", path.join(dir, "crl.pem"), "-noout", "-text"]).stdout.toUpperCase();
+  const revoked = indexRows(inst).filter((r) => r.status === "R").map((r) => r.serial);
+  const missing = revoked.filter((s) => !text.includes(s));
+  t.same(missing, [], `${label}: the newest CRL lists every revoked serial (${revoked.length})`);
+}
+
+/** Checks every client that finished since the last check; returns the counts. */
+function checkClients(t: Test, label: string, upTo: number): { ok: number; errors: number; bad: number; errorKinds: Record<string, number> } {
+  const rows = indexRows(inst);
+  const byserial = new Map<string, number>();
+  for (const r of rows) byserial.set(r.serial, (byserial.get(r.serial) ?? 0) + 1);
+  const dup = [...byserial].filter(([, n]) => n > 1).map(([s]) => s);
+  t.same(dup, [], `${label}: no serial twice in index.txt (${rows.length} entries)`);
+  const status = new Map(rows.map((r) => [r.serial, r.status]));
+  const now = load.results.filter((r) => r.endedAt > checkedUpTo && r.endedAt <= upTo);
+  checkedUpTo = upTo;
+  let ok = 0;
+  let errors = 0;
+  let bad = 0;
+  const errorKinds: Record<string, number> = {};
+  for (const r of now) {
+    if (r.code === 0) {
+      let f: ReturnType<typeof certFacts>;
+      try {
+        f = certFacts(r.stdout);
+      } catch (err) {
+        bad++;
+        t.fail(`${label}: ${r.username}: unreadable certificate: ${String(err)}`);
+        continue;
+      }
+      const problems: string[] = [];
+      if (f.pubkey !== load.workers[r.worker]!.publicKey) problems.push("certifies another key");
+      if (!f.subjectRdns[0]?.startsWith(`CN=${r.username}`)) problems.push(`subject ${f.subjectRdns.join(",")}`);
+      if (handedOut.has(f.serial)) problems.push(`serial ${f.serial} handed out twice`);
+      if (status.get(f.serial) !== "V") problems.push(`index.txt status ${status.get(f.serial) ?? "missing"}`);
+      if (!fs.existsSync(path.join(inst.config.CA_DIR, "newcerts", `${f.serial}.pem`))) problems.push("no newcerts file");
+      const signed = f.notBefore + BACKDATE_MS;
+      for (const w of removals) if (signed >= w.from + 1000 && signed + 1000 < w.to) problems.push(`signed at ${new Date(signed).toISOString()} inside a removal window`);
+      const v = openssl(["verify", "-x509_strict", "-CAfile", inst.token.caCertPath], r.stdout);
+      if (v.code !== 0) problems.push(`openssl verify: ${v.stdout}${v.stderr}`);
+      handedOut.set(f.serial, r);
+      if (problems.length) {
+        bad++;
+        t.fail(`${label}: ${r.username} (${f.serial}): ${problems.join("; ")}`);
+      } else ok++;
+    } else if (r.code === 1 && /^etoken-ca-client: [^\n]{5,400}\n$/.test(r.stderr) && r.stdout === "") {
+      errors++;
+      const kind = r.stderr.replace(/^etoken-ca-client: /, "").replace(/[0-9A-F]{8,}|\d+(\.\d+)? s\b/g, "#").slice(0, 70).trim();
+      errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+    } else {
+      bad++;
+      t.fail(`${label}: ${r.username}: neither a certificate nor one clear error line: code ${r.code} signal ${r.signal} stderr ${JSON.stringify(r.stderr.slice(0, 300))}`);
+    }
+  }
+  return { ok, errors, bad, errorKinds };
+}
+
+async function bringBack(t: Test, label: string): Promise<number> {
+  const t0 = Date.now();
+  await waitForState(inst, "READY", 60_000);
+  const alive = await waitAlive(inst, 60_000);
+  t.ok(alive, `${label}: kernel and all services up again`);
+  return Date.now() - t0;
+}
+
+async function makeCrl(t: Test, label: string): Promise<void> {
+  const before = status(inst).crl?.number ?? 0;
+  process.kill(server.pid, "SIGUSR1");
+  await waitFor(`${label}: a new CRL`, () => (status(inst).crl?.number ?? 0) > before || undefined, 30_000).catch(() => t.fail(`${label}: no new CRL after SIGUSR1`));
+}
+
+const FAULTS = ["spool", "signer", "monitor", "notifier", "kernel", "token"] as const;
+let survived = 0;
+
+t.test("faults under load", async (t) => {
+  load.start();
+  await makeCrl(t, "start");
+  for (const fault of FAULTS) {
+    await t.test(`round: ${fault === "token" ? "token removed and re-inserted" : `kill -9 ${fault}`}`, async (t) => {
+      await sleep(LOAD_BEFORE_MS);
+      const s = status(inst);
+      const at = Date.now();
+      if (fault === "kernel") {
+        const tree = processTree(server.pid);
+        const nth = countPrompts(inst) + 1;
+        process.kill(server.pid, "SIGKILL");
+        await server.exited;
+        await waitFor("every child of the dead kernel gone", () => tree.every((p) => !fs.existsSync(`/proc/${p}`)) || undefined, 15_000).catch(() =>
+          t.fail(`children of the killed kernel still running: ${tree.filter((p) => fs.existsSync(`/proc/${p}`)).join(" ")}`),
+        );
+        server = startServer(inst); // "systemd" restarts it with the same configuration
+        await typePin(inst, inst.token.userPin, nth);
+      } else if (fault === "token") {
+        removeToken(inst.token);
+        await waitForState(inst, "SUSPENDED", 20_000);
+        await sleep(1500);
+        const nth = countPrompts(inst) + 1;
+        reinsertToken(inst.token);
+        await waitForState(inst, "NEED_PIN", 20_000);
+        await typePin(inst, inst.token.userPin, nth);
+      } else {
+        const svc = s.services.find((x) => x.name === fault)!;
+        process.kill(svc.pid!, "SIGKILL");
+        await waitFor(`${fault} restarted`, () => {
+          const n = status(inst).services.find((x) => x.name === fault)!;
+          return (n.up && n.pid !== svc.pid) || undefined;
+        }, 30_000);
+      }
+      const recovery = await bringBack(t, fault);
+      if (fault === "token") removals.push({ from: at, to: Date.now() });
+      if (fault === "kernel") t.not(status(inst).kernelPid, s.kernelPid, "a new kernel runs");
+      // stays up: a restarted service must not be killed again by its own first messages
+      await sleep(LOAD_AFTER_MS);
+      const after = status(inst);
+      const restartedAgain = after.services.filter((x) => {
+        const b = s.services.find((y) => y.name === x.name)!;
+        return fault === "kernel" ? x.restarts > 0 : x.restarts > b.restarts + (x.name === fault ? 1 : 0);
+      });
+      t.same(restartedAgain.map((x) => `${x.name}: ${x.lastError}`), [], `${fault}: no service restarted beyond the one killed`);
+      t.equal(after.state, "READY", `${fault}: READY after the round`);
+      await makeCrl(t, fault);
+      checkCrlChain(t, fault);
+      const c = checkClients(t, fault, Date.now());
+      if (c.bad === 0 && after.state === "READY" && restartedAgain.length === 0) survived++;
+      const kinds = Object.entries(c.errorKinds).map(([k, v]) => `${v}x "${k}"`).join("; ");
+      const line = `ROUND ${fault.padEnd(8)} recovered in ${recovery} ms: ${c.ok} certificates ok, ${c.errors} clear errors, ${c.bad} bad; fence-revoked ${after.counters.fenceRevoked}, undelivered ${after.counters.undelivered}${kinds ? `; errors: ${kinds}` : ""}`;
+      summary.push(line);
+      t.comment(line);
+      t.ok(c.ok > 0, `${fault}: certificates were issued in this round (${c.ok})`);
+      t.equal(c.bad, 0, `${fault}: every client got a certificate or a clear error`);
+    });
+  }
+  await load.stop();
+  const last = checkClients(t, "drain", Date.now());
+  summary.push(`DRAIN: ${last.ok} certificates ok, ${last.errors} clear errors, ${last.bad} bad`);
+  t.equal(last.bad, 0, "clients still running at the end also got a certificate or a clear error");
+  checkCrlChain(t, "end");
+  const rows = indexRows(inst);
+  const orphans = rows.filter((r) => r.status === "V" && !handedOut.has(r.serial)).length;
+  const total = load.results.length;
+  summary.push(
+    `FAULTS: ${survived}/${FAULTS.length} survived; ${total} client runs, ${handedOut.size} certificates handed out (all V, distinct), ` +
+      `${rows.filter((r) => r.status === "R").length} revoked (fence/undelivered), ${orphans} signed but never handed out nor revoked`,
+  );
+  for (const l of summary) t.comment(l);
+  t.equal(survived, FAULTS.length, "every fault survived");
+});
