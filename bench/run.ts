@@ -39,7 +39,6 @@ import {
   createInstallation,
   makeBaseDir,
   processTree,
-  startReady,
   startServer,
   countPrompts,
   typePin,
@@ -173,7 +172,17 @@ interface Running {
 async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void): Promise<Running> {
   const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...extra } });
   prepare?.(inst);
-  const server = await startReady(inst);
+  const server = startServer(inst);
+  try {
+    await waitForState(inst, "NEED_PIN", 120_000);
+    await typePin(inst, inst.token.userPin, countPrompts(inst) + (inst.consoleText().endsWith(": ") ? 0 : 1));
+    await waitForState(inst, "READY", 60_000);
+  } catch (err) {
+    const tail = server.logs().slice(-6).join(" / ").slice(0, 1500);
+    await server.stop();
+    inst.cleanup();
+    throw new Error(`${(err as Error).message}; server log: ${tail}`);
+  }
   const work = path.join(inst.dir, "work");
   fs.mkdirSync(work, { mode: 0o755 });
   const { csrPem } = makeCsr(work, "bench");
@@ -244,24 +253,47 @@ function stages(logs: string[], ids: Set<string>): string | undefined {
   return `spool forwarded -> signer issued ${mean(d.sign!)} ms, signer issued -> spool delivered ${mean(d.deliver!)} ms (means of ms log stamps, n=${d.sign!.length})`;
 }
 
+function procInfo(pid: number): { name: string; hwmMiB: number; cpuMs: number } | undefined {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    const js = cmd.findIndex((c) => c.endsWith(".js"));
+    if (js < 0) return undefined;
+    const name = cmd[js]!.endsWith("start.js") ? (cmd[js + 1] ?? "service") : path.basename(cmd[js]!, ".js").replace("etoken-ca-server", "kernel");
+    const st = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+    const hwmMiB = Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
+    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    const cpuMs = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, USER_HZ 100
+    return { name, hwmMiB, cpuMs };
+  } catch {
+    return undefined;
+  }
+}
+
 function rssOf(root: number): { total: number; rows: string[] } {
   let total = 0;
   const rows: string[] = [];
   for (const pid of processTree(root)) {
-    try {
-      const st = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-      const hwm = Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
-      const env = fs.readFileSync(`/proc/${pid}/environ`, "utf8");
-      const svc = /ETOKEN_CA_SERVICE=(\w+)/.exec(env)?.[1] ?? (cmd.some((c) => c.endsWith("etoken-ca-server.js")) ? "kernel" : path.basename(cmd[0] ?? "?"));
-      if (!cmd[0]?.endsWith("node") && !cmd.some((c) => c.endsWith(".js"))) continue;
-      total += hwm;
-      rows.push(`${svc} ${hwm.toFixed(0)}`);
-    } catch {
-      // gone
-    }
+    const p = procInfo(pid);
+    if (!p) continue;
+    total += p.hwmMiB;
+    rows.push(`${p.name} ${p.hwmMiB.toFixed(0)}`);
   }
   return { total, rows };
+}
+
+/** CPU ms used so far by each process of the installation, by name. */
+function cpuOf(root: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const pid of processTree(root)) {
+    const p = procInfo(pid);
+    if (p) out[p.name] = (out[p.name] ?? 0) + p.cpuMs;
+  }
+  return out;
+}
+function cpuPerCert(before: Record<string, number>, after: Record<string, number>, n: number): string {
+  return Object.keys(after)
+    .map((k) => `${k} ${((after[k]! - (before[k] ?? 0)) / n).toFixed(2)}`)
+    .join(", ");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,7 +353,10 @@ async function secLatency(): Promise<void> {
   console.log(`[latency] request file -> result file, ${N_LAT} sequential requests, empty database`);
   const r = await start("etca-bench-lat");
   try {
-    const s = await sequential(r, N_LAT);
+    await sequential(r, 0, 10);
+    const c0 = cpuOf(r.server.pid);
+    const s = await sequential(r, N_LAT, 0);
+    note(`CPU ms per certificate during (b) (utime+stime, 10 ms ticks): ${cpuPerCert(c0, cpuOf(r.server.pid), N_LAT)}`);
     if (s.bad) note(`latency: ${s.bad} requests failed, e.g. ${s.firstText.trim().slice(0, 160)}`);
     ctx.b50 = q(s.lat, 0.5);
     fig("(b)", "server-side: symlink made -> result file seen", `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`, "p50 <= 3 ms", q(s.lat, 0.5) <= 3);
@@ -342,6 +377,7 @@ async function secThroughput(): Promise<void> {
   const r = await start("etca-bench-thr");
   try {
     await sequential(r, 0, 10);
+    const c0 = cpuOf(r.server.pid);
     const t0 = now();
     let ok = 0;
     const lat: number[] = [];
@@ -356,6 +392,7 @@ async function secThroughput(): Promise<void> {
     );
     const secs = (now() - t0) / 1000;
     const rate = ok / secs;
+    note(`CPU ms per certificate during (c): ${cpuPerCert(c0, cpuOf(r.server.pid), ok)}`);
     const goal = ctx.signRate ? rate >= ctx.signRate / 2 : undefined;
     fig("(c)", `sustained issuance, ${writers} writers (${ok}/${writers * per} ok)`, `${rate.toFixed(0)} certs/s (latency p50 ${ms(q(lat, 0.5), 1)})`, ctx.signRate ? `>= ${(ctx.signRate / 2).toFixed(0)}/s (half of (a))` : ">= half of (a)", goal);
     const rss = rssOf(r.server.pid);
@@ -706,5 +743,5 @@ async function main(): Promise<void> {
   }
 }
 
-void startServer; // (kept for sections that start without the PIN)
 await main();
+process.exit(0);

@@ -20,7 +20,8 @@ export const MAX_IN_FLIGHT = 256;
 const RESCAN_MS = 1000;
 const SWEEP_EVERY_MS = 30_000;
 /** The spool waits this much longer than the client, so the client is the one that gives up. */
-const SETTLE_MS = 1000;
+/** Longer than any wait inside the kernel (signer 30 s, presence fence 10 s). */
+const KERNEL_ANSWER_SLACK_MS = 60_000;
 
 class Spool {
   private readonly dir: string;
@@ -216,7 +217,10 @@ class Spool {
           clientUid: req.clientUid,
         },
         ["issued", "failure"],
-        Math.max(1, req.deadline + DELIVERY_GRACE_MS + SETTLE_MS - Date.now()),
+        // The kernel always answers (its own signer and fence waits are bounded), and a certificate
+        // that comes back after the client gave up must still be reported as undelivered so that
+        // it gets revoked: wait well past the client's deadline.
+        Math.max(1, req.deadline + DELIVERY_GRACE_MS + KERNEL_ANSWER_SLACK_MS - Date.now()),
       );
     } catch (err) {
       log.warning("no answer from the kernel", { requestId: id, error: describeError(err) });

@@ -6,7 +6,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { addTrustedCa, myproxyLogon, processAlive, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../fixtures/myproxy.js";
-import { BIN, createInstallation, readStatus, startReady, countPrompts, typePin, TEST_CRL_URL, TEST_POLICY_OID, waitFor, waitForState, processTree, type RunningServer } from "../fixtures/server.js";
+import { BIN, CLEAN_PATH, createInstallation, readStatus, startReady, countPrompts, typePin, TEST_CRL_URL, TEST_POLICY_OID, waitFor, waitForState, processTree, type RunningServer } from "../fixtures/server.js";
 import { certField, certText, makeCsr, mustOpenssl, publicKeyOfCert, verifyCert } from "../fixtures/pki.js";
 import { lookupUser } from "../../services/common/identity.js";
 import { reinsertToken, removeToken } from "../fixtures/softhsm.js";
@@ -80,6 +80,8 @@ t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t)
   ctx.mpDir = mpDir;
   fs.chmodSync(mpDir, 0o755);
   // MyProxy sends the issuer program's stderr to syslog only; keep a copy for this test's messages.
+  // env -i: the test runner injects NODE_OPTIONS into every process it spawns (myproxy-server
+  // included, and MyProxy hands its environment to the callout); a real server has none of that.
   const calloutLog = path.join(mpDir, "callout-stderr.log");
   fs.writeFileSync(calloutLog, "", { mode: 0o600 });
   fs.chownSync(calloutLog, lookupUser("myproxy").uid, lookupUser("myproxy").gid);
@@ -88,7 +90,7 @@ t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t)
     issuerScript,
     `#!/bin/sh
 err=$(mktemp) || exit 1
-${[process.execPath, BIN.client, "--config", inst.configPath].map(shQuote).join(" ")} 2>"$err"
+${["/usr/bin/env", "-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath].map(shQuote).join(" ")} 2>"$err"
 rc=$?
 cat "$err" >&2
 cat "$err" >> ${shQuote(calloutLog)}
