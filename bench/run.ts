@@ -256,9 +256,10 @@ function stages(logs: string[], ids: Set<string>): string | undefined {
 function procInfo(pid: number): { name: string; hwmMiB: number; cpuMs: number } | undefined {
   try {
     const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    const title = /^etoken-ca: (\w+)/.exec(cmd[0] ?? "")?.[1]; // process titles set by the services
     const js = cmd.findIndex((c) => c.endsWith(".js"));
-    if (js < 0) return undefined;
-    const name = cmd[js]!.endsWith("start.js") ? (cmd[js + 1] ?? "service") : path.basename(cmd[js]!, ".js").replace("etoken-ca-server", "kernel");
+    if (!title && js < 0) return undefined;
+    const name = title ?? (cmd[js]!.endsWith("start.js") ? (cmd[js + 1] ?? "service") : path.basename(cmd[js]!, ".js").replace("etoken-ca-server", "kernel"));
     const st = fs.readFileSync(`/proc/${pid}/status`, "utf8");
     const hwmMiB = Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
     const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");

@@ -1,0 +1,50 @@
+import t from "tap";
+import { createLogger, setLogLevel, setLogSink } from "../../services/common/log.js";
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "../../services/common/framing.js";
+import { ProtocolError } from "../../services/common/errors.js";
+
+t.test("the logger refuses secret-like fields and raw bytes", async (t) => {
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => setLogSink(process.stderr));
+  setLogLevel("debug");
+  const log = createLogger("test");
+  log.info("login", { pin: "123456", userPin: "654321", passphrase: "hunter22", password: "pw", buf: Buffer.from("secret-bytes"), serial: "ABC" });
+  const rec = JSON.parse(lines[0]!);
+  t.equal(rec.msg, "login");
+  t.equal(rec.serial, "ABC", "ordinary fields pass");
+  for (const k of ["pin", "userPin", "passphrase", "password"]) t.equal(rec[k], "[refused: secret-like field]", `${k} refused`);
+  t.equal(rec.buf, "[refused: 12 raw bytes]");
+  t.notMatch(lines[0]!, /123456|654321|hunter22|secret-bytes/);
+  setLogLevel("warning");
+  log.info("hidden");
+  t.equal(lines.length, 1, "below the level: not written");
+  setLogLevel("info");
+});
+
+t.test("framing: round trip, split chunks, several frames in one chunk", async (t) => {
+  const a = encodeFrame(1, 0, "ping", { nonce: 7 });
+  const b = encodeFrame(2, 1, "failure", { code: "x", message: "y".repeat(300) });
+  const d = new FrameDecoder();
+  const all = Buffer.concat([a, b]);
+  const frames = [...d.push(all.subarray(0, 3)), ...d.push(all.subarray(3, 200)), ...d.push(all.subarray(200))];
+  t.equal(frames.length, 2);
+  t.equal(frames[0]!.type, "ping");
+  t.equal((frames[0]!.message as { nonce: number }).nonce, 7);
+  t.equal(frames[1]!.type, "failure");
+  t.equal(frames[1]!.replyTo, 1);
+  t.equal(d.buffered, 0);
+});
+
+t.test("framing: garbage, over-size, empty body and id 0 are protocol errors", async (t) => {
+  t.throws(() => new FrameDecoder().push(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x01])), ProtocolError);
+  t.throws(() => new FrameDecoder().push(Buffer.from([0x05, 0xff, 0xff, 0xff, 0xff, 0xff])), { code: "protocol.undecodable" });
+  const big = MAX_FRAME_BYTES + 1;
+  const prefix = [(big & 0x7f) | 0x80, ((big >> 7) & 0x7f) | 0x80, big >> 14];
+  t.throws(() => new FrameDecoder().push(Buffer.from(prefix)), { code: "protocol.frame_too_large" });
+  t.throws(() => new FrameDecoder().push(Buffer.from([0x02, 0x08, 0x01])), { code: "protocol.empty" }, "a frame without a body");
+  t.throws(() => new FrameDecoder().push(encodeFrame(0, 0, "ack", {})), { code: "protocol.bad_id" });
+  const partial = new FrameDecoder();
+  t.same(partial.push(encodeFrame(1, 0, "ack", {}).subarray(0, 1)), []);
+  t.equal(partial.buffered, 1, "a truncated frame waits for more (the channel reports it on close)");
+});
