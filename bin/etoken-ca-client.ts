@@ -178,8 +178,9 @@ class Request {
     }
     try {
       fs.fchmodSync(fd, REQUEST_FILE_MODE); // the spool user reads it through the "other" bits
+      // No fsync: unlike a mail queue, a request is worthless after a crash (its MyProxy
+      // connection is gone), and the spool reads it from the page cache.
       fs.writeSync(fd, content);
-      fs.fsyncSync(fd);
     } catch (err) {
       fs.closeSync(fd);
       unlinkQuiet(this.file);

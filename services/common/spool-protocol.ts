@@ -4,7 +4,7 @@
 // every MyProxy logon.
 //
 // SPOOL_DIR (SPOOL_USER : CLIENT_USER's group, 2770):
-//   req.<random>                  request, written by the client (O_EXCL, 0644, fsynced, end marker)
+//   req.<random>                  request, written by the client (O_EXCL, 0644, end marker; not fsynced: worthless after a crash)
 //   request -> req.<random>       the lock: a fixed-name symlink, made by the client, removed by the spool
 //   req.<random>.result           result: PEM certificate, or "error=<code>\n<message>\n"; published by
 //                                 the spool with link(2) (atomic, never overwrites), or claimed empty

@@ -177,7 +177,6 @@ class Spool {
   private async serve(id: string): Promise<void> {
     let req: ValidRequest;
     try {
-      if (await isAbandoned(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
       req = await readRequest(this.dir, id, this.clientUid, {
         now: Date.now(),
         clientTimeoutMs: this.ctx.config.CLIENT_TIMEOUT,

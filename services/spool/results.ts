@@ -1,4 +1,4 @@
-// Result files: written as req.<id>.result.tmp<rand> (O_EXCL, 0640, fsynced), then published
+// Result files: written as req.<id>.result.tmp<rand> (O_EXCL, 0640), then published
 // with link(2) under req.<id>.result. link never replaces an existing name, so a client that gave
 // up and claimed the result name first makes the publication fail: the certificate is then
 // reported undelivered (see spool-protocol.ts).
@@ -21,27 +21,35 @@ export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
   return pemEncode(Buffer.from(der), label);
 }
 
-/** Writes and publishes a result; "claimed_by_client" when the client had already given up. */
+/**
+ * Writes and publishes a result; "claimed_by_client" when the client had already given up.
+ * Synchronous on purpose: a handful of small local calls is cheaper than a dozen event-loop
+ * round trips on the hand-out path. No fsync: the result is a hand-off to a live process that
+ * reads it at once; after a crash its client is gone and the certificate is already recorded.
+ */
 export async function publishResult(dir: string, requestId: string, content: string): Promise<Publication> {
   const tmp = path.join(dir, `${requestId}${RESULT_TMP_INFIX}${randomName(8, crypto.randomBytes)}`);
-  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
   try {
     try {
-      await fh.chmod(RESULT_FILE_MODE); // the service's umask is 077; the client reads via the group
-      await fh.writeFile(content);
-      await fh.sync();
+      fs.fchmodSync(fd, RESULT_FILE_MODE); // the service's umask is 077; the client reads via the group
+      fs.writeSync(fd, content);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
     try {
-      await fs.promises.link(tmp, path.join(dir, resultName(requestId)));
+      fs.linkSync(tmp, path.join(dir, resultName(requestId)));
       return "published";
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") return "claimed_by_client";
       throw err;
     }
   } finally {
-    await fs.promises.unlink(tmp).catch(() => {});
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
   }
 }
 
@@ -58,8 +66,13 @@ export async function exists(file: string): Promise<boolean> {
   }
 }
 
-export function isAbandoned(dir: string, requestId: string): Promise<boolean> {
-  return exists(path.join(dir, abandonedName(requestId)));
+export async function isAbandoned(dir: string, requestId: string): Promise<boolean> {
+  try {
+    fs.lstatSync(path.join(dir, abandonedName(requestId)));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes what the spool leaves behind of an abandoned request (marker and the client's claim). */

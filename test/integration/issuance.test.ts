@@ -1,10 +1,9 @@
 // Issuance end to end on the real parts: PIN through a pseudo-terminal, the signer on a SoftHSM2
 // token, the CA database, the spool, and etoken-ca-client run as CLIENT_USER.
 import t from "tap";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, CLEAN_PATH, countPrompts, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, runClient, countPrompts, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { calloutInput, certField, certText, filesContaining, makeCsr, openssl, publicKeyOfCert, publicKeyOfCsr, verifyCert } from "../fixtures/pki.js";
 
@@ -20,22 +19,7 @@ t.teardown(async () => {
   inst.cleanup();
 });
 
-function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-      uid: inst.users.CLIENT_USER.uid,
-      gid: inst.users.CLIENT_USER.gid,
-      cwd: "/",
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const client = (input: string) => runClient(inst, input);
 
 t.test("PIN entry through the console", async (t) => {
   await waitForState(inst, "NEED_PIN", 60_000);

@@ -1,11 +1,10 @@
 // Revocation, CRLs signed by the token, and the notifier's hooks and e-mail, through the real
 // server: revoke-cert -> revoke queue -> SIGUSR1 -> spool -> signer -> CRL -> post-CRL hook.
 import t from "tap";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { SMTPServer } from "smtp-server";
-import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, startServer, typePin, countPrompts, waitFor, waitForState, type RunningServer } from "../fixtures/server.js";
+import { BIN, runClient, createInstallation, readStatus, runCommand, startReady, startServer, typePin, countPrompts, waitFor, waitForState, type RunningServer } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 
 const mails: { to: string[]; subject: string }[] = [];
@@ -59,21 +58,7 @@ t.teardown(async () => {
   smtp.close();
 });
 
-function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-      uid: inst.users.CLIENT_USER.uid,
-      gid: inst.users.CLIENT_USER.gid,
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const client = (input: string) => runClient(inst, input);
 
 async function issue(name: string): Promise<{ pem: string; serial: string; file: string }> {
   const csr = makeCsr(work, name);

@@ -2,10 +2,9 @@
 // re-insertion asks for the PIN again, another token is refused, and a certificate signed while
 // the token was being pulled out is revoked and never handed out (the presence fence).
 import t from "tap";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, CLEAN_PATH, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, runClient, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
 
@@ -27,21 +26,7 @@ t.teardown(async () => {
   fs.rmSync(hookDir, { recursive: true, force: true });
 });
 
-function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-      uid: inst.users.CLIENT_USER.uid,
-      gid: inst.users.CLIENT_USER.gid,
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const client = (input: string) => runClient(inst, input);
 
 const request = (name: string) => client(calloutInput({ username: name, passphrase: "pw-irrelevant", csrPem: makeCsr(work, name).csrPem }));
 const indexText = () => fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");

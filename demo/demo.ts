@@ -1,0 +1,349 @@
+// The one-command demo (driven by demo/run, which installs packages and builds first).
+//
+// A whole etoken-ca on this machine, everything under one throwaway directory: a SoftHSM2 token
+// with a fresh CA key and CA certificate, the service users, etoken-ca-server as root with its
+// console on a pseudo-terminal, a MyProxy server in CA mode on 127.0.0.1 whose
+// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL
+// and `etoken-ca status`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
+// same code paths as the test suite.
+//
+//   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE]
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { spawnSync } from "node:child_process";
+import * as pty from "node-pty";
+import { parseConfig } from "../services/common/config.js";
+import { addTrustedCa, myproxyLogon, startMyProxy, writeIssuerWrapper, MYPROXY_USER, type MyProxyServer } from "../test/fixtures/myproxy.js";
+import { BIN, CLEAN_PATH, ROOT, makeBaseDir, readStatus, startServer, waitFor, waitForState, writeConfig, type Installation, type RunningServer } from "../test/fixtures/server.js";
+import { createSoftToken } from "../test/fixtures/softhsm.js";
+import { ensureTestUsers, TEST_USERS } from "../test/fixtures/users.js";
+import { lookupUser } from "../services/common/identity.js";
+
+/** DEMO ONLY. A real CA's PIN is typed by a person on the console and stored nowhere. */
+const DEMO_PIN = "demo-only-1234";
+const DEMO_USER = "alice email=alice@example.org";
+const DEMO_PASSWORD = "demo-password";
+const DEMO_DN_FORMAT = "/DC=org/DC=example/O=etoken-ca demo/CN=%s";
+const DEMO_CA_SUBJECT = "/DC=org/DC=example/CN=etoken-ca DEMO CA (not for real use)";
+const DEMO_POLICY_OID = "1.3.6.1.4.1.99999.1.1";
+const DEMO_CRL_URL = "http://localhost/etoken-ca-demo/crl.pem";
+
+const args = process.argv.slice(2);
+const KEEP = args.includes("--keep");
+const INTERACTIVE = args.includes("--interactive");
+const readyIdx = args.indexOf("--ready-file");
+const READY_FILE = readyIdx >= 0 ? args[readyIdx + 1] : undefined;
+
+const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
+function step(title: string): void {
+  process.stdout.write(`\n${bold(`== ${title}`)}\n`);
+}
+function say(s: string): void {
+  process.stdout.write(`${s}\n`);
+}
+function indent(text: string, prefix = "   "): string {
+  return text.trimEnd().split("\n").map((l) => prefix + l).join("\n");
+}
+
+/** Runs a command, shows it and its output. */
+function show(cmd: string[], opts: { env?: Record<string, string>; allowFail?: boolean } = {}): { code: number | null; out: string } {
+  say(`   $ ${cmd.map((c) => (/^[A-Za-z0-9_./:=@,+-]+$/.test(c) ? c : `'${c.replace(/'/g, `'\\''`)}'`)).join(" ")}`);
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: "utf8", env: opts.env ?? { PATH: CLEAN_PATH, LANG: "C" }, timeout: 120_000 });
+  const out = `${r.stdout ?? ""}${r.stderr ?? ""}`;
+  if (out.trim()) say(indent(out));
+  if (r.status !== 0 && !opts.allowFail) throw new Error(`${cmd[0]} exited with ${r.status}`);
+  return { code: r.status, out };
+}
+
+/** Can `user` read `file` (and traverse its parents)? */
+function readableBy(user: string, file: string): boolean {
+  return spawnSync("setpriv", ["--reuid", user, "--regid", user, "--init-groups", "test", "-r", file], { stdio: "ignore" }).status === 0;
+}
+
+interface Running {
+  inst?: Installation;
+  server?: RunningServer;
+  mp?: MyProxyServer;
+  logStream?: fs.WriteStream;
+  stdinRelay?: () => void;
+}
+const running: Running = {};
+let cleaningUp = false;
+
+async function cleanup(): Promise<void> {
+  if (cleaningUp) return;
+  cleaningUp = true;
+  running.stdinRelay?.();
+  step("Cleaning up");
+  if (running.mp) {
+    say(`   stopping myproxy-server (pid ${running.mp.pid})`);
+    await running.mp.stop();
+  }
+  if (running.server) {
+    say(`   stopping etoken-ca-server (pid ${running.server.pid}) and its services`);
+    await running.server.stop();
+  }
+  running.logStream?.end();
+  if (running.inst) {
+    say(`   removing ${running.inst.dir} (token, CA database, CRLs, MyProxy files)`);
+    running.inst.cleanup();
+  }
+  if (READY_FILE) fs.rmSync(READY_FILE, { force: true });
+  say(`   kept: the Debian packages, node_modules/ and dist/, and the users ${Object.values(TEST_USERS).join(", ")} (remove them with userdel if you like)`);
+}
+
+function preflight(): void {
+  if (process.getuid?.() !== 0) throw new Error("the demo must run as root (it creates users, starts the kernel as root and MyProxy as myproxy)");
+  try {
+    lookupUser(MYPROXY_USER);
+  } catch {
+    throw new Error("user myproxy is missing: install Debian's myproxy-server (bash demo/run does that)");
+  }
+  // Every service and the MyProxy callout run under their own users from this checkout.
+  const probe = [path.join(ROOT, "dist/bin/etoken-ca-client.js"), path.join(ROOT, "dist/services/signer/main.js"), path.join(ROOT, "node_modules/pkcs11js/package.json")];
+  for (const user of [MYPROXY_USER, TEST_USERS.SIGNER_USER]) {
+    for (const f of probe) {
+      if (!readableBy(user, f)) {
+        throw new Error(`${f} is not readable by user ${user}: the services run from this checkout as their own users.\n` +
+          `   Put the checkout where everyone may read it (e.g. cp -a ${ROOT} /opt/etoken-ca) or make its parent directories traversable (chmod o+x).`);
+      }
+    }
+  }
+}
+
+/** A whole installation under one directory, shaped like test/fixtures/server.ts's, with demo names. */
+function createDemoInstallation(): Installation {
+  const users = ensureTestUsers();
+  const dir = makeBaseDir("etoken-ca-demo");
+  const token = createSoftToken({
+    dir: path.join(dir, "token"),
+    label: "etoken-ca demo",
+    userPin: DEMO_PIN,
+    subject: DEMO_CA_SUBJECT,
+    ownerUid: users.SIGNER_USER.uid,
+    ownerGid: users.SIGNER_USER.gid,
+    readerGid: users.MONITOR_USER.gid,
+  });
+  const term = pty.spawn("sleep", ["86400"], { name: "xterm", cols: 120, rows: 40, env: { PATH: "/usr/bin:/bin" } });
+  let consoleText = "";
+  term.onData((d) => {
+    consoleText += d;
+  });
+  const consolePath = (term as unknown as { ptsName: string }).ptsName;
+  const configPath = path.join(dir, "etoken-ca.conf");
+  writeConfig(configPath, {
+    DN_FORMAT: DEMO_DN_FORMAT,
+    CA_OIDS: DEMO_POLICY_OID,
+    CRL_URLS: `URI:${DEMO_CRL_URL}`,
+    KEY: "0:",
+    PKCS11_MODULE: token.modulePath,
+    PKCS11_ENV: Object.entries(token.env).map(([k, v]) => `${k}=${v}`).join(" "),
+    CA_CERT: token.caCertPath,
+    CA_DIR: path.join(dir, "var/ca"),
+    CRL_DIR: path.join(dir, "var/crl"),
+    SPOOL_DIR: path.join(dir, "spool/request"),
+    REVOKE_DIR: path.join(dir, "spool/revoke"),
+    PIDFILE: path.join(dir, "run/etoken-ca-server.pid"),
+    STATUS_FILE: path.join(dir, "run/status.json"),
+    ...TEST_USERS,
+    CLIENT_USER: MYPROXY_USER,
+    CONSOLE: consolePath,
+    CONSOLE_ALLOW_PTY: "yes",
+    MAX_LIFETIME: "12h",
+    TOKEN_POLL_INTERVAL: "1",
+    LOG_LEVEL: "info",
+  });
+  for (const sub of ["var", "spool", "run"]) fs.mkdirSync(path.join(dir, sub), { mode: 0o755, recursive: true });
+  const config = parseConfig(fs.readFileSync(configPath, "utf8"), configPath);
+  return {
+    dir,
+    configPath,
+    config,
+    token,
+    users,
+    consolePath,
+    term,
+    consoleText: () => consoleText,
+    cleanup: () => {
+      try {
+        term.kill();
+      } catch {
+        // gone
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Shows what the kernel writes on its console, as it comes. */
+function relayConsole(inst: Installation): void {
+  let pending = "";
+  inst.term.onData((d) => {
+    pending += d.replace(/\r/g, "");
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    for (const l of lines) if (l.trim()) say(`   console| ${l}`);
+    // A prompt has no newline: show it at once.
+    if (/: $/.test(pending)) {
+      process.stdout.write(`   console| ${pending}${INTERACTIVE ? "" : "\n"}`);
+      pending = "";
+    }
+  });
+}
+
+async function enterPin(inst: Installation): Promise<void> {
+  await waitForState(inst, "NEED_PIN", 60_000);
+  await waitFor("the PIN prompt", () => inst.consoleText().includes("PIN for CA token"), 30_000);
+  if (!INTERACTIVE) {
+    say(bold(`   DEMO ONLY: typing the demo PIN "${DEMO_PIN}" into the console pseudo-terminal.`));
+    say(`   (A real CA's PIN is typed by a person on the console (CONSOLE, e.g. /dev/tty8) and is stored nowhere;`);
+    say(`    CONSOLE_ALLOW_PTY=yes, which makes this possible, is for tests and this demo only.)`);
+    await new Promise((r) => setTimeout(r, 100));
+    inst.term.write(`${DEMO_PIN}\r`);
+    await waitForState(inst, "READY", 30_000);
+    return;
+  }
+  say("");
+  say(bold(`   Type the PIN at the prompt below (DEMO ONLY PIN: ${DEMO_PIN}); a wrong PIN is refused and asked again.`));
+  const lastLine = inst.consoleText().replace(/\r/g, "").split("\n").pop() ?? "";
+  process.stdout.write(`   console| ${lastLine}`);
+  const stdin = process.stdin;
+  if (stdin.isTTY) stdin.setRawMode(true);
+  const forward = (d: Buffer): void => {
+    if (d.includes(0x03)) {
+      // Ctrl-C in raw mode
+      process.kill(process.pid, "SIGINT");
+      return;
+    }
+    inst.term.write(d.toString("utf8"));
+  };
+  stdin.on("data", forward);
+  stdin.resume();
+  running.stdinRelay = () => {
+    stdin.off("data", forward);
+    if (stdin.isTTY) stdin.setRawMode(false);
+    stdin.pause();
+    running.stdinRelay = undefined;
+  };
+  await waitForState(inst, "READY", 3_600_000);
+  running.stdinRelay?.();
+  say("");
+}
+
+async function main(): Promise<void> {
+  preflight();
+  say(bold("etoken-ca demo") + ": an online CA behind MyProxy, its key on a (software) PKCS#11 token.");
+  say("Everything below runs on this machine, on loopback, under one throwaway directory.");
+
+  step("1. Users, SoftHSM2 token with a fresh CA key and certificate, configuration");
+  const inst = createDemoInstallation();
+  running.inst = inst;
+  say(`   directory:     ${inst.dir}`);
+  say(`   configuration: ${inst.configPath}`);
+  say(`   token:         SoftHSM2 "${inst.token.label}", serial ${inst.token.serial} (${inst.token.confPath})`);
+  say(`   CA cert:       ${inst.token.caCertPath}`);
+  say(`   users:         kernel root; signer ${TEST_USERS.SIGNER_USER}, spool ${TEST_USERS.SPOOL_USER}, monitor ${TEST_USERS.MONITOR_USER}, notifier ${TEST_USERS.NOTIFIER_USER}; client ${MYPROXY_USER}`);
+  say(`   console:       ${inst.consolePath} (a pseudo-terminal standing in for /dev/tty8)`);
+
+  step("2. etoken-ca-server (root) starts its services and asks for the PIN on its console");
+  relayConsole(inst);
+  const server = startServer(inst);
+  running.server = server;
+  const logFile = path.join(inst.dir, "server.log");
+  running.logStream = fs.createWriteStream(logFile, { mode: 0o600 });
+  for (const l of server.logs()) running.logStream.write(`${l}\n`);
+  server.proc.stdout?.on("data", (d: Buffer) => running.logStream?.write(d));
+  server.proc.stderr?.on("data", (d: Buffer) => running.logStream?.write(d));
+  void server.exited.then(({ code, signal }) => {
+    if (!cleaningUp) {
+      say(`\netoken-ca-server exited unexpectedly (code ${code}, signal ${signal}); its log: ${logFile}`);
+      void cleanup().then(() => process.exit(1));
+    }
+  });
+  say(`   pid ${server.pid}, log (JSON lines): ${logFile}`);
+  await enterPin(inst);
+  const st = readStatus(inst)!;
+  say(`   state ${st.state}; services: ${st.services.map((s) => `${s.name} as ${s.user} (pid ${s.pid})`).join(", ")}`);
+
+  step("3. MyProxy server in CA mode on 127.0.0.1, certificate_issuer_program = etoken-ca-client");
+  const mpDir = path.join(inst.dir, "myproxy");
+  fs.mkdirSync(mpDir, { mode: 0o755 });
+  const issuer = writeIssuerWrapper(path.join(mpDir, "etoken-ca-issuer"), [process.execPath, BIN.client, "--config", inst.configPath]);
+  const mp = await startMyProxy({ dir: mpDir, issuerProgram: issuer, maxCertLifetimeHours: 12, users: [{ name: DEMO_USER, password: DEMO_PASSWORD }] });
+  running.mp = mp;
+  addTrustedCa(mp.trustDir, inst.token.caCertPath, "/DC=org/DC=example");
+  say(`   myproxy-server pid ${mp.pid} as ${MYPROXY_USER}, port ${mp.port}, config ${mp.configPath}`);
+  say(`   issuer program ${issuer}:`);
+  say(indent(fs.readFileSync(issuer, "utf8"), "      "));
+  say(`   trust directory (X509_CERT_DIR) ${mp.trustDir}: the host's CA and ours, each with a signing_policy`);
+  say(`   demo MyProxy account: "${DEMO_USER}" / "${DEMO_PASSWORD}" (checked by a PAM service of the demo's own)`);
+
+  step("4. myproxy-logon fetches a certificate");
+  const work = path.join(inst.dir, "user");
+  fs.mkdirSync(work, { mode: 0o700 });
+  const credFile = path.join(work, "credential.pem");
+  say(`   $ echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_USER}' -S -t 8 -o ${credFile}`);
+  const r = await myproxyLogon({ server: mp, username: DEMO_USER, password: DEMO_PASSWORD, hours: 8, outPath: credFile, trustDir: mp.trustDir });
+  if (r.stdout.trim() || r.stderr.trim()) say(indent(`${r.stdout}${r.stderr}`));
+  if (r.code !== 0) throw new Error(`myproxy-logon failed (exit ${r.code}); the CA's log is ${logFile}`);
+  const certFile = path.join(work, "cert.pem");
+  show(["openssl", "x509", "-in", credFile, "-out", certFile]);
+  show(["openssl", "x509", "-in", certFile, "-noout", "-subject", "-issuer", "-serial", "-dates", "-ext", "subjectAltName,basicConstraints,keyUsage,extendedKeyUsage,certificatePolicies,crlDistributionPoints", "-nameopt", "compat"]);
+  show(["openssl", "verify", "-x509_strict", "-CAfile", inst.token.caCertPath, certFile]);
+  say("   (the credential file also holds the private key myproxy-logon made; the key never left this side)");
+
+  step("5. The operator revokes it (root): revoke-cert queues it and signals the server, which makes a new CRL");
+  const crlBefore = readStatus(inst)?.crl?.number ?? 0;
+  show([path.join(ROOT, "bin/revoke-cert"), "--config", inst.configPath, "--cert", certFile, "--reason", "keyCompromise"], { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } });
+  await waitFor("a new CRL", () => ((readStatus(inst)?.crl?.number ?? 0) > crlBefore ? true : undefined), 30_000);
+  const crl = path.join(inst.config.CRL_DIR, "crl.pem");
+  show(["openssl", "crl", "-in", crl, "-noout", "-text"]);
+  show(["openssl", "crl", "-in", crl, "-noout", "-verify", "-CAfile", inst.token.caCertPath]);
+  show(["openssl", "verify", "-crl_check", "-CAfile", inst.token.caCertPath, "-CRLfile", crl, certFile], { allowFail: true });
+
+  step("6. etoken-ca status");
+  show([path.join(ROOT, "bin/etoken-ca"), "status", "--config", inst.configPath], { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } });
+
+  if (KEEP) {
+    step("Left running (--keep)");
+    say(`   configuration:  ${inst.configPath}`);
+    say(`   status:         bin/etoken-ca status --config ${inst.configPath}`);
+    say(`   another logon:  echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_USER}' -S -o /tmp/cred.pem`);
+    say(`   revoke:         bin/revoke-cert --config ${inst.configPath} --cert FILE`);
+    say(`   CA log:         ${logFile}`);
+    const parked = path.join(inst.dir, "token/parked");
+    say(`   pull the token: mkdir -p ${parked} && mv ${inst.token.tokenDir}/* ${parked}/   (state SUSPENDED; move it back for NEED_PIN)`);
+    say(bold(`   stop and clean up: kill ${process.pid}`));
+    if (READY_FILE) fs.writeFileSync(READY_FILE, `${process.pid}\n`);
+    await new Promise<void>(() => undefined); // until a signal
+  }
+}
+
+let exiting = false;
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    if (exiting) return;
+    exiting = true;
+    say(`\n(${sig})`);
+    void cleanup().then(() => process.exit(sig === "SIGTERM" ? 0 : 130));
+  });
+}
+
+main().then(
+  async () => {
+    exiting = true;
+    await cleanup();
+    say(`\n${bold("Demo finished.")}`);
+    process.exit(0);
+  },
+  async (err: unknown) => {
+    exiting = true;
+    process.stderr.write(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (running.inst) {
+      const tail = running.server?.logs().slice(-15).join("\n");
+      if (tail) process.stderr.write(`last lines of the CA's log:\n${indent(tail)}\n`);
+    }
+    await cleanup();
+    process.exit(1);
+  },
+);
