@@ -176,16 +176,25 @@ function createDemoInstallation(): Installation {
 }
 
 /** Shows what the kernel writes on its console, as it comes. */
+let promptOpen = false;
+
 function relayConsole(inst: Installation): void {
   let pending = "";
   inst.term.onData((d) => {
     pending += d.replace(/\r/g, "");
     const lines = pending.split("\n");
     pending = lines.pop() ?? "";
-    for (const l of lines) if (l.trim()) say(`   console| ${l}`);
-    // A prompt has no newline: show it at once.
+    for (const l of lines) {
+      if (!l.trim()) continue;
+      if (promptOpen) process.stdout.write("\n");
+      promptOpen = false;
+      say(`   console| ${l}`);
+    }
+    // A prompt has no newline: show it at once (interactively, the cursor stays after it).
     if (/: $/.test(pending)) {
+      if (promptOpen) process.stdout.write("\n");
       process.stdout.write(`   console| ${pending}${INTERACTIVE ? "" : "\n"}`);
+      promptOpen = INTERACTIVE;
       pending = "";
     }
   });
@@ -207,6 +216,7 @@ async function enterPin(inst: Installation): Promise<void> {
   say(bold(`   Type the PIN at the prompt below (DEMO ONLY PIN: ${DEMO_PIN}); a wrong PIN is refused and asked again.`));
   const lastLine = inst.consoleText().replace(/\r/g, "").split("\n").pop() ?? "";
   process.stdout.write(`   console| ${lastLine}`);
+  promptOpen = true;
   const stdin = process.stdin;
   if (stdin.isTTY) stdin.setRawMode(true);
   const forward = (d: Buffer): void => {
@@ -227,7 +237,8 @@ async function enterPin(inst: Installation): Promise<void> {
   };
   await waitForState(inst, "READY", 3_600_000);
   running.stdinRelay?.();
-  say("");
+  if (promptOpen) say("");
+  promptOpen = false;
 }
 
 async function main(): Promise<void> {

@@ -154,8 +154,10 @@ export class NativeBackend implements SigningBackend {
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
     const certificate = assembleCertificate(tbs, signature);
-    this.c.db.record({ serial, notAfter, subject: input.subject.slash, certificate });
-    return Promise.resolve({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash });
+    // Answered only once the index line is on disk; concurrent requests share one flush.
+    return this.c.db
+      .recordGroupCommit({ serial, notAfter, subject: input.subject.slash, certificate })
+      .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash }));
   }
 
   makeCrl(lifetimeMs: number): Promise<PublishedCrl> {
