@@ -8,6 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
+import { disableCoreDumps } from "../services/common/identity.js";
 import {
   abandonedName,
   DELIVERY_GRACE_MS,
@@ -270,6 +271,8 @@ async function main(argv: string[]): Promise<void> {
   if (!(argv.length === 0 || (argv.length === 2 && argv[0] === "--config") || (argv.length === 1 && argv[0]!.startsWith("--config=")))) {
     fail(`usage: ${PROGRAM} [--config FILE]  (MyProxy's certificate_issuer_program; request on stdin)`);
   }
+  // The passphrase is on our stdin: no core dump may ever hold it (the hard limit too).
+  disableCoreDumps();
   let config;
   try {
     config = loadConfig(configPathFromArgs(argv));

@@ -175,9 +175,10 @@ function createDemoInstallation(): Installation {
   };
 }
 
-/** Shows what the kernel writes on its console, as it comes. */
+/** True while an interactive prompt is on the screen without its newline. */
 let promptOpen = false;
 
+/** Shows what the kernel writes on its console, as it comes. */
 function relayConsole(inst: Installation): void {
   let pending = "";
   inst.term.onData((d) => {

@@ -102,7 +102,8 @@ export interface MyproxyInput extends IssueFields {
 }
 
 const MYPROXY_KEY = /^[a-z_]{1,64}$/;
-const PEM_CSR = /^-----BEGIN (NEW )?CERTIFICATE REQUEST-----\n([A-Za-z0-9+/=]{1,76}\n)+-----END (NEW )?CERTIFICATE REQUEST-----\n$/;
+/** Exactly one PEM certificate request, nothing around it. */
+export const PEM_CSR = /^-----BEGIN (NEW )?CERTIFICATE REQUEST-----\n([A-Za-z0-9+/=]{1,76}\n)+-----END (NEW )?CERTIFICATE REQUEST-----\n$/;
 
 /** A malformed input; `message` is one line for stderr or a result file. */
 export class FormatError extends RequestError {}
@@ -138,7 +139,7 @@ export function parseMyproxyInput(input: Buffer): MyproxyInput {
   if (input.includes(0)) fail("NUL byte in the input on stdin");
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(input);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(input);
   } catch {
     return fail("input on stdin is not valid UTF-8");
   }

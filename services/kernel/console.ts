@@ -15,6 +15,7 @@ function majorMinor(rdev: number): [number, number] {
 export class OperatorConsole {
   private readonly input: tty.ReadStream;
   private reading: { abort: () => void } | undefined;
+  private gone = false;
 
   private constructor(
     private readonly fd: number,
@@ -22,6 +23,11 @@ export class OperatorConsole {
   ) {
     this.input = new tty.ReadStream(fd);
     this.input.pause();
+    // A console that goes away (hang-up, EIO) must not stop the CA: stop reading from it.
+    this.input.on("error", () => {
+      this.gone = true;
+      this.abortPrompt();
+    });
   }
 
   static open(path: string, allowPty: boolean, configFile: string): OperatorConsole {
@@ -74,6 +80,7 @@ export class OperatorConsole {
    */
   readSecret(prompt: string): Promise<Buffer | undefined> {
     if (this.reading) return Promise.reject(new Error("a prompt is already open"));
+    if (this.gone) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const buf = Buffer.alloc(MAX_PIN_BYTES);
       let len = 0;

@@ -360,12 +360,15 @@ export class Kernel {
       }
       if (!(await this.fence(fence))) {
         this.counters.fenceRevoked++;
-        this.log.warning("presence fence: token changed while signing; certificate revoked and withheld", { serial: cert.serial });
+        const tokenGone = !this.token.present || this.token.serial !== this.trustedSerial || this.state !== "READY";
+        this.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
         await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence");
         this.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
           serial: cert.serial,
         });
-        return fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued");
+        return tokenGone
+          ? fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued")
+          : fail("token.unconfirmed", "the CA could not confirm its token after signing (token monitor restarting); nothing was issued, try again");
       }
       this.counters.issued++;
       this.scheduleStatus();

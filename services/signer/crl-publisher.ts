@@ -109,21 +109,6 @@ export class CrlPublisher {
       throw new DatabaseError("crl_signature", `the token's CRL signature does not verify with the CA certificate; CRL #${number} not published`);
     }
     const der = assembleCrl(tbs, signature);
-    const base = `crl-${number.toString().padStart(6, "0")}`;
-    const info: PublishedCrl = {
-      number: Number(number),
-      thisUpdate: thisUpdate.getTime(),
-      nextUpdate: nextUpdate.getTime(),
-      entries: entries.length,
-      path: path.join(this.dir, `${base}.pem`),
-    };
-    writeFileDurably(path.join(this.dir, `${base}.der`), der, 0o644);
-    writeFileDurably(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), 0o644);
-    writeFileDurably(path.join(this.dir, `${base}.json`), JSON.stringify(info) + "\n", 0o644);
-    fsyncDir(this.dir);
-    switchLink(this.dir, LATEST_DER, `${base}.der`);
-    switchLink(this.dir, LATEST_PEM, `${base}.pem`);
-    fsyncDir(this.dir);
-    return info;
+    return this.install(der, { number: Number(number), thisUpdate: thisUpdate.getTime(), nextUpdate: nextUpdate.getTime(), entries: entries.length });
   }
 }

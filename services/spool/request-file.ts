@@ -56,7 +56,7 @@ export function parseRequestFile(data: Buffer): RequestFile {
   if (data.includes(0)) bad("bad_format", "NUL byte in the request file");
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(data);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data); // a BOM stays and is refused
   } catch {
     return bad("bad_format", "the request file is not valid UTF-8");
   }
@@ -84,8 +84,12 @@ export function parseRequestFile(data: Buffer): RequestFile {
   const deadline = number("deadline", values.get("deadline")!, Number.MAX_SAFE_INTEGER);
   const csrPem = text.slice(sep + 2, text.length - (END_MARKER.length + 1));
   if (csrPem === "") bad("bad_csr", "the request file holds no certificate request");
+  // one PEM block and nothing around it (pemDecode, which tolerates text outside, then names a wrong label)
+  if (!ONE_PEM_BLOCK.test(csrPem)) bad("bad_csr", "the request file must hold exactly one PEM block and nothing else after the header");
   return { username, proxyLifetime, maxCertLifetime, deadline, csrPem };
 }
+
+const ONE_PEM_BLOCK = /^-----BEGIN ([A-Z0-9 ]{1,40})-----\n[A-Za-z0-9+/=\n]+-----END \1-----\n$/;
 
 /** Deadline checks against the clock and CLIENT_TIMEOUT. */
 export function checkDeadline(deadline: number, policy: Pick<RequestPolicy, "now" | "clientTimeoutMs">): void {
