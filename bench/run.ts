@@ -32,6 +32,7 @@ import { CaDatabase } from "../services/signer/cadb.js";
 import { loadCaCertificate } from "../services/signer/certificate.js";
 import { CrlPublisher } from "../services/signer/crl-publisher.js";
 import { Token } from "../services/signer/token.js";
+import { lookupUser } from "../services/common/identity.js";
 import { calloutInput, makeCsr } from "../test/fixtures/pki.js";
 import {
   BIN,
@@ -43,10 +44,16 @@ import {
   countPrompts,
   typePin,
   waitForState,
+  waitFor,
+  readStatus,
+  TEST_DN_FORMAT,
   type Installation,
   type RunningServer,
 } from "../test/fixtures/server.js";
 import { createSoftToken, reinsertToken, removeToken } from "../test/fixtures/softhsm.js";
+import { addTrustedCa, createTrustAndHost, MYPROXY_LOGON, MYPROXY_SERVER, MYPROXY_USER, myproxyLogon, writeIssuerWrapper, type MyProxyServer } from "../test/fixtures/myproxy.js";
+import { useNativeBackend, useOpensslBackend } from "../test/fixtures/openssl-ca.js";
+import { copyTokenFor, startBenchMyProxy } from "./myproxy-ca.js";
 import { ensureUser } from "../test/fixtures/users.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -57,7 +64,7 @@ const QUICK = argv.includes("--quick");
 const WRITE = argv.includes("--write-results");
 const onlyArg = argv.find((a) => a.startsWith("--only"));
 const ONLY = onlyArg ? (onlyArg.includes("=") ? onlyArg.split("=")[1]! : argv[argv.indexOf(onlyArg) + 1] ?? "").split(",") : undefined;
-const want = (name: string): boolean => !ONLY || ONLY.includes(name);
+const want = (name: string): boolean => !ONLY || ONLY.includes(name) || (name === "h2h" && ONLY.includes("backend"));
 const N_LAT = QUICK ? 60 : 300;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SRC_BENCH = path.resolve(HERE, "../../bench");
@@ -97,9 +104,12 @@ class SpoolDriver {
   private readonly watcher: fs.FSWatcher;
   private readonly timer: NodeJS.Timeout;
   readonly dir: string;
+  /** CLIENT_USER of the configuration (the spool accepts requests owned by it only) */
+  private readonly client: { uid: number; gid: number };
 
   constructor(private readonly inst: Installation) {
     this.dir = inst.config.SPOOL_DIR;
+    this.client = lookupUser(inst.config.CLIENT_USER);
     this.watcher = fs.watch(this.dir, (_e, f) => {
       if (f === REQUEST_LINK) this.wakeLock();
       else if (f && this.waiters.has(f)) this.check(f);
@@ -126,7 +136,7 @@ class SpoolDriver {
 
   /** One request; times: start (before the request file), linked (symlink made), done (result seen). */
   async issue(username: string, csrPem: string): Promise<{ t0: number; linked: number; done: number; ok: boolean; text: string; id: string }> {
-    const u = this.inst.users.CLIENT_USER;
+    const u = this.client;
     const id = `req.${randomName(16, randomBytes)}`;
     const file = path.join(this.dir, id);
     const t0 = now();
@@ -169,19 +179,31 @@ interface Running {
   csrPem: string;
 }
 
-async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void): Promise<Running> {
-  const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...extra } });
-  prepare?.(inst);
+/** Starts the kernel of an installation and types the PIN; resolves when READY. */
+async function bringUp(inst: Installation): Promise<RunningServer> {
+  fs.rmSync(inst.config.STATUS_FILE, { force: true }); // no stale state from an earlier run
   const server = startServer(inst);
   try {
     await waitForState(inst, "NEED_PIN", 120_000);
     await typePin(inst, inst.token.userPin, countPrompts(inst) + (inst.consoleText().endsWith(": ") ? 0 : 1));
-    await waitForState(inst, "READY", 60_000);
+    await waitForState(inst, "READY", 120_000);
   } catch (err) {
     const tail = server.logs().slice(-6).join(" / ").slice(0, 1500);
     await server.stop();
-    inst.cleanup();
     throw new Error(`${(err as Error).message}; server log: ${tail}`);
+  }
+  return server;
+}
+
+async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void): Promise<Running> {
+  const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...extra } });
+  prepare?.(inst);
+  let server: RunningServer;
+  try {
+    server = await bringUp(inst);
+  } catch (err) {
+    inst.cleanup();
+    throw err;
   }
   const work = path.join(inst.dir, "work");
   fs.mkdirSync(work, { mode: 0o755 });
@@ -612,42 +634,430 @@ async function secDetect(): Promise<void> {
   }
 }
 
-async function secBackend(): Promise<void> {
-  console.log("[backend] SIGNER_BACKEND=openssl vs native");
-  const has = fs.existsSync(path.resolve(HERE, "../services/signer/openssl-backend.js"));
-  if (!has) {
-    fig("h2h", "openssl backend", "not built yet (services/signer/openssl-backend.js)", undefined);
+// ---------------------------------------------------------------------------------------------
+// head to head (h1-h5): ONE installation and ONE SoftHSM2 token for everything below. The
+// native and the openssl backend take turns on it (configuration switched, kernel restarted,
+// CA_DIR reset to the database size under test); raw C_Sign is measured on the same token with
+// the kernel stopped; MyProxy's built-in CA signs with a byte copy of that token (same serial,
+// key and PIN) owned by myproxy. CLIENT_USER is myproxy, so MyProxy's callout can use the
+// same installation (the spool driver writes its requests as CLIENT_USER too).
+
+type BackendName = "pkcs11" | "openssl";
+const BACKEND_LABEL: Record<BackendName, string> = { pkcs11: "native", openssl: "openssl" };
+
+interface Shared {
+  inst: Installation;
+  /** root-only directory of cached synthetic index files */
+  cache: string;
+  indexFiles: Map<number, string>;
+  csrPem: string;
+  csrPath: string;
+  server?: RunningServer;
+  driver?: SpoolDriver;
+}
+let shared: Shared | undefined;
+
+function hasUser(name: string): boolean {
+  try {
+    lookupUser(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sharedInstallation(): Shared {
+  if (shared) return shared;
+  const inst = createInstallation({ prefix: "etca-bench-h2h", extraConfig: { CLIENT_TIMEOUT: "60", ...(hasUser(MYPROXY_USER) ? { CLIENT_USER: MYPROXY_USER } : {}) } });
+  const work = path.join(inst.dir, "work");
+  fs.mkdirSync(work, { mode: 0o755 });
+  const csr = makeCsr(work, "bench");
+  shared = { inst, cache: makeBaseDir("etca-bench-idx"), indexFiles: new Map(), csrPem: csr.csrPem, csrPath: csr.csrPath };
+  fs.chmodSync(shared.cache, 0o700);
+  return shared;
+}
+
+async function sharedDown(s: Shared): Promise<void> {
+  s.driver?.close();
+  s.driver = undefined;
+  if (s.server) await s.server.stop();
+  s.server = undefined;
+}
+
+async function sharedCleanup(): Promise<void> {
+  if (!shared) return;
+  const s = shared;
+  shared = undefined;
+  await sharedDown(s);
+  s.inst.cleanup();
+  fs.rmSync(s.cache, { recursive: true, force: true });
+}
+
+/** CA_DIR with `lines` synthetic index lines (none: the directory goes, the server makes it); CRL_DIR emptied. */
+function resetDatabase(s: Shared, lines: number): void {
+  const { CA_DIR: dir, CRL_DIR: crl } = s.inst.config;
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(crl, { recursive: true, force: true });
+  if (lines === 0) return;
+  let cached = s.indexFiles.get(lines);
+  if (!cached) {
+    cached = path.join(s.cache, `index-${lines}.txt`);
+    syntheticIndex(cached, lines);
+    s.indexFiles.set(lines, cached);
+  }
+  const signer = s.inst.users.SIGNER_USER;
+  fs.mkdirSync(path.join(dir, "newcerts"), { recursive: true, mode: 0o700 });
+  fs.copyFileSync(cached, path.join(dir, "index.txt"));
+  fs.writeFileSync(path.join(dir, "serial"), "01\n");
+  fs.writeFileSync(path.join(dir, "crlnumber"), "01\n");
+  for (const p of [dir, path.join(dir, "newcerts"), path.join(dir, "index.txt"), path.join(dir, "serial"), path.join(dir, "crlnumber")]) fs.chownSync(p, signer.uid, signer.gid);
+  fs.chmodSync(dir, 0o700);
+}
+
+/** (Re)starts the shared installation with `backend` on a database of `lines` entries; waits for the first CRL. */
+async function sharedUp(s: Shared, backend: BackendName, lines: number): Promise<SpoolDriver> {
+  await sharedDown(s);
+  resetDatabase(s, lines);
+  if (backend === "openssl") useOpensslBackend(s.inst);
+  else useNativeBackend(s.inst);
+  s.server = await bringUp(s.inst);
+  s.driver = new SpoolDriver(s.inst);
+  // the kernel makes its first CRL right after READY: not inside the measurements
+  try {
+    await waitFor("the first CRL", () => readStatus(s.inst)?.crl ?? undefined, 120_000, 100);
+  } catch (err) {
+    note(`${BACKEND_LABEL[backend]} at ${lines} entries: ${(err as Error).message}`);
+  }
+  return s.driver;
+}
+
+/** Sequential requests until maxN samples or budgetMs (at least minN); server-side latency as in (b). */
+async function timedSequential(d: SpoolDriver, csrPem: string, maxN: number, budgetMs: number, minN: number, warm: number): Promise<{ lat: number[]; bad: number; firstText: string }> {
+  for (let i = 0; i < warm; i++) await d.issue(`warm ${i}`, csrPem);
+  const lat: number[] = [];
+  let bad = 0;
+  let firstText = "";
+  const t0 = now();
+  for (let i = 0; i < maxN && (i < minN || now() - t0 < budgetMs); i++) {
+    const x = await d.issue(`h2h ${i}`, csrPem);
+    if (x.ok) lat.push(x.done - x.linked);
+    else {
+      bad++;
+      firstText ||= x.text;
+    }
+  }
+  return { lat, bad, firstText };
+}
+
+/** `clients` writers, each issuing back to back for durMs; certificates per second over the whole run. */
+async function sustained(d: SpoolDriver, csrPem: string, clients: number, durMs: number): Promise<{ rate: number; ok: number; bad: number; p50: number }> {
+  const t0 = now();
+  const end = t0 + durMs;
+  let ok = 0;
+  let bad = 0;
+  const lat: number[] = [];
+  await Promise.all(
+    Array.from({ length: clients }, async (_, w) => {
+      for (let i = 0; now() < end; i++) {
+        const x = await d.issue(`thr${clients} w${w} n${i}`, csrPem);
+        if (x.ok) ok++;
+        else bad++;
+        lat.push(x.done - x.t0);
+      }
+    }),
+  );
+  return { rate: ok / ((now() - t0) / 1000), ok, bad, p50: q(lat, 0.5) };
+}
+
+/** Name of one of our processes (service title, script) or the program (openssl children). */
+function procName(pid: number): string | undefined {
+  const p = procInfo(pid);
+  if (p) return p.name;
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    return cmd.length ? path.basename(cmd[0]!) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function statusKiB(pid: number, key: string): number {
+  try {
+    return Number(new RegExp(`${key}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Peak memory of every process of the installation during a run: VmHWM reset first (clear_refs
+ * 5), then sampled every 100 ms (short-lived children: openssl), Pss from smaps_rollup every
+ * 250 ms. Per process name the largest value seen (one process per name at a time).
+ */
+class MemorySampler {
+  private readonly hwm = new Map<string, number>();
+  private readonly pss = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticks = 0;
+  constructor(private readonly root: number) {}
+  start(): void {
+    for (const pid of processTree(this.root)) {
+      try {
+        fs.writeFileSync(`/proc/${pid}/clear_refs`, "5");
+      } catch {
+        // gone
+      }
+    }
+    this.sample();
+    this.timer = setInterval(() => this.sample(), 100);
+  }
+  private sample(): void {
+    const withPss = this.ticks++ % 3 === 0;
+    for (const pid of processTree(this.root)) {
+      const name = procName(pid);
+      if (!name || name === "env") continue;
+      this.hwm.set(name, Math.max(this.hwm.get(name) ?? 0, statusKiB(pid, "VmHWM") / 1024));
+      if (withPss) {
+        try {
+          const kib = Number(/^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
+          this.pss.set(name, Math.max(this.pss.get(name) ?? 0, kib / 1024));
+        } catch {
+          // gone
+        }
+      }
+    }
+  }
+  stop(): { total: number; rows: string; pssTotal: number; pssRows: string } {
+    this.sample();
+    clearInterval(this.timer);
+    const fmt = (m: Map<string, number>): string => [...m].map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ");
+    const sum = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
+    return { total: sum(this.hwm), rows: fmt(this.hwm), pssTotal: sum(this.pss), pssRows: fmt(this.pss) };
+  }
+}
+
+/** Raw C_Sign on the installation's own token (kernel stopped): the floor under both backends. */
+function rawSign(s: Shared, n: number): number[] {
+  const KEY = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  const tok = Token.open(s.inst.token.modulePath, { env: s.inst.token.env });
+  try {
+    tok.select(KEY);
+    tok.login(Buffer.from(s.inst.token.userPin), s.inst.token.serial);
+    tok.findKey(KEY);
+    const data = randomBytes(1000); // about a TBSCertificate
+    for (let i = 0; i < 50; i++) tok.sign(data);
+    const t: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const a = now();
+      tok.sign(data);
+      t.push(now() - a);
+    }
+    return t;
+  } finally {
+    tok.close();
+  }
+}
+
+const pp = (xs: number[]): string => `p50 ${ms(q(xs, 0.5))} p99 ${ms(q(xs, 0.99))}`;
+const entriesLabel = (n: number): string => (n === 0 ? "empty database" : n >= 1_000_000 && n % 1_000_000 === 0 ? `${n / 1_000_000}M index.txt entries` : `${n / 1000}k index.txt entries`);
+const fraction = (r: number): string => `${r.toFixed(3)} (1/${(1 / r).toFixed(1)})`;
+
+async function secH2h(): Promise<void> {
+  const sizes = QUICK ? [0, 20_000, 200_000] : [0, 100_000, 1_000_000];
+  const DUR = QUICK ? 2000 : 5000;
+  const plan: Record<BackendName, { n: number; budget: number; warm: number }[]> = {
+    // per size: at most n samples, or until the budget (ms) is spent (at least 3)
+    pkcs11: QUICK ? [{ n: 40, budget: 4000, warm: 5 }, { n: 30, budget: 3000, warm: 5 }, { n: 30, budget: 3000, warm: 5 }] : [{ n: 150, budget: 10000, warm: 10 }, { n: 100, budget: 8000, warm: 10 }, { n: 100, budget: 8000, warm: 10 }],
+    openssl: QUICK ? [{ n: 12, budget: 4000, warm: 2 }, { n: 5, budget: 4000, warm: 1 }, { n: 3, budget: 6000, warm: 1 }] : [{ n: 40, budget: 8000, warm: 3 }, { n: 15, budget: 12000, warm: 2 }, { n: 8, budget: 35000, warm: 1 }],
+  };
+  console.log(`[h2h] native vs openssl backend vs raw C_Sign on one SoftHSM2 token; sizes ${sizes.join(", ")}; 1/8/32 clients for ${DUR / 1000} s each`);
+  const s = sharedInstallation();
+  await sharedDown(s);
+  const sign = rawSign(s, QUICK ? 500 : 2000);
+  const signP50 = q(sign, 0.5);
+  const out: Figure[] = [];
+  const later = (id: string, what: string, value: string, goal?: string, pass?: boolean): void => {
+    out.push({ id, what, value, goal, verdict: pass === undefined ? (goal ? "n/a" : undefined) : pass ? "PASS" : "MISS" });
+  };
+  later("(h1)", `raw C_Sign, same token, kernel stopped (n=${sign.length})`, pp(sign));
+  const thr: Record<string, string[]> = {};
+  const thrRate: Record<string, number[]> = {};
+  const mem: Record<string, ReturnType<MemorySampler["stop"]>> = {};
+  for (const [si, lines] of sizes.entries()) {
+    const p50: Partial<Record<BackendName, number>> = {};
+    for (const backend of ["pkcs11", "openssl"] as BackendName[]) {
+      const label = BACKEND_LABEL[backend];
+      const id = si === 0 ? "(h1)" : "(h2)";
+      let d: SpoolDriver;
+      const t0 = now();
+      try {
+        d = await sharedUp(s, backend, lines);
+      } catch (err) {
+        note(`${label} backend at ${lines} entries cannot start: ${(err as Error).message.slice(0, 300)}`);
+        later(id, `${label} backend, ${entriesLabel(lines)}`, "did not start");
+        continue;
+      }
+      const plan1 = plan[backend][si]!;
+      const r = await timedSequential(d, s.csrPem, plan1.n, plan1.budget, 3, plan1.warm);
+      console.log(`  ${label} @ ${lines}: ${r.lat.length} requests ${pp(r.lat)} (start-up + run ${((now() - t0) / 1000).toFixed(1)} s)`);
+      if (r.bad) note(`${label} at ${lines} entries: ${r.bad} requests failed, e.g. ${r.firstText.trim().slice(0, 200)}`);
+      if (r.lat.length) p50[backend] = q(r.lat, 0.5);
+      later(id, `${label} backend, ${entriesLabel(lines)}: request -> certificate (n=${r.lat.length})`, r.lat.length ? pp(r.lat) : "no certificate");
+      if (si === 0) {
+        const sampler = new MemorySampler(s.server!.pid);
+        sampler.start();
+        thr[backend] = [];
+        thrRate[backend] = [];
+        for (const clients of [1, 8, 32]) {
+          const x = await sustained(d, s.csrPem, clients, DUR);
+          console.log(`  ${label}: ${clients} clients ${x.rate.toFixed(1)} certs/s (${x.ok} ok, ${x.bad} failed, latency p50 ${ms(x.p50, 1)})`);
+          if (x.bad) note(`${label}, ${clients} clients: ${x.bad} requests failed`);
+          thr[backend]!.push(`${x.rate.toFixed(0)}`);
+          thrRate[backend]!.push(x.rate);
+        }
+        mem[backend] = sampler.stop();
+      }
+    }
+    const n = p50.pkcs11;
+    const o = p50.openssl;
+    if (n !== undefined && o !== undefined) {
+      const r = n / o;
+      const goal = lines === 0 ? 1 / 3 : lines === 1_000_000 ? 1 / 30 : undefined;
+      later(si === 0 ? "(h1)" : "(h2)", `native p50 / openssl p50, ${entriesLabel(lines)} (native p50 = ${(n / signP50).toFixed(0)}x C_Sign p50)`, fraction(r), goal ? `<= 1/${Math.round(1 / goal)}` : undefined, goal ? r <= goal : undefined);
+    }
+  }
+  await sharedDown(s);
+  for (const b of ["pkcs11", "openssl"] as BackendName[]) {
+    if (thr[b]) later("(h3)", `${BACKEND_LABEL[b]} backend: sustained certs/s, 1 / 8 / 32 clients (${DUR / 1000} s each)`, thr[b]!.join(" / "));
+  }
+  if (thrRate.pkcs11 && thrRate.openssl) later("(h3)", "native / openssl certs/s at 1 / 8 / 32 clients", thrRate.pkcs11.map((x, i) => `${(x / thrRate.openssl![i]!).toFixed(1)}x`).join(" / "));
+  for (const b of ["pkcs11", "openssl"] as BackendName[]) {
+    const m = mem[b];
+    if (!m) continue;
+    later("(h5)", `peak RSS during the ${BACKEND_LABEL[b]} throughput run (VmHWM reset before it), MiB`, `${m.total.toFixed(0)} (${m.rows})`, "< 300 MiB", m.total < 300);
+    note(`(h5) ${BACKEND_LABEL[b]}: largest PSS seen during the throughput run (shared pages split between processes), MiB: ${m.pssTotal.toFixed(0)} (${m.pssRows})`);
+  }
+  note("(h1)-(h3): request -> certificate is the server side as in (b): request symlink made -> result file seen; clients are in-process spool writers doing what etoken-ca-client does");
+  for (const f of out) fig(f.id, f.what, f.value, f.goal, f.verdict === "PASS" ? true : f.verdict === "MISS" ? false : undefined);
+}
+
+/** The pkcs11 engine of the openssl binary (ENGINESDIR/pkcs11.so). */
+function enginePath(): string {
+  const out = execFileSync("openssl", ["version", "-e"], { encoding: "utf8" });
+  return path.join(/ENGINESDIR: "([^"]+)"/.exec(out)?.[1] ?? "/usr/lib/x86_64-linux-gnu/engines-3", "pkcs11.so");
+}
+
+async function secMyProxy(): Promise<void> {
+  const N = QUICK ? 15 : 50;
+  console.log(`[myproxy] myproxy-logon -Q: MyProxy's built-in CA (pkcs11 engine) vs certificate_issuer_program = etoken-ca-client, ${N} logons each, interleaved with node -e ''`);
+  const missing = [MYPROXY_SERVER, MYPROXY_LOGON, enginePath()].filter((f) => !fs.existsSync(f));
+  if (missing.length || !hasUser(MYPROXY_USER)) {
+    fig("(h4)", "MyProxy logon latency", `not measured: missing ${[...missing, ...(hasUser(MYPROXY_USER) ? [] : [`user ${MYPROXY_USER}`])].join(", ")}`);
     return;
   }
-  const results: Record<string, number> = {};
-  for (const backend of ["pkcs11", "openssl"]) {
-    let r: Running;
-    try {
-      r = await start(`etca-bench-${backend}`, { SIGNER_BACKEND: backend });
-    } catch (err) {
-      note(`backend ${backend}: cannot start: ${(err as Error).message.slice(0, 200)}`);
-      continue;
-    }
-    try {
-      const s = await sequential(r, QUICK ? 30 : 100, 3);
-      if (s.bad) note(`backend ${backend}: ${s.bad} failures, e.g. ${s.firstText.trim().slice(0, 160)}`);
-      results[backend] = q(s.lat, 0.5);
-      fig("h2h", `${backend}: request -> result, empty database`, `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`);
-      for (const writers of [1, 8, 32]) {
-        const per = QUICK ? 3 : 8;
-        const t0 = now();
-        let ok = 0;
-        await Promise.all(Array.from({ length: writers }, async (_, w) => {
-          for (let i = 0; i < per; i++) if ((await r.driver.issue(`c${w}.${i}`, r.csrPem)).ok) ok++;
-        }));
-        fig("h2h", `${backend}: ${writers} concurrent writers`, `${(ok / ((now() - t0) / 1000)).toFixed(0)} certs/s`);
+  const s = sharedInstallation();
+  if (s.inst.config.CLIENT_USER !== MYPROXY_USER) throw new Error(`CLIENT_USER is ${s.inst.config.CLIENT_USER}, not ${MYPROXY_USER}`);
+  await sharedUp(s, "pkcs11", 0);
+  const inst = s.inst;
+  const mpUser = lookupUser(MYPROXY_USER);
+  const base = makeBaseDir("etca-bench-mp");
+  const servers: MyProxyServer[] = [];
+  try {
+    const trust = createTrustAndHost(path.join(base, "pki"));
+    addTrustedCa(trust.trustDir, inst.token.caCertPath, "/DC=org/DC=example");
+    const user = { name: "bench", password: "bench-Pass-4711" };
+    // built-in CA: the token copy, the mapfile and the serial file belong to myproxy
+    const hsm = copyTokenFor(inst.token, path.join(base, "hsm"), mpUser);
+    const caDir = path.join(base, "builtin-ca");
+    fs.mkdirSync(caDir, { mode: 0o700 });
+    fs.writeFileSync(path.join(caDir, "grid-mapfile"), `"${TEST_DN_FORMAT.replace("%s", user.name)}" ${user.name}\n`);
+    for (const p of [caDir, path.join(caDir, "grid-mapfile")]) fs.chownSync(p, mpUser.uid, mpUser.gid);
+    const keyUri = `pkcs11:serial=${inst.token.serial};id=${inst.token.caKeyId.match(/../g)!.map((b) => `%${b}`).join("")};type=private`;
+    const builtin = await startBenchMyProxy({
+      dir: path.join(base, "mp-builtin"),
+      trust,
+      users: [user],
+      extraEnv: { SOFTHSM2_CONF: hsm.confPath },
+      caLines: [
+        `certificate_issuer_cert ${inst.token.caCertPath}`,
+        `certificate_issuer_key "${keyUri}"`,
+        `certificate_openssl_engine_id "dynamic"`,
+        `certificate_openssl_engine_pre "SO_PATH:${enginePath()}" "ID:pkcs11" "LIST_ADD:1" "LOAD" "MODULE_PATH:${inst.token.modulePath}"`,
+        `certificate_openssl_engine_post "PIN:${inst.token.userPin}"`,
+        `certificate_mapfile ${path.join(caDir, "grid-mapfile")}`,
+        `certificate_serialfile ${path.join(caDir, "serial")}`,
+      ],
+    });
+    servers.push(builtin);
+    const issuer = writeIssuerWrapper(path.join(base, "etoken-ca-issuer"), [process.execPath, BIN.client, "--config", inst.configPath]);
+    const ours = await startBenchMyProxy({ dir: path.join(base, "mp-etoken-ca"), trust, users: [user], caLines: [`certificate_issuer_program ${issuer}`] });
+    servers.push(ours);
+
+    const client = path.join(base, "client");
+    fs.mkdirSync(client, { mode: 0o700 });
+    const logon = async (server: MyProxyServer, out: string): Promise<{ wall: number; code: number; stderr: string }> => {
+      fs.rmSync(out, { force: true });
+      const a = now();
+      const r = await myproxyLogon({ server, username: user.name, password: user.password, hours: 12, csrPath: s.csrPath, outPath: out, trustDir: trust.trustDir, killAfterMs: 60_000 });
+      return { wall: now() - a, code: r.code, stderr: r.stderr };
+    };
+    const nodeBare = (): number => {
+      const a = now();
+      spawnSync(process.execPath, ["-e", ""], { uid: mpUser.uid, gid: mpUser.gid, cwd: "/", env: { PATH: CLEAN_PATH }, stdio: "ignore" });
+      return now() - a;
+    };
+    const outB = path.join(client, "builtin.pem");
+    const outO = path.join(client, "ours.pem");
+    // warm-up, and a look at what each CA returned
+    for (let i = 0; i < 2; i++) {
+      nodeBare();
+      const b = await logon(builtin, outB);
+      const o = await logon(ours, outO);
+      if (i > 0) continue;
+      for (const [name, r, file] of [["built-in CA", b, outB], ["etoken-ca", o, outO]] as const) {
+        if (r.code !== 0) {
+          note(`(h4) ${name}: myproxy-logon failed: ${r.stderr.trim().replace(/\s+/g, " ").slice(0, 300)}`);
+          continue;
+        }
+        const v = spawnSync("openssl", ["verify", "-CAfile", inst.token.caCertPath, file], { encoding: "utf8" });
+        const subj = spawnSync("openssl", ["x509", "-noout", "-subject", "-nameopt", "compat", "-in", file], { encoding: "utf8" }).stdout.trim();
+        note(`(h4) ${name}: ${subj}, openssl verify with the token's CA certificate: ${v.status === 0 ? "OK" : v.stdout.trim() + v.stderr.trim()}`);
       }
-    } finally {
-      await stop(r);
     }
-  }
-  if (results["pkcs11"] && results["openssl"]) {
-    fig("h2h", "native p50 / openssl p50, empty database", `${(results["pkcs11"] / results["openssl"]).toFixed(3)}`, "<= 1/3", results["pkcs11"] <= results["openssl"] / 3);
+    const tn: number[] = [];
+    const tb: number[] = [];
+    const to: number[] = [];
+    let badB = 0;
+    let badO = 0;
+    for (let i = 0; i < N; i++) {
+      tn.push(nodeBare());
+      const pair = i % 2 === 0 ? ([builtin, ours] as const) : ([ours, builtin] as const);
+      for (const srv of pair) {
+        const r = await logon(srv, srv === builtin ? outB : outO);
+        if (srv === builtin) r.code === 0 ? tb.push(r.wall) : badB++;
+        else r.code === 0 ? to.push(r.wall) : badO++;
+      }
+    }
+    if (badB || badO) note(`(h4) failed logons: built-in CA ${badB}, etoken-ca ${badO}`);
+    const node50 = q(tn, 0.5);
+    const b50 = q(tb, 0.5);
+    const o50 = q(to, 0.5);
+    const limit = b50 + node50 + 10;
+    fig("(h4)", `node -e '' as ${MYPROXY_USER} (bare start-up), interleaved, n=${tn.length}`, pp(tn));
+    fig("(h4)", `MyProxy built-in CA, pkcs11 engine, same token (copy): myproxy-logon -Q, n=${tb.length}`, tb.length ? pp(tb) : "no logon");
+    fig("(h4)", `MyProxy + certificate_issuer_program = etoken-ca-client, n=${to.length}`, to.length ? pp(to) : "no logon", tb.length ? `<= built-in + node + 10 ms = ${ms(limit, 1)}` : "<= built-in + node + 10 ms", tb.length && to.length ? o50 <= limit : undefined);
+    if (tb.length && to.length) {
+      fig("(h4)", "etoken-ca / built-in p50; (etoken-ca - built-in) / node p50", `${(o50 / b50).toFixed(2)}x; ${((o50 - b50) / node50).toFixed(2)} (+${ms(o50 - b50, 1)} vs node ${ms(node50, 1)}; margin ${ms(limit - o50, 1)})`);
+    }
+    note(
+      "(h4) BENCHMARK ONLY: MyProxy's built-in CA gets the token PIN from myproxy-server.config (certificate_openssl_engine_post \"PIN:...\"), a secret in a configuration file; " +
+        "certificate_issuer_key_passphrase did not reach the engine's PIN prompt here (libp11: UI_process failed, key not loaded). The built-in CA logs in once at server start and signs in the forked per-connection child; " +
+        "both servers use the same PAM checker (pam_exec) and host credentials, logons alternate between them",
+    );
+  } finally {
+    for (const srv of servers) await srv.stop();
+    await sharedDown(s);
+    fs.rmSync(base, { recursive: true, force: true });
   }
 }
 
@@ -700,16 +1110,20 @@ async function main(): Promise<void> {
     ["index1m", secIndex1m],
     ["crl", secCrl],
     ["detect", secDetect],
-    ["backend", secBackend],
+    ["h2h", secH2h],
+    ["myproxy", secMyProxy],
   ];
   for (const [name, f] of sections) {
     if (!want(name)) continue;
+    const t0 = Date.now();
     try {
       await f();
     } catch (err) {
       note(`section ${name} failed: ${(err as Error).stack?.split("\n").slice(0, 3).join(" / ")}`);
     }
+    console.log(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   }
+  await sharedCleanup();
   const width = (k: keyof Figure): number => Math.max(...figures.map((f) => String(f[k] ?? "").length), 4);
   const table = [
     `| id | figure | value | goal | verdict |`,
