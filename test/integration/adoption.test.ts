@@ -4,10 +4,9 @@
 // revoke (revoke-cert + SIGUSR1 -> CRL) on it in turn, and nothing is lost; `etoken-ca
 // check-db` finds it clean, then reports damage precisely and exits non-zero.
 import t from "tap";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, CLEAN_PATH, createInstallation, runCommand, startReady, waitFor, type Installation } from "../fixtures/server.js";
+import { BIN, CLEAN_PATH, createInstallation, runCommand, startReady, waitFor, type Installation, runClient } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, mustOpenssl, openssl, verifyCert } from "../fixtures/pki.js";
 import { setConfig, useNativeBackend, useOpensslBackend, opensslCaConfText } from "../fixtures/openssl-ca.js";
 
@@ -17,22 +16,7 @@ fs.mkdirSync(work, { mode: 0o755 });
 const caDir = inst.config.CA_DIR;
 t.teardown(() => inst.cleanup());
 
-function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-      uid: inst.users.CLIENT_USER.uid,
-      gid: inst.users.CLIENT_USER.gid,
-      cwd: "/",
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const client = (input: string) => runClient(inst, input);
 
 function indexLines(): string[] {
   return fs.readFileSync(path.join(caDir, "index.txt"), "utf8").split("\n").filter(Boolean);

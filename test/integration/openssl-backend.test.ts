@@ -4,10 +4,9 @@
 // `openssl ca -gencrl` are published in the CRL_DIR layout, and a configuration that would
 // copy CSR extensions is refused.
 import t from "tap";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, startServer, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, startServer, waitFor, waitForState, runClient } from "../fixtures/server.js";
 import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
 import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
@@ -30,22 +29,7 @@ const rec = recordingOpenssl(path.join(inst.dir, "wrap"));
 useOpensslBackend(inst, { opensslBin: rec.bin });
 t.teardown(() => inst.cleanup());
 
-function client(input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-      uid: inst.users.CLIENT_USER.uid,
-      gid: inst.users.CLIENT_USER.gid,
-      cwd: "/",
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const client = (input: string) => runClient(inst, input);
 
 /** Every process's cmdline and environ that holds the PIN (pids). */
 function processesHoldingPin(): string[] {
