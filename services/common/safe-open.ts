@@ -57,9 +57,11 @@ export async function safeReadFile(dir: string, name: string, policy: SafeOpenPo
   }
   const file = path.join(dir, name);
   const label = `${policy.what} ${file}`;
-  let fh: fs.promises.FileHandle;
+  // Synchronous calls: a few local syscalls on a small file cost less than as many trips
+  // through libuv's thread pool on the issuing path.
+  let fd: number;
   try {
-    fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new SafeOpenError("missing", `${label} does not exist`, { file });
@@ -67,7 +69,7 @@ export async function safeReadFile(dir: string, name: string, policy: SafeOpenPo
     throw new SafeOpenError("unreadable", `${label} cannot be opened: ${code ?? String(err)}`, { file });
   }
   try {
-    const st = await fh.stat();
+    const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new SafeOpenError("not_regular", `${label} is a ${typeOf(st)}, not a regular file`, { file });
     if (st.uid !== policy.owner) {
       throw new SafeOpenError("wrong_owner", `${label} is owned by uid ${st.uid}, expected uid ${policy.owner}`, { file, uid: st.uid });
@@ -78,7 +80,7 @@ export async function safeReadFile(dir: string, name: string, policy: SafeOpenPo
     }
     let lst: fs.Stats;
     try {
-      lst = await fs.promises.lstat(file);
+      lst = fs.lstatSync(file);
     } catch {
       throw new SafeOpenError("replaced", `${label} disappeared while it was being opened`, { file });
     }
@@ -89,7 +91,7 @@ export async function safeReadFile(dir: string, name: string, policy: SafeOpenPo
     const buf = Buffer.alloc(policy.maxBytes + 1);
     let total = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buf, total, buf.length - total, null);
+      const bytesRead = fs.readSync(fd, buf, total, buf.length - total, null);
       if (bytesRead === 0) break;
       total += bytesRead;
       if (total > policy.maxBytes) {
@@ -98,6 +100,6 @@ export async function safeReadFile(dir: string, name: string, policy: SafeOpenPo
     }
     return { data: buf.subarray(0, total), uid: st.uid, gid: st.gid, mode: st.mode, mtimeMs: st.mtimeMs, dev: st.dev, ino: st.ino };
   } finally {
-    await fh.close().catch(() => {});
+    fs.closeSync(fd);
   }
 }

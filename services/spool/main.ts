@@ -167,7 +167,7 @@ class Spool {
   private async removeRequestFile(id: string): Promise<void> {
     const file = path.join(this.dir, id);
     try {
-      await fs.promises.unlink(file);
+      fs.unlinkSync(file);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EISDIR" || code === "EPERM") await fs.promises.rmdir(file).catch(() => {});

@@ -17,7 +17,7 @@ export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
   const link = path.join(dir, REQUEST_LINK);
   let target: string;
   try {
-    target = await fs.promises.readlink(link);
+    target = fs.readlinkSync(link);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return undefined;
@@ -26,9 +26,11 @@ export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
   }
   // Removing the link frees the lock. A client may have swapped it since readlink (only the
   // client user can write here); whatever we read is what we check and serve.
-  await fs.promises.unlink(link).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== "ENOENT") throw err;
-  });
+  try {
+    fs.unlinkSync(link);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
   if (!REQUEST_NAME.test(target)) return { kind: "bad_target", target };
   return { kind: "request", requestId: target };
 }
