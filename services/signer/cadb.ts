@@ -41,6 +41,9 @@ import * as path from "node:path";
 import { DatabaseError } from "../common/errors.js";
 import { REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
 
+/** The `serial` file is rewritten at most this often (see scheduleSerialFile). */
+const SERIAL_FILE_DELAY_MS = 1000;
+
 export type IndexStatus = "V" | "R" | "E";
 
 export interface IndexEntry {
@@ -392,6 +395,8 @@ export class CaDatabase {
   private appendFd: number | undefined;
   private appendIno = 0;
   private appendSize = 0;
+  private pendingSerial: Buffer | undefined;
+  private serialTimer: NodeJS.Timeout | undefined;
   private newcertsFd: number | undefined;
   /** newcerts files written but not yet fsynced (fds kept open until the background flush). */
   private unsyncedCerts: number[] = [];
@@ -521,6 +526,7 @@ export class CaDatabase {
 
   /** Closes the descriptors (after syncing what is pending); the object must not be used afterwards. */
   close(): void {
+    this.flushSerialFile();
     this.closeFds();
     if (this.certFlushTimer) clearTimeout(this.certFlushTimer);
     this.certFlushTimer = undefined;
@@ -741,8 +747,38 @@ export class CaDatabase {
     this.appendSize += line.length;
     this.rows.push(row);
     this.bySerial.set(serial, row);
-    this.writeSerialFile(entry.serial);
+    this.scheduleSerialFile(entry.serial);
     return rowToEntry(row);
+  }
+
+  /**
+   * `serial` only matters to `openssl ca` (our serials are random), and a rename per certificate
+   * costs more than the token's signature on some file systems: write it at most once a second,
+   * and on close.
+   */
+  private scheduleSerialFile(last: Buffer): void {
+    this.pendingSerial = last;
+    if (this.serialTimer) return;
+    this.serialTimer = setTimeout(() => this.flushSerialFile(), SERIAL_FILE_DELAY_MS);
+    this.serialTimer.unref();
+  }
+
+  /** Writes what is deferred (the `serial` file) now, e.g. before handing the directory to `openssl ca`. */
+  flushPending(): void {
+    this.flushSerialFile();
+  }
+
+  private flushSerialFile(): void {
+    if (this.serialTimer) clearTimeout(this.serialTimer);
+    this.serialTimer = undefined;
+    const last = this.pendingSerial;
+    this.pendingSerial = undefined;
+    if (!last || this.readOnly) return;
+    try {
+      this.writeSerialFile(last);
+    } catch {
+      // a stale serial file is harmless: our serials are random and checked against the index
+    }
   }
 
   /** `serial` = recorded serial + 1 (openssl ca's next serial). Not fsynced: a stale value is harmless. */

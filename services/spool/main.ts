@@ -193,8 +193,9 @@ class Spool {
       }
       return;
     }
-    await this.removeRequestFile(id);
-    await this.issue(req);
+    const issuing = this.issue(req); // sends the request to the kernel before the first await
+    await this.removeRequestFile(id); // meanwhile: unlink can be slow (file systems mounted with discard)
+    await issuing;
   }
 
   private async issue(req: ValidRequest): Promise<void> {

@@ -45,11 +45,14 @@ export async function publishResult(dir: string, requestId: string, content: str
       throw err;
     }
   } finally {
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // already gone
-    }
+    // after the result is visible: the client need not wait for this unlink
+    setImmediate(() => {
+      try {
+        fs.unlinkSync(tmp);
+      } catch {
+        // already gone
+      }
+    });
   }
 }
 

@@ -123,6 +123,7 @@ t.test("record, get, revoke: openssl ca -status agrees; files as openssl expects
   t.equal(db.size, 3);
 
   // The serial file holds last + 1, which openssl ca accepts as its next serial.
+  db.flushPending();
   const next = fs.readFileSync(path.join(dir, "serial"), "utf8").trim();
   t.equal(BigInt(`0x${next}`), BigInt(`0x${serials[2]}`) + 1n);
 
@@ -225,6 +226,7 @@ t.test("a directory written by real openssl ca opens correctly, and openssl keep
   const s = db.newSerial();
   const c = issue(s, "/DC=org/DC=example/CN=Carol");
   db.record({ serial: s, notAfter: new Date(c.cert.validTo), subject: "/DC=org/DC=example/CN=Carol", certificate: c.der });
+  db.flushPending();
   const out3 = path.join(work, "o3.pem");
   ossl(["ca", "-config", conf, "-batch", "-in", csr("/DC=org/DC=example/CN=Dave"), "-out", out3]);
   const c3 = new X509Certificate(fs.readFileSync(out3));
