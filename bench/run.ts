@@ -20,7 +20,7 @@
 //               One installation and one SoftHSM2 token for all of it (alias: backend)
 //   myproxy     (h4) myproxy-logon -Q latency: MyProxy's built-in CA (pkcs11 engine on a byte
 //               copy of the same token) vs certificate_issuer_program = etoken-ca-client, and
-//               `node -e ''` in the same run
+//               `node -e ''` in the same run (ETCA_BENCH_KEEP=1 keeps its directory, for debugging)
 //
 // Requests are injected exactly as etoken-ca-client does it (services/common/spool-protocol.ts):
 // request file (O_EXCL, 0644, fsynced, owned by CLIENT_USER), then the `request` symlink (the lock,
@@ -955,10 +955,6 @@ async function secH2h(): Promise<void> {
         continue;
       }
       const plan1 = plan[backend][si]!;
-      if (process.env.ETCA_BENCH_TRIP && backend === "openssl" && si === 0) {
-        setTimeout(() => { removeToken(s.inst.token); setTimeout(() => reinsertToken(s.inst.token), 2500); }, 1500);
-        setTimeout(() => { removeToken(s.inst.token); setTimeout(() => reinsertToken(s.inst.token), 2500); }, 9000);
-      }
       const r = await timedSequential(s, d, s.csrPem, plan1.n, plan1.budget, 3, plan1.warm, `${label} @ ${lines}`);
       console.log(`  ${label} @ ${lines}: ${r.lat.length} requests ${pp(r.lat)} (start-up + run ${((now() - t0) / 1000).toFixed(1)} s)`);
       if (r.bad) note(`${label} at ${lines} entries: ${r.bad} requests failed, e.g. ${r.firstText.trim().slice(0, 200)}`);

@@ -21,6 +21,8 @@ const PIN_FLAG_BITS: readonly (readonly [number, number])[] = [
   [0x00080000, 8], // CKF_USER_PIN_TO_BE_CHANGED -> PIN_TO_BE_CHANGED
 ];
 const CKF_TOKEN_INITIALIZED = 0x00000400;
+/** Pause before the second look that confirms a removal. */
+const CONFIRM_MS = 25;
 /** A poll does a full rescan this often even while the token is present. */
 export const RESCAN_EVERY = 15;
 
@@ -106,12 +108,26 @@ export class Pkcs11Source implements TokenSource {
    */
   poll(): SourceState {
     this.polls++;
-    return this.polls % RESCAN_EVERY === 0 ? this.rescan() : this.fastCheck();
+    return this.confirmAbsence(this.polls % RESCAN_EVERY === 0 ? this.rescan() : this.fastCheck());
   }
 
   /** The fence: C_GetTokenInfo on the known slot; a full rescan only if that fails or differs. */
   check(): Promise<SourceState> {
-    return Promise.resolve(this.publish(this.fastCheck()));
+    return Promise.resolve(this.publish(this.confirmAbsence(this.fastCheck())));
+  }
+
+  /**
+   * SoftHSM (and possibly other modules) can miss a present token for an instant while another
+   * process's C_Login rewrites the token's files. A token that was present is declared gone only
+   * if a second, fresh look a moment later agrees: a removal costs CONFIRM_MS more to notice, a
+   * glitch no longer costs the operator a PIN entry.
+   */
+  private confirmAbsence(s: SourceState): SourceState {
+    if (s.present || !this.state.present) return s;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, CONFIRM_MS);
+    const again = this.rescan();
+    if (again.present) this.log.info("token missed once, present on a second look: not a removal", { detail: s.detail });
+    return again;
   }
 
   fastCheck(): SourceState {
