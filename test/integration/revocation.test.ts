@@ -182,7 +182,7 @@ t.test("the latest link never points at a partial file", async (t) => {
   }
   stop = true;
   await reader;
-  t.ok(reads > 50, `read the latest CRL ${reads} times while 8 new ones were made`);
+  t.ok(reads > 20, `read the latest CRL ${reads} times while 8 new ones were made`);
   t.equal(bad, 0, "every read saw a complete CRL");
   t.same(numbers, [...numbers].sort((x, y) => x - y), "numbers increase");
   t.equal(new Set(numbers).size, numbers.length, "strictly");
@@ -193,7 +193,7 @@ t.test("hooks and e-mail", async (t) => {
   const events = await waitFor("hook events", () => {
     const text = fs.readFileSync(eventLog, "utf8");
     return /^ready\|ready\|/m.test(text) && /^crl-updated\|crl-updated\|\/.+crl-\d+\.pem\|/m.test(text) && /^post-crl \//m.test(text) ? text : undefined;
-  }, 20_000);
+  }, 60_000);
   t.match(events, /^pin-needed\|pin-needed\|\|.*PIN/m, "NOTIFY_HOOK got pin-needed with the message on stdin");
   t.match(events, /^ready\|ready\|/m, "and ready");
   t.match(events, new RegExp(`^crl-updated\\|crl-updated\\|${inst.config.CRL_DIR}/crl-\\d+\\.pem\\|CRL #\\d+`, "m"), "crl-updated with the CRL path in ETOKEN_PATH");
