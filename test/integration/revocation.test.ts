@@ -79,7 +79,7 @@ async function nextCrl(after: number): Promise<number> {
   const st = await waitFor(`a CRL newer than #${after}`, () => {
     const s = readStatus(inst);
     return s && s.crl && s.crl.number > after ? s : undefined;
-  }, 30_000);
+  }, 60_000);
   return st.crl!.number;
 }
 
@@ -198,11 +198,11 @@ t.test("hooks and e-mail", async (t) => {
   t.match(events, /^ready\|ready\|/m, "and ready");
   t.match(events, new RegExp(`^crl-updated\\|crl-updated\\|${inst.config.CRL_DIR}/crl-\\d+\\.pem\\|CRL #\\d+`, "m"), "crl-updated with the CRL path in ETOKEN_PATH");
   t.match(events, new RegExp(`^post-crl ${inst.config.CRL_DIR}/crl-\\d+\\.pem$`, "m"), "POST_CRL_HOOK got the new CRL's path");
-  const failure = await waitFor("the hanging post-CRL hook to be reported", () => readStatus(inst)?.lastHookFailure ?? undefined, 20_000);
+  const failure = await waitFor("the hanging post-CRL hook to be reported", () => readStatus(inst)?.lastHookFailure ?? undefined, 60_000);
   t.match(failure, /POST_CRL_HOOK/, `reported: ${failure}`);
   const still = await issue("dave");
   t.ok(still.serial, "issuing continues while hooks hang and are killed");
-  const mail = await waitFor("an e-mail", () => mails.find((m) => /ready/.test(m.subject)), 20_000);
+  const mail = await waitFor("an e-mail", () => mails.find((m) => /ready/.test(m.subject)), 60_000);
   t.same(mail.to, ["ca-operator@example.org"]);
   t.match(mail.subject, /\[etoken-ca .*\] ready/);
 });
