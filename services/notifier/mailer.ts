@@ -3,7 +3,13 @@
 // NOTIFY_RATE_LIMIT; repeats inside the window are counted, and when the window ends the
 // latest of them is mailed with the count (so the last state always reaches the operator).
 import * as os from "node:os";
-import nodemailer from "nodemailer";
+import { createRequire } from "node:module";
+import type * as Nodemailer from "nodemailer";
+
+/** nodemailer costs ~12 MiB resident: loaded only when e-mail is configured. */
+function loadNodemailer(): typeof Nodemailer {
+  return createRequire(import.meta.url)("nodemailer") as typeof Nodemailer;
+}
 import type { Logger } from "../common/log.js";
 import type { NotifyEvent } from "./validate.js";
 
@@ -53,7 +59,7 @@ export function bodyOf(hostname: string, ev: NotifyEvent, suppressed: number, si
 }
 
 export class Mailer {
-  private readonly transport: nodemailer.Transporter;
+  private readonly transport: Nodemailer.Transporter;
   private readonly windows = new Map<string, Window>();
   private readonly queue: Mail[] = [];
   private sending = false;
@@ -65,7 +71,7 @@ export class Mailer {
   constructor(private readonly opts: MailerOptions) {
     this.hostname = opts.hostname ?? os.hostname();
     this.maxQueue = opts.maxQueue ?? 50;
-    this.transport = nodemailer.createTransport({
+    this.transport = loadNodemailer().createTransport({
       url: opts.smtpUrl,
       connectionTimeout: opts.timeoutMs,
       greetingTimeout: opts.timeoutMs,
