@@ -11,12 +11,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
-import * as pty from "node-pty";
-import { parseConfig } from "../services/common/config.js";
 import { addTrustedCa, myproxyLogon, startMyProxy, writeIssuerWrapper, MYPROXY_USER, type MyProxyServer } from "../test/fixtures/myproxy.js";
-import { BIN, CLEAN_PATH, ROOT, makeBaseDir, readStatus, startServer, waitFor, waitForState, writeConfig, type Installation, type RunningServer } from "../test/fixtures/server.js";
-import { createSoftToken } from "../test/fixtures/softhsm.js";
-import { ensureTestUsers, TEST_USERS } from "../test/fixtures/users.js";
+import { BIN, CLEAN_PATH, ROOT, createInstallation, readStatus, startServer, waitFor, waitForState, type Installation, type RunningServer } from "../test/fixtures/server.js";
+import { TEST_USERS } from "../test/fixtures/users.js";
 import { lookupUser } from "../services/common/identity.js";
 
 /** DEMO ONLY. A real CA's PIN is typed by a person on the console and stored nowhere. */
@@ -111,68 +108,22 @@ function preflight(): void {
   }
 }
 
-/** A whole installation under one directory, shaped like test/fixtures/server.ts's, with demo names. */
+/** A whole installation under one directory (test/fixtures/server.ts), with demo names. */
 function createDemoInstallation(): Installation {
-  const users = ensureTestUsers();
-  const dir = makeBaseDir("etoken-ca-demo");
-  const token = createSoftToken({
-    dir: path.join(dir, "token"),
-    label: "etoken-ca demo",
-    userPin: DEMO_PIN,
-    subject: DEMO_CA_SUBJECT,
-    ownerUid: users.SIGNER_USER.uid,
-    ownerGid: users.SIGNER_USER.gid,
-    readerGid: users.MONITOR_USER.gid,
-  });
-  const term = pty.spawn("sleep", ["86400"], { name: "xterm", cols: 120, rows: 40, env: { PATH: "/usr/bin:/bin" } });
-  let consoleText = "";
-  term.onData((d) => {
-    consoleText += d;
-  });
-  const consolePath = (term as unknown as { ptsName: string }).ptsName;
-  const configPath = path.join(dir, "etoken-ca.conf");
-  writeConfig(configPath, {
-    DN_FORMAT: DEMO_DN_FORMAT,
-    CA_OIDS: DEMO_POLICY_OID,
-    CRL_URLS: `URI:${DEMO_CRL_URL}`,
-    KEY: "0:",
-    PKCS11_MODULE: token.modulePath,
-    PKCS11_ENV: Object.entries(token.env).map(([k, v]) => `${k}=${v}`).join(" "),
-    CA_CERT: token.caCertPath,
-    CA_DIR: path.join(dir, "var/ca"),
-    CRL_DIR: path.join(dir, "var/crl"),
-    SPOOL_DIR: path.join(dir, "spool/request"),
-    REVOKE_DIR: path.join(dir, "spool/revoke"),
-    PIDFILE: path.join(dir, "run/etoken-ca-server.pid"),
-    STATUS_FILE: path.join(dir, "run/status.json"),
-    ...TEST_USERS,
-    CLIENT_USER: MYPROXY_USER,
-    CONSOLE: consolePath,
-    CONSOLE_ALLOW_PTY: "yes",
-    MAX_LIFETIME: "12h",
-    TOKEN_POLL_INTERVAL: "1",
-    LOG_LEVEL: "info",
-  });
-  for (const sub of ["var", "spool", "run"]) fs.mkdirSync(path.join(dir, sub), { mode: 0o755, recursive: true });
-  const config = parseConfig(fs.readFileSync(configPath, "utf8"), configPath);
-  return {
-    dir,
-    configPath,
-    config,
-    token,
-    users,
-    consolePath,
-    term,
-    consoleText: () => consoleText,
-    cleanup: () => {
-      try {
-        term.kill();
-      } catch {
-        // gone
-      }
-      fs.rmSync(dir, { recursive: true, force: true });
+  return createInstallation({
+    prefix: "etoken-ca-demo",
+    token: { label: "etoken-ca demo", userPin: DEMO_PIN, subject: DEMO_CA_SUBJECT },
+    extraConfig: {
+      DN_FORMAT: DEMO_DN_FORMAT,
+      CA_OIDS: DEMO_POLICY_OID,
+      CRL_URLS: `URI:${DEMO_CRL_URL}`,
+      CLIENT_USER: MYPROXY_USER,
+      CLIENT_TIMEOUT: "60",
+      MAX_LIFETIME: "12h",
+      TOKEN_POLL_INTERVAL: "1",
+      LOG_LEVEL: "info",
     },
-  };
+  });
 }
 
 /** True while an interactive prompt is on the screen without its newline. */
