@@ -1,57 +1,22 @@
 // The monitor as a real process under its own user (etca-mon), against a real SoftHSM token;
 // the test plays the kernel on fd 3. Removal, re-insertion and replacement of the token are
 // simulated by test/fixtures/softhsm.ts (the token directory leaves / comes back / changes).
-import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import type * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import t from "tap";
-import { TokenPresence, type Frame, type MessageType } from "../../proto/wire.js";
-import { Channel } from "../../services/common/channel.js";
+import { TokenPresence, type Frame } from "../../proto/wire.js";
 import { parseConfig } from "../../services/common/config.js";
 import { createSoftToken, reinsertToken, removeToken, replaceToken, type SoftToken } from "../fixtures/softhsm.js";
+import { FakeKernel, spawnService } from "../fixtures/fake-kernel.js";
 import { ensureTestUsers } from "../fixtures/users.js";
 
-const START = fileURLToPath(new URL("../../services/common/start.js", import.meta.url));
 const users = ensureTestUsers();
 const mon = users.MONITOR_USER;
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "etca-monitor-"));
 fs.chmodSync(base, 0o711);
 t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
-
-/** Plays the kernel: collects unsolicited frames and lets the test wait for one that matches. */
-class FakeKernel {
-  readonly frames: Frame[] = [];
-  private waiters: { match: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
-  readonly exited: Promise<number | null>;
-  constructor(
-    readonly child: ChildProcess,
-    readonly channel: Channel,
-  ) {
-    channel.onFrame((f) => {
-      const w = this.waiters.find((x) => x.match(f));
-      if (w) {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        w.resolve(f);
-      } else this.frames.push(f);
-    });
-    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
-  }
-  /** The next (or an already received) frame of this type that satisfies pred. */
-  next<T extends MessageType>(type: T, pred: (f: Frame<T>) => boolean = () => true): Promise<Frame<T>> {
-    const match = (f: Frame): boolean => f.type === type && pred(f as Frame<T>);
-    const i = this.frames.findIndex(match);
-    if (i >= 0) return Promise.resolve(this.frames.splice(i, 1)[0] as Frame<T>);
-    return new Promise((resolve) => this.waiters.push({ match, resolve: resolve as (f: Frame) => void }));
-  }
-  /** Drops the frames received so far (e.g. transitional absent events during a replacement). */
-  drain(): void {
-    this.frames.length = 0;
-  }
-}
 
 function startMonitor(token: SoftToken, poll = "100ms"): FakeKernel {
   const text = [
@@ -63,27 +28,8 @@ function startMonitor(token: SoftToken, poll = "100ms"): FakeKernel {
     `MONITOR_USER=${mon.name}`,
     "",
   ].join("\n");
-  const config = parseConfig(text, "test");
-  // env -u NODE_OPTIONS: tap injects its process-info loader into every child it can see; a
-  // child running as another user cannot write .tap/processinfo and its process.exit() throws.
-  const child = spawn("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, START, "monitor"], {
-    uid: mon.uid,
-    gid: mon.gid,
-    cwd: "/",
-    stdio: ["ignore", "inherit", "inherit", "pipe"],
-    env: {
-      PATH: "/usr/bin:/bin",
-      ETOKEN_CA_SERVICE: "monitor",
-      ETOKEN_CA_CONFIG: JSON.stringify(config),
-      ETOKEN_CA_UID: String(mon.uid),
-      ETOKEN_CA_GID: String(mon.gid),
-      SOFTHSM2_CONF: token.confPath,
-    },
-  });
-  const k = new FakeKernel(child, new Channel(child.stdio[3] as net.Socket, "monitor"));
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
+  const k = spawnService("monitor", mon, parseConfig(text, "test"), { env: { SOFTHSM2_CONF: token.confPath } });
+  t.teardown(() => k.kill());
   return k;
 }
 

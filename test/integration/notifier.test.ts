@@ -1,20 +1,18 @@
 // The notifier as a real process under its own user (etca-notify); the test plays the kernel on
 // fd 3, runs real hook scripts and a real SMTP server (smtp-server on 127.0.0.1).
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import type * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { SMTPServer } from "smtp-server";
 import t, { type Test } from "tap";
-import type { Frame, MessageType } from "../../proto/wire.js";
-import { Channel } from "../../services/common/channel.js";
+import type { Frame } from "../../proto/wire.js";
 import { parseConfig } from "../../services/common/config.js";
+import { FakeKernel, spawnService } from "../fixtures/fake-kernel.js";
 import { ensureTestUsers } from "../fixtures/users.js";
 
-const START = fileURLToPath(new URL("../../services/common/start.js", import.meta.url));
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const users = ensureTestUsers();
 const notify = users.NOTIFIER_USER;
@@ -106,59 +104,14 @@ async function smtpServer(t: Test): Promise<{ port: number; mails: Mail[] }> {
   return { port: (server.server.address() as AddressInfo).port, mails };
 }
 
-class FakeKernel {
-  readonly frames: Frame[] = [];
-  stderr = "";
-  private waiters: { match: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
-  constructor(
-    readonly child: ChildProcess,
-    readonly channel: Channel,
-  ) {
-    channel.onFrame((f) => {
-      const w = this.waiters.find((x) => x.match(f));
-      if (w) {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        w.resolve(f);
-      } else this.frames.push(f);
-    });
-    child.stderr!.setEncoding("utf8");
-    child.stderr!.on("data", (s: string) => {
-      this.stderr += s;
-      process.stderr.write(s);
-    });
-  }
-  next<T extends MessageType>(type: T, pred: (f: Frame<T>) => boolean = () => true): Promise<Frame<T>> {
-    const match = (f: Frame): boolean => f.type === type && pred(f as Frame<T>);
-    const i = this.frames.findIndex(match);
-    if (i >= 0) return Promise.resolve(this.frames.splice(i, 1)[0] as Frame<T>);
-    return new Promise((resolve) => this.waiters.push({ match, resolve: resolve as (f: Frame) => void }));
-  }
-  notify(event: string, message: string, details: Record<string, string> = {}): void {
-    this.channel.send("notify", { event, message, details });
-  }
+function notifyVia(k: FakeKernel, event: string, message: string, details: Record<string, string> = {}): void {
+  k.channel.send("notify", { event, message, details });
 }
 
 function startNotifier(t: Test, lines: string[]): FakeKernel {
   const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
-  // env -u NODE_OPTIONS: tap injects its process-info loader into every child; a child running
-  // as another user cannot write .tap/processinfo and its process.exit() throws.
-  const child = spawn("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, START, "notifier"], {
-    uid: notify.uid,
-    gid: notify.gid,
-    cwd: "/",
-    stdio: ["ignore", "inherit", "pipe", "pipe"],
-    env: {
-      PATH: "/usr/bin:/bin",
-      ETOKEN_CA_SERVICE: "notifier",
-      ETOKEN_CA_CONFIG: JSON.stringify(config),
-      ETOKEN_CA_UID: String(notify.uid),
-      ETOKEN_CA_GID: String(notify.gid),
-    },
-  });
-  const k = new FakeKernel(child, new Channel(child.stdio[3] as net.Socket, "notifier"));
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
+  const k = spawnService("notifier", notify, config, { captureStderr: true });
+  t.teardown(() => k.kill());
   return k;
 }
 
@@ -186,7 +139,7 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
   t.equal(hello.message.uid, notify.uid);
 
   await t.test("NOTIFY_HOOK: argument, environment, stdin", async (t) => {
-    k.notify("ready", "CA ready: issuing certificates", { serial: "0ff4db451c5801e9", label: "etoken ca" });
+    notifyVia(k, "ready", "CA ready: issuing certificates", { serial: "0ff4db451c5801e9", label: "etoken ca" });
     const rec = envOf(await until("the ready hook", () => readOut("ready")));
     t.equal(rec.get("argv"), "ready", "event name is the only argument");
     t.equal(rec.get("uid"), String(notify.uid), "runs as the notifier user");
@@ -203,7 +156,7 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
   });
 
   await t.test("POST_CRL_HOOK gets the CRL path", async (t) => {
-    k.notify("crl-updated", "CRL 7 published", { path: "/var/lib/etoken-ca/crl/7.pem", number: "7" });
+    notifyVia(k, "crl-updated", "CRL 7 published", { path: "/var/lib/etoken-ca/crl/7.pem", number: "7" });
     t.equal(await until("the post-CRL hook", () => readOut("crl-hook")), "/var/lib/etoken-ca/crl/7.pem\n");
     const rec = envOf(await until("the crl-updated notify hook", () => readOut("crl-updated")));
     t.equal(rec.get("ETOKEN_PATH"), "/var/lib/etoken-ca/crl/7.pem");
@@ -211,9 +164,9 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
   });
 
   await t.test("a hanging hook is killed with its process group; the next notify is not held up", async (t) => {
-    k.notify("token-removed", "CA token removed, issuing suspended", { serial: "0ff4db451c5801e9" });
+    notifyVia(k, "token-removed", "CA token removed, issuing suspended", { serial: "0ff4db451c5801e9" });
     const sleeper = Number(await until("the sleeper", () => readOut("sleeper.pid")?.trim() || undefined));
-    k.notify("token-inserted", "CA token inserted");
+    notifyVia(k, "token-inserted", "CA token inserted");
     await until("the token-inserted hook", () => readOut("token-inserted"));
     t.notOk(k.frames.some((f) => f.type === "hookFailed"), "the next event's hook ran while the first still hung");
     const failed = await k.next("hookFailed");
@@ -229,17 +182,17 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
   });
 
   await t.test("a failing hook is reported with its stderr", async (t) => {
-    k.notify("policy-violation", "spool sent a forbidden message");
+    notifyVia(k, "policy-violation", "spool sent a forbidden message");
     const failed = await k.next("hookFailed", (f) => f.message.event === "policy-violation");
     t.equal(failed.message.hook, "NOTIFY_HOOK");
     t.match(failed.message.message, /exited with status 3: policy hook broke/);
   });
 
   await t.test("e-mail: subject, recipients, rate limit", async (t) => {
-    k.notify("pin-needed", "PIN needed on the console");
-    k.notify("pin-needed", "PIN needed on the console");
-    k.notify("pin-needed", "PIN needed on the console");
-    k.notify("service-restarted", "spool restarted");
+    notifyVia(k, "pin-needed", "PIN needed on the console");
+    notifyVia(k, "pin-needed", "PIN needed on the console");
+    notifyVia(k, "pin-needed", "PIN needed on the console");
+    notifyVia(k, "service-restarted", "spool restarted");
     // mail goes out one at a time, in order: once service-restarted is there, pin-needed is done
     await until("the service-restarted mail", () => smtp.mails.find((m) => m.subject.includes("service-restarted")));
     const host = os.hostname();
@@ -254,12 +207,12 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
   });
 
   await t.test("hostile notify content is logged and ignored; the notifier carries on", async (t) => {
-    k.notify("../../etc/passwd", "x");
-    k.notify("ready", "x".repeat(5000));
-    k.notify("ready", "nul\0byte");
-    k.notify("ready", "bad key", { "LD_PRELOAD": "/tmp/x.so" });
-    k.notify("ready", "reserved key", { message: "override" });
-    k.notify("crl-expiring", "line one\nSubject: injected", { hours: "12\r\nBcc: evil@example.org" });
+    notifyVia(k, "../../etc/passwd", "x");
+    notifyVia(k, "ready", "x".repeat(5000));
+    notifyVia(k, "ready", "nul\0byte");
+    notifyVia(k, "ready", "bad key", { "LD_PRELOAD": "/tmp/x.so" });
+    notifyVia(k, "ready", "reserved key", { message: "override" });
+    notifyVia(k, "crl-expiring", "line one\nSubject: injected", { hours: "12\r\nBcc: evil@example.org" });
     const rec = envOf(await until("the crl-expiring hook", () => readOut("crl-expiring")));
     t.equal(rec.get("ETOKEN_MESSAGE"), "line one Subject: injected", "control characters become spaces");
     t.equal(rec.get("ETOKEN_HOURS"), "12  Bcc: evil@example.org");
@@ -285,7 +238,7 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
     `SMTP_URL=smtp://127.0.0.1:1`,
   ]);
   await k0.next("hello");
-  k0.notify("crl-updated", "CRL 8 published", { path: "/var/lib/etoken-ca/crl/8.pem" });
+  notifyVia(k0, "crl-updated", "CRL 8 published", { path: "/var/lib/etoken-ca/crl/8.pem" });
   const hook = await k0.next("hookFailed", (f) => f.message.hook === "POST_CRL_HOOK");
   t.equal(hook.message.event, "crl-updated");
   t.match(hook.message.message, /cannot be run: EACCES/);
@@ -293,12 +246,12 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
   t.equal(mail.message.event, "crl-updated");
   t.match(mail.message.message, /e-mail for crl-updated to ops@example.org through smtp:\/\/127\.0\.0\.1:1 failed/);
 
-  k0.notify("crl-updated", "CRL 9 published", { path: "relative/9.pem" });
+  notifyVia(k0, "crl-updated", "CRL 9 published", { path: "relative/9.pem" });
   const nopath = await k0.next("hookFailed", (f) => f.message.hook === "POST_CRL_HOOK");
   t.match(nopath.message.message, /no absolute CRL path/);
 
-  k0.notify("hook-failed", "POST_CRL_HOOK failed");
-  k0.notify("ready", "marker");
+  notifyVia(k0, "hook-failed", "POST_CRL_HOOK failed");
+  notifyVia(k0, "ready", "marker");
   await k0.next("hookFailed", (f) => f.message.event === "ready");
   t.notOk(k0.frames.some((f) => f.type === "hookFailed" && (f as Frame<"hookFailed">).message.event === "hook-failed"), "no report loop for hook-failed events");
   t.match(k0.stderr, /NOTIFY_HOOK|POST_CRL_HOOK=.*cannot be run by the notifier user/, "start-up warning about the hook");
