@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const CLIENT = path.join(DIST, "bin/etoken-ca-client.js");
+const CLIENT = path.join(DIST, "client/bin/etoken-ca-client.js");
 const RUNS = Number(process.argv[2] ?? 30);
 
 function childCpuMs(): number {

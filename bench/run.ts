@@ -23,7 +23,7 @@
 //               `node -e ''` in the same run (ETCA_BENCH_KEEP=1 keeps its directory, for debugging)
 //
 // Requests are injected exactly as etoken-ca-client does it (services/common/spool-protocol.ts):
-// request file (O_EXCL, 0644, fsynced, owned by CLIENT_USER), then the `request` symlink (the lock,
+// request file (O_EXCL, 0644, not fsynced, owned by CLIENT_USER), then the `request` symlink (the lock,
 // retried while taken); the result file is awaited with fs.watch (inotify) plus a 20 ms poll.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -133,8 +133,9 @@ class SpoolDriver {
       w?.();
     }
   }
+  /** One writer at a time tries the lock (all of them would only collide on EEXIST). */
   private wakeLock(): void {
-    for (const w of this.lockWaiters.splice(0)) w();
+    this.lockWaiters.shift()?.();
   }
   close(): void {
     this.watcher.close();
@@ -151,18 +152,19 @@ class SpoolDriver {
     const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
     fs.fchmodSync(fd, 0o644);
     fs.writeSync(fd, formatRequestFile({ username, proxyLifetime: 43200, maxCertLifetime: 0, deadline, csrPem }));
-    fs.fsyncSync(fd);
     fs.fchownSync(fd, u.uid, u.gid);
     fs.closeSync(fd);
     const res = resultName(id);
     const seen = new Promise<void>((r) => this.waiters.set(res, r));
+    let tries = 0;
     for (;;) {
       try {
         fs.symlinkSync(id, path.join(this.dir, REQUEST_LINK));
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        await new Promise<void>((r) => this.lockWaiters.push(r));
+        // first in line again: the writers of this process take the lock in turn
+        await new Promise<void>((r) => (tries++ === 0 ? this.lockWaiters.push(r) : this.lockWaiters.unshift(r)));
       }
     }
     const linked = now();
@@ -390,7 +392,7 @@ async function secLatency(): Promise<void> {
     if (s.bad) note(`latency: ${s.bad} requests failed, e.g. ${s.firstText.trim().slice(0, 160)}`);
     ctx.b50 = q(s.lat, 0.5);
     fig("(b)", "server-side: symlink made -> result file seen", `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`, "p50 <= 3 ms", q(s.lat, 0.5) <= 3);
-    fig("(b')", "incl. writing+fsyncing the request file", `p50 ${ms(q(s.full, 0.5))} p99 ${ms(q(s.full, 0.99))}`);
+    fig("(b')", "incl. writing the request file", `p50 ${ms(q(s.full, 0.5))} p99 ${ms(q(s.full, 0.99))}`);
     const br = stages(r.server.logs(), new Set(s.ids));
     if (br) note(`breakdown: ${br}`);
     const rss = rssOf(r.server.pid);
@@ -439,19 +441,22 @@ async function secClient(): Promise<void> {
   try {
     const u = r.inst.users.CLIENT_USER;
     const input = calloutInput({ username: "bench client", passphrase: "x", csrPem: r.csrPem });
-    const run = (args: string[], stdin?: string): { wall: number; code: number | null } => {
+    const run = (argv: string[], stdin?: string): { wall: number; code: number | null } => {
       const a = now();
-      const p = spawnSync(process.execPath, args, { uid: u.uid, gid: u.gid, cwd: "/", input: stdin ?? "", env: { PATH: CLEAN_PATH }, stdio: ["pipe", "ignore", "pipe"] });
+      const p = spawnSync(argv[0]!, argv.slice(1), { uid: u.uid, gid: u.gid, cwd: "/", input: stdin ?? "", env: { PATH: CLEAN_PATH }, stdio: ["pipe", "ignore", "pipe"] });
       return { wall: now() - a, code: p.status };
     };
+    // what MyProxy runs: the wrapper deploy/install writes (sh, `ulimit -c 0`, exec node)
+    const wrapper = path.join(r.inst.dir, "etoken-ca-client");
+    fs.writeFileSync(wrapper, `#!/bin/sh\nulimit -c 0\nexec '${process.execPath}' '${BIN.client}' "$@"\n`, { mode: 0o755 });
     const base: number[] = [];
     const cli: number[] = [];
     let bad = 0;
-    run(["-e", ""]);
-    run([BIN.client, "--config", r.inst.configPath], input);
+    run([process.execPath, "-e", ""]);
+    run([wrapper, "--config", r.inst.configPath], input);
     for (let i = 0; i < runs; i++) {
-      base.push(run(["-e", ""]).wall);
-      const c = run([BIN.client, "--config", r.inst.configPath], input);
+      base.push(run([process.execPath, "-e", ""]).wall);
+      const c = run([wrapper, "--config", r.inst.configPath], input);
       if (c.code !== 0) bad++;
       cli.push(c.wall);
     }
@@ -460,7 +465,7 @@ async function secClient(): Promise<void> {
     const c = q(cli, 0.5);
     fig("(d0)", "node -e '' (bare start-up), median", ms(b, 1));
     fig("(d)", "etoken-ca-client, whole logon callout, median", `${ms(c, 1)} (+${ms(c - b, 1)})`, "<= node + 15 ms", c - b <= 15);
-    if (ctx.b50 !== undefined) note(`client overhead beyond server-side (b) p50: ${(c - b - ctx.b50).toFixed(1)} ms (start-up, config, stdin, request write+fsync, inotify wait, exit)`);
+    if (ctx.b50 !== undefined) note(`client overhead beyond server-side (b) p50: ${(c - b - ctx.b50).toFixed(1)} ms (sh wrapper, start-up, config, stdin, request file and lock, inotify wait, exit)`);
   } finally {
     await stop(r);
   }

@@ -3,12 +3,14 @@
 // (or --config FILE). Reads MyProxy's stdin, drops everything the CA does not need (the
 // passphrase first of all), writes a request file into SPOOL_DIR, takes the `request` symlink
 // lock, waits for its result file, prints the PEM certificate (exit 0) or one line on stderr
-// (exit 1). It never talks to the server. MyProxy forks one per logon: keep imports minimal
-// (no protobuf, no logger).
+// (exit 1). It never talks to the server.
+//
+// MyProxy forks one per logon, so start-up is most of its cost. It is built as CommonJS on its
+// own (tsconfig.client.json -> dist/client/): Node's ESM loader alone costs ~15 ms here. It
+// imports no protobuf, no logger and no native addon on the normal path (see disableCoreDumps).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
-import { disableCoreDumps } from "../services/common/identity.js";
 import {
   abandonedName,
   DELIVERY_GRACE_MS,
@@ -45,6 +47,26 @@ function randomBytes(n: number): Buffer {
   return buf;
 }
 
+/** "Max core file size" soft and hard limits from /proc/self/limits are both 0. */
+function coreDumpsOff(limits: string): boolean {
+  const line = limits.split("\n").find((l) => l.startsWith("Max core file size"));
+  return line !== undefined && /^Max core file size\s+0\s+0\s/.test(line);
+}
+
+/**
+ * The passphrase is on our stdin: no core dump may ever hold it (the hard limit too). The wrapper
+ * (bin/etoken-ca-client, or the one deploy/install writes) already ran `ulimit -c 0`; only when
+ * the program is started some other way is the `posix` addon loaded to set the limits.
+ */
+function disableCoreDumps(): void {
+  try {
+    if (coreDumpsOff(fs.readFileSync("/proc/self/limits", "latin1"))) return;
+  } catch {
+    // no /proc: set the limit below
+  }
+  (require("posix") as { setrlimit(r: string, l: { soft: number; hard: number }): void }).setrlimit("core", { soft: 0, hard: 0 });
+}
+
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 
 function readStdin(): Buffer {
@@ -71,14 +93,22 @@ function readStdin(): Buffer {
   return buf.subarray(0, total);
 }
 
-/** Wakes waiters on any change in the spool directory, with a poll fallback. */
+/**
+ * Wakes waiters when the name they wait for changes in the spool directory (inotify), with a
+ * poll fallback. Every client watching the spool hears of every file in it: looking at the name
+ * first keeps a crowd of waiting call-outs from all retrying at each event.
+ */
 class DirWaiter {
   private watcher: fs.FSWatcher | undefined;
   private waiters: (() => void)[] = [];
+  /** the file name the current wait is about */
+  watching = "";
 
   constructor(dir: string) {
     try {
-      this.watcher = fs.watch(dir, { persistent: false }, () => this.wake());
+      this.watcher = fs.watch(dir, { persistent: false }, (_event, name) => {
+        if (name === null || name === this.watching) this.wake();
+      });
       this.watcher.on("error", () => this.close());
     } catch {
       // no inotify: polling only
@@ -192,6 +222,7 @@ class Request {
 
   /** Takes the lock (creates the `request` symlink); false when the deadline passed first. */
   async lock(waiter: DirWaiter): Promise<boolean> {
+    waiter.watching = REQUEST_LINK;
     for (;;) {
       try {
         fs.symlinkSync(this.id, this.link);
@@ -207,6 +238,7 @@ class Request {
   }
 
   async waitResult(waiter: DirWaiter): Promise<ResultFile | "abandoned"> {
+    waiter.watching = path.basename(this.result);
     const giveUp = this.deadline + DELIVERY_GRACE_MS;
     for (;;) {
       const r = tryReadResult(this.result);
@@ -271,7 +303,6 @@ async function main(argv: string[]): Promise<void> {
   if (!(argv.length === 0 || (argv.length === 2 && argv[0] === "--config") || (argv.length === 1 && argv[0]!.startsWith("--config=")))) {
     fail(`usage: ${PROGRAM} [--config FILE]  (MyProxy's certificate_issuer_program; request on stdin)`);
   }
-  // The passphrase is on our stdin: no core dump may ever hold it (the hard limit too).
   disableCoreDumps();
   let config;
   try {

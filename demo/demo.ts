@@ -97,7 +97,7 @@ function preflight(): void {
     throw new Error("user myproxy is missing: install Debian's myproxy-server (bash demo/run does that)");
   }
   // Every service and the MyProxy callout run under their own users from this checkout.
-  const probe = [path.join(ROOT, "dist/bin/etoken-ca-client.js"), path.join(ROOT, "dist/services/signer/main.js"), path.join(ROOT, "node_modules/pkcs11js/package.json")];
+  const probe = [path.join(ROOT, "dist/client/bin/etoken-ca-client.js"), path.join(ROOT, "dist/services/signer/main.js"), path.join(ROOT, "node_modules/pkcs11js/package.json")];
   for (const user of [MYPROXY_USER, TEST_USERS.SIGNER_USER]) {
     for (const f of probe) {
       if (!readableBy(user, f)) {

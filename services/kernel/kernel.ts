@@ -22,6 +22,13 @@ const MAX_CSR = 64 * 1024;
 const TEN_YEARS_S = 10 * 366 * 86400;
 const SIGNER_TIMEOUT_MS = 30_000;
 const FENCE_TIMEOUT_MS = 10_000;
+
+/** What the token looked like when a request went to the signer (compared by its fence). */
+interface FenceMark {
+  readonly epoch: number;
+  readonly generation: number;
+}
+type PresenceAnswer = Frame<"presence">["message"];
 const CRL_TIMEOUT_MS = 300_000;
 const STATUS_INTERVAL_MS = 5_000;
 /** Between prompts the console repeats the live state this often. */
@@ -61,7 +68,11 @@ export class Kernel {
   private monitorEpoch = 0;
   private trustedSerial: string | undefined;
   private readonly counters = { issued: 0, failed: 0, rejected: 0, fenceRevoked: 0, undelivered: 0 };
-  private inFlight = 0;
+  /** Requests sent to the signer, by request id: where their presence fence stands. */
+  private readonly issuing = new Map<string, { readonly at: FenceMark; fence?: Promise<boolean> }>();
+  /** Group fence: callers waiting for a presence check that starts after they asked. */
+  private fenceWaiters: ((p: PresenceAnswer | undefined) => void)[] = [];
+  private fenceRunning = false;
   private crl: StatusSnapshot["crl"] = null;
   private lastHookFailure: string | null = null;
   private revoking = false;
@@ -153,7 +164,7 @@ export class Kernel {
       token: { ...this.token, pinFlags: pinFlagNames(this.token.pinFlags) },
       trustedTokenSerial: this.trustedSerial ?? null,
       counters: { ...this.counters },
-      queueDepth: this.inFlight,
+      queueDepth: this.issuing.size,
       crl: this.crl,
       lastHookFailure: this.lastHookFailure,
       services: this.supervisor.all().map((r) => ({
@@ -267,6 +278,13 @@ export class Kernel {
 
   private kernelDispatchSigner(frame: Frame): void {
     switch (frame.type) {
+      case "signed": {
+        // Starts the fence while the signer syncs the record. An id we are not waiting for (its
+        // request timed out here) needs nothing: its Issued answer will find no taker either.
+        const entry = this.issuing.get((frame as Frame<"signed">).message.requestId);
+        if (entry && !entry.fence) entry.fence = this.fence(entry.at);
+        return;
+      }
       case "signerFault": {
         const m = (frame as Frame<"signerFault">).message;
         this.log.error("signer reports a token fault", { code: m.code, message: m.message.slice(0, 300), deviceLost: m.deviceLost });
@@ -334,8 +352,12 @@ export class Kernel {
     if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
     const signer = this.supervisor.channel("signer");
     if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
-    const fence = { epoch: this.token.epoch, generation: this.tokenGeneration };
-    this.inFlight++;
+    if (this.issuing.has(m.requestId)) {
+      this.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
+      return fail("request.duplicate", "this request is already being served");
+    }
+    const entry: { readonly at: FenceMark; fence?: Promise<boolean> } = { at: { epoch: this.token.epoch, generation: this.tokenGeneration } };
+    this.issuing.set(m.requestId, entry);
     try {
       const issued = await signer.request(
         "issueRequest",
@@ -348,7 +370,7 @@ export class Kernel {
           csr: m.csr,
           deadline: m.deadline,
           clientUid: m.clientUid,
-          fenceEpoch: fence.epoch,
+          fenceEpoch: entry.at.epoch,
         },
         "issued",
         Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
@@ -358,7 +380,8 @@ export class Kernel {
         this.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
       }
-      if (!(await this.fence(fence))) {
+      // the fence Signed started (or, from a backend that does not send it, one started now)
+      if (!((await (entry.fence ?? this.fence(entry.at))) && this.tokenUnchangedSince(entry.at))) {
         this.counters.fenceRevoked++;
         const tokenGone = !this.token.present || this.token.serial !== this.trustedSerial || this.state !== "READY";
         this.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
@@ -384,26 +407,58 @@ export class Kernel {
       this.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
       return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
     } finally {
-      this.inFlight--;
+      this.issuing.delete(m.requestId);
     }
   }
 
+  private tokenUnchangedSince(at: FenceMark): boolean {
+    return this.state === "READY" && this.tokenGeneration === at.generation && this.token.epoch === at.epoch;
+  }
+
   /**
-   * True only if the monitor confirms, by a check started after the signature, the same token in
-   * the same epoch, and nothing about the token changed (or the monitor restarted) since dispatch.
+   * True only if the monitor confirms, by a check started after the signature (the caller asks
+   * after it), the same token in the same epoch, and nothing about the token changed (or the
+   * monitor restarted) since dispatch.
    */
-  private async fence(at: { epoch: number; generation: number }): Promise<boolean> {
-    const unchanged = (): boolean => this.state === "READY" && this.tokenGeneration === at.generation && this.token.epoch === at.epoch;
-    if (!unchanged()) return false;
+  private async fence(at: FenceMark): Promise<boolean> {
+    if (!this.tokenUnchangedSince(at)) return false;
+    const p = await this.freshPresence();
+    return p !== undefined && p.present && p.epoch === at.epoch && this.tokenUnchangedSince(at);
+  }
+
+  /**
+   * A presence check that starts after this call. Callers that arrive while one is running
+   * share the next one (a group fence: under load one check covers many certificates).
+   */
+  private freshPresence(): Promise<PresenceAnswer | undefined> {
+    return new Promise((resolve) => {
+      this.fenceWaiters.push(resolve);
+      if (!this.fenceRunning) this.runPresenceCheck();
+    });
+  }
+
+  private runPresenceCheck(): void {
+    const batch = this.fenceWaiters.splice(0);
     const monitor = this.supervisor.channel("monitor");
-    if (!monitor) return false;
-    try {
-      const p = await monitor.request("presenceCheck", { epoch: at.epoch }, "presence", FENCE_TIMEOUT_MS);
-      return p.message.present && p.message.epoch === at.epoch && unchanged();
-    } catch (err) {
-      this.log.error("presence fence check failed", { error: describeError(err) });
-      return false;
+    if (!monitor) {
+      for (const w of batch) w(undefined);
+      return;
     }
+    this.fenceRunning = true;
+    monitor
+      .request("presenceCheck", { epoch: this.token.epoch }, "presence", FENCE_TIMEOUT_MS)
+      .then(
+        (p) => p.message,
+        (err: unknown) => {
+          this.log.error("presence fence check failed", { error: describeError(err) });
+          return undefined;
+        },
+      )
+      .then((p) => {
+        this.fenceRunning = false;
+        for (const w of batch) w(p);
+        if (this.fenceWaiters.length > 0) this.runPresenceCheck();
+      });
   }
 
   private async revokeInDatabase(serial: string, reason: string, why: string): Promise<void> {

@@ -19,6 +19,8 @@ export const POLICY = {
   },
   signer: {
     signerFault: ["NEED_PIN", "READY", "SUSPENDED"],
+    // a signature can complete just as the token goes away (the state leaves READY)
+    signed: ["NEED_PIN", "READY", "SUSPENDED"],
   },
   monitor: {
     tokenEvent: RUNNING,

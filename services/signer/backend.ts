@@ -34,6 +34,11 @@ export interface IssueInput {
   emails: readonly string[];
   /** clamped lifetime in seconds */
   lifetimeSeconds: number;
+  /**
+   * Called the moment the token has signed, before the record is written and synced, so that the
+   * kernel's presence fence can run meanwhile. A backend that cannot tell never calls it.
+   */
+  onSigned?: () => void;
 }
 
 export interface IssueOutput {

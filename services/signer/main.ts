@@ -121,6 +121,7 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise
         csr: csr && csr.length > 0 ? Buffer.from(csr) : undefined,
         emails: user.emails,
         lifetimeSeconds: lifetime,
+        onSigned: () => ctx.channel.send("signed", { requestId: m.requestId }),
       });
     } catch (err) {
       if (err instanceof TokenError) {
@@ -129,8 +130,8 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise
       }
       throw err;
     }
-    ctx.log.info("issued", { serial: out.serialHex, subject: out.subjectSlash, lifetime, info: user.info, emails: user.emails.join(" ") });
     ctx.channel.reply(frame, "issued", { requestId: m.requestId, serial: out.serialHex, certificate: out.certificateDer, notAfter: out.notAfter.getTime(), subject: out.subjectSlash });
+    ctx.log.info("issued", { serial: out.serialHex, subject: out.subjectSlash, lifetime, info: user.info, emails: user.emails.join(" ") });
   } catch (err) {
     if (err instanceof RequestError) return fail(err.code, err.message);
     ctx.log.error("issuing failed", { error: describeError(err) });

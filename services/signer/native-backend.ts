@@ -153,6 +153,7 @@ export class NativeBackend implements SigningBackend {
     } catch (err) {
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
+    input.onSigned?.();
     const certificate = assembleCertificate(tbs, signature);
     // Answered only once the index line is on disk; concurrent requests share one flush.
     return this.c.db

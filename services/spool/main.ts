@@ -201,10 +201,9 @@ class Spool {
   private async issue(req: ValidRequest): Promise<void> {
     const id = req.requestId;
     const log = this.ctx.log;
-    log.info("request forwarded", { requestId: id, username: req.username, keyBits: req.keyBits, proxyLifetime: req.proxyLifetime });
     let answer: Frame<"issued" | "failure">;
     try {
-      answer = await this.ctx.channel.request(
+      const answering = this.ctx.channel.request(
         "issueRequest",
         {
           requestId: id,
@@ -222,6 +221,8 @@ class Spool {
         // it gets revoked: wait well past the client's deadline.
         Math.max(1, req.deadline + DELIVERY_GRACE_MS + KERNEL_ANSWER_SLACK_MS - Date.now()),
       );
+      log.info("request forwarded", { requestId: id, username: req.username, keyBits: req.keyBits, proxyLifetime: req.proxyLifetime });
+      answer = await answering;
     } catch (err) {
       log.warning("no answer from the kernel", { requestId: id, error: describeError(err) });
       await this.deliverError(id, "request.no_answer", "the CA did not answer before the request's deadline");

@@ -57,7 +57,7 @@ exec openssl x509 -req -in '${calloutDir}/req.pem' -CA '${caCert}' -CAkey '${caK
     { mode: 0o755 },
   );
   for (const p of [issuerDir, calloutDir, caKey, caCert, program]) fs.chownSync(p, mp.uid, mp.gid);
-  // MyProxy runs the wrapper (as the real test runs node + dist/bin/etoken-ca-client.js --config ...).
+  // MyProxy runs the wrapper (as the real test runs node + dist/client/bin/etoken-ca-client.js --config ...).
   const secret = path.join(dir, "root-only");
   fs.mkdirSync(secret, { mode: 0o700 });
   fs.writeFileSync(path.join(secret, "x.js"), "");

@@ -104,25 +104,35 @@ t.test("core dumps are disabled in every process", async (t) => {
   const s = status(inst);
   t.match(coreLimit(s.kernelPid), /Max core file size 0 0 bytes/, `kernel: ${coreLimit(s.kernelPid)}`);
   for (const svc of s.services) t.match(coreLimit(svc.pid!), /Max core file size 0 0 bytes/, `${svc.name}: ${coreLimit(svc.pid!)}`);
-  // the client holds the passphrase while it reads stdin: look at it while it waits for EOF
-  const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-    uid: inst.users.CLIENT_USER.uid,
-    gid: inst.users.CLIENT_USER.gid,
-    stdio: ["pipe", "ignore", "ignore"],
-  });
-  child.stdin.write(`username=x\npassphrase=${PASSPHRASE}\n`);
-  await waitFor("the client running node", () => {
-    try {
-      return fs.readFileSync(`/proc/${child.pid}/cmdline`, "utf8").includes("etoken-ca-client") || undefined;
-    } catch {
-      return undefined;
-    }
-  }, 10_000);
-  await new Promise((r) => setTimeout(r, 300));
-  const lim = coreLimit(child.pid!);
-  child.stdin.end();
-  await new Promise((r) => child.on("exit", r));
-  t.match(lim, /Max core file size 0 0 bytes/, `etoken-ca-client (holds the passphrase): ${lim}`);
+  // The client holds the passphrase while it reads stdin: look at it while it waits for EOF.
+  // Started as MyProxy starts it (the wrapper's `ulimit -c 0`, no native addon loaded), and
+  // directly with node (then it sets the limits itself through the posix addon).
+  const launches: [string, string[]][] = [
+    ["through bin/etoken-ca-client", [BIN.clientWrapper]],
+    ["as node dist/client/bin/etoken-ca-client.js", [process.execPath, BIN.client]],
+  ];
+  for (const [how, argv] of launches) {
+    const child = spawn("/usr/bin/env", ["-i", `PATH=${path.dirname(process.execPath)}:${CLEAN_PATH}`, ...argv, "--config", inst.configPath], {
+      uid: inst.users.CLIENT_USER.uid,
+      gid: inst.users.CLIENT_USER.gid,
+      stdio: ["pipe", "ignore", "ignore"],
+    });
+    child.stdin.write(`username=x\npassphrase=${PASSPHRASE}\n`);
+    await waitFor("the client running node", () => {
+      try {
+        return fs.readFileSync(`/proc/${child.pid}/cmdline`, "utf8").includes("etoken-ca-client.js") || undefined;
+      } catch {
+        return undefined;
+      }
+    }, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const lim = coreLimit(child.pid!);
+    const addon = fs.readFileSync(`/proc/${child.pid}/maps`, "utf8").includes("posix.node");
+    child.stdin.end();
+    await new Promise((r) => child.on("exit", r));
+    t.match(lim, /Max core file size 0 0 bytes/, `etoken-ca-client ${how} (holds the passphrase): ${lim}`);
+    t.equal(addon, !argv[0]!.endsWith("/etoken-ca-client"), `etoken-ca-client ${how}: posix addon ${addon ? "loaded" : "not loaded"}`);
+  }
 });
 
 // ---- permissions matrix ------------------------------------------------------------------------

@@ -176,16 +176,20 @@ t.test("tmpfiles.d, sysusers.d and the unit agree with the schema and the kernel
   t.notMatch(snippet, /^certificate_issuer_cert\b/m, "MyProxy must not sign by itself");
 });
 
+/** Where the build puts each program (the client is compiled on its own, as CommonJS). */
+const entryOf = (p: string): string => (p === "etoken-ca-client" ? `dist/client/bin/${p}.js` : `dist/bin/${p}.js`);
+
 /** A minimal built project: the real deploy/ and man/, stand-in dist/ and node_modules/. */
 function fakeSource(dir: string): string {
   const src = path.join(dir, "src");
   fs.mkdirSync(path.join(src, "dist/bin"), { recursive: true });
+  fs.mkdirSync(path.join(src, "dist/client/bin"), { recursive: true });
   fs.mkdirSync(path.join(src, "dist/services/common"), { recursive: true });
   fs.mkdirSync(path.join(src, "dist/test"), { recursive: true });
   fs.mkdirSync(path.join(src, "node_modules/devthing"), { recursive: true });
   fs.cpSync(DEPLOY, path.join(src, "deploy"), { recursive: true });
   fs.cpSync(MAN, path.join(src, "man"), { recursive: true });
-  for (const p of PROGRAMS) fs.writeFileSync(path.join(src, `dist/bin/${p}.js`), `console.log(${JSON.stringify(p)});\n`);
+  for (const p of PROGRAMS) fs.writeFileSync(path.join(src, entryOf(p)), `console.log(${JSON.stringify(p)});\n`);
   fs.writeFileSync(path.join(src, "dist/services/common/x.js"), "export {};\n");
   fs.writeFileSync(path.join(src, "dist/test/never-installed.test.js"), "\n");
   fs.writeFileSync(path.join(src, "package.json"), JSON.stringify({ name: "etoken-ca", version: "0.0.0", private: true, dependencies: {} }));
@@ -233,9 +237,11 @@ t.test("deploy/install into a staging root", async (t) => {
   const P = path.join(root, DEFAULT_PREFIX);
   for (const p of PROGRAMS) {
     const wrapper = path.join(P, "bin", p);
-    t.equal(fs.readFileSync(wrapper, "utf8").split("\n")[2], `exec '${node}' '${DEFAULT_PREFIX}/dist/bin/${p}.js' "$@"`, `${p}: wrapper with absolute paths`);
+    const lines = fs.readFileSync(wrapper, "utf8").split("\n");
+    t.equal(lines[3], `exec '${node}' '${DEFAULT_PREFIX}/${entryOf(p)}' "$@"`, `${p}: wrapper with absolute paths`);
+    t.equal(lines[2], p === "etoken-ca-client" ? "ulimit -c 0" : "", `${p}: core dumps off in the client's wrapper only (the passphrase is on its stdin)`);
     t.equal(fs.statSync(wrapper).mode & 0o7777, 0o755);
-    t.ok(fs.existsSync(path.join(P, "dist/bin", `${p}.js`)));
+    t.ok(fs.existsSync(path.join(P, entryOf(p))));
   }
   for (const p of ["etoken-ca-server", "etoken-ca", "revoke-cert"]) {
     t.equal(fs.readlinkSync(path.join(root, "usr/local/sbin", p)), `${DEFAULT_PREFIX}/bin/${p}`, `${p} on the operator's PATH`);
@@ -327,7 +333,7 @@ t.test("deploy/install --prefix rewrites every installed path; --dry-run changes
   t.notMatch(unit, /\/usr\/local\/lib\/etoken-ca/);
   const snippet = fs.readFileSync(path.join(root, "opt/etoken-ca/share/myproxy-server.config.snippet"), "utf8");
   t.match(snippet, /^certificate_issuer_program \/opt\/etoken-ca\/bin\/etoken-ca-client$/m);
-  t.match(fs.readFileSync(path.join(root, "opt/etoken-ca/bin/etoken-ca-client"), "utf8"), /'\/opt\/etoken-ca\/dist\/bin\/etoken-ca-client\.js'/);
+  t.match(fs.readFileSync(path.join(root, "opt/etoken-ca/bin/etoken-ca-client"), "utf8"), /'\/opt\/etoken-ca\/dist\/client\/bin\/etoken-ca-client\.js'/);
   t.ok(fs.existsSync(path.join(root, "opt/etoken-ca/node_modules/devthing")), "--no-prune keeps node_modules as is");
 
   const bad = install(["--source", src, "--root", root, "--prefix", "relative/path"]);

@@ -11,6 +11,11 @@ t.test("policy table: default deny", async (t) => {
   t.notOk(isPermitted("notifier", "revoke", "READY"));
   t.notOk(isPermitted("signer", "signerFault", "STARTING"));
   t.ok(isPermitted("signer", "signerFault", "READY"));
+  t.ok(isPermitted("signer", "signed", "READY"), "the signer announces a signature (the fence starts)");
+  t.ok(isPermitted("signer", "signed", "SUSPENDED"), "a signature may complete as the token goes away: not a violation");
+  t.notOk(isPermitted("signer", "signed", "STARTING"));
+  t.notOk(isPermitted("spool", "signed", "READY"), "only the signer can start a fence");
+  t.notOk(isPermitted("monitor", "signed", "READY"));
   t.notOk(isPermitted("spool", "issueRequest", "STOPPING"));
   t.notOk(isPermitted("signer", "hello", "READY"), "hello is handled once by the supervisor, never by the table");
   for (const svc of Object.keys(POLICY) as (keyof typeof POLICY)[]) {
