@@ -25,6 +25,7 @@ export class Channel {
   private handler: FrameHandler = () => {};
   private closedReason: string | undefined;
   private closeListeners: ((reason: string, violation: ProtocolError | undefined) => void)[] = [];
+  private corked = false;
 
   constructor(
     readonly socket: net.Socket,
@@ -60,6 +61,15 @@ export class Channel {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
     const id = this.nextId++;
     const frame = encodeFrame(id, replyTo, type, payload, secret);
+    if (!this.corked) {
+      // frames sent in the same turn of the event loop (a burst under load) leave in one write
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     if (secret) this.socket.write(frame, () => frame.fill(0));
     else this.socket.write(frame);
     return id;

@@ -117,8 +117,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       const script = this.spawnOptions.startScript ?? START_SCRIPT;
       const extra = this.spawnOptions.scriptArgs?.[name] ?? [];
-      // a small young generation: these processes handle small messages, and five of them share the machine
-      child = spawn(process.execPath, ["--disable-proto=delete", "--max-semi-space-size=2", script, name, ...extra], {
+      child = spawn(process.execPath, ["--disable-proto=delete", ...spec.nodeFlags, script, name, ...extra], {
         uid: r.user.uid,
         gid: r.user.gid,
         cwd: "/",
