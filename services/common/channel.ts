@@ -61,8 +61,11 @@ export class Channel {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
     const id = this.nextId++;
     const frame = encodeFrame(id, replyTo, type, payload, secret);
+    if (secret) this.socket.write(frame, () => frame.fill(0));
+    else this.socket.write(frame);
     if (!this.corked) {
-      // frames sent in the same turn of the event loop (a burst under load) leave in one write
+      // The first frame of a turn of the event loop leaves at once; the frames that follow it in
+      // the same turn (a burst under load) are held and leave together in one write.
       this.corked = true;
       this.socket.cork();
       process.nextTick(() => {
@@ -70,8 +73,6 @@ export class Channel {
         this.socket.uncork();
       });
     }
-    if (secret) this.socket.write(frame, () => frame.fill(0));
-    else this.socket.write(frame);
     return id;
   }
 
