@@ -22,7 +22,7 @@ import { createSoftToken, reinsertToken, removeToken } from "../test/fixtures/so
 const rounds = Number(process.argv[2] ?? 2000);
 setLogSink({ write: () => true });
 const log = createLogger("bench");
-const KEY0: KeyRef = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+const KEY0: KeyRef = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
 
 function stats(name: string, samplesNs: number[]): void {
   const s = [...samplesNs].sort((a, b) => a - b);

@@ -338,7 +338,7 @@ async function secSign(): Promise<void> {
   const base = makeBaseDir("etca-bench-sign");
   try {
     const st = createSoftToken({ dir: path.join(base, "t") });
-    const KEY = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+    const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
     const tok = Token.open(st.modulePath, { env: st.env });
     tok.select(KEY);
     tok.login(Buffer.from(st.userPin), st.serial);
@@ -520,7 +520,7 @@ async function secCrl(): Promise<void> {
   const base = makeBaseDir("etca-bench-crl");
   try {
     const st = createSoftToken({ dir: path.join(base, "t") });
-    const KEY = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+    const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
     const tok = Token.open(st.modulePath, { env: st.env });
     tok.select(KEY);
     tok.login(Buffer.from(st.userPin), st.serial);
@@ -899,7 +899,7 @@ class MemorySampler {
 
 /** Raw C_Sign on the installation's own token (kernel stopped): the floor under both backends. */
 function rawSign(s: Shared, n: number): number[] {
-  const KEY = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
   const tok = Token.open(s.inst.token.modulePath, { env: s.inst.token.env });
   try {
     tok.select(KEY);

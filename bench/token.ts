@@ -13,7 +13,7 @@ import { createSoftToken } from "../test/fixtures/softhsm.js";
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "etca-bench-token-"));
 try {
   const st = createSoftToken({ dir: path.join(base, "t") });
-  const KEY = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
   const tok = Token.open(st.modulePath, { env: st.env });
   tok.select(KEY);
   tok.login(Buffer.from(st.userPin), st.serial);

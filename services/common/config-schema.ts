@@ -20,7 +20,7 @@ export const CONFIG_SCHEMA = {
   CA_OIDS: { kind: "oidList", default: "", section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies)" },
   CRL_URLS: { kind: "uriList", default: "", section: "seed", doc: "Comma-separated URI:... CRL distribution points" },
   USB_DEVICE: { kind: "usbDevice", default: "", section: "seed", doc: "vendor:product of the token as lsusb prints it (hex); empty disables USB hot-plug" },
-  KEY: { kind: "keySpec", default: "0:", section: "seed", doc: "CA key on the token: SLOT:ID (hex id; '0:' = first slot, first private key) or an RFC 7512 pkcs11: URI" },
+  KEY: { kind: "keySpec", default: "0:", section: "seed", doc: "CA key on the token: SLOT:ID (SLOT counts the initialised tokens from 0, hex key id; '0:' = first token, first private key) or an RFC 7512 pkcs11: URI (token=, serial=, slot-id= = the PKCS#11 slot ID, id=, object=)" },
   // token
   PKCS11_MODULE: { kind: "path", default: undefined, section: "token", doc: "PKCS#11 module (shared library) of the token" },
   PKCS11_ENV: { kind: "envList", default: "", section: "token", doc: "Space-separated NAME=value pairs the module needs (e.g. SOFTHSM2_CONF=...); given to the signer and the monitor only" },
@@ -69,7 +69,19 @@ export const CONFIG_SCHEMA = {
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;
 
 export interface UsbId { vendor: number; product: number }
-export interface KeyRef { slot: number | undefined; id: string | undefined; label: string | undefined; tokenLabel: string | undefined; tokenSerial: string | undefined }
+/**
+ * The token and key KEY names. `slot` is an index into the slots that hold an initialised token
+ * (the SLOT:ID form: 0 = the first); `slotId` is PKCS#11's own CK_SLOT_ID (a pkcs11: URI's
+ * slot-id, RFC 7512), which modules such as SoftHSM make large and arbitrary.
+ */
+export interface KeyRef {
+  slot: number | undefined;
+  slotId: number | undefined;
+  id: string | undefined;
+  label: string | undefined;
+  tokenLabel: string | undefined;
+  tokenSerial: string | undefined;
+}
 
 /** What each kind parses to. */
 export interface KindValue {

@@ -88,11 +88,11 @@ export function parseKeySpec(v: string, bad: Bad): KeyRef {
   if (!m) bad("SLOT:ID (slot number, colon, hex key id, e.g. 0:01) or a pkcs11: URI");
   const id = m![2]!;
   if (id.length % 2 !== 0) bad("an even number of hex digits as the key id");
-  return { slot: Number(m![1]), id: id === "" ? undefined : id.toLowerCase(), label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  return { slot: Number(m![1]), slotId: undefined, id: id === "" ? undefined : id.toLowerCase(), label: undefined, tokenLabel: undefined, tokenSerial: undefined };
 }
 
 function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
-  const ref: KeyRef = { slot: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  const ref: KeyRef = { slot: undefined, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
   const path = v.slice("pkcs11:".length).split("?")[0]!;
   if (path === "") return ref;
   for (const attr of path.split(";")) {
@@ -118,8 +118,8 @@ function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
       case "token": ref.tokenLabel = value!; break;
       case "serial": ref.tokenSerial = value!; break;
       case "slot-id": {
-        if (!/^[0-9]+$/.test(value!)) bad("a decimal slot-id in the pkcs11: URI");
-        ref.slot = Number(value!);
+        if (!/^[0-9]{1,20}$/.test(value!) || !Number.isSafeInteger(Number(value!))) bad("a decimal slot-id in the pkcs11: URI");
+        ref.slotId = Number(value!); // PKCS#11's CK_SLOT_ID, not a position in the slot list
         break;
       }
       case "type": if (value! !== "private") bad("type=private in the pkcs11: URI"); break;

@@ -11,6 +11,7 @@ import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { describeKeyRef, slotIdOf, tokensMatching } from "../common/token-match.js";
 import type { SourceState, TokenSource } from "./source.js";
 
 /** CKF_* token flags -> proto PinFlag bits. */
@@ -57,17 +58,6 @@ function trim(s: string): string {
 function ckrOf(err: unknown): string {
   const m = /CKR_[A-Z_]+/.exec(err instanceof Error ? err.message : String(err));
   return m ? m[0] : err instanceof Error ? err.message : String(err);
-}
-
-/** Which token KEY designates, in words, for messages. */
-export function describeKey(key: KeyRef): string {
-  if (key.tokenLabel !== undefined || key.tokenSerial !== undefined) {
-    const parts: string[] = [];
-    if (key.tokenLabel !== undefined) parts.push(`label "${key.tokenLabel}"`);
-    if (key.tokenSerial !== undefined) parts.push(`serial ${key.tokenSerial}`);
-    return `the token with ${parts.join(" and ")}`;
-  }
-  return `the token in slot index ${key.slot ?? 0}`;
 }
 
 export class Pkcs11Source implements TokenSource {
@@ -170,29 +160,22 @@ export class Pkcs11Source implements TokenSource {
     } catch (err) {
       return this.problem(`C_GetSlotList failed: ${ckrOf(err)}`);
     }
-    const tokens: { handle: Buffer; label: string; serial: string; flags: number }[] = [];
+    const tokens: { handle: Buffer; index: number; slotId: number; label: string; serial: string; flags: number }[] = [];
     for (const handle of slots) {
       try {
         const info = this.module.C_GetTokenInfo(handle);
         if ((info.flags & CKF_TOKEN_INITIALIZED) === 0) continue; // SoftHSM's spare free slot
-        tokens.push({ handle, label: trim(info.label), serial: trim(info.serialNumber), flags: info.flags });
+        tokens.push({ handle, index: tokens.length, slotId: slotIdOf(handle), label: trim(info.label), serial: trim(info.serialNumber), flags: info.flags });
       } catch {
         // a slot whose token went away between the two calls: not a token
       }
     }
     this.lastProblem = "";
-    let index: number;
-    if (this.key.tokenLabel !== undefined || this.key.tokenSerial !== undefined) {
-      index = tokens.findIndex(
-        (t) => (this.key.tokenLabel === undefined || t.label === this.key.tokenLabel) && (this.key.tokenSerial === undefined || t.serial === this.key.tokenSerial),
-      );
-    } else {
-      index = (this.key.slot ?? 0) < tokens.length ? (this.key.slot ?? 0) : -1;
-    }
-    const t = tokens[index];
-    if (!t) return this.absent(`no token: ${describeKey(this.key)} is not present (${tokens.length} initialised token(s) seen)`);
+    // the first match: when KEY matches several tokens the signer refuses to log in anyway
+    const t = tokensMatching(this.key, tokens)[0];
+    if (!t) return this.absent(`no token: no token matches KEY (${describeKeyRef(this.key)}); ${tokens.length} initialised token(s) seen`);
     this.handle = t.handle;
-    return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: index, detail: "token present" };
+    return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: t.index, detail: "token present" };
   }
 
   stop(): void {

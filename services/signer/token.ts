@@ -8,12 +8,14 @@
 // that is dropped right after; the caller zeroes its Buffer. What cannot be wiped: the V8
 // string (immutable, lives until the GC reclaims it) and pkcs11js' freed native copy.
 //
-// Slots: KeyRef.slot is an index into the list of slots holding an *initialised* token, as
-// the monitor counts them (SoftHSM always shows one extra empty "free" slot with
-// CKF_TOKEN_PRESENT, which is skipped). TokenInfo.slot is that index; slotId is PKCS#11's.
+// Slots: which token KEY means is decided by common/token-match.ts, as in the monitor.
+// KeyRef.slot is an index into the list of slots holding an *initialised* token (SoftHSM
+// always shows one extra empty "free" slot, which is skipped); KeyRef.slotId is PKCS#11's
+// CK_SLOT_ID. TokenInfo.slot is that index, TokenInfo.slotId the CK_SLOT_ID.
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
+import { describeKeyRef, slotIdOf, tokensMatching } from "../common/token-match.js";
 import { CKR, ckrName, mapPkcs11Error } from "./pkcs11-errors.js";
 
 export interface TokenInfo {
@@ -58,23 +60,9 @@ function trimPadded(s: string): string {
   return s.replace(/[\s\0]+$/, "");
 }
 
-function slotIdOf(handle: Buffer): number {
-  return handle.length >= 8 ? Number(handle.readBigUInt64LE(0)) : handle.readUInt32LE(0);
-}
-
 /** A PKCS#11 key id (hex) in a canonical form for comparisons. */
 function normHex(id: string): string {
   return id.toLowerCase();
-}
-
-export function describeKeyRef(key: KeyRef): string {
-  const parts: string[] = [];
-  if (key.slot !== undefined) parts.push(`slot index ${key.slot}`);
-  if (key.tokenLabel !== undefined) parts.push(`token label "${key.tokenLabel}"`);
-  if (key.tokenSerial !== undefined) parts.push(`token serial ${key.tokenSerial}`);
-  if (key.id !== undefined) parts.push(`key id ${key.id}`);
-  if (key.label !== undefined) parts.push(`key label "${key.label}"`);
-  return parts.length ? parts.join(", ") : "the first token";
 }
 
 export class Token {
@@ -176,16 +164,13 @@ export class Token {
   select(key: KeyRef): TokenInfo {
     const all = this.listSlots();
     const seen = all.length
-      ? all.map((s) => `slot index ${s.info.slot}: label "${s.info.label}", serial ${s.info.serial}`).join("; ")
+      ? all.map((s) => `slot index ${s.info.slot} (slot-id ${s.info.slotId}): label "${s.info.label}", serial ${s.info.serial}`).join("; ")
       : "no initialised token in any slot";
-    let cands = all;
-    if (key.slot !== undefined) cands = cands.filter((s) => s.info.slot === key.slot);
-    if (key.tokenLabel !== undefined) cands = cands.filter((s) => s.info.label === key.tokenLabel);
-    if (key.tokenSerial !== undefined) cands = cands.filter((s) => s.info.serial === key.tokenSerial);
+    const cands = tokensMatching(key, all.map((s) => ({ ...s, index: s.info.slot, slotId: s.info.slotId, label: s.info.label, serial: s.info.serial })));
     if (cands.length === 0) {
       throw new TokenError("no_token", `no token matches KEY (${describeKeyRef(key)}); present: ${seen}`, { deviceLost: all.length === 0 });
     }
-    if (cands.length > 1 && key.slot === undefined) {
+    if (cands.length > 1 && key.slot === undefined && key.slotId === undefined) {
       throw new TokenError("ambiguous_token", `more than one token matches KEY (${describeKeyRef(key)}): ${seen}; add serial= or a slot index`);
     }
     const chosen = cands[0]!;

@@ -9,7 +9,7 @@ import type { KeyRef } from "../../services/common/config-schema.js";
 import { TokenError } from "../../services/common/errors.js";
 import { Token } from "../../services/signer/token.js";
 import { mapPkcs11Error } from "../../services/signer/pkcs11-errors.js";
-import { addKey, createSoftToken, reinsertToken, removeToken, replaceToken, type SoftToken } from "../fixtures/softhsm.js";
+import { addKey, createSoftToken, reinsertToken, removeToken, replaceToken, slotIdOfToken, type SoftToken } from "../fixtures/softhsm.js";
 
 function key(spec: string): KeyRef {
   return parseKeySpec(spec, (expected) => {
@@ -81,9 +81,15 @@ t.test("select by 0:, by 0:<id> and by pkcs11: URI; sign verifies with the CA ce
   t.equal(tok.tokenInfo().serial, st.serial, "fresh tokenInfo");
   tok.logout();
 
+  const slotId = slotIdOfToken(st);
+  t.equal(tok.select(key(`pkcs11:slot-id=${slotId};id=${idPct}`)).serial, st.serial, `pkcs11: URI with slot-id=${slotId} (PKCS#11's slot ID, as softhsm2-util shows it)`);
+  const noSlotId = tokenError(() => tok.select(key(`pkcs11:slot-id=${slotId + 1}`)));
+  t.equal(noSlotId.code, "token.no_token");
+  t.match(noSlotId.message, new RegExp(`no token matches KEY \\(slot-id ${slotId + 1}\\); present: slot index 0 \\(slot-id ${slotId}\\)`));
+
   const noMatch = tokenError(() => tok.select(key("pkcs11:serial=0000000000000000")));
   t.equal(noMatch.code, "token.no_token");
-  t.match(noMatch.message, /no token matches KEY \(token serial 0000000000000000\); present: slot index 0: label "etca select", serial [0-9a-f]{16}/);
+  t.match(noMatch.message, /no token matches KEY \(token serial 0000000000000000\); present: slot index 0 \(slot-id \d+\): label "etca select", serial [0-9a-f]{16}/);
   const noSlot = tokenError(() => tok.select(key("3:")));
   t.equal(noSlot.code, "token.no_token");
   t.match(noSlot.message, /slot index 3/);

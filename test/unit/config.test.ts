@@ -26,7 +26,7 @@ t.test("defaults and quoting", async (t) => {
   t.equal(c.CONSOLE_ALLOW_PTY, true);
   t.equal(c.SIGNER_USER, "causer");
   t.equal(c.CLIENT_TIMEOUT, 60_000);
-  t.same(c.KEY, { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined });
+  t.same(c.KEY, { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined });
 });
 
 t.test("KEY forms", async (t) => {
@@ -34,6 +34,12 @@ t.test("KEY forms", async (t) => {
   const uri = parseConfig(BASE + "KEY='pkcs11:token=etoken%20ca;id=%01;type=private'\n", "f").KEY;
   t.equal(uri.tokenLabel, "etoken ca");
   t.equal(uri.id, "01");
+  const bySlotId = parseConfig(BASE + "KEY='pkcs11:slot-id=1905289389;id=%01'\n", "f").KEY;
+  t.equal(bySlotId.slotId, 1905289389, "slot-id is PKCS#11's CK_SLOT_ID");
+  t.equal(bySlotId.slot, undefined, "not a position in the slot list");
+  t.equal(parseConfig(BASE + "KEY=0:01\n", "f").KEY.slotId, undefined);
+  t.match(errorOf(BASE + "KEY='pkcs11:slot-id=0x12'\n").message, /:4: KEY=.*expected a decimal slot-id in the pkcs11: URI/);
+  t.match(errorOf(BASE + "KEY='pkcs11:slot-id=99999999999999999999'\n").message, /expected a decimal slot-id/);
   t.match(errorOf(BASE + "KEY=abc\n").message, /line 4|:4: KEY="abc": expected SLOT:ID/);
 });
 

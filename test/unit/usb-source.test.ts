@@ -11,7 +11,7 @@ import { createLogger, setLogSink } from "../../services/common/log.js";
 import { TokenMonitor, type TokenEventPayload } from "../../services/monitor/monitor.js";
 import { loadModule, Pkcs11Source, pinFlagsOf } from "../../services/monitor/pkcs11-source.js";
 import { openRealUsbBus, UsbSource, type UsbBus, type UsbEvent, type UsbIds, type UsbListener } from "../../services/monitor/usb-source.js";
-import { createSoftToken, removeToken, reinsertToken } from "../fixtures/softhsm.js";
+import { createSoftToken, removeToken, reinsertToken, slotIdOfToken } from "../fixtures/softhsm.js";
 
 const logLines: string[] = [];
 setLogSink({ write: (l: string) => logLines.push(l) });
@@ -45,7 +45,7 @@ class TestBus implements UsbBus {
 
 const ETOKEN = { idVendor: 0x0529, idProduct: 0x0620 };
 const MOUSE = { idVendor: 0x046d, idProduct: 0xc077 };
-const KEY0: KeyRef = { slot: 0, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+const KEY0: KeyRef = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "etca-usb-"));
 t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
@@ -152,9 +152,20 @@ t.test("KEY as a pkcs11: URI selects the token by label and serial", async (t) =
   const bySerial = new Pkcs11Source(module, { ...KEY0, slot: undefined, tokenSerial: token.serial }, 3_600_000, log);
   t.match(bySerial.rescan(), { present: true, serial: token.serial });
   const other = new Pkcs11Source(module, { ...KEY0, slot: undefined, tokenLabel: "another token" }, 3_600_000, log);
-  t.match(other.rescan(), { present: false, detail: /the token with label "another token" is not present/ });
+  t.match(other.rescan(), { present: false, detail: /no token matches KEY \(token label "another token"\)/ });
   const index1 = new Pkcs11Source(module, { ...KEY0, slot: 1 }, 3_600_000, log);
-  t.match(index1.rescan(), { present: false, detail: /slot index 1 is not present \(1 initialised token/ }, "SoftHSM's free slot does not count");
+  t.match(index1.rescan(), { present: false, detail: /no token matches KEY \(slot index 1\); 1 initialised token\(s\) seen/ }, "SoftHSM's free slot does not count");
+  const labelAndIndex = new Pkcs11Source(module, { ...KEY0, slot: 1, tokenLabel: "usb test" }, 3_600_000, log);
+  t.match(labelAndIndex.rescan(), { present: false }, "every attribute KEY gives must hold (as in the signer)");
+});
+
+t.test("KEY's slot-id is the PKCS#11 slot ID, not a position (RFC 7512)", async (t) => {
+  const slotId = slotIdOfToken(token);
+  t.ok(slotId > 1, `SoftHSM gives the token a large slot ID (${slotId}), so a position would not match`);
+  const bySlotId = new Pkcs11Source(module, { ...KEY0, slot: undefined, slotId }, 3_600_000, log);
+  t.match(bySlotId.rescan(), { present: true, serial: token.serial, slot: 0 });
+  const wrong = new Pkcs11Source(module, { ...KEY0, slot: undefined, slotId: slotId + 1 }, 3_600_000, log);
+  t.match(wrong.rescan(), { present: false, detail: new RegExp(`no token matches KEY \\(slot-id ${slotId + 1}\\)`) });
 });
 
 t.test("CKF pin flags map to the proto's PinFlag bits", async (t) => {
