@@ -13,7 +13,7 @@ import { parseArgs, runCli } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
 import { describeError, SecurityError, UsageError } from "../services/common/errors.js";
 import { lookupUser, requireRoot } from "../services/common/identity.js";
-import { isRevocationReason, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
+import { isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
 import { safeReadFile } from "../services/common/safe-open.js";
 import {
   formatRevokeEntry,
@@ -177,7 +177,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if ((args.serial === undefined) === (args.cert === undefined)) throw new UsageError(`give exactly one of --serial and --cert\n${USAGE}`);
   const reason = (args.reason as string | undefined) ?? "unspecified";
-  if (!isRevocationReason(reason)) throw new UsageError(`unknown reason ${JSON.stringify(reason)}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`);
+  if (!isRevocationReason(reason)) throw new UsageError(reasonProblem(reason));
   requireRoot(PROGRAM);
   const config = loadConfig(configPathFromArgs(argv));
 

@@ -205,7 +205,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
     if (u.protocol !== "smtp:" && u.protocol !== "smtps:") bad("an smtp:// or smtps:// URL");
     return v;
   },
-  reason: (v, bad) => (isRevocationReason(v) ? v : bad(`an RFC 5280 reason name (${Object.keys(REVOCATION_REASONS).join(", ")})`)),
+  reason: (v, bad) => (isRevocationReason(v) ? v : bad(`a revocation reason openssl ca knows (${Object.keys(REVOCATION_REASONS).join(", ")})`)),
 };
 
 function splitList(v: string): string[] {

@@ -23,7 +23,7 @@
 // written by revoke-cert (tmp + fsync + rename), read and, once the kernel confirms, deleted by the
 // spool. Entries not owned by root are refused, so the spool's write access cannot forge one.
 import { RequestError } from "./errors.js";
-import { isRevocationReason, type RevocationReason } from "./reasons.js";
+import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
 
 export const SPOOL_FORMAT_VERSION = 1;
 
@@ -287,7 +287,7 @@ export function parseRevokeEntry(text: string): RevokeQueueEntry {
   const serial = values.get("serial") ?? "";
   if (!SERIAL_HEX.test(serial)) fail(`serial ${JSON.stringify(serial.slice(0, 70))} is not upper-case hex`);
   const reason = values.get("reason") ?? "";
-  if (!isRevocationReason(reason)) fail(`reason ${JSON.stringify(reason.slice(0, 40))} is not an RFC 5280 reason name`);
+  if (!isRevocationReason(reason)) fail(reasonProblem(reason));
   const q = values.get("queued_at") ?? "";
   if (!/^[1-9][0-9]{12}$/.test(q)) fail(`queued_at ${JSON.stringify(q.slice(0, 20))} is not a time in ms since the epoch`);
   return { serial, reason: reason as RevocationReason, queuedAt: Number(q) };

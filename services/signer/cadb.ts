@@ -40,7 +40,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DatabaseError } from "../common/errors.js";
-import { REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
+import { INDEX_ONLY_REASONS, REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
 
 /** The `serial` file is rewritten at most this often (see scheduleSerialFile). */
 const SERIAL_FILE_DELAY_MS = 1000;
@@ -147,6 +147,7 @@ const SUBJECT_FORBIDDEN = /[\t\r\n\0]/;
 /** Reason names openssl writes in index.txt -> RFC 5280 codes (openssl's extras included). */
 const REASON_CODES: Readonly<Record<string, number>> = {
   ...REVOCATION_REASONS,
+  ...INDEX_ONLY_REASONS,
   holdInstruction: 6, // "holdInstruction,<OID>": certificateHold with an instruction
   keyTime: 1, // "keyTime,<time>": keyCompromise with an invalidity date
   CAkeyTime: 2, // "CAkeyTime,<time>": CACompromise with an invalidity date

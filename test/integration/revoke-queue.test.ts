@@ -60,6 +60,9 @@ t.test("revoke-cert refuses what it must refuse", async (t) => {
     [["--serial", "BEEF"], /not in the CA database/],
     [["--serial", "xyz"], /not hexadecimal/],
     [["--serial", "0A1B", "--reason", "because"], /unknown reason "because"/],
+    // stock openssl ca -gencrl refuses an index.txt that holds these: CA_DIR must stay openssl's
+    [["--serial", "0A1B", "--reason", "privilegeWithdrawn"], /privilegeWithdrawn is an RFC 5280 reason that openssl ca does not know/],
+    [["--serial", "0A1B", "--reason", "AACompromise"], /AACompromise is an RFC 5280 reason that openssl ca does not know/],
     [[], /exactly one of --serial and --cert/],
     [["--serial", "0A1B", "--cert", certFile], /exactly one of --serial and --cert/],
     [["--frobnicate"], /unknown option --frobnicate/],

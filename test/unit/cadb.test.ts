@@ -308,6 +308,22 @@ t.test("read-only, duplicate record, bad subject", async (t) => {
   t.notOk(fs.existsSync(path.join(dir, "index.txt.attr")), "read-only open writes nothing");
 });
 
+t.test("privilegeWithdrawn and AACompromise: read from an existing index.txt, never written", async (t) => {
+  const dir = path.join(work, "reasons");
+  fs.mkdirSync(path.join(dir, "newcerts"), { recursive: true });
+  fs.writeFileSync(
+    path.join(dir, "index.txt"),
+    "R\t301231000000Z\t250101000000Z,privilegeWithdrawn\t0A\tunknown\t/CN=a\nR\t301231000000Z\t250101000000Z,AACompromise\t0B\tunknown\t/CN=b\nV\t301231000000Z\t\t0C\tunknown\t/CN=c\n",
+  );
+  const db = CaDatabase.open(dir);
+  t.teardown(() => db.close());
+  t.equal(db.get("0A")!.reasonCode, 9, "privilegeWithdrawn keeps its RFC 5280 code");
+  t.equal(db.get("0B")!.reasonCode, 10, "AACompromise keeps its RFC 5280 code");
+  const refused = dbError(() => db.revoke([{ serialHex: "0C", reason: "privilegeWithdrawn" as never, revokedAt: new Date() }]));
+  t.equal(refused.code, "db.bad_reason", "openssl ca -gencrl would refuse the index.txt afterwards");
+  t.match(fs.readFileSync(path.join(dir, "index.txt"), "utf8"), /^V\t301231000000Z\t\t0C\t/m, "the line is unchanged");
+});
+
 t.test("check-db: missing files, stray files, mismatched serial and subject", async (t) => {
   const dir = path.join(work, "check");
   const db = CaDatabase.open(dir, { create: true });

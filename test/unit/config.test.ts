@@ -38,6 +38,8 @@ t.test("KEY forms", async (t) => {
   t.equal(bySlotId.slotId, 1905289389, "slot-id is PKCS#11's CK_SLOT_ID");
   t.equal(bySlotId.slot, undefined, "not a position in the slot list");
   t.equal(parseConfig(BASE + "KEY=0:01\n", "f").KEY.slotId, undefined);
+  t.equal(parseConfig(BASE + "FENCE_REVOKE_REASON=cessationOfOperation\n", "f").FENCE_REVOKE_REASON, "cessationOfOperation");
+  t.match(errorOf(BASE + "FENCE_REVOKE_REASON=AACompromise\n").message, /:4: FENCE_REVOKE_REASON="AACompromise": expected a revocation reason openssl ca knows/);
   t.match(errorOf(BASE + "KEY='pkcs11:slot-id=0x12'\n").message, /:4: KEY=.*expected a decimal slot-id in the pkcs11: URI/);
   t.match(errorOf(BASE + "KEY='pkcs11:slot-id=99999999999999999999'\n").message, /expected a decimal slot-id/);
   t.match(errorOf(BASE + "KEY=abc\n").message, /line 4|:4: KEY="abc": expected SLOT:ID/);
