@@ -58,9 +58,9 @@ import {
   type RunningServer,
 } from "../test/fixtures/server.js";
 import { createSoftToken, reinsertToken, removeToken } from "../test/fixtures/softhsm.js";
-import { addTrustedCa, createTrustAndHost, MYPROXY_LOGON, MYPROXY_SERVER, MYPROXY_USER, myproxyLogon, writeIssuerWrapper, type MyProxyServer } from "../test/fixtures/myproxy.js";
+import { addTrustedCa, createTrustAndHost, MYPROXY_LOGON, MYPROXY_SERVER, MYPROXY_USER, myproxyLogon, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../test/fixtures/myproxy.js";
 import { useNativeBackend, useOpensslBackend } from "../test/fixtures/openssl-ca.js";
-import { copyTokenFor, startBenchMyProxy } from "./myproxy-ca.js";
+import { copyTokenFor } from "./myproxy-ca.js";
 import { ensureUser } from "../test/fixtures/users.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -1044,10 +1044,11 @@ async function secMyProxy(): Promise<void> {
     fs.copyFileSync(inst.token.caCertPath, path.join(caDir, "ca.pem"));
     for (const p of [caDir, path.join(caDir, "grid-mapfile"), path.join(caDir, "ca.pem")]) fs.chownSync(p, mpUser.uid, mpUser.gid);
     const keyUri = `pkcs11:serial=${inst.token.serial};id=${inst.token.caKeyId.match(/../g)!.map((b) => `%${b}`).join("")};type=private`;
-    const builtin = await startBenchMyProxy({
+    const builtin = await startMyProxy({
       dir: path.join(base, "mp-builtin"),
       trust,
       users: [user],
+      requestTimeoutSeconds: 60,
       extraEnv: { SOFTHSM2_CONF: hsm.confPath },
       caLines: [
         `certificate_issuer_cert ${path.join(caDir, "ca.pem")}`,
@@ -1061,7 +1062,7 @@ async function secMyProxy(): Promise<void> {
     });
     servers.push(builtin);
     const issuer = writeIssuerWrapper(path.join(base, "etoken-ca-issuer"), [process.execPath, BIN.client, "--config", inst.configPath]);
-    const ours = await startBenchMyProxy({ dir: path.join(base, "mp-etoken-ca"), trust, users: [user], caLines: [`certificate_issuer_program ${issuer}`] });
+    const ours = await startMyProxy({ dir: path.join(base, "mp-etoken-ca"), trust, users: [user], requestTimeoutSeconds: 60, issuerProgram: issuer });
     servers.push(ours);
 
     const client = path.join(base, "client");
