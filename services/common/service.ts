@@ -57,6 +57,9 @@ export async function runService(name: ServiceName, impl: ServiceImpl): Promise<
     const context: ServiceContext = { name, config, channel, log, identity };
     ctx = context;
     let stopping = false;
+    // Requests wait for start() (which may load modules asynchronously after the Hello).
+    let started!: () => void;
+    const startedPromise = new Promise<void>((resolve) => (started = resolve));
     const stop = async (why: string, code: number): Promise<void> => {
       if (stopping) return;
       stopping = true;
@@ -82,7 +85,7 @@ export async function runService(name: ServiceName, impl: ServiceImpl): Promise<
           void stop("shutdown requested by the kernel", 0);
           return;
         default:
-          Promise.resolve()
+          startedPromise
             .then(() => impl.dispatch(frame, context))
             .catch((err) => {
               if (err instanceof ProtocolError) {
@@ -100,6 +103,7 @@ export async function runService(name: ServiceName, impl: ServiceImpl): Promise<
     channel.send("hello", { service: name, pid: process.pid, uid: identity.uid, gid: identity.gid, version: VERSION });
     // 4. serve
     await impl.start?.(context);
+    started();
   } catch (err) {
     log.error("cannot start", { error: describeError(err) });
     try {
