@@ -281,8 +281,12 @@ export class Kernel {
       case "signed": {
         // Starts the fence while the signer syncs the record. An id we are not waiting for (its
         // request timed out here) needs nothing: its Issued answer will find no taker either.
-        const entry = this.issuing.get((frame as Frame<"signed">).message.requestId);
-        if (entry && !entry.fence) entry.fence = this.fence(entry.at);
+        const requestId = (frame as Frame<"signed">).message.requestId;
+        const entry = this.issuing.get(requestId);
+        if (entry && !entry.fence) {
+          entry.fence = this.fence(entry.at);
+          this.log.debug("presence fence started on Signed", { request: requestId });
+        }
         return;
       }
       case "signerFault": {
@@ -381,7 +385,11 @@ export class Kernel {
         return fail("internal", "the signer gave an invalid answer");
       }
       // the fence Signed started (or, from a backend that does not send it, one started now)
-      if (!((await (entry.fence ?? this.fence(entry.at))) && this.tokenUnchangedSince(entry.at))) {
+      if (!entry.fence) {
+        entry.fence = this.fence(entry.at);
+        this.log.debug("presence fence started after Issued", { request: m.requestId });
+      }
+      if (!((await entry.fence) && this.tokenUnchangedSince(entry.at))) {
         this.counters.fenceRevoked++;
         const tokenGone = !this.token.present || this.token.serial !== this.trustedSerial || this.state !== "READY";
         this.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });

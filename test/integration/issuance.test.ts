@@ -8,7 +8,7 @@ import { useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { calloutInput, certField, certText, filesContaining, makeCsr, openssl, publicKeyOfCert, publicKeyOfCsr, verifyCert } from "../fixtures/pki.js";
 
 const PASSPHRASE = "pass-9f8e7d6c-never-on-disk";
-const inst = createInstallation({ prefix: "etca-issue", extraConfig: { MAX_LIFETIME: "12h" } });
+const inst = createInstallation({ prefix: "etca-issue", extraConfig: { MAX_LIFETIME: "12h", LOG_LEVEL: "debug" } });
 // test/integration/issuance-openssl.test.ts runs this whole file again with the openssl backend
 if (process.env.ETCA_SIGNER_BACKEND === "openssl") useOpensslBackend(inst);
 const server = startServer(inst);
@@ -80,6 +80,24 @@ t.test("a MyProxy request becomes a verified certificate", async (t) => {
   t.ok(Math.abs(end2 - Date.now() - 12 * 3600 * 1000) < 120_000, "lifetime clamped to MAX_LIFETIME (12h) when MyProxy sets no maximum");
 });
 
+t.test("the presence fence starts as soon as the token has signed", async (t) => {
+  const before = server.logs().length;
+  const r = await client(calloutInput({ username: "fence timing", passphrase: PASSPHRASE, csrPem: makeCsr(work, "fence").csrPem }));
+  t.equal(r.code, 0, r.stderr);
+  const started = server
+    .logs()
+    .slice(before)
+    .filter((l) => l.includes('"msg":"presence fence started'))
+    .map((l) => (JSON.parse(l) as { msg: string }).msg);
+  if (process.env.ETCA_SIGNER_BACKEND === "openssl") {
+    // openssl ca signs and records in one run: the kernel learns of the signature from Issued
+    t.same(started, ["presence fence started after Issued"], "one fence, after the openssl backend's answer");
+  } else {
+    // Signed travels before Issued on the same socket: the check overlaps the record's sync
+    t.same(started, ["presence fence started on Signed"], "one fence, started when the token had signed");
+  }
+});
+
 t.test("the passphrase reaches no file and no log", async (t) => {
   const dirs = [inst.config.SPOOL_DIR, inst.config.CA_DIR, inst.config.CRL_DIR, path.dirname(inst.config.STATUS_FILE), inst.configPath];
   t.same(filesContaining(dirs, PASSPHRASE), [], "no file holds the passphrase");
@@ -124,7 +142,7 @@ t.test("refusals reach the client as one clear line", async (t) => {
   }
   const nul = await client(calloutInput({ username: "a\u0001b", passphrase: PASSPHRASE, csrPem: makeCsr(work, "ctl").csrPem }));
   t.equal(nul.code, 1, "control characters are refused");
-  const issued = 52 + (inject.code === 0 ? 1 : 0);
+  const issued = 53 + (inject.code === 0 ? 1 : 0); // jdoe, lifetime, fence timing, 50 concurrent
   const st = await waitFor("the status counters", () => {
     const s = readStatus(inst);
     return s && s.counters.issued === issued && s.counters.rejected >= 2 ? s : undefined;
