@@ -57,7 +57,7 @@ import {
   type Installation,
   type RunningServer,
 } from "../test/fixtures/server.js";
-import { createSoftToken, reinsertToken, removeToken } from "../test/fixtures/softhsm.js";
+import { createSoftToken, reinsertToken, removeToken, type SoftToken } from "../test/fixtures/softhsm.js";
 import { addTrustedCa, createTrustAndHost, MYPROXY_LOGON, MYPROXY_SERVER, MYPROXY_USER, myproxyLogon, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../test/fixtures/myproxy.js";
 import { useNativeBackend, useOpensslBackend } from "../test/fixtures/openssl-ca.js";
 import { copyTokenFor } from "./myproxy-ca.js";
@@ -331,6 +331,16 @@ function cpuPerCert(before: Record<string, number>, after: Record<string, number
 // ---------------------------------------------------------------------------------------------
 // sections
 
+/** The signer's Token class on a SoftHSM token: first slot, first key, logged in. */
+function loggedInToken(st: SoftToken): Token {
+  const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
+  const tok = Token.open(st.modulePath, { env: st.env });
+  tok.select(KEY);
+  tok.login(Buffer.from(st.userPin), st.serial);
+  tok.findKey(KEY);
+  return tok;
+}
+
 const ctx: { signRate?: number; b50?: number; fenceRtt?: number } = {};
 
 async function secSign(): Promise<void> {
@@ -338,11 +348,7 @@ async function secSign(): Promise<void> {
   const base = makeBaseDir("etca-bench-sign");
   try {
     const st = createSoftToken({ dir: path.join(base, "t") });
-    const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
-    const tok = Token.open(st.modulePath, { env: st.env });
-    tok.select(KEY);
-    tok.login(Buffer.from(st.userPin), st.serial);
-    tok.findKey(KEY);
+    const tok = loggedInToken(st);
     const data = randomBytes(1000);
     for (let i = 0; i < 50; i++) tok.sign(data);
     const N = QUICK ? 500 : 2000;
@@ -520,11 +526,7 @@ async function secCrl(): Promise<void> {
   const base = makeBaseDir("etca-bench-crl");
   try {
     const st = createSoftToken({ dir: path.join(base, "t") });
-    const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
-    const tok = Token.open(st.modulePath, { env: st.env });
-    tok.select(KEY);
-    tok.login(Buffer.from(st.userPin), st.serial);
-    tok.findKey(KEY);
+    const tok = loggedInToken(st);
     const ca = loadCaCertificate(fs.readFileSync(st.caCertPath), st.caCertPath);
     const sizes = QUICK ? [1_000, 20_000] : [1_000, 100_000];
     for (const n of sizes) {
@@ -899,12 +901,8 @@ class MemorySampler {
 
 /** Raw C_Sign on the installation's own token (kernel stopped): the floor under both backends. */
 function rawSign(s: Shared, n: number): number[] {
-  const KEY = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
-  const tok = Token.open(s.inst.token.modulePath, { env: s.inst.token.env });
+  const tok = loggedInToken(s.inst.token);
   try {
-    tok.select(KEY);
-    tok.login(Buffer.from(s.inst.token.userPin), s.inst.token.serial);
-    tok.findKey(KEY);
     const data = randomBytes(1000); // about a TBSCertificate
     for (let i = 0; i < 50; i++) tok.sign(data);
     const t: number[] = [];
