@@ -47,12 +47,6 @@ function randomBytes(n: number): Buffer {
   return buf;
 }
 
-/** "Max core file size" soft and hard limits from /proc/self/limits are both 0. */
-function coreDumpsOff(limits: string): boolean {
-  const line = limits.split("\n").find((l) => l.startsWith("Max core file size"));
-  return line !== undefined && /^Max core file size\s+0\s+0\s/.test(line);
-}
-
 /**
  * The passphrase is on our stdin: no core dump may ever hold it (the hard limit too). The wrapper
  * (bin/etoken-ca-client, or the one deploy/install writes) already ran `ulimit -c 0`; only when
@@ -60,7 +54,8 @@ function coreDumpsOff(limits: string): boolean {
  */
 function disableCoreDumps(): void {
   try {
-    if (coreDumpsOff(fs.readFileSync("/proc/self/limits", "latin1"))) return;
+    // "Max core file size" soft and hard both 0
+    if (/^Max core file size\s+0\s+0\s/m.test(fs.readFileSync("/proc/self/limits", "latin1"))) return;
   } catch {
     // no /proc: set the limit below
   }

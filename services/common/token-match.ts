@@ -5,7 +5,7 @@ import type { KeyRef } from "./config-schema.js";
 
 export interface SlotCandidate {
   /** position among the initialised tokens: what KEY=SLOT:ID counts (0 = the first) */
-  readonly index: number;
+  readonly slot: number;
   /** PKCS#11's CK_SLOT_ID: what a pkcs11: URI's slot-id names */
   readonly slotId: number;
   readonly label: string;
@@ -17,14 +17,13 @@ export function slotIdOf(handle: Buffer): number {
   return handle.length >= 8 ? Number(handle.readBigUInt64LE(0)) : handle.readUInt32LE(0);
 }
 
-/** The candidates KEY matches: every attribute it gives must hold; none given = all of them. */
-export function tokensMatching<T extends SlotCandidate>(key: KeyRef, all: readonly T[]): T[] {
-  return all.filter(
-    (t) =>
-      (key.slot === undefined || t.index === key.slot) &&
-      (key.slotId === undefined || t.slotId === key.slotId) &&
-      (key.tokenLabel === undefined || t.label === key.tokenLabel) &&
-      (key.tokenSerial === undefined || t.serial === key.tokenSerial),
+/** Whether KEY designates this token: every attribute it gives must hold; none given = any. */
+export function keyMatches(key: KeyRef, t: SlotCandidate): boolean {
+  return (
+    (key.slot === undefined || t.slot === key.slot) &&
+    (key.slotId === undefined || t.slotId === key.slotId) &&
+    (key.tokenLabel === undefined || t.label === key.tokenLabel) &&
+    (key.tokenSerial === undefined || t.serial === key.tokenSerial)
   );
 }
 

@@ -22,13 +22,6 @@ const MAX_CSR = 64 * 1024;
 const TEN_YEARS_S = 10 * 366 * 86400;
 const SIGNER_TIMEOUT_MS = 30_000;
 const FENCE_TIMEOUT_MS = 10_000;
-
-/** What the token looked like when a request went to the signer (compared by its fence). */
-interface FenceMark {
-  readonly epoch: number;
-  readonly generation: number;
-}
-type PresenceAnswer = Frame<"presence">["message"];
 const CRL_TIMEOUT_MS = 300_000;
 const STATUS_INTERVAL_MS = 5_000;
 /** Between prompts the console repeats the live state this often. */
@@ -53,6 +46,18 @@ export function pinFlagNames(flags: number): string[] {
   return names;
 }
 
+/** What the token looked like when a request went to the signer (compared by its fence). */
+interface FenceMark {
+  readonly epoch: number;
+  readonly generation: number;
+}
+/** A request at the signer: the token as it was at dispatch, and its fence once started. */
+interface Issuing {
+  readonly at: FenceMark;
+  fence?: Promise<boolean>;
+}
+type PresenceAnswer = Frame<"presence">["message"];
+
 export class Kernel {
   private state: KernelState = "STARTING";
   private stateSince = Date.now();
@@ -69,7 +74,7 @@ export class Kernel {
   private trustedSerial: string | undefined;
   private readonly counters = { issued: 0, failed: 0, rejected: 0, fenceRevoked: 0, undelivered: 0 };
   /** Requests sent to the signer, by request id: where their presence fence stands. */
-  private readonly issuing = new Map<string, { readonly at: FenceMark; fence?: Promise<boolean> }>();
+  private readonly issuing = new Map<string, Issuing>();
   /** Group fence: callers waiting for a presence check that starts after they asked. */
   private fenceWaiters: ((p: PresenceAnswer | undefined) => void)[] = [];
   private fenceRunning = false;
@@ -360,7 +365,7 @@ export class Kernel {
       this.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
       return fail("request.duplicate", "this request is already being served");
     }
-    const entry: { readonly at: FenceMark; fence?: Promise<boolean> } = { at: { epoch: this.token.epoch, generation: this.tokenGeneration } };
+    const entry: Issuing = { at: { epoch: this.token.epoch, generation: this.tokenGeneration } };
     this.issuing.set(m.requestId, entry);
     try {
       const issued = await signer.request(

@@ -11,7 +11,7 @@ import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import { describeKeyRef, slotIdOf, tokensMatching } from "../common/token-match.js";
+import { describeKeyRef, keyMatches, slotIdOf } from "../common/token-match.js";
 import type { SourceState, TokenSource } from "./source.js";
 
 /** CKF_* token flags -> proto PinFlag bits. */
@@ -160,22 +160,22 @@ export class Pkcs11Source implements TokenSource {
     } catch (err) {
       return this.problem(`C_GetSlotList failed: ${ckrOf(err)}`);
     }
-    const tokens: { handle: Buffer; index: number; slotId: number; label: string; serial: string; flags: number }[] = [];
+    const tokens: { handle: Buffer; slot: number; slotId: number; label: string; serial: string; flags: number }[] = [];
     for (const handle of slots) {
       try {
         const info = this.module.C_GetTokenInfo(handle);
         if ((info.flags & CKF_TOKEN_INITIALIZED) === 0) continue; // SoftHSM's spare free slot
-        tokens.push({ handle, index: tokens.length, slotId: slotIdOf(handle), label: trim(info.label), serial: trim(info.serialNumber), flags: info.flags });
+        tokens.push({ handle, slot: tokens.length, slotId: slotIdOf(handle), label: trim(info.label), serial: trim(info.serialNumber), flags: info.flags });
       } catch {
         // a slot whose token went away between the two calls: not a token
       }
     }
     this.lastProblem = "";
     // the first match: when KEY matches several tokens the signer refuses to log in anyway
-    const t = tokensMatching(this.key, tokens)[0];
+    const t = tokens.find((c) => keyMatches(this.key, c));
     if (!t) return this.absent(`no token: no token matches KEY (${describeKeyRef(this.key)}); ${tokens.length} initialised token(s) seen`);
     this.handle = t.handle;
-    return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: t.index, detail: "token present" };
+    return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: t.slot, detail: "token present" };
   }
 
   stop(): void {

@@ -517,7 +517,6 @@ export class CaDatabase {
     this.newcertsFd = undefined;
   }
 
-
   /** Closes the descriptors (after syncing what is pending); the object must not be used afterwards. */
   close(): void {
     this.flushSerialFile();
@@ -655,6 +654,7 @@ export class CaDatabase {
     // pool and back cost ~0.8 ms more, and requests arriving meanwhile share the next flush.
     setImmediate(() => {
       this.commitScheduled = false;
+      if (this.waiting.length === 0) return; // a rewrite meanwhile synced (and settled) them
       if (this.appendFd === undefined) {
         const err = new DatabaseError("read_only", "the CA database was closed before its records were synced", { file: this.dir });
         for (const b of this.waiting.splice(0)) b.reject(err);

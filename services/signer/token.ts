@@ -15,7 +15,7 @@
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
-import { describeKeyRef, slotIdOf, tokensMatching } from "../common/token-match.js";
+import { describeKeyRef, keyMatches, slotIdOf } from "../common/token-match.js";
 import { CKR, ckrName, mapPkcs11Error } from "./pkcs11-errors.js";
 
 export interface TokenInfo {
@@ -58,11 +58,6 @@ export function describePinFlags(bits: number): string {
 
 function trimPadded(s: string): string {
   return s.replace(/[\s\0]+$/, "");
-}
-
-/** A PKCS#11 key id (hex) in a canonical form for comparisons. */
-function normHex(id: string): string {
-  return id.toLowerCase();
 }
 
 export class Token {
@@ -166,7 +161,7 @@ export class Token {
     const seen = all.length
       ? all.map((s) => `slot index ${s.info.slot} (slot-id ${s.info.slotId}): label "${s.info.label}", serial ${s.info.serial}`).join("; ")
       : "no initialised token in any slot";
-    const cands = tokensMatching(key, all.map((s) => ({ ...s, index: s.info.slot, slotId: s.info.slotId, label: s.info.label, serial: s.info.serial })));
+    const cands = all.filter((s) => keyMatches(key, s.info));
     if (cands.length === 0) {
       throw new TokenError("no_token", `no token matches KEY (${describeKeyRef(key)}); present: ${seen}`, { deviceLost: all.length === 0 });
     }

@@ -1,14 +1,14 @@
 // Shared helpers of the reliability suite: an installation with a PIN that cannot be confused
 // with anything else on disk, the real client, the request-file hand-off done by hand (as
 // CLIENT_USER), the CA database as data, and "every process is still running" checks.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Test } from "tap";
 import type { StatusSnapshot } from "../../services/kernel/status.js";
 import { mustOpenssl } from "../fixtures/pki.js";
-import { BIN, CLEAN_PATH, ROOT, readStatus, waitFor, type Installation } from "../fixtures/server.js";
+import { ROOT, readStatus, waitFor, type Installation } from "../fixtures/server.js";
 
 export const CORPUS = path.join(ROOT, "test/reliability/corpus");
 
@@ -30,37 +30,8 @@ export function setDistinctivePin(inst: Installation): string {
   return pin;
 }
 
-export interface ClientResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  startedAt: number;
-  endedAt: number;
-}
-
-/** The real etoken-ca-client as CLIENT_USER, clean environment, `input` on stdin. */
-export function runClient(inst: Installation, input: string | Buffer, timeoutMs = 120_000): Promise<ClientResult> {
-  return new Promise((resolve) => {
-    const startedAt = Date.now();
-    const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath], {
-      uid: inst.users.CLIENT_USER.uid,
-      gid: inst.users.CLIENT_USER.gid,
-      cwd: "/",
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.stdin.on("error", () => {});
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, startedAt, endedAt: Date.now() });
-    });
-    child.stdin.end(input);
-  });
-}
+// the one client runner (test/fixtures/server.ts), for the reliability tests' imports
+export { runClient, type ClientResult } from "../fixtures/server.js";
 
 /** Binary-safe replacement of every `@NAME@` placeholder. */
 export function substitute(data: Buffer, values: Record<string, string>): Buffer {
