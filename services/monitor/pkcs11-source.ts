@@ -26,6 +26,17 @@ const CKF_TOKEN_INITIALIZED = 0x00000400;
 const CONFIRM_MS = 25;
 /** A poll does a full rescan this often even while the token is present. */
 export const RESCAN_EVERY = 15;
+/** Room left in each interval for the look itself and for telling the kernel. */
+const LOOK_ALLOWANCE_MS = 15;
+
+/**
+ * TOKEN_POLL_INTERVAL bounds how long a removal can go unnoticed, the confirming second look
+ * included: the looks come that much sooner (measured: polling every 300 ms, a removal just
+ * after a look was noticed 325 ms later). Never more often than twice per interval.
+ */
+export function pollPeriodMs(intervalMs: number): number {
+  return Math.max(intervalMs - CONFIRM_MS - LOOK_ALLOWANCE_MS, intervalMs / 2);
+}
 
 export function pinFlagsOf(ckFlags: number): number {
   let bits = 0;
@@ -84,7 +95,7 @@ export class Pkcs11Source implements TokenSource {
   start(onChange: (s: SourceState) => void): void {
     this.onChange = onChange;
     this.publish(this.rescan());
-    this.timer = setInterval(() => this.publish(this.poll()), this.pollMs);
+    this.timer = setInterval(() => this.publish(this.poll()), pollPeriodMs(this.pollMs));
   }
 
   current(): SourceState {

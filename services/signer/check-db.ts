@@ -2,7 +2,7 @@
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, normalizeSerialHex, parseIndex, parseTime } from "./cadb.js";
+import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, normalizeSerialHex, parseTime, scanIndex, type ScannedLine } from "./cadb.js";
 
 export interface CheckCounts {
   lines: number;
@@ -41,14 +41,31 @@ export function checkDatabase(dir: string): CheckReport {
   const indexFile = path.join(base, INDEX);
   const newcerts = path.join(base, NEWCERTS);
 
-  let text: string | undefined;
+  let bytes: Buffer | undefined;
   try {
-    text = fs.readFileSync(indexFile, "utf8");
+    bytes = fs.readFileSync(indexFile);
   } catch (err) {
     problems.push(`${indexFile}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const rows = text === undefined ? [] : parseIndex(text, indexFile, (p) => problems.push(`${indexFile}:${p.line}: ${p.message}`)).rows;
-  if (text !== undefined) counts.lines = text === "" ? 0 : text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
+  const rows: ScannedLine[] = [];
+  if (bytes !== undefined) {
+    const lineOf = new Map<string, number>();
+    scanIndex(
+      bytes,
+      indexFile,
+      (l) => {
+        const prev = lineOf.get(l.serial);
+        if (prev !== undefined) return prev;
+        lineOf.set(l.serial, l.line);
+        rows.push(l);
+        return undefined;
+      },
+      (p) => problems.push(`${indexFile}:${p.line}: ${p.message}`),
+    );
+    let lf = 0;
+    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lf++;
+    counts.lines = lf + (bytes.length > 0 && bytes[bytes.length - 1] !== 10 ? 1 : 0);
+  }
   for (const r of rows) {
     if (r.status === "V") counts.valid++;
     else if (r.status === "R") counts.revoked++;

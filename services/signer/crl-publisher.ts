@@ -95,7 +95,7 @@ export class CrlPublisher {
     const nextUpdate = new Date(thisUpdate.getTime() + lifetimeMs);
     const number = db.nextCrlNumber();
     // An expired certificate may leave the CRL only once it has expired.
-    const entries = [...db.revokedEntries()].filter((e) => e.notAfter.getTime() >= thisUpdate.getTime());
+    const entries = db.revokedEntries().filter((e) => e.notAfter.getTime() >= thisUpdate.getTime());
     const tbs = buildTbsCrl({
       issuerDer: this.ca.subjectDer,
       authorityKeyId: this.ca.keyId,

@@ -10,6 +10,7 @@ import { TokenError } from "../../services/common/errors.js";
 import { Token } from "../../services/signer/token.js";
 import { mapPkcs11Error } from "../../services/signer/pkcs11-errors.js";
 import { addKey, createSoftToken, reinsertToken, removeToken, replaceToken, slotIdOfToken, type SoftToken } from "../fixtures/softhsm.js";
+import { thrown } from "../fixtures/thrown.js";
 
 function key(spec: string): KeyRef {
   return parseKeySpec(spec, (expected) => {
@@ -17,15 +18,7 @@ function key(spec: string): KeyRef {
   });
 }
 
-function tokenError(fn: () => unknown): TokenError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof TokenError) return err;
-    throw err;
-  }
-  throw new Error("expected a TokenError");
-}
+const tokenError = (fn: () => unknown): TokenError => thrown(TokenError, fn);
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "etca-token-"));
 fs.chmodSync(base, 0o711);

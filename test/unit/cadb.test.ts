@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { DatabaseError } from "../../services/common/errors.js";
 import { CaDatabase, formatTime, parseTime } from "../../services/signer/cadb.js";
 import { checkDatabase } from "../../services/signer/check-db.js";
+import { thrown } from "../fixtures/thrown.js";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-cadb-"));
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -82,15 +83,7 @@ function opensslStatus(dir: string, serial: string): string {
   throw new Error(`unexpected openssl ca -status output: ${text}`);
 }
 
-function dbError(fn: () => unknown): DatabaseError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof DatabaseError) return err;
-    throw err;
-  }
-  throw new Error("expected a DatabaseError");
-}
+const dbError = (fn: () => unknown): DatabaseError => thrown(DatabaseError, fn);
 
 t.test("times: UTCTime until 2049, GeneralizedTime after, strict parsing", async (t) => {
   t.equal(formatTime(new Date(Date.UTC(2031, 0, 2, 3, 4, 5))), "310102030405Z");

@@ -9,6 +9,7 @@ import { pemDecode, pemEncode } from "../../services/common/pem.js";
 import { bitString, integer, nul, oid, seq } from "../../services/common/der.js";
 import { checkRsaPublicKey, parseCsr } from "../../services/spool/csr.js";
 import { RequestError } from "../../services/common/errors.js";
+import { thrown } from "../fixtures/thrown.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-csr-"));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -24,15 +25,7 @@ const RSA = (bits: number): string[] => ["-algorithm", "RSA", "-pkeyopt", `rsa_k
 
 const POLICY = { minKeyBits: 2048 };
 
-function refusal(fn: () => unknown): RequestError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RequestError) return err;
-    throw err;
-  }
-  throw new Error("expected a RequestError");
-}
+const refusal = (fn: () => unknown): RequestError => thrown(RequestError, fn);
 
 const rsa2048 = csr("rsa2048", RSA(2048), ["-addext", "basicConstraints=critical,CA:TRUE",
   "-addext", "1.3.6.1.5.5.7.1.14=critical,DER:300c300a06082b06010505071501"]);

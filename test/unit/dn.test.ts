@@ -10,6 +10,7 @@ import { CertificateTemplate } from "../../services/signer/profile.js";
 import { assembleCertificate, loadCaCertificate } from "../../services/signer/certificate.js";
 import { pemEncode } from "../../services/common/pem.js";
 import { ConfigError, RequestError } from "../../services/common/errors.js";
+import { thrown } from "../fixtures/thrown.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-dn-"));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -40,15 +41,7 @@ function subjectLines(file: string): [string, string][] {
     return [m[1]!, m[2]!];
   });
 }
-function requestError(fn: () => unknown): RequestError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RequestError) return err;
-    throw err;
-  }
-  throw new Error("expected a RequestError");
-}
+const requestError = (fn: () => unknown): RequestError => thrown(RequestError, fn);
 function configError(fn: () => unknown): ConfigError {
   try {
     fn();

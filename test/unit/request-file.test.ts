@@ -15,19 +15,12 @@ import {
   SPOOL_FILE,
 } from "../../services/common/spool-protocol.js";
 import { checkDeadline, parseRequestFile } from "../../services/spool/request-file.js";
+import { thrown } from "../fixtures/thrown.js";
 
 const CSR = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\nBBBB\n-----END CERTIFICATE REQUEST-----\n";
 const NOW = 1_800_000_000_000;
 
-function errorOf(f: () => unknown): RequestError {
-  try {
-    f();
-  } catch (err) {
-    if (err instanceof RequestError) return err;
-    throw err;
-  }
-  throw new Error("expected a RequestError");
-}
+const errorOf = (fn: () => unknown): RequestError => thrown(RequestError, fn);
 
 const myproxy = (head: string, csr = CSR): Buffer => Buffer.from(`${head}\n\n${csr}`);
 

@@ -9,7 +9,7 @@ import { TokenPresence } from "../../proto/wire.js";
 import type { KeyRef } from "../../services/common/config-schema.js";
 import { createLogger, setLogSink } from "../../services/common/log.js";
 import { TokenMonitor, type TokenEventPayload } from "../../services/monitor/monitor.js";
-import { loadModule, Pkcs11Source, pinFlagsOf } from "../../services/monitor/pkcs11-source.js";
+import { loadModule, Pkcs11Source, pinFlagsOf, pollPeriodMs } from "../../services/monitor/pkcs11-source.js";
 import { openRealUsbBus, UsbSource, type UsbBus, type UsbEvent, type UsbIds, type UsbListener } from "../../services/monitor/usb-source.js";
 import { createSoftToken, removeToken, reinsertToken, slotIdOfToken } from "../fixtures/softhsm.js";
 
@@ -166,6 +166,24 @@ t.test("KEY's slot-id is the PKCS#11 slot ID, not a position (RFC 7512)", async 
   t.match(bySlotId.rescan(), { present: true, serial: token.serial, slot: 0 });
   const wrong = new Pkcs11Source(module, { ...KEY0, slot: undefined, slotId: slotId + 1 }, 3_600_000, log);
   t.match(wrong.rescan(), { present: false, detail: new RegExp(`no token matches KEY \\(slot-id ${slotId + 1}\\)`) });
+});
+
+t.test("TOKEN_POLL_INTERVAL bounds detection: the looks come sooner by the confirmation pause and an allowance", async (t) => {
+  const delays: number[] = [];
+  const realSetInterval = globalThis.setInterval;
+  globalThis.setInterval = ((fn: () => void, ms: number) => {
+    delays.push(ms);
+    return realSetInterval(fn, 3_600_000);
+  }) as typeof setInterval;
+  const sources = [300, 2000, 40].map((interval) => new Pkcs11Source(module, KEY0, interval, log));
+  try {
+    for (const s of sources) s.start(() => {});
+  } finally {
+    globalThis.setInterval = realSetInterval;
+    for (const s of sources) s.stop();
+  }
+  t.same(delays, [260, 1960, 20], "300 ms -> every 260 ms (a removal just after a look, confirmed 25 ms later, is still seen within 300 ms); never more often than twice per interval");
+  t.equal(pollPeriodMs(300), 260);
 });
 
 t.test("CKF pin flags map to the proto's PinFlag bits", async (t) => {
