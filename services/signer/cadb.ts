@@ -37,7 +37,7 @@
 // One writer at a time: the signer. Running `openssl ca` on the directory while the signer is
 // up is not supported; if index.txt is replaced or grows behind our back, the next record()
 // notices it (inode/size) and re-reads the file before appending.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DatabaseError } from "../common/errors.js";
@@ -248,14 +248,14 @@ const SCAN_CHUNK = 1 << 22;
  * thrown. `visit` gets each well-formed line and returns the line number that already holds
  * its serial, if one does (a duplicate is a problem too).
  */
-export function scanIndex(bytes: Buffer, file: string, visit: (l: ScannedLine) => number | undefined, onProblem?: (p: ParseProblem) => void): void {
+export function scanIndex(bytes: Buffer, file: string, visit: (l: ScannedLine) => number | undefined, onProblem?: (p: ParseProblem) => void, firstLine = 1): void {
   const fail = (line: number, message: string): void => {
     if (onProblem) onProblem({ line, message });
     else throw new DatabaseError("corrupt_index", message, { file, line });
   };
   const utf8 = (latin1: string): string => (/[\x80-\xff]/.test(latin1) ? Buffer.from(latin1, "latin1").toString("utf8") : latin1);
   const n = bytes.length;
-  let lineNo = 0;
+  let lineNo = firstLine - 1;
   let base = 0;
   while (base < n) {
     let limit = n;
@@ -394,6 +394,8 @@ export class CaDatabase {
   private ino = 0;
   /** bytes of index.txt the memory index covers; -1 after a failed write (read again) */
   private indexedSize = 0;
+  /** sha256 of those bytes: recognises a rewrite that only added lines at the end (what `openssl ca` does) */
+  private covered: Hash = createHash("sha256");
   private closed = false;
   private pendingSerial: Buffer | undefined;
   private serialTimer: NodeJS.Timeout | undefined;
@@ -517,6 +519,7 @@ export class CaDatabase {
     this.revokedLines = revokedLines;
     this.revokedList = undefined;
     this.indexedSize = bytes.length;
+    this.covered = createHash("sha256").update(bytes);
   }
 
   private closeFds(): void {
@@ -532,6 +535,87 @@ export class CaDatabase {
     if (this.newcertsFd !== undefined) fs.closeSync(this.newcertsFd);
     this.fd = undefined;
     this.newcertsFd = undefined;
+  }
+
+  /**
+   * index.txt was replaced or extended, and what we had indexed is still its beginning, byte for
+   * byte (`openssl ca` rewrites the whole file to add one line): index only the new lines, through
+   * a descriptor of the new file. False (nothing changed here) when anything else is different;
+   * the caller then reads the whole file, which also reports any problem precisely.
+   */
+  private adoptAppended(): boolean {
+    const file = this.p(INDEX);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, this.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR | fs.constants.O_APPEND);
+    } catch {
+      return false;
+    }
+    const known = this.indexedSize;
+    const firstNew = this.lines.length;
+    let tail: Buffer;
+    let ino: number;
+    try {
+      const st = fs.fstatSync(fd);
+      if (st.size <= known) throw new Error("not longer");
+      const prefix = createHash("sha256");
+      const chunk = Buffer.allocUnsafe(Math.min(known, 1 << 20) || 1);
+      let pos = 0;
+      while (pos < known) {
+        const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, known - pos), pos);
+        if (n === 0) throw new Error("short read");
+        prefix.update(chunk.subarray(0, n));
+        pos += n;
+      }
+      if (!prefix.digest().equals(this.covered.copy().digest())) throw new Error("beginning changed");
+      tail = Buffer.allocUnsafe(st.size - known);
+      let got = 0;
+      while (got < tail.length) {
+        const n = fs.readSync(fd, tail, got, tail.length - got, known + got);
+        if (n === 0) throw new Error("short read");
+        got += n;
+      }
+      ino = st.ino;
+    } catch {
+      fs.closeSync(fd);
+      return false;
+    }
+    if (!this.readOnly && this.waiting.length > 0) {
+      try {
+        this.commitSync();
+      } catch {
+        // the waiters were rejected
+      }
+    }
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = fd;
+    this.ino = ino;
+    const added = new Map<number, RevokedEntry>();
+    try {
+      scanIndex(
+        tail,
+        file,
+        (l) => {
+          const prev = this.lines.find(l.serial, (i) =>
+            i < firstNew ? this.lineText(i).split("\t")[3] === l.serial : serialFieldIs(tail, this.lines.start(i) - known, this.lines.start(i) - known + this.lines.byteLength(i), l.serial),
+          );
+          if (prev !== -1) return prev + 1;
+          const i = this.lines.push(l.serial, l.status, l.end - l.start);
+          if (l.status === "R") added.set(i, revokedEntryOf(lineToEntry(tail.toString("utf8", l.start, l.end - 1), l.line)));
+          return undefined;
+        },
+        undefined,
+        firstNew + 1,
+      );
+    } catch {
+      this.indexedSize = -1; // the lines pushed so far are dropped by the full read
+      return false;
+    }
+    for (const [i, e] of added) this.revokedLines.set(i, e);
+    if (added.size) this.revokedList = undefined;
+    this.indexedSize = known + tail.length;
+    this.covered.update(tail);
+    return true;
   }
 
   /** Line i of index.txt without its LF, read from the file (pread). */
@@ -621,7 +705,8 @@ export class CaDatabase {
     } catch (err) {
       throw ioError(this.p(INDEX), err, "index.txt disappeared");
     }
-    if (st.ino !== this.ino || st.size !== this.indexedSize) this.load();
+    if (st.ino === this.ino && st.size === this.indexedSize) return;
+    if (!(this.indexedSize >= 0 && st.size > this.indexedSize && this.adoptAppended())) this.load();
   }
 
   /**
@@ -763,6 +848,7 @@ export class CaDatabase {
       throw ioError(this.p(INDEX), err, `cannot append serial ${serial} to index.txt`);
     }
     this.indexedSize += line.length;
+    this.covered.update(line);
     const i = this.lines.push(serial, "V", line.length);
     this.scheduleSerialFile(entry.serial);
     return lineToEntry(text, i + 1);
@@ -922,6 +1008,7 @@ export class CaDatabase {
     }
     this.revokedList = undefined;
     this.indexedSize = data.length;
+    this.covered = createHash("sha256").update(data);
   }
 
   /** The R lines, for CRLs, in index.txt order (parsed when read or revoked; the list is kept until the next change). */

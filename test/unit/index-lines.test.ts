@@ -138,3 +138,40 @@ t.test("index.txt damaged behind the signer's back: refused with the line, nothi
   t.equal(db.get("0C")!.subject, "/CN=c");
   t.equal(fs.readFileSync(index, "utf8"), good + "V\t300101000000Z\t\t0C\tunknown\t/CN=c\n");
 });
+
+t.test("index.txt rewritten by someone else (openssl ca): appended lines are indexed, any other change means a full read", async (t) => {
+  const dir = path.join(work, "appended");
+  fs.mkdirSync(path.join(dir, "newcerts"), { recursive: true });
+  const index = path.join(dir, "index.txt");
+  const replace = (text: string): void => {
+    fs.writeFileSync(index + ".new", text);
+    fs.renameSync(index + ".new", index); // a new inode, as openssl ca makes it
+  };
+  const first = line("V", "0A", "/CN=a") + line("R", "0B", "/CN=b", "250101000000Z,keyCompromise");
+  replace(first);
+  const db = CaDatabase.open(dir);
+  t.teardown(() => db.close());
+
+  replace(first + line("V", "0C", "/CN=c ü") + line("R", "0D", "/CN=d", "250102000000Z,superseded"));
+  db.refresh();
+  t.equal(db.size, 4);
+  t.same([db.get("0C")!.line, db.get("0C")!.subject], [3, "/CN=c ü"], "an appended line, read from the new file");
+  t.same(db.revokedEntries().map((e) => e.serialHex), ["0B", "0D"], "an appended R line reaches the CRL list");
+  t.equal(db.get("0A")!.subject, "/CN=a", "the lines before are still found");
+  t.equal(db.record({ serial: Buffer.from("0E", "hex"), notAfter: new Date(Date.UTC(2030, 0, 1)), subject: "/CN=e", certificate: Buffer.from("3000", "hex") }).line, 5);
+  t.match(fs.readFileSync(index, "utf8"), /\t0D\tunknown\t\/CN=d\nV\t300101000000Z\t\t0E\tunknown\t\/CN=e\n$/, "our append goes to the new file");
+
+  // same length, another serial on line 1: the beginning changed, so everything is read again
+  const now = fs.readFileSync(index, "utf8");
+  replace(now.replace("\t0A\t", "\t0F\t") + line("V", "10", "/CN=g"));
+  db.refresh();
+  t.equal(db.get("0A"), undefined, "the serial that was replaced is gone");
+  t.equal(db.get("0F")!.subject, "/CN=a", "the new serial on line 1 is found");
+  t.equal(db.get("10")!.line, 6);
+
+  // an appended duplicate is refused with both line numbers, as on a full read
+  replace(fs.readFileSync(index, "utf8") + line("V", "0C", "/CN=again"));
+  const e = dbError(() => db.refresh());
+  t.equal(e.code, "db.corrupt_index");
+  t.match(e.message, /index\.txt:7: duplicate serial 0C, already on line 3/);
+});
