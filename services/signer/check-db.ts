@@ -2,7 +2,7 @@
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, normalizeSerialHex, parseTime, scanIndex, type ScannedLine } from "./cadb.js";
+import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, normalizeSerialHex, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
 
 export interface CheckCounts {
   lines: number;

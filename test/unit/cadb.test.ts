@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { DatabaseError } from "../../services/common/errors.js";
-import { CaDatabase, formatTime, parseTime } from "../../services/signer/cadb.js";
+import { CaDatabase } from "../../services/signer/cadb.js";
+import { formatTime, parseTime } from "../../services/signer/index-format.js";
 import { checkDatabase } from "../../services/signer/check-db.js";
 import { thrown } from "../fixtures/thrown.js";
 
