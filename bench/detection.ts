@@ -4,14 +4,8 @@
 // - full rescan: C_Finalize + C_Initialize + C_GetSlotList + C_GetTokenInfo (every poll)
 // - removal seen by the fence: first presenceCheck after the token directory went away
 // - removal seen by polling: removal -> absent report, TOKEN_POLL_INTERVAL=100ms
-// - fence round trip: kernel-side presenceCheck -> presence through a real monitor process
-import { spawn } from "node:child_process";
+// (the fence round trip through a real monitor process is the runner's: npm run bench -- --only detect)
 import * as fs from "node:fs";
-import type * as net from "node:net";
-import { fileURLToPath } from "node:url";
-import { Channel } from "../services/common/channel.js";
-import { parseConfig } from "../services/common/config.js";
-import { ensureUser } from "../test/fixtures/users.js";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { KeyRef } from "../services/common/config-schema.js";
@@ -91,32 +85,6 @@ try {
   stats("removal -> absent by polling (100 ms)", polled);
   module.close();
 
-  // the fence as the kernel sees it: a real monitor process (as etca-mon) over a socketpair
-  const mon = ensureUser("etca-mon");
-  fs.chmodSync(base, 0o711);
-  const tok2 = createSoftToken({ dir: path.join(base, "hsm2"), readerGid: mon.gid });
-  const config = parseConfig(
-    `DN_FORMAT=/CN=%s\nPKCS11_MODULE=${tok2.modulePath}\nCA_CERT=${tok2.caCertPath}\nMONITOR_USER=etca-mon\nTOKEN_POLL_INTERVAL=1h\n`,
-    "bench",
-  );
-  const child = spawn(process.execPath, [fileURLToPath(new URL("../services/common/start.js", import.meta.url)), "monitor"], {
-    uid: mon.uid,
-    gid: mon.gid,
-    cwd: "/",
-    stdio: ["ignore", "ignore", "inherit", "pipe"],
-    env: { PATH: "/usr/bin:/bin", ETOKEN_CA_SERVICE: "monitor", ETOKEN_CA_CONFIG: JSON.stringify(config), ETOKEN_CA_UID: String(mon.uid), ETOKEN_CA_GID: String(mon.gid), SOFTHSM2_CONF: tok2.confPath },
-  });
-  const ch = new Channel(child.stdio[3] as net.Socket, "monitor");
-  await new Promise<void>((resolve) => ch.onFrame((f) => (f.type === "tokenEvent" ? resolve() : undefined)));
-  const rtt: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const t0 = process.hrtime.bigint();
-    await ch.request("presenceCheck", { epoch: 1 }, "presence", 10_000);
-    rtt.push(Number(process.hrtime.bigint() - t0));
-  }
-  stats("fence round trip (kernel <-> monitor process)", rtt);
-  ch.send("shutdown", { reason: "bench done" });
-  await new Promise((r) => child.once("exit", r));
 } finally {
   fs.rmSync(base, { recursive: true, force: true });
 }

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs, runCli } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
+import { writeFileAtomic } from "../services/common/durable-file.js";
 import { describeError, SecurityError, UsageError } from "../services/common/errors.js";
 import { lookupUser, requireRoot } from "../services/common/identity.js";
 import { isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
@@ -116,26 +117,7 @@ function ensureRevokeDir(dir: string, spoolGid: number): void {
 /** Writes the entry atomically; returns its name. */
 export function writeQueueEntry(dir: string, serial: string, reason: RevocationReason, spoolGid: number, now = Date.now()): string {
   const name = `rev.${now}.${randomName(16, randomBytes)}`;
-  const tmp = path.join(dir, `.${name}.tmp`);
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-  try {
-    fs.fchownSync(fd, 0, spoolGid);
-    fs.fchmodSync(fd, REVOKE_FILE_MODE);
-    fs.writeSync(fd, formatRevokeEntry({ serial, reason, queuedAt: now }));
-    fs.fsyncSync(fd);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, path.join(dir, name));
-  const dfd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  writeFileAtomic(path.join(dir, name), formatRevokeEntry({ serial, reason, queuedAt: now }), { mode: REVOKE_FILE_MODE, owner: { uid: 0, gid: spoolGid } });
   return name;
 }
 

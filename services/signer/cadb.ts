@@ -42,6 +42,7 @@
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
 import { REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
 import {
@@ -73,35 +74,14 @@ const SUBJECT_FORBIDDEN = /[\t\r\n\0]/;
 // ---------------------------------------------------------------------------------------------
 // small file helpers
 
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, "r");
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+/** index.txt is read in pieces of this size (whole lines; a longer line is carried over). */
+const READ_CHUNK = 4 << 20;
 
-/** tmp + fsync + rename + fsync(dir): the file is either the old or the new content. */
-export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): void {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
-  try {
-    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fs.fsyncSync(fd);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  fs.closeSync(fd);
-  try {
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  fsyncDir(path.dirname(file));
+/** The line at [start, start + length) of the file, without its LF (pread). */
+function readLine(fd: number, start: number, length: number): string {
+  const buf = Buffer.allocUnsafe(length);
+  const got = fs.readSync(fd, buf, 0, length, start);
+  return buf.toString("utf8", 0, Math.max(0, got - 1));
 }
 
 function ioError(file: string, err: unknown, doing: string): DatabaseError {
@@ -226,39 +206,50 @@ export class CaDatabase {
     this.closeFds();
     const file = this.p(INDEX);
     let fd: number;
-    let bytes: Buffer;
     try {
-      if (!this.readOnly && !fs.existsSync(this.p(INDEX_ATTR))) writeFileAtomic(this.p(INDEX_ATTR), "unique_subject = no\n");
+      if (!this.readOnly && !fs.existsSync(this.p(INDEX_ATTR))) writeFileAtomic(this.p(INDEX_ATTR), "unique_subject = no\n", { mode: 0o600 });
       fd = fs.openSync(file, this.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR | fs.constants.O_APPEND);
     } catch (err) {
       throw ioError(file, err, "cannot open index.txt");
     }
-    try {
-      const st = fs.fstatSync(fd);
-      bytes = Buffer.allocUnsafe(st.size);
-      let got = 0;
-      while (got < st.size) {
-        const r = fs.readSync(fd, bytes, got, st.size - got, got);
-        if (r === 0) break;
-        got += r;
-      }
-      bytes = bytes.subarray(0, got);
-      this.ino = st.ino;
-      if (!this.readOnly) this.newcertsFd = fs.openSync(this.p(NEWCERTS), "r");
-    } catch (err) {
-      fs.closeSync(fd);
-      throw ioError(file, err, "cannot read index.txt");
-    }
     const lines = new IndexLines();
     const revokedLines = new Map<number, RevokedEntry>();
+    const covered = createHash("sha256");
+    let size = 0;
     try {
-      scanIndex(bytes, file, (l) => {
-        const prev = lines.find(l.serial, (i) => serialFieldIs(bytes, lines.start(i), lines.start(i) + lines.byteLength(i), l.serial));
-        if (prev !== -1) return prev + 1;
-        const i = lines.push(l.serial, l.status, l.end - l.start);
-        if (l.status === "R") revokedLines.set(i, revokedEntryOf(lineToEntry(bytes.toString("utf8", l.start, l.end - 1), l.line)));
-        return undefined;
-      });
+      let st: fs.Stats;
+      try {
+        st = fs.fstatSync(fd);
+        if (!this.readOnly) this.newcertsFd = fs.openSync(this.p(NEWCERTS), "r");
+      } catch (err) {
+        throw ioError(file, err, "cannot read index.txt");
+      }
+      // in pieces of whole lines: a file of 1,000,000 lines is never in memory at once
+      const chunk = Buffer.allocUnsafe(Math.min(st.size, READ_CHUNK) || 1);
+      let carry = Buffer.alloc(0);
+      while (size + carry.length < st.size) {
+        let n: number;
+        try {
+          n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, st.size - size - carry.length), size + carry.length);
+        } catch (err) {
+          throw ioError(file, err, "cannot read index.txt");
+        }
+        if (n === 0) break; // shorter than fstat said: what was read is the file
+        const data = carry.length ? Buffer.concat([carry, chunk.subarray(0, n)]) : chunk.subarray(0, n);
+        const atEnd = size + data.length >= st.size;
+        const whole = atEnd ? data.length : data.lastIndexOf(10) + 1;
+        const part = data.subarray(0, whole);
+        this.indexBytes(fd, lines, revokedLines, part, size);
+        covered.update(part);
+        size += whole;
+        carry = Buffer.from(data.subarray(whole)); // the chunk buffer is reused
+      }
+      if (carry.length) {
+        this.indexBytes(fd, lines, revokedLines, carry, size); // a last line the file ended in the middle of
+        covered.update(carry);
+        size += carry.length;
+      }
+      this.ino = st.ino;
     } catch (err) {
       fs.closeSync(fd);
       if (this.newcertsFd !== undefined) fs.closeSync(this.newcertsFd);
@@ -269,8 +260,32 @@ export class CaDatabase {
     this.lines = lines;
     this.revokedLines = revokedLines;
     this.revokedList = undefined;
-    this.indexedSize = bytes.length;
-    this.covered = createHash("sha256").update(bytes);
+    this.indexedSize = size;
+    this.covered = covered;
+  }
+
+  /**
+   * Indexes the lines in `part`, which starts at byte `partStart` of index.txt (read through
+   * `fd`), after the lines already in `lines`. A duplicate serial or a bad line throws.
+   */
+  private indexBytes(fd: number, lines: IndexLines, revokedLines: Map<number, RevokedEntry>, part: Buffer, partStart: number): void {
+    scanIndex(
+      part,
+      this.p(INDEX),
+      (l) => {
+        const prev = lines.find(l.serial, (i) => {
+          const start = lines.start(i);
+          if (start >= partStart) return serialFieldIs(part, start - partStart, start - partStart + lines.byteLength(i), l.serial);
+          return readLine(fd, start, lines.byteLength(i)).split("\t")[3] === l.serial;
+        });
+        if (prev !== -1) return prev + 1;
+        const i = lines.push(l.serial, l.status, l.end - l.start);
+        if (l.status === "R") revokedLines.set(i, revokedEntryOf(lineToEntry(part.toString("utf8", l.start, l.end - 1), l.line)));
+        return undefined;
+      },
+      undefined,
+      lines.length + 1,
+    );
   }
 
   private closeFds(): void {
@@ -303,7 +318,6 @@ export class CaDatabase {
       return false;
     }
     const known = this.indexedSize;
-    const firstNew = this.lines.length;
     let tail: Buffer;
     let ino: number;
     try {
@@ -343,21 +357,7 @@ export class CaDatabase {
     this.ino = ino;
     const added = new Map<number, RevokedEntry>();
     try {
-      scanIndex(
-        tail,
-        file,
-        (l) => {
-          const prev = this.lines.find(l.serial, (i) =>
-            i < firstNew ? this.lineText(i).split("\t")[3] === l.serial : serialFieldIs(tail, this.lines.start(i) - known, this.lines.start(i) - known + this.lines.byteLength(i), l.serial),
-          );
-          if (prev !== -1) return prev + 1;
-          const i = this.lines.push(l.serial, l.status, l.end - l.start);
-          if (l.status === "R") added.set(i, revokedEntryOf(lineToEntry(tail.toString("utf8", l.start, l.end - 1), l.line)));
-          return undefined;
-        },
-        undefined,
-        firstNew + 1,
-      );
+      this.indexBytes(fd, this.lines, added, tail, known);
     } catch {
       this.indexedSize = -1; // the lines pushed so far are dropped by the full read
       return false;
@@ -371,10 +371,7 @@ export class CaDatabase {
 
   /** Line i of index.txt without its LF, read from the file (pread). */
   private lineText(i: number): string {
-    const len = this.lines.byteLength(i);
-    const buf = Buffer.allocUnsafe(len);
-    const got = fs.readSync(this.fd!, buf, 0, len, this.lines.start(i));
-    return buf.toString("utf8", 0, Math.max(0, got - 1));
+    return readLine(this.fd!, this.lines.start(i), this.lines.byteLength(i));
   }
 
   /** Index of the line recording `serial` (normalized), or -1. */
@@ -737,7 +734,7 @@ export class CaDatabase {
     parts.push(old.subarray(at));
     const data = Buffer.concat(parts);
     try {
-      writeFileAtomic(file, data);
+      writeFileAtomic(file, data, { mode: 0o600 });
     } catch (err) {
       throw ioError(file, err, "cannot rewrite index.txt");
     }
@@ -790,7 +787,7 @@ export class CaDatabase {
     let hex = (current + 1n).toString(16).toUpperCase();
     if (hex.length % 2) hex = "0" + hex;
     try {
-      writeFileAtomic(file, `${hex}\n`);
+      writeFileAtomic(file, `${hex}\n`, { mode: 0o600 });
     } catch (err) {
       throw ioError(file, err, "cannot update crlnumber");
     }

@@ -4,6 +4,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { syncDirectory, writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
 import { pemEncode } from "../common/pem.js";
 import type { CaCertificate } from "./certificate.js";
@@ -21,20 +22,6 @@ export interface PublishedCrl {
 export const LATEST_PEM = "crl.pem";
 export const LATEST_DER = "crl.der";
 
-function writeFileDurably(file: string, data: Buffer | string, mode: number): void {
-  const tmp = `${file}.tmp${process.pid}`;
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, mode);
-  try {
-    if (typeof data === "string") fs.writeSync(fd, data);
-    else fs.writeSync(fd, data);
-    fs.fchmodSync(fd, mode);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-}
-
 function switchLink(dir: string, linkName: string, target: string): void {
   const tmp = path.join(dir, `.${linkName}.tmp${process.pid}`);
   try {
@@ -44,15 +31,6 @@ function switchLink(dir: string, linkName: string, target: string): void {
   }
   fs.symlinkSync(target, tmp);
   fs.renameSync(tmp, path.join(dir, linkName));
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 export class CrlPublisher {
@@ -79,13 +57,14 @@ export class CrlPublisher {
   install(der: Buffer, meta: Omit<PublishedCrl, "path">): PublishedCrl {
     const base = `crl-${meta.number.toString().padStart(6, "0")}`;
     const info: PublishedCrl = { ...meta, path: path.join(this.dir, `${base}.pem`) };
-    writeFileDurably(path.join(this.dir, `${base}.der`), der, 0o644);
-    writeFileDurably(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), 0o644);
-    writeFileDurably(path.join(this.dir, `${base}.json`), JSON.stringify(info) + "\n", 0o644);
-    fsyncDir(this.dir);
+    const published = { mode: 0o644, syncDirectory: false };
+    writeFileAtomic(path.join(this.dir, `${base}.der`), der, published);
+    writeFileAtomic(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), published);
+    writeFileAtomic(path.join(this.dir, `${base}.json`), JSON.stringify(info) + "\n", published);
+    syncDirectory(this.dir);
     switchLink(this.dir, LATEST_DER, `${base}.der`);
     switchLink(this.dir, LATEST_PEM, `${base}.pem`);
-    fsyncDir(this.dir);
+    syncDirectory(this.dir);
     return info;
   }
 

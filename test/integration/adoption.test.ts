@@ -82,6 +82,8 @@ setConfig(inst, { KEY: `0:${keyId}`, CA_CERT: oldCert });
 t.test("the adopted directory is what openssl ca made", async (t) => {
   t.same(adopted.map((l) => l[0]).sort(), ["E", "R", "V"], "one V, one R, one E line");
   t.match(adopted.join("\n"), new RegExp(`^R\\t\\d{12}Z\\t\\d{12}Z,superseded\\t${revoked}\\t`, "m"));
+  t.match(adopted.join("\n"), new RegExp(`^E\\t200102000000Z\\t\\t${expired}\\t`, "m"), "the expired one marked E by -updatedb");
+  t.match(adopted.join("\n"), new RegExp(`^V\\t\\d{12}Z\\t\\t${valid}\\t`, "m"));
   const r = checkDb(inst);
   t.equal(r.code, 0, r.stdout + r.stderr);
   t.match(r.stdout, /^OK: .*"valid":1,"revoked":1,"expired":1/m);

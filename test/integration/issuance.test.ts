@@ -3,7 +3,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, runClient, countPrompts, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, runClient, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { calloutInput, certField, certText, filesContaining, makeCsr, openssl, publicKeyOfCert, publicKeyOfCsr, verifyCert } from "../fixtures/pki.js";
 

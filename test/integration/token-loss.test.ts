@@ -4,7 +4,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, runClient, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { runClient, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
 

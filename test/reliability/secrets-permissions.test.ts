@@ -10,7 +10,7 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { calloutInput, filesContaining, makeCsr } from "../fixtures/pki.js";
-import { BIN, CLEAN_PATH, countPrompts, createInstallation, DIST, runCommand, startServer, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, CLEAN_PATH, createInstallation, DIST, runCommand, startServer, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { certFacts, runClient, setDistinctivePin, status, waitAlive } from "./lib.js";
 
 const inst = createInstallation({ prefix: "etca-secrets", extraConfig: { LOG_LEVEL: "debug" } });

@@ -175,3 +175,36 @@ t.test("index.txt rewritten by someone else (openssl ca): appended lines are ind
   t.equal(e.code, "db.corrupt_index");
   t.match(e.message, /index\.txt:7: duplicate serial 0C, already on line 3/);
 });
+
+t.test("an index.txt larger than one read (4 MiB): every line found across the piece boundaries", async (t) => {
+  const dir = path.join(work, "large");
+  fs.mkdirSync(path.join(dir, "newcerts"), { recursive: true });
+  const parts: string[] = [];
+  const n = 130_000;
+  for (let i = 0; i < n; i++) {
+    const serial = (0x10000000 + i).toString(16).toUpperCase();
+    parts.push(i % 7 === 0 ? line("R", serial, `/DC=org/CN=Åsa Ünal ${i} ${"x".repeat(i % 40)}`, "250101000000Z,superseded") : line("V", serial, `/CN=user ${i} ${"y".repeat(i % 53)}`));
+  }
+  const text = parts.join("");
+  t.ok(Buffer.byteLength(text) > 2 * 4 * 1024 * 1024, "more than two pieces");
+  const index = path.join(dir, "index.txt");
+  fs.writeFileSync(index, text);
+
+  const db = CaDatabase.open(dir, { readOnly: true });
+  t.equal(db.size, n);
+  t.equal(db.revokedCount, Math.ceil(n / 7));
+  let wrong = 0;
+  for (let i = 0; i < n; i++) {
+    const e = db.get((0x10000000 + i).toString(16).toUpperCase());
+    const expected = i % 7 === 0 ? `/DC=org/CN=Åsa Ünal ${i} ${"x".repeat(i % 40)}` : `/CN=user ${i} ${"y".repeat(i % 53)}`;
+    if (!e || e.line !== i + 1 || e.subject !== expected || e.status !== (i % 7 === 0 ? "R" : "V")) wrong++;
+  }
+  t.equal(wrong, 0, "every line at its number with its subject and status");
+  db.close();
+
+  // a duplicate and a torn last line far beyond the first piece keep their line numbers
+  fs.writeFileSync(index, text + line("V", "10000001", "/CN=dup"));
+  t.match(dbError(() => CaDatabase.open(dir)).message, new RegExp(`index\\.txt:${n + 1}: duplicate serial 10000001, already on line 2`));
+  fs.writeFileSync(index, text + "V\t301231000000Z\t\t0A");
+  t.match(dbError(() => CaDatabase.open(dir)).message, new RegExp(`index\\.txt:${n + 1}: last line has no newline at its end`));
+});
