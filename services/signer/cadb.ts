@@ -38,7 +38,9 @@
 //
 // One writer at a time: the signer. Running `openssl ca` on the directory while the signer is
 // up is not supported; if index.txt is replaced or grows behind our back, the next record()
-// notices it (inode/size) and re-reads the file before appending.
+// notices it (inode/size) and re-reads it before appending: only the new lines when what we had
+// indexed is still its beginning byte for byte (a SHA-256 of it is kept), the whole file
+// otherwise. That is how the openssl backend follows `openssl ca`'s rewrite after each run.
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -71,6 +73,7 @@ export interface RevokeItem {
 export type RevokeResult = { serialHex: string; result: "revoked" | "already-revoked" | "unknown" };
 
 const SUBJECT_FORBIDDEN = /[\t\r\n\0]/;
+
 // ---------------------------------------------------------------------------------------------
 // small file helpers
 
@@ -123,9 +126,9 @@ export class CaDatabase {
   /** index.txt, opened once per load: O_RDWR|O_APPEND (appends, and preads of lines), O_RDONLY when read-only */
   private fd: number | undefined;
   private ino = 0;
-  /** bytes of index.txt the memory index covers; -1 after a failed write (read again) */
-  private indexedSize = 0;
-  /** sha256 of those bytes: recognises a rewrite that only added lines at the end (what `openssl ca` does) */
+  /** after a failed write or re-read, index.txt may differ from the memory index: read it again */
+  private stale = false;
+  /** sha256 of the bytes the memory index covers (lines.end of them): recognises a rewrite that only added lines at the end (what `openssl ca` does) */
   private covered: Hash = createHash("sha256");
   private closed = false;
   private pendingSerial: Buffer | undefined;
@@ -260,7 +263,7 @@ export class CaDatabase {
     this.lines = lines;
     this.revokedLines = revokedLines;
     this.revokedList = undefined;
-    this.indexedSize = size;
+    this.stale = false;
     this.covered = covered;
   }
 
@@ -317,7 +320,7 @@ export class CaDatabase {
     } catch {
       return false;
     }
-    const known = this.indexedSize;
+    const known = this.lines.end;
     let tail: Buffer;
     let ino: number;
     try {
@@ -359,12 +362,11 @@ export class CaDatabase {
     try {
       this.indexBytes(fd, this.lines, added, tail, known);
     } catch {
-      this.indexedSize = -1; // the lines pushed so far are dropped by the full read
+      this.stale = true; // the lines pushed so far are dropped by the full read
       return false;
     }
     for (const [i, e] of added) this.revokedLines.set(i, e);
     if (added.size) this.revokedList = undefined;
-    this.indexedSize = known + tail.length;
     this.covered.update(tail);
     return true;
   }
@@ -453,8 +455,9 @@ export class CaDatabase {
     } catch (err) {
       throw ioError(this.p(INDEX), err, "index.txt disappeared");
     }
-    if (st.ino === this.ino && st.size === this.indexedSize) return;
-    if (!(this.indexedSize >= 0 && st.size > this.indexedSize && this.adoptAppended())) this.load();
+    const known = this.lines.end;
+    if (!this.stale && st.ino === this.ino && st.size === known) return;
+    if (!(!this.stale && st.size > known && this.adoptAppended())) this.load();
   }
 
   /**
@@ -543,7 +546,7 @@ export class CaDatabase {
     try {
       fs.fdatasyncSync(this.fd!);
     } catch (err) {
-      this.indexedSize = -1;
+      this.stale = true;
       const e = ioError(this.p(INDEX), err, "cannot sync index.txt");
       for (const b of batch) b.reject(e);
       throw e;
@@ -592,10 +595,9 @@ export class CaDatabase {
       if (written !== line.length) throw Object.assign(new Error(`short write (${written} of ${line.length} bytes)`), { code: "EIO" });
     } catch (err) {
       // the line may be partly written: make the next record() re-read (and fail loudly)
-      this.indexedSize = -1;
+      this.stale = true;
       throw ioError(this.p(INDEX), err, `cannot append serial ${serial} to index.txt`);
     }
-    this.indexedSize += line.length;
     this.covered.update(line);
     const i = this.lines.push(serial, "V", line.length);
     this.scheduleSerialFile(entry.serial);
@@ -746,7 +748,7 @@ export class CaDatabase {
       this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_APPEND);
       this.ino = fs.fstatSync(this.fd).ino;
     } catch (err) {
-      this.indexedSize = -1;
+      this.stale = true;
       throw ioError(file, err, "cannot open the rewritten index.txt");
     }
     this.lines.relayout(lengths);
@@ -755,7 +757,6 @@ export class CaDatabase {
       this.revokedLines.set(i, revokedEntryOf(lineToEntry(text, i + 1)));
     }
     this.revokedList = undefined;
-    this.indexedSize = data.length;
     this.covered = createHash("sha256").update(data);
   }
 

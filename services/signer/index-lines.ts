@@ -83,7 +83,8 @@ export class IndexLines {
    * serials): their new lengths, LF included. Every later line moves.
    */
   relayout(newLengths: ReadonlyMap<number, number>): void {
-    const first = Math.min(...newLengths.keys());
+    let first = this.count;
+    for (const i of newLengths.keys()) if (i < first) first = i;
     let offset = this.starts[first]!;
     for (let i = first; i < this.count; i++) {
       const len = newLengths.get(i) ?? this.starts[i + 1]! - this.starts[i]!;
