@@ -1,11 +1,15 @@
 // CA database figures: record() per certificate at 0, 100k and 1M existing index lines,
-// open() at 1M, revoke() (one full rewrite) at 1M. Prints figures only; asserts nothing.
+// open() at 1M, revoke() (one full rewrite) at 1M, and revoke-cert's lookup of one serial (the
+// whole database opened read-only, as it did before, vs findSerialLine). Prints figures only;
+// asserts nothing.
 // Run: node dist/bench/cadb.js [DIR]   (DIR on the file system CA_DIR will live on; default tmp)
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CaDatabase } from "../services/signer/cadb.js";
+import { serialToHex } from "../services/signer/index-format.js";
+import { findSerialLine } from "../services/signer/index-reader.js";
 
 const base = fs.mkdtempSync(path.join(process.argv[2] ?? os.tmpdir(), "etca-bench-cadb-"));
 // CPU time next to wall time: on a loaded machine wall-clock figures mislead.
@@ -51,8 +55,10 @@ try {
     const openMs = ms(t0);
     const openCpu = cpu() - c0;
     const times: number[] = [];
+    let lastSerial = "";
     for (let i = 0; i < RECORDS; i++) {
       const serial = db.newSerial();
+      lastSerial = serialToHex(serial);
       const t1 = process.hrtime.bigint();
       db.record({ serial, notAfter: new Date(Date.now() + 12 * 3600e3), subject: `/DC=org/DC=example/CN=bench ${i}`, certificate: der });
       times.push(ms(t1));
@@ -72,6 +78,16 @@ try {
     const res = db.revoke([{ serialHex: list[0]?.serialHex ?? "00", reason: "keyCompromise", revokedAt: new Date() }]);
     const revokeMs = ms(t0);
     db.close();
+    // revoke-cert's lookup of the serial on the last line: what it did, what it does
+    t0 = process.hrtime.bigint();
+    const whole = CaDatabase.open(dir, { readOnly: true });
+    const viaOpen = whole.get(lastSerial)?.line;
+    whole.close();
+    const openLookupMs = ms(t0);
+    t0 = process.hrtime.bigint();
+    const viaSearch = findSerialLine(path.join(dir, "index.txt"), lastSerial)?.line;
+    const searchMs = ms(t0);
+    console.log(`  revoke-cert lookup of the last line's serial: whole database opened ${openLookupMs.toFixed(0)} ms, findSerialLine ${searchMs.toFixed(1)} ms (${(openLookupMs / searchMs).toFixed(0)}x; lines ${viaOpen} / ${viaSearch})`);
     rows.push(
       `index lines ${String(n).padStart(9)}: record() mean ${mean.toFixed(3)} ms, median ${times[times.length >> 1]!.toFixed(3)} ms, p95 ${times[Math.floor(times.length * 0.95)]!.toFixed(3)} ms (${RECORDS} records); ` +
         `open() ${openMs.toFixed(0)} ms (cpu ${openCpu.toFixed(0)} ms); revoke() rewrite ${revokeMs.toFixed(0)} ms (${res[0]!.result}); [generating the index: ${genMs.toFixed(0)} ms, ${(fs.statSync(path.join(dir, "index.txt")).size / 1e6).toFixed(1)} MB]`,

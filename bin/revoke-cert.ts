@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // revoke-cert: queue a revocation for the running CA (root only).
 //   revoke-cert --serial HEX | --cert FILE [--reason NAME] [--config FILE] [--no-signal]
-// Checks the serial against CA_DIR (read-only), refuses unknown, already revoked and already
-// queued serials, writes REVOKE_DIR/rev.<ms>.<random> atomically (tmp + fsync + rename; root,
-// group = SPOOL_USER's group, 0640), then sends SIGUSR1 to etoken-ca-server, which has the spool
+// Looks the serial up in CA_DIR's index.txt (read-only; its bytes are searched, so a database of
+// millions of lines answers at once), refuses unknown, already revoked and already queued
+// serials, writes REVOKE_DIR/rev.<ms>.<random> atomically (tmp + fsync + rename; root, group =
+// SPOOL_USER's group, 0640), then sends SIGUSR1 to etoken-ca-server, which has the spool
 // read the queue, the signer revoke, and a new CRL made. Without a running server the entry stays
 // queued for the next start.
 import { randomBytes, X509Certificate } from "node:crypto";
@@ -12,10 +13,12 @@ import * as path from "node:path";
 import { parseArgs, runCli } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
 import { writeFileAtomic } from "../services/common/durable-file.js";
-import { describeError, SecurityError, UsageError } from "../services/common/errors.js";
+import { SecurityError, UsageError } from "../services/common/errors.js";
 import { lookupUser, requireRoot } from "../services/common/identity.js";
 import { isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
 import { safeReadFile } from "../services/common/safe-open.js";
+import { INDEX } from "../services/signer/index-format.js";
+import { findSerialLine } from "../services/signer/index-reader.js";
 import {
   formatRevokeEntry,
   MAX_REVOKE_BYTES,
@@ -30,58 +33,6 @@ import {
 const PROGRAM = "revoke-cert";
 const USAGE = `usage: ${PROGRAM} --serial HEX | --cert FILE [--reason NAME] [--config FILE] [--no-signal]
   reasons: ${Object.keys(REVOCATION_REASONS).join(", ")}`;
-
-export interface SerialStatus {
-  /** V valid, R revoked, E expired (index.txt letters) */
-  status: "V" | "R" | "E";
-  /** the serial as the database writes it */
-  serial: string;
-}
-
-/**
- * Looks a serial up in CA_DIR, read-only. Uses services/signer/cadb.js when it is there;
- * otherwise reads index.txt minimally (status letter and serial columns).
- */
-export async function lookupSerial(caDir: string, serial: string): Promise<SerialStatus | undefined> {
-  const cadbUrl = new URL("../services/signer/cadb.js", import.meta.url);
-  let cadb: { CaDatabase?: { open(dir: string, o: { readOnly: boolean }): unknown } } | undefined;
-  try {
-    cadb = (await import(cadbUrl.href)) as typeof cadb;
-  } catch {
-    cadb = undefined;
-  }
-  if (cadb?.CaDatabase) {
-    const db = (await cadb.CaDatabase.open(caDir, { readOnly: true })) as {
-      get(s: string): { status: "V" | "R" | "E"; serialHex?: string } | undefined;
-      close?(): unknown;
-    };
-    try {
-      const e = db.get(serial);
-      return e ? { status: e.status, serial: e.serialHex ?? serial } : undefined;
-    } finally {
-      await db.close?.();
-    }
-  }
-  return lookupInIndex(caDir, serial);
-}
-
-/** Minimal index.txt reader: STATUS \t EXPIRY \t REVOKED \t SERIAL \t FILE \t SUBJECT. */
-export function lookupInIndex(caDir: string, serial: string): SerialStatus | undefined {
-  const file = path.join(caDir, "index.txt");
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new SecurityError("ca_db", `cannot read the CA database ${file}: ${(err as NodeJS.ErrnoException).code ?? describeError(err)}`);
-  }
-  const want = normalizeSerial(serial);
-  for (const line of text.split("\n")) {
-    const cols = line.split("\t");
-    if (cols.length < 4) continue;
-    if (normalizeSerial(cols[3]!) === want && (cols[0] === "V" || cols[0] === "R" || cols[0] === "E")) return { status: cols[0], serial: cols[3]! };
-  }
-  return undefined;
-}
 
 /** Serials already waiting in the queue (valid root-owned entries only). */
 async function queuedSerials(dir: string): Promise<Map<string, string>> {
@@ -178,7 +129,7 @@ async function main(argv: string[]): Promise<number> {
   const serial = normalizeSerial(serialIn);
   if (!serial) throw new UsageError(`serial ${JSON.stringify(serialIn)} is not hexadecimal`);
 
-  const found = await lookupSerial(config.CA_DIR, serial);
+  const found = findSerialLine(path.join(config.CA_DIR, INDEX), serial);
   if (!found) throw new UsageError(`serial ${serial} is not in the CA database ${config.CA_DIR}`);
   if (found.status === "R") throw new UsageError(`serial ${serial} is already revoked`);
 
@@ -187,9 +138,8 @@ async function main(argv: string[]): Promise<number> {
   ensureRevokeDir(dir, spoolGid);
   const queued = (await queuedSerials(dir)).get(serial);
   if (queued) throw new UsageError(`serial ${serial} is already queued for revocation (${path.join(dir, queued)})`);
-  const dbSerial = normalizeSerial(found.serial) ?? serial;
-  const name = writeQueueEntry(dir, dbSerial, reason, spoolGid);
-  process.stdout.write(`${PROGRAM}: queued serial ${dbSerial} (${reason}) as ${path.join(dir, name)}\n`);
+  const name = writeQueueEntry(dir, serial, reason, spoolGid);
+  process.stdout.write(`${PROGRAM}: queued serial ${serial} (${reason}) as ${path.join(dir, name)}\n`);
   if (args["no-signal"]) {
     process.stdout.write(`${PROGRAM}: not signalling the server (--no-signal); it is processed at the next SIGUSR1 or start\n`);
     return 0;

@@ -47,11 +47,13 @@ import * as path from "node:path";
 import { writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
 import { REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
+import { normalizeSerial } from "../common/spool-protocol.js";
 import {
-  CRLNUMBER, INDEX, INDEX_ATTR, NEWCERTS, SERIAL, formatTime, lineToEntry, normalizeSerialHex, revokedEntryOf, scanIndex, serialFieldIs, serialToHex,
+  CRLNUMBER, INDEX, INDEX_ATTR, NEWCERTS, SERIAL, formatTime, lineToEntry, revokedEntryOf, scanIndex, serialFieldIs, serialToHex,
   type IndexEntry, type RevokedEntry,
 } from "./index-format.js";
 import { IndexLines } from "./index-lines.js";
+import { readLinePieces } from "./index-reader.js";
 
 /** The `serial` file is rewritten at most this often (see scheduleSerialFile). */
 const SERIAL_FILE_DELAY_MS = 1000;
@@ -76,9 +78,6 @@ const SUBJECT_FORBIDDEN = /[\t\r\n\0]/;
 
 // ---------------------------------------------------------------------------------------------
 // small file helpers
-
-/** index.txt is read in pieces of this size (whole lines; a longer line is carried over). */
-const READ_CHUNK = 4 << 20;
 
 /** The line at [start, start + length) of the file, without its LF (pread). */
 function readLine(fd: number, start: number, length: number): string {
@@ -218,7 +217,6 @@ export class CaDatabase {
     const lines = new IndexLines();
     const revokedLines = new Map<number, RevokedEntry>();
     const covered = createHash("sha256");
-    let size = 0;
     try {
       let st: fs.Stats;
       try {
@@ -227,31 +225,15 @@ export class CaDatabase {
       } catch (err) {
         throw ioError(file, err, "cannot read index.txt");
       }
-      // in pieces of whole lines: a file of 1,000,000 lines is never in memory at once
-      const chunk = Buffer.allocUnsafe(Math.min(st.size, READ_CHUNK) || 1);
-      let carry = Buffer.alloc(0);
-      while (size + carry.length < st.size) {
-        let n: number;
-        try {
-          n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, st.size - size - carry.length), size + carry.length);
-        } catch (err) {
-          throw ioError(file, err, "cannot read index.txt");
-        }
-        if (n === 0) break; // shorter than fstat said: what was read is the file
-        const data = carry.length ? Buffer.concat([carry, chunk.subarray(0, n)]) : chunk.subarray(0, n);
-        const atEnd = size + data.length >= st.size;
-        const whole = atEnd ? data.length : data.lastIndexOf(10) + 1;
-        const part = data.subarray(0, whole);
-        this.indexBytes(fd, lines, revokedLines, part, size);
-        covered.update(part);
-        size += whole;
-        carry = Buffer.from(data.subarray(whole)); // the chunk buffer is reused
-      }
-      if (carry.length) {
-        this.indexBytes(fd, lines, revokedLines, carry, size); // a last line the file ended in the middle of
-        covered.update(carry);
-        size += carry.length;
-      }
+      readLinePieces(
+        fd,
+        st.size,
+        (piece, offset) => {
+          this.indexBytes(fd, lines, revokedLines, piece, offset);
+          covered.update(piece);
+        },
+        (err) => ioError(file, err, "cannot read index.txt"),
+      );
       this.ino = st.ino;
     } catch (err) {
       fs.closeSync(fd);
@@ -650,7 +632,7 @@ export class CaDatabase {
   }
 
   get(serialHex: string): IndexEntry | undefined {
-    const s = normalizeSerialHex(serialHex);
+    const s = normalizeSerial(serialHex);
     if (s === undefined || this.fd === undefined) return undefined;
     const i = this.findLine(s);
     return i === -1 ? undefined : lineToEntry(this.lineText(i), i + 1);
@@ -693,7 +675,7 @@ export class CaDatabase {
     const results: RevokeResult[] = [];
     const changed = new Map<number, string>();
     for (const item of list) {
-      const s = normalizeSerialHex(item.serialHex);
+      const s = normalizeSerial(item.serialHex);
       const i = s === undefined ? -1 : this.findLine(s);
       if (i === -1) {
         results.push({ serialHex: s ?? item.serialHex, result: "unknown" });

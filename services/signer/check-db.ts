@@ -2,7 +2,8 @@
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, normalizeSerialHex, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
+import { normalizeSerial } from "../common/spool-protocol.js";
+import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
 
 export interface CheckCounts {
   lines: number;
@@ -31,7 +32,7 @@ function slashSubject(cert: X509Certificate): string {
 
 /** Serial as openssl prints it (node gives upper-case hex, possibly odd length or with a leading 00). */
 function certSerial(cert: X509Certificate): string {
-  return normalizeSerialHex(cert.serialNumber) ?? cert.serialNumber;
+  return normalizeSerial(cert.serialNumber) ?? cert.serialNumber;
 }
 
 export function checkDatabase(dir: string): CheckReport {

@@ -58,18 +58,6 @@ export function serialToHex(serial: Buffer): string {
   return hex === "" ? "00" : hex;
 }
 
-/**
- * What an operator types (any case, odd length, 0x prefix, colons) -> the form in index.txt;
- * undefined when it is not hex at all.
- */
-export function normalizeSerialHex(s: string): string | undefined {
-  let h = s.trim().replace(/^0x/i, "").replace(/:/g, "").toUpperCase();
-  if (!/^[0-9A-F]+$/.test(h)) return undefined;
-  if (h.length % 2) h = "0" + h;
-  while (h.length > 2 && h.startsWith("00")) h = h.slice(2);
-  return h;
-}
-
 /** YYMMDDHHMMSSZ (UTCTime) for 1950-2049, YYYYMMDDHHMMSSZ (GeneralizedTime) otherwise, as in certificates. */
 export function formatTime(d: Date): string {
   const y = d.getUTCFullYear();
