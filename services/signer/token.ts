@@ -1,12 +1,10 @@
 // The signer's PKCS#11 token: one module, one slot, one RO session, one private key.
 // Everything is synchronous (pkcs11js): a C_Sign blocks the event loop for ~1 ms on SoftHSM.
 //
-// The PIN: pkcs11js 2.1.7 declares C_Login(session, userType, pin?: string) and its native
-// side only accepts a JS string (GET_ARGS_STRING -> napi_get_value_string_utf8 into a
-// std::vector<char> that is freed without being wiped). There is no Buffer variant. So login()
-// turns the caller's Buffer into a string immediately before the call, in one local variable
-// that is dropped right after; the caller zeroes its Buffer. What cannot be wiped: the V8
-// string (immutable, lives until the GC reclaims it) and pkcs11js' freed native copy.
+// The PIN: pkcs11js 2.1.7 takes it only as a JS string (which cannot be wiped) and copies it
+// into native memory it frees without wiping. login() goes through pin-login.ts instead: C_Login
+// of the same loaded module, on pkcs11js' session, reading the caller's Buffer in place. The
+// caller zeroes its Buffer; no other copy of the PIN is made in this process.
 //
 // Slots: which token KEY means is decided by common/token-match.ts, as in the monitor.
 // KeyRef.slot is an index into the list of slots holding an *initialised* token (SoftHSM
@@ -17,6 +15,7 @@ import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import { describeKeyRef, keyMatches, slotIdOf } from "../common/token-match.js";
 import { CKR, ckrName, mapPkcs11Error } from "./pkcs11-errors.js";
+import { loadPinLogin, loginWithBuffer } from "./pin-login.js";
 
 export interface TokenInfo {
   /** index in the list of slots with an initialised token (what KEY=SLOT:ID counts) */
@@ -83,6 +82,7 @@ export class Token {
    */
   static open(modulePath: string, opts: { env?: Record<string, string> } = {}): Token {
     for (const [k, v] of Object.entries(opts.env ?? {})) process.env[k] = v;
+    loadPinLogin();
     const p = new pkcs11js.PKCS11();
     try {
       p.load(modulePath);
@@ -202,8 +202,7 @@ export class Token {
     }
     if (this.loggedIn) return;
     try {
-      // pkcs11js only takes a string; see the note at the top of this file.
-      this.p.C_Login(this.session, CKU_USER, pin.toString("utf8"));
+      loginWithBuffer(this.modulePath, this.session, CKU_USER, pin);
       this.loggedIn = true;
     } catch (err) {
       if (ckrName(err) === "CKR_USER_ALREADY_LOGGED_IN") {

@@ -185,12 +185,14 @@ function fakeSource(dir: string): string {
   fs.mkdirSync(path.join(src, "dist/bin"), { recursive: true });
   fs.mkdirSync(path.join(src, "dist/client/bin"), { recursive: true });
   fs.mkdirSync(path.join(src, "dist/services/common"), { recursive: true });
+  fs.mkdirSync(path.join(src, "dist/native"), { recursive: true });
   fs.mkdirSync(path.join(src, "dist/test"), { recursive: true });
   fs.mkdirSync(path.join(src, "node_modules/devthing"), { recursive: true });
   fs.cpSync(DEPLOY, path.join(src, "deploy"), { recursive: true });
   fs.cpSync(MAN, path.join(src, "man"), { recursive: true });
   for (const p of PROGRAMS) fs.writeFileSync(path.join(src, entryOf(p)), `console.log(${JSON.stringify(p)});\n`);
   fs.writeFileSync(path.join(src, "dist/services/common/x.js"), "export {};\n");
+  fs.writeFileSync(path.join(src, "dist/native/pin_login.node"), "stand-in\n");
   fs.writeFileSync(path.join(src, "dist/test/never-installed.test.js"), "\n");
   fs.writeFileSync(path.join(src, "package.json"), JSON.stringify({ name: "etoken-ca", version: "0.0.0", private: true, dependencies: {} }));
   fs.writeFileSync(
@@ -248,6 +250,7 @@ t.test("deploy/install into a staging root", async (t) => {
   }
   t.notOk(fs.existsSync(path.join(root, "usr/local/sbin/etoken-ca-client")), "the client is for MyProxy only");
   t.ok(fs.existsSync(path.join(P, "dist/services/common/x.js")), "services installed");
+  t.ok(fs.existsSync(path.join(P, "dist/native/pin_login.node")), "the PIN login addon installed");
   t.notOk(fs.existsSync(path.join(P, "dist/test")), "tests are not installed");
   t.notOk(fs.existsSync(path.join(P, "node_modules/devthing")), "packages outside the production dependencies are pruned");
   if (fs.existsSync(path.join(DEPLOY, "hooks"))) {
