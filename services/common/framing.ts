@@ -1,14 +1,40 @@
 // The one framing module: length-delimited protobuf Envelopes (varint length prefix, as
 // protobufjs encodeDelimited writes it) with a hard maximum frame size.
+import protobuf from "protobufjs/minimal.js";
 import { Envelope, type Frame, type MessageType, type Payload } from "../../proto/wire.js";
 import { ProtocolError } from "./errors.js";
 
 export const MAX_FRAME_BYTES = 1024 * 1024;
 
-/** With `secret`, the intermediate encoding is zeroed (the caller zeroes the returned frame once written). */
+/**
+ * A secret frame (the PIN) is encoded into a zeroed buffer of its own, this large, so that
+ * protobufjs' writer never grows it: growing copies the bytes written so far into a new buffer
+ * and leaves the old one, PIN included, to the garbage collector unwiped. A PIN is at most 128
+ * bytes.
+ */
+const SECRET_WRITER_BYTES = 4096;
+
+/**
+ * With `secret`, nothing the encoding went through keeps a copy: the writer's buffer is zeroed
+ * and the body is a view of it (no copy); the caller zeroes the returned frame once written.
+ */
 export function encodeFrame<T extends MessageType>(id: number, replyTo: number, type: T, payload: Payload<T>, secret = false): Buffer {
   const env = Envelope.create({ id, replyTo, [type]: payload } as never);
-  const body = Envelope.encode(env).finish();
+  let body: Uint8Array;
+  let writerBuffer: Uint8Array | undefined;
+  if (secret) {
+    const writer = protobuf.Writer.create();
+    writerBuffer = writer.buf = Buffer.alloc(SECRET_WRITER_BYTES);
+    Envelope.encode(env, writer);
+    if (writer.buf !== writerBuffer) {
+      writer.buf.fill(0);
+      writerBuffer.fill(0);
+      throw new ProtocolError("frame_too_large", `outgoing secret ${type} frame exceeds ${SECRET_WRITER_BYTES} bytes`);
+    }
+    body = writer.finish(true);
+  } else {
+    body = Envelope.encode(env).finish();
+  }
   if (body.length > MAX_FRAME_BYTES) {
     throw new ProtocolError("frame_too_large", `outgoing ${type} frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
   }
@@ -20,7 +46,7 @@ export function encodeFrame<T extends MessageType>(id: number, replyTo: number, 
   }
   prefix.push(n);
   const frame = Buffer.concat([Buffer.from(prefix), body]);
-  if (secret) body.fill(0);
+  writerBuffer?.fill(0);
   return frame;
 }
 

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { findInMemory } from "../fixtures/memory.js";
 import { createSoftToken } from "../fixtures/softhsm.js";
 
 const CHILD = fileURLToPath(new URL("../fixtures/pin-login-child.js", import.meta.url));
@@ -17,37 +18,6 @@ t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
 // A PIN no other bytes in a node process would spell by chance.
 const PIN = `Pm-${Date.now().toString(36)}-${process.pid.toString(36)}-q7`;
 const st = createSoftToken({ dir: path.join(base, "token"), label: "etca pin memory", userPin: PIN });
-
-/** Where `needle` occurs in the writable memory of process `pid`. */
-function findInMemory(pid: number, needle: Buffer): { hits: number; scannedMiB: number } {
-  const maps = fs.readFileSync(`/proc/${pid}/maps`, "utf8").trim().split("\n");
-  const mem = fs.openSync(`/proc/${pid}/mem`, "r");
-  const buf = Buffer.allocUnsafe(16 << 20);
-  let hits = 0;
-  let scanned = 0;
-  try {
-    for (const m of maps) {
-      const [range, perms] = m.split(/\s+/) as [string, string];
-      if (!perms.startsWith("rw")) continue;
-      const [lo, hi] = range.split("-").map((h) => parseInt(h, 16)) as [number, number];
-      // overlap by needle.length - 1 so that a copy across two reads is still seen
-      for (let at = lo; at < hi; at += buf.length - (needle.length - 1)) {
-        let n: number;
-        try {
-          n = fs.readSync(mem, buf, 0, Math.min(buf.length, hi - at), at);
-        } catch {
-          break; // a region that cannot be read (guard pages)
-        }
-        scanned += n;
-        for (let i = buf.indexOf(needle); i !== -1 && i + needle.length <= n; i = buf.indexOf(needle, i + 1)) hits++;
-        if (n < buf.length) break;
-      }
-    }
-  } finally {
-    fs.closeSync(mem);
-  }
-  return { hits, scannedMiB: scanned / 2 ** 20 };
-}
 
 async function loginAndSearch(mode: "buffer" | "string" | "pkcs11js"): Promise<{ hits: number; scannedMiB: number; kept: number }> {
   const child: ChildProcess = spawn(process.execPath, [CHILD, st.modulePath, st.confPath, mode], { stdio: ["pipe", "pipe", "inherit"] });

@@ -2,13 +2,16 @@
 // Secrets: a run that types a wrong PIN and then the right one, issues, revokes and makes CRLs;
 // afterwards the PINs and the MyProxy passphrase are in no file under the configuration, spool,
 // revoke queue, CA, CRL and run (status, pid) paths, in no process's argv or environment, in no
-// log line and not on the console; core dumps are off in the kernel, every service and the client.
+// log line and not on the console; in memory, the PIN is only in the kernel, once (the Buffer it
+// holds), and no other secret in any of our processes; core dumps are off in the kernel, every
+// service and the client.
 // Permissions: as CLIENT_USER, SPOOL_USER, MONITOR_USER and NOTIFIER_USER, try to read and write
 // what DESIGN §1/§4 gives to others; print the matrix; every forbidden attempt must fail.
 import t from "tap";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { findInMemory } from "../fixtures/memory.js";
 import { calloutInput, filesContaining, makeCsr } from "../fixtures/pki.js";
 import { BIN, CLEAN_PATH, createInstallation, DIST, runCommand, startServer, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { certFacts, runClient, setDistinctivePin, status, waitAlive } from "./lib.js";
@@ -93,6 +96,25 @@ t.test("no secret in any process's argv or environment", async (t) => {
     }
   }
   t.same(hits, [], `no secret in ${scanned} /proc/*/cmdline and environ files`);
+});
+
+t.test("in memory: the PIN once in the kernel, which holds it; nowhere else, nor the wrong PIN or the passphrase", async (t) => {
+  // Whole secrets, and their first and last 12 bytes (a copy freed without wiping may have lost
+  // its first bytes to the allocator's bookkeeping). Searched through /proc/PID/mem.
+  const pieces = (secret: string): Buffer[] => [secret, secret.slice(0, 12), secret.slice(-12)].map((x) => Buffer.from(x, "latin1"));
+  const s = status(inst);
+  const procs: [string, number][] = [["kernel", s.kernelPid], ...s.services.map((svc): [string, number] => [svc.name, svc.pid!])];
+  for (const [name, pid] of procs) {
+    for (const [what, secret] of SECRETS()) {
+      const hits = pieces(secret).map((needle) => findInMemory(pid, needle));
+      const expected = name === "kernel" && what === "PIN" ? 1 : 0;
+      t.same(
+        hits.map((h) => h.hits),
+        [expected, expected, expected],
+        `${name}: the ${what} (whole, head, tail) ${expected ? "once: the Buffer the kernel keeps while READY" : "nowhere"} in ${hits[0]!.scannedMiB.toFixed(0)} MiB`,
+      );
+    }
+  }
 });
 
 function coreLimit(pid: number): string {

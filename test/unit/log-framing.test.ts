@@ -48,3 +48,16 @@ t.test("framing: garbage, over-size, empty body and id 0 are protocol errors", a
   t.same(partial.push(encodeFrame(1, 0, "ack", {}).subarray(0, 1)), []);
   t.equal(partial.buffered, 1, "a truncated frame waits for more (the channel reports it on close)");
 });
+
+t.test("framing: a secret frame decodes like any other, and a PIN of the maximum length fits", async (t) => {
+  for (const length of [1, 6, 128]) {
+    const pin = Buffer.alloc(length, 0x37);
+    const frame = encodeFrame(9, 0, "login", { pin, expectedSerial: "0123456789abcdef" }, true);
+    const [decoded] = new FrameDecoder().push(frame);
+    const login = (decoded as { message: { pin: Uint8Array; expectedSerial: string } }).message;
+    t.equal(Buffer.from(login.pin).toString("latin1"), "7".repeat(length), `a PIN of ${length} bytes arrives whole`);
+    t.equal(login.expectedSerial, "0123456789abcdef");
+    t.equal(decoded!.id, 9);
+    t.same(pin, Buffer.alloc(length, 0x37), "the caller's PIN Buffer is left to the caller");
+  }
+});
