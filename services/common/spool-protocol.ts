@@ -130,6 +130,27 @@ export function usernameProblem(username: string): string | undefined {
  * max_cert_lifetime; every other key (the passphrase among them) is dropped right here and never
  * copied anywhere.
  */
+const PASSPHRASE_PREFIX = Buffer.from("passphrase=");
+
+/**
+ * Overwrites the value of the passphrase line with '*' bytes, in `input` itself, before anything
+ * is decoded: the passphrase never becomes a JavaScript string, which could not be wiped. Only
+ * the key=value lines before the first empty line are looked at.
+ */
+function blankPassphrase(input: Buffer): void {
+  for (let start = 0; start < input.length; ) {
+    let lf = input.indexOf(10, start);
+    if (lf === -1) lf = input.length;
+    const end = lf > start && input[lf - 1] === 13 ? lf - 1 : lf;
+    if (end === start) return; // the empty line: the CSR follows
+    if (end - start >= PASSPHRASE_PREFIX.length && input.compare(PASSPHRASE_PREFIX, 0, PASSPHRASE_PREFIX.length, start, start + PASSPHRASE_PREFIX.length) === 0) {
+      input.fill(0x2a, start + PASSPHRASE_PREFIX.length, end);
+    }
+    start = lf + 1;
+  }
+}
+
+/** MyProxy's call-out input. The passphrase's bytes in `input` are overwritten (blankPassphrase). */
 export function parseMyproxyInput(input: Buffer): MyproxyInput {
   const fail = (m: string): never => {
     throw new FormatError("bad_input", m);
@@ -137,6 +158,7 @@ export function parseMyproxyInput(input: Buffer): MyproxyInput {
   if (input.length === 0) fail("empty input on stdin (expected MyProxy's key=value lines, an empty line and a PEM CSR)");
   if (input.length > MAX_STDIN_BYTES) fail(`input on stdin larger than ${MAX_STDIN_BYTES} bytes`);
   if (input.includes(0)) fail("NUL byte in the input on stdin");
+  blankPassphrase(input);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(input);

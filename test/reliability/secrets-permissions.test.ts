@@ -98,10 +98,11 @@ t.test("no secret in any process's argv or environment", async (t) => {
   t.same(hits, [], `no secret in ${scanned} /proc/*/cmdline and environ files`);
 });
 
+// Whole secrets, and their first and last 12 bytes (a copy freed without wiping may have lost its
+// first bytes to the allocator's bookkeeping). Searched through /proc/PID/mem.
+const pieces = (secret: string): Buffer[] => [secret, secret.slice(0, 12), secret.slice(-12)].map((x) => Buffer.from(x, "latin1"));
+
 t.test("in memory: the PIN once in the kernel, which holds it; nowhere else, nor the wrong PIN or the passphrase", async (t) => {
-  // Whole secrets, and their first and last 12 bytes (a copy freed without wiping may have lost
-  // its first bytes to the allocator's bookkeeping). Searched through /proc/PID/mem.
-  const pieces = (secret: string): Buffer[] => [secret, secret.slice(0, 12), secret.slice(-12)].map((x) => Buffer.from(x, "latin1"));
   const s = status(inst);
   const procs: [string, number][] = [["kernel", s.kernelPid], ...s.services.map((svc): [string, number] => [svc.name, svc.pid!])];
   for (const [name, pid] of procs) {
@@ -114,6 +115,34 @@ t.test("in memory: the PIN once in the kernel, which holds it; nowhere else, nor
         `${name}: the ${what} (whole, head, tail) ${expected ? "once: the Buffer the kernel keeps while READY" : "nowhere"} in ${hits[0]!.scannedMiB.toFixed(0)} MiB`,
       );
     }
+  }
+});
+
+t.test("in memory: the client keeps no copy of the passphrase while it waits for its certificate", async (t) => {
+  // A spool nobody serves: the client reads its input, writes its request, takes the lock, waits.
+  const idle = path.join(inst.dir, "idle-spool");
+  fs.mkdirSync(idle, { mode: 0o700 });
+  fs.chownSync(idle, inst.users.CLIENT_USER.uid, inst.users.CLIENT_USER.gid);
+  const conf = path.join(inst.dir, "idle-client.conf");
+  fs.writeFileSync(conf, fs.readFileSync(inst.configPath, "utf8").replace(/^SPOOL_DIR=.*$/m, `SPOOL_DIR='${idle}'`), { mode: 0o644 });
+  const child = spawn("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", conf], {
+    uid: inst.users.CLIENT_USER.uid,
+    gid: inst.users.CLIENT_USER.gid,
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  try {
+    child.stdin.end(calloutInput({ username: "memory user", passphrase: PASSPHRASE, csrPem: makeCsr(work, "memory").csrPem }));
+    await waitFor("the client holding the lock", () => {
+      try {
+        return fs.lstatSync(path.join(idle, "request")).isSymbolicLink() || undefined;
+      } catch {
+        return undefined;
+      }
+    }, 15_000);
+    const hits = pieces(PASSPHRASE).map((needle) => findInMemory(child.pid!, needle));
+    t.same(hits.map((h) => h.hits), [0, 0, 0], `the MyProxy passphrase (whole, head, tail) nowhere in the waiting client's ${hits[0]!.scannedMiB.toFixed(0)} MiB`);
+  } finally {
+    child.kill("SIGKILL");
   }
 });
 

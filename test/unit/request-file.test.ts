@@ -34,6 +34,27 @@ t.test("MyProxy stdin: keeps what the CA needs, drops the passphrase", async (t)
   t.equal(parseMyproxyInput(myproxy("username=a", "-----BEGIN NEW CERTIFICATE REQUEST-----\nAAAA\n-----END NEW CERTIFICATE REQUEST-----")).username, "a");
 });
 
+t.test("MyProxy stdin: the passphrase is overwritten in the input before anything is decoded", async (t) => {
+  const input = myproxy("username=jdoe\npassphrase=sécret wörds\nproxy_lifetime=60");
+  parseMyproxyInput(input);
+  const text = input.toString("utf8");
+  t.notMatch(text, /sécret|wörds/, "no byte of the passphrase is left in the caller's Buffer");
+  t.match(text, /^username=jdoe\npassphrase=\*{14}\nproxy_lifetime=60\n\n/, "its bytes became '*', the other lines are untouched");
+  const crlf = Buffer.from("username=a\r\npassphrase=xyz\r\n\r\n" + CSR);
+  t.equal(parseMyproxyInput(crlf).username, "a");
+  t.match(crlf.toString("latin1"), /^username=a\r\npassphrase=\*\*\*\r\n\r\n/, "CRLF lines: the CR stays");
+  const invalid = Buffer.concat([Buffer.from("username=b\npassphrase="), Buffer.from([0xff, 0xfe]), Buffer.from("\n\n" + CSR)]);
+  t.equal(parseMyproxyInput(invalid).username, "b", "a passphrase that is not UTF-8 does not matter: it is never decoded");
+  const inCsr = Buffer.from("username=c\n\n" + CSR.replace("BBBB", "passphrase=BBBB"));
+  const before = Buffer.from(inCsr);
+  try {
+    parseMyproxyInput(inCsr);
+  } catch {
+    // whether such a CSR is accepted is not the point here
+  }
+  t.same(inCsr, before, "only lines before the empty line are looked at");
+});
+
 t.test("MyProxy stdin: malformed input", async (t) => {
   const cases: [Buffer, RegExp][] = [
     [Buffer.alloc(0), /empty input/],
