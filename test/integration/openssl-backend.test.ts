@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, startServer, waitFor, waitForState, runClient } from "../fixtures/server.js";
 import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
+import { findInMemory } from "../fixtures/memory.js";
 import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
 import { buildSubject, compileDnFormat } from "../../services/signer/dn.js";
@@ -95,6 +96,11 @@ t.test("issuing through openssl: PIN only on fd 3", async (t) => {
   const engineConf = engineRuns[0]!.env.find((e) => e.startsWith("OPENSSL_CONF="))!.slice("OPENSSL_CONF=".length);
   t.notOk(fs.existsSync(engineConf) && fs.readFileSync(engineConf, "utf8").includes(PIN), "the engine config holds no PIN");
   t.notOk(server.logs().some((l) => l.includes(PIN)), "no log line holds the PIN");
+  // in memory: the signer keeps one Buffer of it for the runs, the kernel one; no other copy
+  const st = readStatus(inst)!;
+  const signerPid = st.services.find((s) => s.name === "signer")!.pid!;
+  t.equal(findInMemory(signerPid, Buffer.from(PIN)).hits, 1, "the signer's memory holds the PIN once, after 8 runs");
+  t.equal(findInMemory(st.kernelPid, Buffer.from(PIN)).hits, 1, "the kernel's memory holds the PIN once");
 });
 
 t.test("CRLs from openssl ca -gencrl in the CRL_DIR layout", async (t) => {
