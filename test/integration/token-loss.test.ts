@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { runClient, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
+import { findInMemory } from "../fixtures/memory.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
 
 const hookDir = fs.mkdtempSync("/tmp/etca-hooks-");
@@ -14,7 +15,9 @@ const eventLog = path.join(hookDir, "events.log");
 const hook = path.join(hookDir, "notify-hook");
 fs.writeFileSync(hook, `#!/bin/sh\nprintf '%s %s\\n' "$1" "$ETOKEN_SERIAL" >> ${eventLog}\n`, { mode: 0o755 });
 
-const inst = createInstallation({ prefix: "etca-loss", extraConfig: { NOTIFY_HOOK: hook, TOKEN_POLL_INTERVAL: "300ms" } });
+// a PIN that nothing else in a process spells, so that its memory can be searched for it
+const PIN = `loss-${Date.now().toString(36)}-${process.pid}-pin`;
+const inst = createInstallation({ prefix: "etca-loss", extraConfig: { NOTIFY_HOOK: hook, TOKEN_POLL_INTERVAL: "300ms" }, token: { userPin: PIN } });
 fs.writeFileSync(eventLog, "", { mode: 0o644 });
 fs.chownSync(eventLog, inst.users.NOTIFIER_USER.uid, inst.users.NOTIFIER_USER.gid);
 const work = path.join(inst.dir, "work");
@@ -49,6 +52,10 @@ t.test("removal while idle suspends, requests fail fast, re-insertion asks for t
   await waitFor("token-removed hook", () => (events().includes(`token-removed ${inst.token.serial}`) ? true : undefined), 10_000);
   t.match(events(), new RegExp(`^token-removed ${inst.token.serial}$`, "m"), "the notifier hook got token-removed");
   t.match(inst.consoleText(), /SUSPENDED: token removed; issuing stopped, PIN forgotten/);
+  for (const svc of [{ name: "kernel", pid: st.kernelPid }, st.services.find((x) => x.name === "signer")!]) {
+    const found = findInMemory(svc.pid!, Buffer.from(PIN, "latin1"));
+    t.equal(found.hits, 0, `${svc.name}: no copy of the PIN left in its memory (${found.scannedMiB.toFixed(0)} MiB searched)`);
+  }
   const lines = indexText().split("\n").length;
   const refused = await request("during");
   t.equal(refused.code, 1);
