@@ -177,7 +177,8 @@ export function parseMyproxyInput(input: Buffer): MyproxyInput {
   for (const [i, line] of header.entries()) {
     const eq = line.indexOf("=");
     const key = eq > 0 ? line.slice(0, eq) : "";
-    if (!MYPROXY_KEY.test(key)) fail(`line ${i + 1}: expected key=value, found ${JSON.stringify(line.slice(0, 20))}${line.length > 20 ? "..." : ""}`);
+    // the value is never quoted: it may be a secret (this message reaches MyProxy's log)
+    if (!MYPROXY_KEY.test(key)) fail(`line ${i + 1}: expected key=value with a lower-case key, found ${eq > 0 ? `key ${JSON.stringify(line.slice(0, Math.min(eq, 20)))}` : "no '='"}`);
     if (seen.has(key)) fail(`line ${i + 1}: ${key} given twice`);
     seen.add(key);
     const value = line.slice(eq + 1);

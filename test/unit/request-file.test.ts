@@ -61,7 +61,9 @@ t.test("MyProxy stdin: malformed input", async (t) => {
     [Buffer.from("username=a\n"), /no empty line/],
     [myproxy("username=a\nusername=b"), /line 2: username given twice/],
     [myproxy("username=a\nbogus line"), /line 2: expected key=value/],
-    [myproxy("username=a\nPROXY=1"), /expected key=value/],
+    [myproxy("username=a\nPROXY=1"), /line 2: expected key=value with a lower-case key, found key "PROXY"$/],
+    [myproxy("username=a\nPassphrase=hunter2 is secret"), /found key "Passphrase"$/],
+    [myproxy("username=a\nhunter2 is secret"), /line 2: .*found no '='$/],
     [myproxy("proxy_lifetime=1"), /no username/],
     [myproxy("username="), /empty username/],
     [myproxy("username=NULL"), /empty username/],
@@ -83,6 +85,7 @@ t.test("MyProxy stdin: malformed input", async (t) => {
     const e = errorOf(() => parseMyproxyInput(input));
     t.match(e.message, re, input.subarray(0, 40).toString("latin1"));
     t.notMatch(e.message, /\n/, "one line");
+    t.notMatch(e.message, /hunter2/, "no value is quoted: it may be the passphrase");
   }
 });
 
