@@ -112,7 +112,6 @@ async function main(argv: string[]): Promise<number> {
   const reason = (args.reason as string | undefined) ?? "unspecified";
   if (!isRevocationReason(reason)) throw new UsageError(reasonProblem(reason));
   requireRoot(PROGRAM);
-  const config = loadConfig(configPathFromArgs(argv));
 
   let serialIn: string;
   if (typeof args.cert === "string") {
@@ -128,6 +127,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const serial = normalizeSerial(serialIn);
   if (!serial) throw new UsageError(`serial ${JSON.stringify(serialIn)} is not hexadecimal`);
+  const config = loadConfig(configPathFromArgs(argv));
 
   const found = findSerialLine(path.join(config.CA_DIR, INDEX), serial);
   if (!found) throw new UsageError(`serial ${serial} is not in the CA database ${config.CA_DIR}`);
