@@ -3,6 +3,7 @@
 import protobuf from "protobufjs/minimal.js";
 import { Envelope, type Frame, type MessageType, type Payload } from "../../proto/wire.js";
 import { ProtocolError } from "./errors.js";
+import { secretBuffer } from "./secret-buffer.js";
 
 export const MAX_FRAME_BYTES = 1024 * 1024;
 
@@ -24,7 +25,7 @@ export function encodeFrame<T extends MessageType>(id: number, replyTo: number, 
   let writerBuffer: Uint8Array | undefined;
   if (secret) {
     const writer = protobuf.Writer.create();
-    writerBuffer = writer.buf = Buffer.alloc(SECRET_WRITER_BYTES);
+    writerBuffer = writer.buf = secretBuffer(SECRET_WRITER_BYTES);
     Envelope.encode(env, writer);
     if (writer.buf !== writerBuffer) {
       writer.buf.fill(0);

@@ -4,6 +4,7 @@
 import * as fs from "node:fs";
 import * as tty from "node:tty";
 import { ConfigError } from "../common/errors.js";
+import { secretBuffer } from "../common/secret-buffer.js";
 
 const VT_MAJOR = 4;
 const MAX_PIN_BYTES = 128;
@@ -82,7 +83,7 @@ export class OperatorConsole {
     if (this.reading) return Promise.reject(new Error("a prompt is already open"));
     if (this.gone) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      const buf = Buffer.alloc(MAX_PIN_BYTES);
+      const buf = secretBuffer(MAX_PIN_BYTES);
       let len = 0;
       let tooLong = false;
       const finish = (value: Buffer | undefined): void => {
@@ -112,7 +113,7 @@ export class OperatorConsole {
               finish(Buffer.alloc(0));
               return;
             }
-            const out = Buffer.alloc(len);
+            const out = secretBuffer(len);
             buf.copy(out, 0, 0, len);
             finish(out);
             return;

@@ -7,6 +7,7 @@ import { RemoteFailure } from "../common/channel.js";
 import type { Config } from "../common/config-schema.js";
 import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { secretBuffer } from "../common/secret-buffer.js";
 import type { ServiceName } from "../common/service-table.js";
 import type { OperatorConsole } from "./console.js";
 import { isPermitted } from "./policy.js";
@@ -643,7 +644,7 @@ export class Kernel {
   private async reLogin(): Promise<void> {
     const signer = this.supervisor.channel("signer");
     if (!signer || !this.pin) return;
-    const copy = Buffer.alloc(this.pin.length);
+    const copy = secretBuffer(this.pin.length);
     this.pin.copy(copy);
     try {
       const r = await signer.request("login", { pin: copy, expectedSerial: this.token.serial }, "loginResult", SIGNER_TIMEOUT_MS, { secret: true });

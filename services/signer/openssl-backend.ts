@@ -13,7 +13,7 @@
 // CRL_DIR layout of crl-publisher.ts (numbered files, metadata, atomic latest links).
 //
 // The PIN: `openssl ca` logs in to the token on every run, so this backend keeps the PIN in
-// one Buffer of its own (Buffer.alloc, never pooled) from login until logout, token loss or
+// one Buffer of its own (secretBuffer: outside V8's heap, never moved) from login until logout, token loss or
 // stop, when it is zeroed. Each run gets it through a socketpair on fd 3 (`-passin fd:3`,
 // which the engine uses for C_Login): never in argv, never in a file, never in an
 // environment. The login itself goes through native-backend.ts (serial check, PIN flags,
@@ -41,6 +41,7 @@ import type { Writable } from "node:stream";
 import { execa, execaSync } from "execa";
 import { ConfigError, EtokenError, RequestError, TokenError } from "../common/errors.js";
 import { pemDecode, pemEncode } from "../common/pem.js";
+import { secretBuffer } from "../common/secret-buffer.js";
 import { parseCsr } from "../spool/csr.js";
 import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./backend.js";
 import { Serializer } from "./backend.js";
@@ -275,7 +276,7 @@ export class OpensslBackend implements SigningBackend {
   async login(pin: Buffer, expectedSerial: string): Promise<LoginOutcome> {
     return this.serializer.run(async () => {
       this.forgetPin();
-      const own = Buffer.alloc(pin.length);
+      const own = secretBuffer(pin.length);
       pin.copy(own);
       const outcome = await this.native.login(pin, expectedSerial); // zeroes `pin`
       if (!outcome.ok) {
