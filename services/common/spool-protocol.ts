@@ -125,11 +125,6 @@ export function usernameProblem(username: string): string | undefined {
   return undefined;
 }
 
-/**
- * Parses what MyProxy writes on the callout's stdin. Keeps username, proxy_lifetime and
- * max_cert_lifetime; every other key (the passphrase among them) is dropped right here and never
- * copied anywhere.
- */
 const PASSPHRASE_PREFIX = Buffer.from("passphrase=");
 
 /**
@@ -150,7 +145,11 @@ function blankPassphrase(input: Buffer): void {
   }
 }
 
-/** MyProxy's call-out input. The passphrase's bytes in `input` are overwritten (blankPassphrase). */
+/**
+ * Parses what MyProxy writes on the callout's stdin. Keeps username, proxy_lifetime and
+ * max_cert_lifetime; every other key is dropped right here and never copied anywhere. The
+ * passphrase's bytes in `input` are overwritten first (blankPassphrase).
+ */
 export function parseMyproxyInput(input: Buffer): MyproxyInput {
   const fail = (m: string): never => {
     throw new FormatError("bad_input", m);

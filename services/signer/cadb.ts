@@ -53,7 +53,7 @@ import {
   type IndexEntry, type RevokedEntry,
 } from "./index-format.js";
 import { IndexLines } from "./index-lines.js";
-import { readLinePieces } from "./index-reader.js";
+import { ioError, readLinePieces } from "./index-reader.js";
 
 /** The `serial` file is rewritten at most this often (see scheduleSerialFile). */
 const SERIAL_FILE_DELAY_MS = 1000;
@@ -84,11 +84,6 @@ function readLine(fd: number, start: number, length: number): string {
   const buf = Buffer.allocUnsafe(length);
   const got = fs.readSync(fd, buf, 0, length, start);
   return buf.toString("utf8", 0, Math.max(0, got - 1));
-}
-
-function ioError(file: string, err: unknown, doing: string): DatabaseError {
-  const e = err as NodeJS.ErrnoException;
-  return new DatabaseError("io", `${doing}: ${e.code ?? ""}${e.code ? " " : ""}${e.message.replace(/^[A-Z]+: /, "")}`, { file });
 }
 
 /** Deferred newcerts flush: at most this long after the file was written (off the hand-out path). */

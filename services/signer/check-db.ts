@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { normalizeSerial } from "../common/spool-protocol.js";
 import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
+import { countLineEnds } from "./index-reader.js";
 
 export interface CheckCounts {
   lines: number;
@@ -63,9 +64,7 @@ export function checkDatabase(dir: string): CheckReport {
       },
       (p) => problems.push(`${indexFile}:${p.line}: ${p.message}`),
     );
-    let lf = 0;
-    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lf++;
-    counts.lines = lf + (bytes.length > 0 && bytes[bytes.length - 1] !== 10 ? 1 : 0);
+    counts.lines = countLineEnds(bytes) + (bytes.length > 0 && bytes[bytes.length - 1] !== 10 ? 1 : 0);
   }
   for (const r of rows) {
     if (r.status === "V") counts.valid++;

@@ -39,15 +39,17 @@ export function readLinePieces(fd: number, size: number, visit: (piece: Buffer, 
   return done;
 }
 
-function countLineEnds(bytes: Buffer, from: number, to: number): number {
+/** How many LFs `bytes` holds in [from, to). */
+export function countLineEnds(bytes: Buffer, from = 0, to = bytes.length): number {
   let n = 0;
   for (let p = bytes.indexOf(10, from); p !== -1 && p < to; p = bytes.indexOf(10, p + 1)) n++;
   return n;
 }
 
-function readProblem(file: string, err: unknown, doing: string): DatabaseError {
+/** A failed file operation on the CA database, as one line naming the file and the errno. */
+export function ioError(file: string, err: unknown, doing: string): DatabaseError {
   const e = err as NodeJS.ErrnoException;
-  return new DatabaseError("io", `${doing}: ${e.code ?? e.message}`, { file });
+  return new DatabaseError("io", `${doing}: ${e.code ?? ""}${e.code ? " " : ""}${e.message.replace(/^[A-Z]+: /, "")}`, { file });
 }
 
 /**
@@ -65,14 +67,14 @@ export function findSerialLine(file: string, serialHex: string): IndexEntry | un
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
       throw new DatabaseError("missing_index", "index.txt is missing: is CA_DIR an openssl ca directory?", { file });
     }
-    throw readProblem(file, err, "cannot open index.txt");
+    throw ioError(file, err, "cannot open index.txt");
   }
   try {
     let st: fs.Stats;
     try {
       st = fs.fstatSync(fd);
     } catch (err) {
-      throw readProblem(file, err, "cannot read index.txt");
+      throw ioError(file, err, "cannot read index.txt");
     }
     if (!st.isFile()) throw new DatabaseError("io", "index.txt is not a regular file", { file });
     const needle = Buffer.from(`\t${serialHex}\t`, "latin1");
@@ -98,7 +100,7 @@ export function findSerialLine(file: string, serialHex: string): IndexEntry | un
         }
         linesBefore += countLineEnds(piece, counted, piece.length);
       },
-      (err) => readProblem(file, err, "cannot read index.txt"),
+      (err) => ioError(file, err, "cannot read index.txt"),
     );
     return found;
   } finally {

@@ -13,8 +13,8 @@
 // CRL_DIR layout of crl-publisher.ts (numbered files, metadata, atomic latest links).
 //
 // The PIN: `openssl ca` logs in to the token on every run, so this backend keeps the PIN in
-// one Buffer of its own (secretBuffer: outside V8's heap, never moved) from login until logout, token loss or
-// stop, when it is zeroed. Each run gets it through a socketpair on fd 3 (`-passin fd:3`,
+// one Buffer of its own (secretBuffer: outside V8's heap, never moved) from login until logout,
+// token loss or stop, when it is zeroed. Each run gets it through a socketpair on fd 3 (`-passin fd:3`,
 // which the engine uses for C_Login): never in argv, never in a file, never in an
 // environment. The login itself goes through native-backend.ts (serial check, PIN flags,
 // C_Login, key against CA_CERT), then once more through openssl (a signature with the engine

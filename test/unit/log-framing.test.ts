@@ -2,6 +2,7 @@ import t from "tap";
 import { createLogger, setLogLevel, setLogSink } from "../../services/common/log.js";
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "../../services/common/framing.js";
 import { ProtocolError } from "../../services/common/errors.js";
+import { thrown } from "../fixtures/thrown.js";
 
 t.test("the logger refuses secret-like fields and raw bytes", async (t) => {
   const lines: string[] = [];
@@ -59,5 +60,7 @@ t.test("framing: a secret frame decodes like any other, and a PIN of the maximum
     t.equal(login.expectedSerial, "0123456789abcdef");
     t.equal(decoded!.id, 9);
     t.same(pin, Buffer.alloc(length, 0x37), "the caller's PIN Buffer is left to the caller");
-  }
+  }  const huge = Buffer.alloc(5000, 0x37);
+  const e = thrown(ProtocolError, () => encodeFrame(10, 0, "login", { pin: huge, expectedSerial: "x" }, true));
+  t.match(e.message, /outgoing secret login frame exceeds 4096 bytes/, "a secret frame that would outgrow its own buffer is refused, not copied");
 });
