@@ -1,0 +1,77 @@
+// The whole CA on the eToken-like test module (native/etoken-sim) instead of bare SoftHSM2: a
+// token that signs in 250 ms, one signature at a time, and that leaves its reader the way a USB
+// token does (slot still listed, CKR_TOKEN_NOT_PRESENT, the signer's session answering
+// CKR_DEVICE_REMOVED). One installation: an issuance, a revocation with its CRL, a removal and a
+// re-insertion, and a quick pull-and-put-back the monitor may never see (the signer's session
+// is dead all the same). The full suites run on the module with ETCA_TEST_PKCS11=etoken-sim.
+import t from "tap";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { BIN, countPrompts, createInstallation, readStatus, runClient, runCommand, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { calloutInput, certField, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
+import { simOf } from "../fixtures/etoken-sim.js";
+
+const inst = createInstallation({ prefix: "etca-esim", token: { pkcs11: "etoken-sim" }, extraConfig: { TOKEN_POLL_INTERVAL: "300ms" } });
+const sim = simOf(inst.token);
+sim.set({ signMs: 250 });
+const work = path.join(inst.dir, "work");
+fs.mkdirSync(work, { mode: 0o755 });
+const server = await startReady(inst);
+t.teardown(async () => {
+  await server.stop();
+  inst.cleanup();
+});
+
+async function issue(name: string): Promise<{ code: number | null; stdout: string; stderr: string; file: string }> {
+  const r = await runClient(inst, calloutInput({ username: name, passphrase: "irrelevant-passphrase", csrPem: makeCsr(work, name).csrPem }));
+  const file = path.join(work, `${name}.pem`);
+  fs.writeFileSync(file, r.stdout);
+  return { ...r, file };
+}
+
+const latestCrl = () => path.join(inst.config.CRL_DIR, "crl.pem");
+
+async function pinAgain(): Promise<void> {
+  await waitForState(inst, "NEED_PIN", 20_000);
+  await waitFor("a fresh prompt", () => (inst.consoleText().trimEnd().endsWith(":") ? true : undefined), 20_000);
+  await typePin(inst, inst.token.userPin, countPrompts(inst));
+  await waitForState(inst, "READY", 20_000);
+}
+
+t.test("issuance and a CRL signed by the slow token verify with OpenSSL", async (t) => {
+  const r = await issue("alice");
+  t.equal(r.code, 0, r.stderr);
+  t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "openssl verify accepts the certificate");
+  const before = await waitFor("a first CRL", () => readStatus(inst)?.crl ?? undefined, 30_000);
+  const revoked = runCommand(process.execPath, [BIN.revoke, "--serial", certField(r.stdout, "serial"), "--config", inst.configPath]);
+  t.equal(revoked.code, 0, revoked.stderr);
+  await waitFor("a CRL after the revocation", () => ((readStatus(inst)?.crl?.number ?? 0) > before.number ? true : undefined), 60_000);
+  const check = openssl(["verify", "-crl_check", "-CAfile", inst.token.caCertPath, "-CRLfile", latestCrl(), r.file]);
+  t.match(check.stdout + check.stderr, /certificate revoked/, "the CRL verifies and lists the certificate");
+});
+
+t.test("removal as a reader reports it suspends; re-insertion asks for the PIN, then issues", async (t) => {
+  sim.remove();
+  const st = await waitForState(inst, "SUSPENDED", 10_000);
+  t.equal(st.token.present, false, "status shows the token absent");
+  const refused = await issue("during");
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /CA token not available/);
+  sim.insert();
+  await pinAgain();
+  const r = await issue("after");
+  t.equal(r.code, 0, r.stderr);
+  t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "signed on the new insertion's session");
+});
+
+t.test("pulled and put back between two looks: the signer's dead session does not lose a request", async (t) => {
+  sim.remove();
+  sim.insert();
+  const r = await issue("blink");
+  if (r.code === 0) t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "issued after a new login");
+  else t.match(r.stderr, /CA token not available|removed/, `a clear error: ${r.stderr.trim()}`);
+  await waitFor("back to READY (after a PIN if the CA asked for one)", async () => undefined, 0).catch(() => undefined);
+  if (readStatus(inst)?.state !== "READY") await pinAgain();
+  const again = await issue("blink-after");
+  t.equal(again.code, 0, again.stderr);
+});
