@@ -7,7 +7,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, countPrompts, createInstallation, readStatus, runClient, runCommand, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, countPrompts, createInstallation, pinAgain, readStatus, runClient, runCommand, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
 import { simOf } from "../fixtures/etoken-sim.js";
 
@@ -31,13 +31,6 @@ async function issue(name: string): Promise<{ code: number | null; stdout: strin
 
 const latestCrl = () => path.join(inst.config.CRL_DIR, "crl.pem");
 
-async function pinAgain(): Promise<void> {
-  await waitForState(inst, "NEED_PIN", 20_000);
-  await waitFor("a fresh prompt", () => (inst.consoleText().trimEnd().endsWith(":") ? true : undefined), 20_000);
-  await typePin(inst, inst.token.userPin, countPrompts(inst));
-  await waitForState(inst, "READY", 20_000);
-}
-
 t.test("issuance and a CRL signed by the slow token verify with OpenSSL", async (t) => {
   const r = await issue("alice");
   t.equal(r.code, 0, r.stderr);
@@ -58,7 +51,7 @@ t.test("removal as a reader reports it suspends; re-insertion asks for the PIN, 
   t.equal(refused.code, 1);
   t.match(refused.stderr, /CA token not available/);
   sim.insert();
-  await pinAgain();
+  await pinAgain(inst);
   const r = await issue("after");
   t.equal(r.code, 0, r.stderr);
   t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "signed on the new insertion's session");
@@ -73,8 +66,36 @@ t.test("pulled and put back between two looks: the dead session fails the reques
   t.match(r.stderr, /^etoken-ca-client: CA token not available/, `a clear error: ${r.stderr.trim()}`);
   t.notMatch(r.stdout, /BEGIN CERTIFICATE/);
   t.equal(fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8"), lines, "nothing signed");
-  await pinAgain(); // a new insertion is a new login, as on hardware
+  await pinAgain(inst); // a new insertion is a new login, as on hardware
   const again = await issue("blink-after");
   t.equal(again.code, 0, again.stderr);
   t.ok(verifyCert(inst.token.caCertPath, again.stdout).ok);
+});
+
+t.test("the token's PIN counter: the console warns, says FINAL TRY, and stops asking once the PIN is locked", async (t) => {
+  sim.set({ pinMaxTries: 3 });
+  sim.remove();
+  await waitForState(inst, "SUSPENDED", 10_000);
+  sim.insert();
+  await waitForState(inst, "NEED_PIN", 20_000);
+  let n = countPrompts(inst) + (inst.consoleText().trimEnd().endsWith(":") ? 0 : 1);
+  await typePin(inst, "wrong-pin-1", n++);
+  await typePin(inst, "wrong-pin-2", n++);
+  await typePin(inst, "wrong-pin-3", n);
+  await waitFor("the locked message", () => (/the user PIN is LOCKED/.test(inst.consoleText()) ? true : undefined), 20_000);
+  const text = inst.consoleText();
+  t.match(text, /WARNING: a wrong PIN was entered before/, "after one wrong PIN");
+  t.match(text, /WARNING: FINAL TRY: one more wrong PIN locks the token/, "with one try left");
+  t.equal(sim.pinFailures(), 3, "three wrong PINs reached the token");
+  t.same(readStatus(inst)!.token.pinFlags.includes("locked"), true, "status shows the PIN locked");
+  t.equal(countPrompts(inst), n, "no prompt after the lock");
+
+  sim.resetPinCounter(); // what the SO's unlock does; then the token is re-inserted, as the console says
+  sim.set({ pinMaxTries: 0 });
+  sim.remove();
+  await waitForState(inst, "SUSPENDED", 10_000);
+  sim.insert();
+  await pinAgain(inst);
+  const r = await issue("after-unlock");
+  t.equal(r.code, 0, r.stderr);
 });

@@ -114,6 +114,15 @@ function chipBusy(): boolean {
   return spawnSync("flock", ["-n", path.dirname(sim.controlPath), "true"]).status !== 0;
 }
 
+/** Whether the lock is seen held while `proc` runs (it signs slowly): looks every 10 ms, 200 times at most. */
+async function chipBusyDuring(proc: ChildProcess): Promise<boolean> {
+  for (let i = 0; i < 200 && proc.exitCode === null; i++) {
+    if (chipBusy()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return false;
+}
+
 t.test("pass-through: the module is not SoftHSM's, yet signs with the token's key", async (t) => {
   t.not(st.modulePath, SOFTHSM_MODULE);
   t.equal(st.modulePath, ETOKEN_SIM_LIBRARY);
@@ -223,11 +232,7 @@ t.test("sign latency: each C_Sign takes at least sign_ms, holding the token's on
   sim.set({ signMs: 3000 });
   const signer = child("sign");
   await signer.line("signing");
-  let busy = false;
-  for (let i = 0; i < 200 && !busy && signer.proc.exitCode === null; i++) {
-    busy = chipBusy();
-    if (!busy) await new Promise((r) => setTimeout(r, 10));
-  }
+  const busy = await chipBusyDuring(signer.proc);
   t.ok(busy, "while another process signs, the lock is held (a second signer waits for it)");
   const signed = await signer.line("signed ");
   t.ok(verify("sha256", Buffer.from("etoken-sim child"), caKey, Buffer.from(signed.slice(7), "hex")), "the slow signature verifies");
@@ -258,11 +263,7 @@ t.test("a C_Sign that hangs, then completes although the token was pulled meanwh
   sim.set({ signFault: "1 hang 2" });
   const signer = child("sign");
   await signer.line("signing");
-  let busy = false;
-  for (let i = 0; i < 200 && !busy && signer.proc.exitCode === null; i++) {
-    busy = chipBusy();
-    if (!busy) await new Promise((r) => setTimeout(r, 10));
-  }
+  const busy = await chipBusyDuring(signer.proc);
   t.ok(busy, "the child is inside C_Sign");
   sim.remove();
   t.equal(ckr(() => p.C_GetTokenInfo(slot)), "CKR_TOKEN_NOT_PRESENT", "the token is out while the signature hangs");
