@@ -266,7 +266,17 @@ class Spool {
       await removeAbandoned(this.dir, id);
       return;
     }
+    this.delivered(id, serial); // first: a spool killed between the link and this report gets the certificate revoked
     log.info("certificate delivered", { requestId: id, serial, subject: issued.subject });
+  }
+
+  /** The result is the client's now (the link won): the kernel stops holding it for revocation. */
+  private delivered(requestId: string, serial: string): void {
+    try {
+      this.ctx.channel.send("delivered", { requestId });
+    } catch (err) {
+      this.ctx.log.error("cannot report a delivered certificate to the kernel", { requestId, serial, error: describeError(err) });
+    }
   }
 
   private undelivered(requestId: string, serial: string, reason: string): void {
