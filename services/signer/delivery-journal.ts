@@ -60,7 +60,9 @@ export class DeliveryJournal {
       j.rewrite();
     } else {
       j.parse(text);
-      j.openAppend();
+      // a torn last line is rewritten away, or the next append would continue it
+      if (text.endsWith("\n")) j.openAppend();
+      else j.rewrite();
     }
     j.atStart = j.unconfirmed();
     return j;
