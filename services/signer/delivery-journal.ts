@@ -78,7 +78,7 @@ export class DeliveryJournal {
     }
     this.from = Number(head[1]);
     if (this.from > this.db.size) {
-      throw new DatabaseError("corrupt_journal", `tracks index.txt from line ${this.from + 1}, but index.txt has ${this.db.size} lines: index.txt was replaced by an older one`, { file: this.file, line: 1 });
+      throw new DatabaseError("corrupt_journal", `tracks index.txt from line ${this.from + 1}, but index.txt has ${this.db.size} lines: index.txt was replaced by an older one (check it; removing ${DELIVERY_JOURNAL} starts tracking from its end)`, { file: this.file, line: 1 });
     }
     for (let i = 1; i < lines.length; i++) {
       const l = lines[i]!;

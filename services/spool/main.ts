@@ -252,6 +252,12 @@ class Spool {
       else await this.deliverError(id, "request.too_late", "the certificate was signed too late and has been revoked");
       return;
     }
+    if (this.ctx.channel.closed) {
+      // the kernel is gone: nobody can confirm the delivery, and the restarted signer revokes
+      // every certificate never confirmed; the client gets its timeout error, not a revoked certificate
+      log.warning("certificate not delivered: the kernel is gone", { requestId: id, serial });
+      return;
+    }
     let publication;
     try {
       publication = await publishResult(this.dir, id, derToPem(issued.certificate));
