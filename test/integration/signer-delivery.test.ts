@@ -27,7 +27,7 @@ t.teardown(async () => {
 });
 
 const der = (pem: string): Buffer => Buffer.from(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
-const spkiOf = (csrPem: string): Buffer => createPublicKey(mustOpenssl(["req", "-in", "/dev/stdin", "-noout", "-pubkey"], csrPem)).export({ type: "spki", format: "der" });
+const spkiOf = (csrPem: string): Buffer => createPublicKey(mustOpenssl(["req", "-noout", "-pubkey"], csrPem)).export({ type: "spki", format: "der" });
 const indexLines = (): string[] => (fs.existsSync(indexFile) ? fs.readFileSync(indexFile, "utf8").split("\n").filter(Boolean) : []);
 
 async function startSigner(): Promise<FakeKernel> {
