@@ -391,6 +391,8 @@ export class Kernel {
         },
         "issued",
         Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
+        // signed after we stopped waiting: the client was told it failed; nobody gets it
+        { onLateAnswer: (late) => this.onLateIssued(late) },
       );
       const cert = issued.message;
       if (cert.requestId !== m.requestId || !/^[0-9A-F]{2,64}$/.test(cert.serial) || cert.certificate.length === 0) {
@@ -497,6 +499,11 @@ export class Kernel {
       // kept as `confirming`: listed in flight when the signer settles, and sent again after
       this.log.warning("the signer did not record delivered certificates; sent again when it restarts", { count: batch.size, error: describeError(err) });
     }
+  }
+
+  private onLateIssued(late: Frame): void {
+    const serial = late.type === "issued" ? (late as Frame<"issued">).message.serial : "";
+    if (/^[0-9A-F]{2,64}$/.test(serial)) this.revokeUndelivered(serial, "signed after the kernel had stopped waiting for it");
   }
 
   private revokeUndelivered(serial: string, why: string): void {
