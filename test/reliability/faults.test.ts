@@ -152,7 +152,10 @@ async function makeCrl(t: Test, label: string): Promise<void> {
   await waitFor(`${label}: a new CRL`, () => (status(inst).crl?.number ?? 0) > before || undefined, 30_000).catch(() => t.fail(`${label}: no new CRL after SIGUSR1`));
 }
 
-const FAULTS = ["spool", "signer", "monitor", "notifier", "kernel", "token"] as const;
+// the kernel first: its counters then cover every other fault
+const FAULTS = ["kernel", "spool", "signer", "monitor", "notifier", "token"] as const;
+/** When the restarted kernel was READY: every certificate received after that was counted by it. */
+let kernelReadyAt = 0;
 const killsOf = (fault: (typeof FAULTS)[number]): number => (fault === "spool" || fault === "signer" ? 5 : 1);
 let survived = 0;
 
@@ -197,7 +200,10 @@ t.test("faults under load", async (t) => {
       }
       const recovery = await bringBack(t, fault);
       if (fault === "token") removals.push({ from: at, to: status(inst).stateSince }); // READY again since
-      if (fault === "kernel") t.not(status(inst).kernelPid, s.kernelPid, "a new kernel runs");
+      if (fault === "kernel") {
+        t.not(status(inst).kernelPid, s.kernelPid, "a new kernel runs");
+        kernelReadyAt = status(inst).stateSince;
+      }
       // stays up: a restarted service must not be killed again by its own first messages
       await sleep(LOAD_AFTER_MS);
       const after = status(inst);
@@ -232,6 +238,9 @@ t.test("faults under load", async (t) => {
   const validSerials = rows.filter((r) => r.status === "V").map((r) => r.serial).sort();
   t.same(validNotReceived(), [], "every certificate signed and not received by its client is revoked");
   t.same(validSerials, [...handedOut.keys()].sort(), "index.txt's valid certificates are exactly the certificates the clients received");
+  const receivedSinceRestart = [...handedOut.values()].filter((r) => r.endedAt >= kernelReadyAt).length;
+  await waitFor("the status file's counters", () => status(inst).counters.issued === receivedSinceRestart || undefined, 5_000).catch(() => undefined);
+  t.equal(status(inst).counters.issued, receivedSinceRestart, "status counts as issued exactly the certificates clients received (since the kernel's restart)");
   const total = load.results.length;
   summary.push(
     `FAULTS: ${survived}/${FAULTS.length} survived; ${total} client runs, ${handedOut.size} certificates handed out (all V, distinct), ` +
