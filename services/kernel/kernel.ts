@@ -369,7 +369,7 @@ export class Kernel {
     if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
     const signer = this.supervisor.channel("signer");
     if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
-    if (this.issuing.has(m.requestId)) {
+    if (this.issuing.has(m.requestId) || this.handouts.phaseOf(m.requestId) !== undefined) {
       this.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
       return fail("request.duplicate", "this request is already being served");
     }
