@@ -77,7 +77,8 @@ const OID = /^[0-2](\.(0|[1-9][0-9]{0,9}))+$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}\$?$/;
 const EMAIL = /^[A-Za-z0-9.!#%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "NODE_OPTIONS", "PATH", "HOME", "USER"]);
+/** Also refused: every NODE_* (Node reads them; NODE_OPTIONS=--inspect would open a debugger). */
+const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER"]);
 
 type Parser<K extends ValueKind> = (v: string, bad: Bad) => KindValue[K];
 type Bad = (expected: string) => never;
@@ -183,7 +184,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
       const eq = pair.indexOf("=");
       const name = pair.slice(0, eq);
       if (eq <= 0 || !ENV_NAME.test(name)) bad(`space-separated NAME=value pairs (bad: ${JSON.stringify(pair)})`);
-      if (FORBIDDEN_ENV.has(name)) bad(`no ${name} (it would change how the services run)`);
+      if (FORBIDDEN_ENV.has(name) || name.startsWith("NODE_")) bad(`no ${name} (it would change how the services run)`);
       out[name] = pair.slice(eq + 1);
     }
     return out;

@@ -465,17 +465,26 @@ export function decodeSmallInt(t: Tlv, what: string, fail: ErrorFactory): number
   return m.readUIntBE(0, m.length);
 }
 
+/**
+ * Longest OBJECT IDENTIFIER content read (in bytes): every OID X.509 uses is far shorter; an
+ * unbounded one costs quadratic time to decode and ends up in messages.
+ */
+export const MAX_OID_BYTES = 64;
+/** Longest arc (in bytes): 19 bytes hold the 128-bit UUID arcs of 2.25.* OIDs. */
+export const MAX_OID_ARC_BYTES = 19;
+
 export function decodeOid(t: Tlv, what: string, fail: ErrorFactory): string {
   expectTag(t, TAG.OID, what, fail);
   const v = t.value;
   if (v.length === 0) throw fail(`${what}: empty OBJECT IDENTIFIER`);
+  if (v.length > MAX_OID_BYTES) throw fail(`${what}: OBJECT IDENTIFIER of ${v.length} bytes is longer than the limit of ${MAX_OID_BYTES}`);
   const arcs: string[] = [];
   let acc = 0n;
-  let started = false;
+  let arcBytes = 0;
   for (let i = 0; i < v.length; i++) {
     const b = v[i]!;
-    if (!started && b === 0x80) throw fail(`${what}: non-minimal OBJECT IDENTIFIER`);
-    started = true;
+    if (arcBytes === 0 && b === 0x80) throw fail(`${what}: non-minimal OBJECT IDENTIFIER`);
+    if (++arcBytes > MAX_OID_ARC_BYTES) throw fail(`${what}: OBJECT IDENTIFIER arc longer than ${MAX_OID_ARC_BYTES} bytes`);
     acc = (acc << 7n) | BigInt(b & 0x7f);
     if (!(b & 0x80)) {
       if (arcs.length === 0) {
@@ -483,10 +492,10 @@ export function decodeOid(t: Tlv, what: string, fail: ErrorFactory): string {
         arcs.push(first.toString(), (acc - first * 40n).toString());
       } else arcs.push(acc.toString());
       acc = 0n;
-      started = false;
+      arcBytes = 0;
     }
   }
-  if (started) throw fail(`${what}: truncated OBJECT IDENTIFIER`);
+  if (arcBytes > 0) throw fail(`${what}: truncated OBJECT IDENTIFIER`);
   return arcs.join(".");
 }
 

@@ -61,4 +61,8 @@ t.test("errors name file, line and expectation", async (t) => {
   t.match(errorOf(BASE + "garbage line\n").message, /:4: expected KEY=value/);
   t.match(errorOf("DN_FORMAT=/CN=%s/CN=%s\nPKCS11_MODULE=/x\nCA_CERT=/y\n").message, /:1: .*exactly one %s/);
   t.match(errorOf(BASE + "PKCS11_ENV='LD_PRELOAD=/evil.so'\n").message, /no LD_PRELOAD/);
+  // Node reads NODE_* (NODE_OPTIONS=--inspect opens a debugger in the signer): none of them
+  for (const name of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS", "NODE_DEBUG"]) {
+    t.match(errorOf(BASE + `PKCS11_ENV='${name}=--inspect'\n`).message, new RegExp(`no ${name} \\(`), name);
+  }
 });

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { pemDecode, pemEncode } from "../../services/common/pem.js";
-import { bitString, integer, nul, oid, seq } from "../../services/common/der.js";
+import { bitString, contextTag, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/der.js";
 import { checkRsaPublicKey, parseCsr } from "../../services/spool/csr.js";
 import { RequestError } from "../../services/common/errors.js";
 import { thrown } from "../fixtures/thrown.js";
@@ -91,6 +91,24 @@ t.test("tampered requests are refused", async (t) => {
   openssl("req", "-x509", "-key", p("rsa2048.key"), "-subj", "/CN=x", "-days", "1", "-out", p("x.pem"));
   const cert = pemDecode(fs.readFileSync(p("x.pem"), "latin1"), "CERTIFICATE");
   t.match(refusal(() => parseCsr(cert, POLICY)).message, /^CSR is not valid DER: /);
+});
+
+/** A request signed by `key` whose certificationRequestInfo carries `attributes` ([0]). */
+function signedCsr(key: crypto.KeyObject, spki: Buffer, attributes: Buffer[], sigAlg = seq(oid("1.2.840.113549.1.1.11"), nul())): Buffer {
+  const info = seq(integer(0), seq(), spki, tlv(contextTag(0, true), ...attributes));
+  return seq(info, sigAlg, bitString(crypto.sign("sha256", info, key)));
+}
+
+t.test("an OBJECT IDENTIFIER of 47 KB is refused at once, in a short message", async (t) => {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const spki = publicKey.export({ format: "der", type: "spki" });
+  t.equal(parseCsr(signedCsr(privateKey, spki, [seq(oid("1.2.840.113549.1.9.7"), set(tlv(TAG.UTF8_STRING, Buffer.from("x"))))]), POLICY).keyBits, 2048, "the builder makes requests we accept");
+  const hugeOid = tlv(TAG.OID, Buffer.concat([Buffer.from([0x2a]), Buffer.alloc(47_000, 0x81), Buffer.from([0x01])]));
+  const attribute = refusal(() => parseCsr(signedCsr(privateKey, spki, [seq(hugeOid, set())]), POLICY));
+  t.match(attribute.message, /^CSR is not valid DER: attribute type: OBJECT IDENTIFIER of 47002 bytes is longer than the limit of 64$/, "a correctly signed request with a huge attribute OID");
+  const algorithm = refusal(() => parseCsr(signedCsr(privateKey, spki, [], seq(hugeOid, nul())), POLICY));
+  t.match(algorithm.message, /OBJECT IDENTIFIER of 47002 bytes is longer than the limit/, "a huge signature algorithm OID");
+  t.ok(algorithm.message.length < 120, `the message does not echo it (${algorithm.message.length} characters)`);
 });
 
 t.test("checkRsaPublicKey", async (t) => {
