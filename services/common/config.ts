@@ -1,4 +1,5 @@
 // The one configuration loader: shell KEY=value syntax, parsed and never executed.
+import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
 import { CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
@@ -244,7 +245,9 @@ export function parseConfig(text: string, file: string): Config {
 function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
   const spec = CONFIG_SCHEMA[key];
   const bad: Bad = (expected) => {
-    throw new ConfigError("bad_value", `${key}=${JSON.stringify(value.length > 80 ? value.slice(0, 80) + "..." : value)}: expected ${expected}`, {
+    // a URL that is not one may still hold credentials: SMTP_URL is never quoted
+    const shown = spec.kind === "smtpUrl" ? "" : `=${JSON.stringify(redactCredentials(value.length > 80 ? value.slice(0, 80) + "..." : value))}`;
+    throw new ConfigError("bad_value", `${key}${shown}: expected ${expected}`, {
       file,
       line: line || undefined,
       key,

@@ -14,6 +14,14 @@ function errorOf(text: string): ConfigError {
   throw new Error("expected a ConfigError");
 }
 
+t.test("SMTP_URL credentials never appear in a message", async (t) => {
+  for (const url of ["http://user:pw@host", "smtp://user:pw@"]) {
+    const err = errorOf(BASE + `SMTP_URL='${url}'\n`);
+    t.match(err.message, /:4: SMTP_URL.*: expected an smtp:\/\/ or smtps:\/\/ URL/, url);
+    t.notMatch(err.message, /pw/, `${url}: no password in ${JSON.stringify(err.message)}`);
+  }
+});
+
 t.test("defaults and quoting", async (t) => {
   const c = parseConfig(
     BASE + "# comment\n\nexport CA_OIDS='1.2.3.4, 1.3.6.1.4.1.1'\nCRL_URLS=\"URI:http://ca.example.org/crl.pem\" # trailing\nMAX_LIFETIME=12h\nTOKEN_POLL_INTERVAL=500ms\nCONSOLE_ALLOW_PTY=yes\n",
