@@ -514,6 +514,11 @@ export function decodeBoolean(t: Tlv, what: string, fail: ErrorFactory): boolean
   return t.buf[t.valueStart] === 0xff;
 }
 
+/** A value from the input for a message: quoted, and cut short. */
+function quoted(s: string, max = 40): string {
+  return JSON.stringify(s.length > max ? `${s.slice(0, max)}...` : s);
+}
+
 /** UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280 requires. */
 export function decodeTime(t: Tlv, what: string, fail: ErrorFactory): Date {
   const s = t.value.toString("latin1");
@@ -521,17 +526,17 @@ export function decodeTime(t: Tlv, what: string, fail: ErrorFactory): Date {
   let year: number;
   if (t.tag === TAG.UTC_TIME) {
     m = /^([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})Z$/.exec(s);
-    if (!m) throw fail(`${what}: UTCTime ${JSON.stringify(s)} is not YYMMDDHHMMSSZ`);
+    if (!m) throw fail(`${what}: UTCTime ${quoted(s)} is not YYMMDDHHMMSSZ`);
     const yy = Number(m[1]);
     year = yy < 50 ? 2000 + yy : 1900 + yy;
   } else if (t.tag === TAG.GENERALIZED_TIME) {
     m = /^([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})Z$/.exec(s);
-    if (!m) throw fail(`${what}: GeneralizedTime ${JSON.stringify(s)} is not YYYYMMDDHHMMSSZ`);
+    if (!m) throw fail(`${what}: GeneralizedTime ${quoted(s)} is not YYYYMMDDHHMMSSZ`);
     year = Number(m[1]);
   } else throw fail(`${what}: expected UTCTime or GeneralizedTime`);
   const [mo, d, h, mi, se] = [2, 3, 4, 5, 6].map((i) => Number(m![i]));
   const ms = Date.UTC(year, mo! - 1, d, h, mi, se);
   const back = new Date(ms);
-  if (back.getUTCMonth() !== mo! - 1 || back.getUTCDate() !== d || h! > 23 || mi! > 59 || se! > 59) throw fail(`${what}: ${JSON.stringify(s)} is not a valid time`);
+  if (back.getUTCMonth() !== mo! - 1 || back.getUTCDate() !== d || h! > 23 || mi! > 59 || se! > 59) throw fail(`${what}: ${quoted(s)} is not a valid time`);
   return back;
 }

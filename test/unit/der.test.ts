@@ -115,6 +115,8 @@ t.test("reader round trips and refusals", async (t) => {
   t.throws(() => decodeOid(parseDer(Buffer.from("0602802a", "hex"), fail), "o", fail), /non-minimal/);
   t.throws(() => decodeTime(parseDer(Buffer.from("170d3439313333313233353935395a", "hex"), fail), "t", fail), /not a valid time/);
   t.throws(() => decodeTime(parseDer(Buffer.from("170b343931323331323335395a", "hex"), fail), "t", fail), /YYMMDDHHMMSSZ/);
+  const longTime = refusal(() => decodeTime(parseDer(tlv(TAG.UTC_TIME, Buffer.alloc(10_000, 0x39)), fail), "t", fail));
+  t.equal(longTime.message, `t: UTCTime "${"9".repeat(40)}..." is not YYMMDDHHMMSSZ`, "a long value is cut short in the message");
 });
 
 t.test("OBJECT IDENTIFIERs are bounded before they are decoded", async (t) => {
