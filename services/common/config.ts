@@ -1,4 +1,5 @@
 // The one configuration loader: shell KEY=value syntax, parsed and never executed.
+import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
 import { CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
@@ -77,7 +78,8 @@ const OID = /^[0-2](\.(0|[1-9][0-9]{0,9}))+$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}\$?$/;
 const EMAIL = /^[A-Za-z0-9.!#%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "NODE_OPTIONS", "PATH", "HOME", "USER"]);
+/** Also refused: every NODE_* (Node reads them; NODE_OPTIONS=--inspect would open a debugger). */
+const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER"]);
 
 type Parser<K extends ValueKind> = (v: string, bad: Bad) => KindValue[K];
 type Bad = (expected: string) => never;
@@ -183,7 +185,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
       const eq = pair.indexOf("=");
       const name = pair.slice(0, eq);
       if (eq <= 0 || !ENV_NAME.test(name)) bad(`space-separated NAME=value pairs (bad: ${JSON.stringify(pair)})`);
-      if (FORBIDDEN_ENV.has(name)) bad(`no ${name} (it would change how the services run)`);
+      if (FORBIDDEN_ENV.has(name) || name.startsWith("NODE_")) bad(`no ${name} (it would change how the services run)`);
       out[name] = pair.slice(eq + 1);
     }
     return out;
@@ -243,7 +245,9 @@ export function parseConfig(text: string, file: string): Config {
 function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
   const spec = CONFIG_SCHEMA[key];
   const bad: Bad = (expected) => {
-    throw new ConfigError("bad_value", `${key}=${JSON.stringify(value.length > 80 ? value.slice(0, 80) + "..." : value)}: expected ${expected}`, {
+    // a URL that is not one may still hold credentials: SMTP_URL is never quoted
+    const shown = spec.kind === "smtpUrl" ? "" : `=${JSON.stringify(redactCredentials(value.length > 80 ? value.slice(0, 80) + "..." : value))}`;
+    throw new ConfigError("bad_value", `${key}${shown}: expected ${expected}`, {
       file,
       line: line || undefined,
       key,

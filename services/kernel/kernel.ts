@@ -1,6 +1,7 @@
 // The kernel: holds the PIN and the state machine, routes typed messages between the services
 // and enforces the policy table. It parses nothing untrusted; it validates the shape of every
 // message it moves.
+import { redactCredentials } from "../common/redact.js";
 import type { Frame } from "../../proto/wire.js";
 import { PinFlag, TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
@@ -327,7 +328,8 @@ export class Kernel {
     switch (frame.type) {
       case "hookFailed": {
         const m = (frame as Frame<"hookFailed">).message;
-        this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${m.message.slice(0, 300)}`;
+        // the status file is world-readable
+        this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${redactCredentials(m.message.slice(0, 300))}`;
         this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
         this.writeStatus();
         return;

@@ -235,7 +235,7 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
     `POST_CRL_HOOK=${notExecutable}`,
     "HOOK_TIMEOUT=3s",
     "NOTIFY_EMAIL=ops@example.org",
-    `SMTP_URL=smtp://127.0.0.1:1`,
+    `SMTP_URL=smtp://mail-user:pw-s3cret@127.0.0.1:1`,
   ]);
   await k0.next("hello");
   notifyVia(k0, "crl-updated", "CRL 8 published", { path: "/var/lib/etoken-ca/crl/8.pem" });
@@ -244,7 +244,7 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
   t.match(hook.message.message, /cannot be run: EACCES/);
   const mail = await k0.next("hookFailed", (f) => f.message.hook === "email");
   t.equal(mail.message.event, "crl-updated");
-  t.match(mail.message.message, /e-mail for crl-updated to ops@example.org through smtp:\/\/127\.0\.0\.1:1 failed/);
+  t.match(mail.message.message, /e-mail for crl-updated to ops@example.org through smtp:\/\/\*\*\*@127\.0\.0\.1:1 failed/, "credentials redacted");
 
   notifyVia(k0, "crl-updated", "CRL 9 published", { path: "relative/9.pem" });
   const nopath = await k0.next("hookFailed", (f) => f.message.hook === "POST_CRL_HOOK");
@@ -255,6 +255,7 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
   await k0.next("hookFailed", (f) => f.message.event === "ready");
   t.notOk(k0.frames.some((f) => f.type === "hookFailed" && (f as Frame<"hookFailed">).message.event === "hook-failed"), "no report loop for hook-failed events");
   t.match(k0.stderr, /NOTIFY_HOOK|POST_CRL_HOOK=.*cannot be run by the notifier user/, "start-up warning about the hook");
+  t.notMatch(k0.stderr, /pw-s3cret|mail-user/, "no SMTP credentials in the notifier's log");
   k0.channel.send("shutdown", { reason: "test done" });
   await new Promise((r) => k0.child.once("exit", r));
 });

@@ -14,6 +14,14 @@ function errorOf(text: string): ConfigError {
   throw new Error("expected a ConfigError");
 }
 
+t.test("SMTP_URL credentials never appear in a message", async (t) => {
+  for (const url of ["http://user:pw@host", "smtp://user:pw@"]) {
+    const err = errorOf(BASE + `SMTP_URL='${url}'\n`);
+    t.match(err.message, /:4: SMTP_URL.*: expected an smtp:\/\/ or smtps:\/\/ URL/, url);
+    t.notMatch(err.message, /pw/, `${url}: no password in ${JSON.stringify(err.message)}`);
+  }
+});
+
 t.test("defaults and quoting", async (t) => {
   const c = parseConfig(
     BASE + "# comment\n\nexport CA_OIDS='1.2.3.4, 1.3.6.1.4.1.1'\nCRL_URLS=\"URI:http://ca.example.org/crl.pem\" # trailing\nMAX_LIFETIME=12h\nTOKEN_POLL_INTERVAL=500ms\nCONSOLE_ALLOW_PTY=yes\n",
@@ -61,4 +69,8 @@ t.test("errors name file, line and expectation", async (t) => {
   t.match(errorOf(BASE + "garbage line\n").message, /:4: expected KEY=value/);
   t.match(errorOf("DN_FORMAT=/CN=%s/CN=%s\nPKCS11_MODULE=/x\nCA_CERT=/y\n").message, /:1: .*exactly one %s/);
   t.match(errorOf(BASE + "PKCS11_ENV='LD_PRELOAD=/evil.so'\n").message, /no LD_PRELOAD/);
+  // Node reads NODE_* (NODE_OPTIONS=--inspect opens a debugger in the signer): none of them
+  for (const name of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS", "NODE_DEBUG"]) {
+    t.match(errorOf(BASE + `PKCS11_ENV='${name}=--inspect'\n`).message, new RegExp(`no ${name} \\(`), name);
+  }
 });

@@ -240,7 +240,8 @@ t.test("deploy/install into a staging root", async (t) => {
   for (const p of PROGRAMS) {
     const wrapper = path.join(P, "bin", p);
     const lines = fs.readFileSync(wrapper, "utf8").split("\n");
-    t.equal(lines[3], `exec '${node}' '${DEFAULT_PREFIX}/${entryOf(p)}' "$@"`, `${p}: wrapper with absolute paths`);
+    t.equal(lines[4], "unset NODE_OPTIONS", `${p}: no NODE_OPTIONS (it could ask for an inspector)`);
+    t.equal(lines[5], `exec '${node}' '--inspect-port=[ff02::1]:9229' '${DEFAULT_PREFIX}/${entryOf(p)}' "$@"`, `${p}: wrapper with absolute paths, an inspector port no socket can bind`);
     t.equal(lines[2], p === "etoken-ca-client" ? "ulimit -c 0" : "", `${p}: core dumps off in the client's wrapper only (the passphrase is on its stdin)`);
     t.equal(fs.statSync(wrapper).mode & 0o7777, 0o755);
     t.ok(fs.existsSync(path.join(P, entryOf(p))));
