@@ -9,7 +9,7 @@ import { ConfigError, describeError, SecurityError } from "../common/errors.js";
 import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
 import { createLogger, setLogLevel } from "../common/log.js";
 import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
-import { compileDnFormat } from "../signer/dn.js";
+import { compileDnFormat } from "../common/dn.js";
 import { OperatorConsole } from "./console.js";
 import { prepareDirectories } from "./directories.js";
 import { Kernel } from "./kernel.js";

@@ -10,7 +10,7 @@ import {
 } from "../common/der.js";
 import { ConfigError } from "../common/errors.js";
 import { pemDecode } from "../common/pem.js";
-import { nameToSlash } from "./dn.js";
+import { nameToSlash } from "../common/dn.js";
 
 export interface CaCertificate {
   der: Buffer;

@@ -10,7 +10,7 @@ import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { checkRsaPublicKey } from "../spool/csr.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
-import { buildSubject, compileDnFormat, splitUsername } from "./dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../common/dn.js";
 import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "./certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";

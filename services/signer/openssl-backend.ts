@@ -48,7 +48,7 @@ import { Serializer } from "./backend.js";
 import type { CaDatabase } from "./cadb.js";
 import { formatTime } from "./index-format.js";
 import type { PublishedCrl } from "./crl-publisher.js";
-import { parseName } from "./dn.js";
+import { parseName } from "../common/dn.js";
 import { NativeBackend, type BackendContext } from "./native-backend.js";
 
 export const DEFAULT_OPENSSL = "/usr/bin/openssl";

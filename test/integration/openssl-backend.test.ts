@@ -11,7 +11,7 @@ import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from 
 import { findInMemory } from "../fixtures/memory.js";
 import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
-import { buildSubject, compileDnFormat } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
 
 const PIN = "pin-5e1f0a77";
 const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d", CRL_WARN_BEFORE: "12h" } });

@@ -8,7 +8,7 @@ import path from "node:path";
 import { execFileSync, spawnSync } from "node:child_process";
 import { pemDecode, pemEncode } from "../../services/common/pem.js";
 import { parseCsr } from "../../services/spool/csr.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../../services/common/dn.js";
 import { CertificateTemplate, clampLifetime } from "../../services/signer/profile.js";
 import { assembleCertificate, loadCaCertificate, publicKeyMatches } from "../../services/signer/certificate.js";
 import { ConfigError, RequestError } from "../../services/common/errors.js";

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
-import { buildSubject, compileDnFormat, nameToSlash, splitUsername } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat, nameToSlash, splitUsername } from "../../services/common/dn.js";
 import { CertificateTemplate } from "../../services/signer/profile.js";
 import { assembleCertificate, loadCaCertificate } from "../../services/signer/certificate.js";
 import { pemEncode } from "../../services/common/pem.js";

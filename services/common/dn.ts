@@ -13,10 +13,10 @@
 // `openssl ca` writes): short names, `\/` and `\+` inside values, `\xHH` for every byte
 // outside printable ASCII (UTF-8 is shown byte by byte).
 
-import { ConfigError, RequestError } from "../common/errors.js";
+import { ConfigError, RequestError } from "./errors.js";
 import {
   DerSequence, TAG, children, decodeOid, isIa5, isPrintable, oid, parseDer, seq, set, tlv, type ErrorFactory,
-} from "../common/der.js";
+} from "./der.js";
 
 type Encoding = "directory" | "printable" | "ia5" | "country";
 
