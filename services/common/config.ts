@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
 import { CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
+import { compileDnFormat, parseUsernameRdnTypes } from "./dn.js";
 import { isRevocationReason, REVOCATION_REASONS } from "./reasons.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/sysconfig/etoken-ca";
@@ -79,7 +80,8 @@ const EMAIL = /^[A-Za-z0-9.!#%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "NODE_OPTIONS", "PATH", "HOME", "USER"]);
 
-type Parser<K extends ValueKind> = (v: string, bad: Bad) => KindValue[K];
+type Parser<K extends ValueKind> = (v: string, bad: Bad, refuse: Bad) => KindValue[K];
+/** `KEY="value": expected <what>` */
 type Bad = (expected: string) => never;
 
 export function parseKeySpec(v: string, bad: Bad): KeyRef {
@@ -130,14 +132,11 @@ function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
   return ref;
 }
 
-const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
+/** `refuse` reports a broken rule as `KEY="value": <rule>` (for rules that do not read as "expected ..."). */
+const PARSERS: { [K in ValueKind]: (v: string, bad: Bad, refuse: Bad) => KindValue[K] } = {
   string: (v) => v,
-  dnFormat: (v, bad) => {
-    if (!v.startsWith("/")) bad("a slash-form DN starting with '/', e.g. /DC=org/DC=example/CN=%s");
-    const count = v.split("%s").length - 1;
-    if (count !== 1) bad("exactly one %s (the username) in the DN format");
-    if (/%[^s]/.test(v.replace(/%s/g, ""))) bad("no % other than the one %s");
-    if (/[\x00-\x1f\x7f]/.test(v)) bad("no control characters in the DN format");
+  dnFormat: (v, _bad, refuse) => {
+    compileDnFormat(v, undefined, refuse);
     return v;
   },
   path: (v, bad) => {
@@ -145,7 +144,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
     if (v.includes("\0")) bad("a path without NUL");
     return v;
   },
-  optionalPath: (v, bad) => (v === "" ? "" : PARSERS.path(v, bad)),
+  optionalPath: (v, bad) => (v === "" ? "" : PARSERS.path(v, bad, bad)),
   duration: (v, bad) => {
     const m = /^([0-9]{1,12})(ms|s|m|h|d)?$/.exec(v);
     if (!m) bad("a duration: a whole number of seconds, or with a unit ms, s, m, h or d (e.g. 43200, 12h, 500ms)");
@@ -206,6 +205,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
     return v;
   },
   reason: (v, bad) => (isRevocationReason(v) ? v : bad(`a revocation reason openssl ca knows (${Object.keys(REVOCATION_REASONS).join(", ")})`)),
+  rdnTypes: (v, bad) => parseUsernameRdnTypes(splitList(v), (m) => bad(`attribute types a username may bring: ${m}`)),
 };
 
 function splitList(v: string): string[] {
@@ -242,14 +242,15 @@ export function parseConfig(text: string, file: string): Config {
 
 function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
   const spec = CONFIG_SCHEMA[key];
-  const bad: Bad = (expected) => {
-    throw new ConfigError("bad_value", `${key}=${JSON.stringify(value.length > 80 ? value.slice(0, 80) + "..." : value)}: expected ${expected}`, {
+  const refuse: Bad = (rule) => {
+    throw new ConfigError("bad_value", `${key}=${JSON.stringify(value.length > 80 ? value.slice(0, 80) + "..." : value)}: ${rule}`, {
       file,
       line: line || undefined,
       key,
     });
   };
-  return (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad);
+  const bad: Bad = (expected) => refuse(`expected ${expected}`);
+  return (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad, refuse);
 }
 
 function crossCheck(c: Config, file: string, seen: Map<string, number>): void {

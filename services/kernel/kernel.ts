@@ -8,6 +8,7 @@ import type { Config } from "../common/config-schema.js";
 import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
+import { MAX_USERNAME_BYTES } from "../common/spool-protocol.js";
 import type { ServiceName } from "../common/service-table.js";
 import type { OperatorConsole } from "./console.js";
 import { isPermitted } from "./policy.js";
@@ -16,7 +17,6 @@ import { writeStatus, type StatusSnapshot } from "./status.js";
 import type { Supervisor } from "./supervisor.js";
 
 const REQUEST_ID = /^req\.[A-Za-z0-9]{8,32}$/;
-const MAX_USERNAME = 1024;
 const MAX_PUBLIC_KEY = 8192;
 /** The CSR forwarded for the openssl backend (the spool's limit, services/spool/csr.ts MAX_CSR_BYTES). */
 const MAX_CSR = 64 * 1024;
@@ -334,7 +334,7 @@ export class Kernel {
 
   private validIssueRequest(m: Frame<"issueRequest">["message"]): string | undefined {
     if (!REQUEST_ID.test(m.requestId)) return "invalid request id";
-    if (m.username.length === 0 || m.username.length > MAX_USERNAME) return "invalid username length";
+    if (m.username.length === 0 || Buffer.byteLength(m.username, "utf8") > MAX_USERNAME_BYTES) return "invalid username length";
     if (m.proxyLifetime > TEN_YEARS_S || m.maxCertLifetime > TEN_YEARS_S) return "absurd lifetime";
     if (m.publicKey.length === 0 || m.publicKey.length > MAX_PUBLIC_KEY) return "invalid public key size";
     if (m.csr.length > MAX_CSR) return "invalid CSR size";

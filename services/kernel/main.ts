@@ -9,7 +9,6 @@ import { ConfigError, describeError, SecurityError } from "../common/errors.js";
 import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
 import { createLogger, setLogLevel } from "../common/log.js";
 import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
-import { compileDnFormat } from "../common/dn.js";
 import { OperatorConsole } from "./console.js";
 import { prepareDirectories } from "./directories.js";
 import { Kernel } from "./kernel.js";
@@ -34,8 +33,6 @@ export async function startServer(argv: string[]): Promise<number | void> {
   const users = resolveUsers(config);
   const client = lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile);
   checkReadable(config);
-  // DN_FORMAT is the operator's own text: check it fully now rather than in the signer's first request
-  compileDnFormat(config.DN_FORMAT, { file: config.sourceFile });
   prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
   writePidFile(config.PIDFILE);
 

@@ -36,7 +36,7 @@ await runService("signer", {
     const bctx = { config: c, log: ctx.log, ca, db, crls: new CrlPublisher(c.CRL_DIR, ca) };
     // loaded only when chosen: it brings execa, ~14 MiB that the native signer does not need
     const backend: SigningBackend = c.SIGNER_BACKEND === "openssl" ? new (await import("./openssl-backend.js")).OpensslBackend(bctx) : new NativeBackend(bctx);
-    state = { backend, dn: compileDnFormat(c.DN_FORMAT) };
+    state = { backend, dn: compileDnFormat(c.DN_FORMAT, c.USERNAME_RDN_TYPES) };
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name });
   },
 

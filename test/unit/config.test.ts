@@ -62,3 +62,15 @@ t.test("errors name file, line and expectation", async (t) => {
   t.match(errorOf("DN_FORMAT=/CN=%s/CN=%s\nPKCS11_MODULE=/x\nCA_CERT=/y\n").message, /:1: .*exactly one %s/);
   t.match(errorOf(BASE + "PKCS11_ENV='LD_PRELOAD=/evil.so'\n").message, /no LD_PRELOAD/);
 });
+
+t.test("DN_FORMAT and USERNAME_RDN_TYPES are checked by the loader", async (t) => {
+  const rest = "PKCS11_MODULE=/x\nCA_CERT=/y\n";
+  t.match(errorOf(`CA_OIDS=1.2.3\nDN_FORMAT=/DC=org/XX=y/CN=%s\n${rest}`).message,
+    /^\/etc\/sysconfig\/etoken-ca:2: DN_FORMAT="\/DC=org\/XX=y\/CN=%s": unknown attribute type "XX"/);
+  t.match(errorOf(`DN_FORMAT='/O=a+CN=b%s'\n${rest}`).message, /:1: DN_FORMAT="\/O=a\+CN=b%s": multi-valued RDNs/);
+  t.match(errorOf(`DN_FORMAT='/C=USA/CN=%s'\n${rest}`).message, /:1: DN_FORMAT=.*two-letter/);
+  t.same(parseConfig(BASE, "f").USERNAME_RDN_TYPES, ["DC", "O", "OU", "CN"], "default");
+  t.same(parseConfig(BASE + "USERNAME_RDN_TYPES='commonName, O'\n", "f").USERNAME_RDN_TYPES, ["CN", "O"]);
+  t.match(errorOf(BASE + "USERNAME_RDN_TYPES=CN,XX\n").message, /:4: USERNAME_RDN_TYPES="CN,XX": .*unknown attribute type "XX"/);
+  t.match(errorOf(BASE + "USERNAME_RDN_TYPES=\n").message, /:4: USERNAME_RDN_TYPES="": .*at least one attribute type/);
+});
