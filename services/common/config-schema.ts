@@ -16,8 +16,8 @@ export interface KeySpec {
 
 export const CONFIG_SCHEMA = {
   // seed
-  DN_FORMAT: { kind: "dnFormat", default: undefined, section: "seed", doc: "Subject DN in slash form with one %s for the MyProxy username. %s inside a value (/DC=org/DC=example/CN=%s): the username is that value (no / + \\). %s where RDNs can stand (/DC=org/DC=example%s, %s alone, /DC=org%s/CN=x): the username is a slash-form DN suffix such as /O=Example/CN=Jane Doe (escapes \\/ \\\\ \\+), inserted there" },
-  USERNAME_RDN_TYPES: { kind: "rdnTypes", default: "DC,O,OU,CN", section: "seed", doc: "Comma-separated attribute types a DN-suffix username may bring (DN_FORMAT with %s between RDNs); any other type in a username is refused" },
+  DN_FORMAT: { kind: "dnFormat", default: undefined, section: "seed", doc: "Subject DN in slash form with one %s for the MyProxy username. %s inside a value (/DC=org/DC=example/CN=%s): the username is that value. %s where RDNs can stand (/DC=org/DC=example%s, or %s alone): the username is a DN suffix such as /O=Example/CN=Jane Doe, inserted there" },
+  USERNAME_RDN_TYPES: { kind: "rdnTypes", default: "DC,O,OU,CN", section: "seed", doc: "Comma-separated attribute types a DN-suffix username (DN_FORMAT with %s between RDNs) may bring; a username with any other type is refused" },
   CA_OIDS: { kind: "oidList", default: "", section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies)" },
   CRL_URLS: { kind: "uriList", default: "", section: "seed", doc: "Comma-separated URI:... CRL distribution points" },
   USB_DEVICE: { kind: "usbDevice", default: "", section: "seed", doc: "vendor:product of the token as lsusb prints it (hex); empty disables USB hot-plug" },
