@@ -18,8 +18,8 @@ export const CONFIG_SCHEMA = {
   // seed
   DN_FORMAT: { kind: "dnFormat", default: undefined, section: "seed", doc: "Subject DN in slash form with one %s for the MyProxy username. %s inside a value (/DC=org/DC=example/CN=%s): the username is that value. %s where RDNs can stand (/DC=org/DC=example%s, or %s alone): the username is a DN suffix such as /O=Example/CN=Jane Doe, inserted there" },
   USERNAME_RDN_TYPES: { kind: "rdnTypes", default: "DC,O,OU,CN", section: "seed", doc: "Comma-separated attribute types a DN-suffix username (DN_FORMAT with %s between RDNs) may bring; a username with any other type is refused" },
-  CA_OIDS: { kind: "oidList", default: "", section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies)" },
-  CRL_URLS: { kind: "uriList", default: "", section: "seed", doc: "Comma-separated URI:... CRL distribution points" },
+  CA_OIDS: { kind: "oidList", default: undefined, section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies); at least one" },
+  CRL_URLS: { kind: "uriList", default: undefined, section: "seed", doc: "Comma-separated URI:http://... CRL distribution points where the DER CRL is published (RFC 5280 4.2.1.13); at least one; https is warned about, other schemes are refused" },
   USB_DEVICE: { kind: "usbDevice", default: "", section: "seed", doc: "vendor:product of the token as lsusb prints it (hex); empty disables USB hot-plug" },
   KEY: { kind: "keySpec", default: "0:", section: "seed", doc: "CA key on the token: SLOT:ID (SLOT counts the initialised tokens from 0, hex key id; '0:' = first token, first private key) or an RFC 7512 pkcs11: URI (token=, serial=, slot-id= = the PKCS#11 slot ID, id=, object=)" },
   // token
@@ -43,14 +43,13 @@ export const CONFIG_SCHEMA = {
   CONSOLE: { kind: "path", default: "/dev/tty8", section: "console", doc: "Console device the PIN is read from (a Linux virtual terminal)" },
   CONSOLE_ALLOW_PTY: { kind: "bool", default: "no", section: "console", doc: "Accept a pseudo-terminal as CONSOLE (tests and the demo only)" },
   // issuing
-  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest certificate lifetime the CA issues (seconds, or with s/m/h/d)" },
+  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest validity (notAfter - notBefore, the 5-minute backdating of notBefore included) of a certificate (seconds, or with s/m/h/d); above 13 months is refused, above 1000000 s (the IGTF ceiling for short-lived credentials) warned" },
   MIN_KEY_BITS: { kind: "integer", default: "2048", section: "issuing", doc: "Smallest RSA modulus accepted in a request" },
   CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it" },
   FENCE_REVOKE_REASON: { kind: "reason", default: "unspecified", section: "issuing", doc: "Revocation reason for certificates signed while the token was being removed" },
   // CRLs
-  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL" },
-  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is made when less than this remains before nextUpdate" },
-  CRL_WARN_BEFORE: { kind: "duration", default: "3d", section: "crl", doc: "Warn the operator when the CRL expires within this and no PIN is available" },
+  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL; above 30 days is warned" },
+  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour" },
   // hooks and mail
   NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
   POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the CRL's path as argument" },
@@ -68,6 +67,9 @@ export const CONFIG_SCHEMA = {
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;
+
+/** notBefore = issuing time - this: the certificate profile's allowance for clients' clock skew. */
+export const BACKDATE_SECONDS = 300;
 
 export interface UsbId { vendor: number; product: number }
 /**

@@ -1,9 +1,9 @@
 // The one configuration loader: shell KEY=value syntax, parsed and never executed.
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
-import { CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
+import { BACKDATE_SECONDS, CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
 import { compileDnFormat, parseUsernameRdnTypes } from "./dn.js";
-import { isRevocationReason, REVOCATION_REASONS } from "./reasons.js";
+import { isRevocationReason, reasonProblem } from "./reasons.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/sysconfig/etoken-ca";
 const MAX_CONFIG_BYTES = 256 * 1024;
@@ -162,11 +162,11 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad, refuse: Bad) => KindVal
     if (["no", "false", "0", "off", ""].includes(l)) return false;
     return bad("yes or no");
   },
-  oidList: (v, bad) => splitList(v).map((o) => (OID.test(o) ? o : bad(`comma-separated dotted OIDs (bad: ${JSON.stringify(o)})`))),
+  oidList: (v, bad) => nonEmpty(splitList(v), bad, "at least one dotted OID").map((o) => (OID.test(o) ? o : bad(`comma-separated dotted OIDs (bad: ${JSON.stringify(o)})`))),
   uriList: (v, bad) =>
-    splitList(v).map((u) => {
-      const m = /^URI:([a-z][a-z0-9+.-]*:\/\/[\x21-\x7e]+)$/i.exec(u);
-      if (!m) bad(`comma-separated URI:scheme://... entries (bad: ${JSON.stringify(u)})`);
+    nonEmpty(splitList(v), bad, "at least one URI:http://... entry").map((u) => {
+      const m = /^URI:(https?:\/\/[\x21-\x7e]+)$/.exec(u);
+      if (!m) bad(`comma-separated URI:http://... entries: relying parties fetch a CRL distribution point over http (RFC 5280 4.2.1.13) (bad: ${JSON.stringify(u)})`);
       return m![1]!;
     }),
   usbDevice: (v, bad) => {
@@ -204,9 +204,14 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad, refuse: Bad) => KindVal
     if (u.protocol !== "smtp:" && u.protocol !== "smtps:") bad("an smtp:// or smtps:// URL");
     return v;
   },
-  reason: (v, bad) => (isRevocationReason(v) ? v : bad(`a revocation reason openssl ca knows (${Object.keys(REVOCATION_REASONS).join(", ")})`)),
+  reason: (v, _bad, refuse) => (isRevocationReason(v) ? v : refuse(reasonProblem(v))),
   rdnTypes: (v, bad) => parseUsernameRdnTypes(splitList(v), (m) => bad(`attribute types a username may bring: ${m}`)),
 };
+
+function nonEmpty(list: string[], bad: Bad, expected: string): string[] {
+  if (list.length === 0) bad(expected);
+  return list;
+}
 
 function splitList(v: string): string[] {
   return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
@@ -268,6 +273,13 @@ function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
       throw new ConfigError("root_user", `${users[i]} may not be root`, { file, line: seen.get(users[i]!) });
     }
   }
+  const lifetime = `MAX_LIFETIME=${formatDuration(c.MAX_LIFETIME)}`;
+  if (c.MAX_LIFETIME > MAX_LIFETIME_LIMIT_MS) {
+    throw new ConfigError("bad_value", `${lifetime}: longer than 13 months (395 days), the longest an IGTF end-entity certificate may live`, { file, line: seen.get("MAX_LIFETIME"), key: "MAX_LIFETIME" });
+  }
+  if (c.MAX_LIFETIME <= BACKDATE_SECONDS * 1000) {
+    throw new ConfigError("bad_value", `${lifetime}: must be longer than the ${BACKDATE_SECONDS / 60}-minute backdating of notBefore, which it includes`, { file, line: seen.get("MAX_LIFETIME"), key: "MAX_LIFETIME" });
+  }
   if (c.CRL_REISSUE_BEFORE >= c.CRL_LIFETIME) {
     throw new ConfigError("bad_value", `CRL_REISSUE_BEFORE must be shorter than CRL_LIFETIME`, { file, line: seen.get("CRL_REISSUE_BEFORE") });
   }
@@ -283,6 +295,33 @@ function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
       }
     }
   }
+}
+
+/** 13 months: the IGTF limit for any end-entity certificate. */
+const MAX_LIFETIME_LIMIT_MS = 395 * 86_400_000;
+/** The IGTF ceiling for short-lived credentials (1,000,000 s, about 11.6 days). */
+const SHORT_LIVED_MS = 1_000_000_000;
+const CRL_LIFETIME_WARN_MS = 30 * 86_400_000;
+
+/** A duration as the configuration could say it (whole seconds, or ms). */
+function formatDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/** Rules a configuration may break with a warning only: [key, broken?, rule]. */
+const WARNINGS: readonly [ConfigKey, (c: Config) => boolean, string][] = [
+  ["MAX_LIFETIME", (c) => c.MAX_LIFETIME > SHORT_LIVED_MS, "above 1000000 s, the IGTF ceiling for short-lived credentials"],
+  ["CRL_URLS", (c) => c.CRL_URLS.some((u) => u.startsWith("https:")), "https distribution points are not followed by every relying party (RFC 5280 4.2.1.13 asks for http)"],
+  ["CRL_LIFETIME", (c) => c.CRL_LIFETIME > CRL_LIFETIME_WARN_MS, "above 30 days: relying parties would keep trusting revoked certificates for that long after a CRL could not be renewed"],
+];
+
+/** One line per warning: the file, the key, its value, the rule. */
+export function configWarnings(c: Config): string[] {
+  return WARNINGS.filter(([, broken]) => broken(c)).map(([key, , rule]) => {
+    const v = c[key];
+    const shown = typeof v === "number" ? formatDuration(v) : Array.isArray(v) ? v.map((u) => `URI:${u}`).join(",") : String(v);
+    return `${c.sourceFile}: ${key}=${JSON.stringify(shown)}: ${rule}`;
+  });
 }
 
 /** Reads and parses the configuration file; every failure is a ConfigError naming the file. */

@@ -11,6 +11,7 @@ import { secretBuffer } from "../common/secret-buffer.js";
 import { MAX_USERNAME_BYTES } from "../common/spool-protocol.js";
 import type { ServiceName } from "../common/service-table.js";
 import type { OperatorConsole } from "./console.js";
+import { crlCheckIntervalMs, crlReissueAt } from "./crl-schedule.js";
 import { isPermitted } from "./policy.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
 import { writeStatus, type StatusSnapshot } from "./status.js";
@@ -115,7 +116,7 @@ export class Kernel {
     this.console.say(`etoken-ca: starting (${this.config.sourceFile})`);
     this.supervisor.startAll();
     this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
-    this.crlTimer = setInterval(() => void this.checkCrl(), Math.min(60_000, Math.max(1_000, this.config.CRL_REISSUE_BEFORE / 10)));
+    this.crlTimer = setInterval(() => void this.checkCrl(), crlCheckIntervalMs(this.config.CRL_REISSUE_BEFORE));
     this.heartbeatTimer = setInterval(() => {
       if (!this.console.prompting) this.showState();
     }, CONSOLE_HEARTBEAT_MS);
@@ -770,13 +771,14 @@ export class Kernel {
     if (this.state === "STARTING" || this.state === "STOPPING") return;
     const now = Date.now();
     const remaining = this.crl ? this.crl.nextUpdate - now : -1;
+    const due = this.crl ? now >= crlReissueAt(this.crl.nextUpdate, this.config.CRL_REISSUE_BEFORE) : true;
     if (this.state === "READY") {
-      if (!this.crl || this.crlDirty || remaining < this.config.CRL_REISSUE_BEFORE) {
+      if (!this.crl || this.crlDirty || due) {
         await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
       }
       return;
     }
-    if (this.crl && remaining < this.config.CRL_WARN_BEFORE && now - this.lastCrlWarning > 3_600_000) {
+    if (this.crl && due && now - this.lastCrlWarning > 3_600_000) {
       this.lastCrlWarning = now;
       const hours = Math.max(0, Math.floor(remaining / 3_600_000));
       this.console.say(`WARNING: the CRL expires in ${hours} h and no PIN is available to renew it`);

@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "../common/cli.js";
-import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
+import { configWarnings, DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
 import type { Config } from "../common/config-schema.js";
 import { ConfigError, describeError, SecurityError } from "../common/errors.js";
 import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
@@ -27,6 +27,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
   setLogLevel(config.LOG_LEVEL);
   const log = createLogger("kernel");
   process.title = "etoken-ca: kernel";
+  for (const warning of configWarnings(config)) log.warning(warning);
   process.umask(0o077);
   disableCoreDumps();
 

@@ -109,7 +109,7 @@ function notifyVia(k: FakeKernel, event: string, message: string, details: Recor
 }
 
 function startNotifier(t: Test, lines: string[]): FakeKernel {
-  const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
+  const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "CA_OIDS=1.3.6.1.4.1.99999.1.1", "CRL_URLS=URI:http://ca.example.org/crl.der", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
   const k = spawnService("notifier", notify, config, { captureStderr: true });
   t.teardown(() => k.kill());
   return k;
