@@ -52,7 +52,7 @@ export const CONFIG_SCHEMA = {
   CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour" },
   // hooks and mail
   NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
-  POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the CRL's path as argument" },
+  POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the numbered DER file (CRL_DIR/crl-NNNNNN.der) as argument and CRL_URLS in ETOKEN_CRL_URLS" },
   HOOK_TIMEOUT: { kind: "duration", default: "30", section: "notify", doc: "A hook still running after this is killed and reported" },
   NOTIFY_EMAIL: { kind: "emailList", default: "", section: "notify", doc: "Comma-separated operator addresses; empty disables e-mail" },
   NOTIFY_FROM: { kind: "string", default: "etoken-ca@localhost", section: "notify", doc: "Sender address of notification e-mail" },

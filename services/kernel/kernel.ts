@@ -752,6 +752,7 @@ export class Kernel {
       this.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
       this.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
         path: c.path,
+        crl_urls: this.config.CRL_URLS.join(" "),
         number: String(c.number),
         next_update: new Date(c.nextUpdate).toISOString(),
       });
