@@ -11,7 +11,7 @@ import { secretBuffer } from "../common/secret-buffer.js";
 import { MAX_USERNAME_BYTES } from "../common/spool-protocol.js";
 import type { ServiceName } from "../common/service-table.js";
 import type { OperatorConsole } from "./console.js";
-import { crlCheckIntervalMs, crlReissueAt } from "./crl-schedule.js";
+import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
 import { isPermitted } from "./policy.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
 import { writeStatus, type StatusSnapshot } from "./status.js";
@@ -771,17 +771,19 @@ export class Kernel {
   private async checkCrl(): Promise<void> {
     if (this.state === "STARTING" || this.state === "STOPPING") return;
     const now = Date.now();
-    const remaining = this.crl ? this.crl.nextUpdate - now : -1;
-    const due = this.crl ? now >= crlReissueAt(this.crl.nextUpdate, this.config.CRL_REISSUE_BEFORE) : true;
-    if (this.state === "READY") {
-      if (!this.crl || this.crlDirty || due) {
-        await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
-      }
-      return;
-    }
-    if (this.crl && due && now - this.lastCrlWarning > 3_600_000) {
+    const action = crlAction({
+      ready: this.state === "READY",
+      now,
+      nextUpdate: this.crl?.nextUpdate,
+      dirty: this.crlDirty,
+      reissueBeforeMs: this.config.CRL_REISSUE_BEFORE,
+      lastWarning: this.lastCrlWarning,
+    });
+    if (action === "make") {
+      await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
+    } else if (action === "warn" && this.crl) {
       this.lastCrlWarning = now;
-      const hours = Math.max(0, Math.floor(remaining / 3_600_000));
+      const hours = Math.max(0, Math.floor((this.crl.nextUpdate - now) / 3_600_000));
       this.console.say(`WARNING: the CRL expires in ${hours} h and no PIN is available to renew it`);
       this.notify("crl-expiring", `CRL #${this.crl.number} expires within ${hours} hours and no PIN is available to renew it`, {
         number: String(this.crl.number),
