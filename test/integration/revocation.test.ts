@@ -194,7 +194,7 @@ t.test("the latest link never points at a partial file", async (t) => {
 t.test("hooks and e-mail", async (t) => {
   const events = await waitFor("hook events", () => {
     const text = fs.readFileSync(eventLog, "utf8");
-    return /^ready\|ready\|/m.test(text) && /^crl-updated\|crl-updated\|\/.+crl-\d+\.pem\|/m.test(text) && /^post-crl \//m.test(text) ? text : undefined;
+    return /^ready\|ready\|/m.test(text) && /^crl-updated\|crl-updated\|\/.+crl-\d+\.der\|/m.test(text) && /^post-crl \//m.test(text) ? text : undefined;
   }, 60_000);
   t.match(events, /^pin-needed\|pin-needed\|\|.*PIN/m, "NOTIFY_HOOK got pin-needed with the message on stdin");
   t.match(events, /^ready\|ready\|/m, "and ready");
