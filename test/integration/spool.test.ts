@@ -217,7 +217,7 @@ t.test("hostile: request files", async (t) => {
     ["non-numeric lifetime", (id) => place(id, requestText().replace("max_cert_lifetime=0", "max_cert_lifetime=12h")), /bad_header/, /max_cert_lifetime="12h"/],
     ["absurd lifetime", (id) => place(id, requestText({ proxyLifetime: 2 ** 40 })), /bad_header/, /larger than/],
     ["empty username", (id) => place(id, requestText({ username: "" })), /bad_username/, /empty username/],
-    ["too long username", (id) => place(id, requestText({ username: "u".repeat(513) })), /bad_username/, /longer than 512/],
+    ["too long username", (id) => place(id, requestText({ username: "u".repeat(MAX_USERNAME_BYTES + 1) })), /bad_username/, new RegExp(`longer than ${MAX_USERNAME_BYTES}`)],
     ["missing end marker", (id) => place(id, requestText().replace(/end\n$/, "")), /incomplete/, /no end marker/],
     ["truncated file", (id) => place(id, requestText().slice(0, 200)), /incomplete/, /no end marker/],
     ["expired deadline", (id) => place(id, requestText({ deadline: Date.now() - 1000 })), /expired/, /deadline passed/],
