@@ -26,7 +26,7 @@ const DEMO_SUFFIX_DN_FORMAT = "/DC=org/DC=example%s";
 const DEMO_SUFFIX_USER = "/O=etoken-ca demo/CN=Jane Doe email=jane@example.org";
 const DEMO_CA_SUBJECT = "/DC=org/DC=example/CN=etoken-ca DEMO CA (not for real use)";
 const DEMO_POLICY_OID = "1.3.6.1.4.1.99999.1.1";
-const DEMO_CRL_URL = "http://localhost/etoken-ca-demo/crl.pem";
+const DEMO_CRL_URL = "http://localhost/etoken-ca-demo/crl.der"; // a CRL behind http is DER (RFC 5280 4.2.1.13)
 
 const args = process.argv.slice(2);
 const KEEP = args.includes("--keep");
