@@ -149,7 +149,8 @@ user("email-ip-literal", "u email=a@[10.0.0.1]", "request\\.bad_email");
 user("email-unicode-local", "u email=\u00e4@example.org", "request\\.bad_email");
 user("email-empty", "u email=", "request\\.bad_email");
 user("email-quoted-local", "u email=\"a b\"@example.org", "request\\.bad_(email|username)");
-user("email-slash-domain", "u email=a@example.org/CN=x", "request\\.bad_email");
+// "/CN=x" starts an RDN, so the suffixes come after it: the whole is the name, and "/" is refused in it
+user("email-slash-domain", "u email=a@example.org/CN=x", "request\\.(bad_email|bad_subject)");
 user("info-twice", "u info:a=b info:c=d", "request\\.bad_info");
 user("info-empty", "u info:", "request\\.bad_info");
 user("info-space-split", "u info:a=b c=d", "request\\.bad_username");
