@@ -109,7 +109,7 @@ function notifyVia(k: FakeKernel, event: string, message: string, details: Recor
 }
 
 function startNotifier(t: Test, lines: string[]): FakeKernel {
-  const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
+  const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "CA_OIDS=1.3.6.1.4.1.99999.1.1", "CRL_URLS=URI:http://ca.example.org/crl.der", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
   const k = spawnService("notifier", notify, config, { captureStderr: true });
   t.teardown(() => k.kill());
   return k;
@@ -260,17 +260,18 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
   await new Promise((r) => k0.child.once("exit", r));
 });
 
-t.test("deploy/hooks/post-crl-publish copies the CRL atomically", async (t) => {
+t.test("deploy/hooks/post-crl-publish publishes the DER CRL under the name its URL uses", async (t) => {
   const pub = path.join(base, "pub");
   fs.mkdirSync(pub);
-  const crl = path.join(base, "12.pem");
-  fs.writeFileSync(crl, "-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n");
+  const crl = path.join(base, "crl-000012.der");
+  fs.writeFileSync(crl, Buffer.from([0x30, 0x82, 0x01, 0x00, 0xff]));
   const hook = path.join(REPO, "deploy/hooks/post-crl-publish");
-  execFileSync(hook, [crl], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub } });
-  t.equal(fs.readFileSync(path.join(pub, "crl.pem"), "utf8"), fs.readFileSync(crl, "utf8"));
-  t.equal(fs.statSync(path.join(pub, "crl.pem")).mode & 0o777, 0o644);
-  t.same(fs.readdirSync(pub), ["crl.pem"], "no temporary file left");
-  t.throws(() => execFileSync(hook, ["relative.pem"], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub }, stdio: "pipe" }), "relative path refused");
+  execFileSync(hook, [crl], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub, ETOKEN_CRL_URLS: "http://ca.example.org/crl/example-ca.crl http://mirror.example.net/x.der" } });
+  t.same(fs.readFileSync(path.join(pub, "example-ca.crl")), fs.readFileSync(crl), "the DER bytes, under the first URL's name");
+  t.equal(fs.statSync(path.join(pub, "example-ca.crl")).mode & 0o777, 0o644);
+  t.same(fs.readdirSync(pub), ["example-ca.crl"], "no temporary file left");
+  t.throws(() => execFileSync(hook, ["relative.der"], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub, ETOKEN_CRL_URLS: "http://a.example.org/c.crl" }, stdio: "pipe" }), "relative path refused");
+  t.throws(() => execFileSync(hook, [crl], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub, ETOKEN_CRL_URLS: "http://a.example.org/" }, stdio: "pipe" }), "a URL without a file name is refused");
 });
 
 t.test("deploy/hooks/notify-sendmail builds a mail for sendmail", async (t) => {

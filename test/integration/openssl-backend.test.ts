@@ -12,12 +12,12 @@ import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from 
 import { findInMemory } from "../fixtures/memory.js";
 import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
-import { buildSubject, compileDnFormat } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
 import { bitString, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/der.js";
 import { pemEncode } from "../../services/common/pem.js";
 
 const PIN = "pin-5e1f0a77";
-const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d", CRL_WARN_BEFORE: "12h" } });
+const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d" } });
 // a PIN no other string in the test can contain by accident
 const changed = runCommand("pkcs11-tool", ["--module", inst.token.modulePath, "--token-label", inst.token.label, "--login", "--pin", inst.token.userPin, "--change-pin", "--new-pin", PIN], { env: { PATH: CLEAN_PATH, ...inst.token.env } });
 if (changed.code !== 0) throw new Error(`pkcs11-tool --change-pin: ${changed.stderr}`);

@@ -18,7 +18,7 @@ import { spawnSync } from "node:child_process";
 import { children, integer, nul, oid, parseDer, seq, set, TAG, tlv, walk, bitString, contextTag, octetString, boolean, type Tlv } from "../../services/common/der.js";
 import { RequestError } from "../../services/common/errors.js";
 import { pemDecode } from "../../services/common/pem.js";
-import { parseName } from "../../services/signer/dn.js";
+import { parseName } from "../../services/common/dn.js";
 import { parseCsr } from "../../services/spool/csr.js";
 import { ROOT } from "../fixtures/server.js";
 
