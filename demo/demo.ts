@@ -52,9 +52,13 @@ function show(cmd: string[], opts: { env?: Record<string, string>; allowFail?: b
   return { code: r.status, out };
 }
 
-/** Can `user` read `file` (and traverse its parents)? */
+/** The uid and gid of `nobody`: a user in no group of ours, standing in for service users not created yet. */
+const NOBODY = "65534";
+
+/** Can `user` (a name, or NOBODY) read `file` (and traverse its parents)? */
 function readableBy(user: string, file: string): boolean {
-  return spawnSync("setpriv", ["--reuid", user, "--regid", user, "--init-groups", "test", "-r", file], { stdio: "ignore" }).status === 0;
+  const groups = user === NOBODY ? "--clear-groups" : "--init-groups";
+  return spawnSync("setpriv", ["--reuid", user, "--regid", user, groups, "test", "-r", file], { stdio: "ignore" }).status === 0;
 }
 
 interface Running {
@@ -96,12 +100,14 @@ function preflight(): void {
   } catch {
     throw new Error("user myproxy is missing: install Debian's myproxy-server (bash demo/run does that)");
   }
-  // Every service and the MyProxy callout run under their own users from this checkout.
+  // Every service and the MyProxy callout run under their own users from this checkout. The
+  // service users are created later (step 1), so an unrelated user (nobody) stands in for them.
   const probe = [path.join(ROOT, "dist/client/bin/etoken-ca-client.js"), path.join(ROOT, "dist/services/signer/main.js"), path.join(ROOT, "node_modules/pkcs11js/package.json")];
-  for (const user of [MYPROXY_USER, TEST_USERS.SIGNER_USER]) {
+  for (const user of [MYPROXY_USER, NOBODY]) {
     for (const f of probe) {
       if (!readableBy(user, f)) {
-        throw new Error(`${f} is not readable by user ${user}: the services run from this checkout as their own users.\n` +
+        const who = user === NOBODY ? "the service users (tried as nobody)" : `user ${user}`;
+        throw new Error(`${f} is not readable by ${who}: the services run from this checkout as their own users.\n` +
           `   Put the checkout where everyone may read it (e.g. cp -a ${ROOT} /opt/etoken-ca) or make its parent directories traversable (chmod o+x).`);
       }
     }
