@@ -4,15 +4,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "../common/cli.js";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
-import type { Config } from "../common/config-schema.js";
-import { ConfigError, describeError, SecurityError } from "../common/errors.js";
-import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
+import { describeError, SecurityError } from "../common/errors.js";
+import { disableCoreDumps, requireRoot } from "../common/identity.js";
 import { createLogger, setLogLevel } from "../common/log.js";
-import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
-import { compileDnFormat } from "../signer/dn.js";
+import { SERVICE_NAMES, type ServiceName } from "../common/service-table.js";
 import { OperatorConsole } from "./console.js";
-import { prepareDirectories } from "./directories.js";
 import { Kernel } from "./kernel.js";
+import { checkStartConfiguration } from "./start-checks.js";
 import { Supervisor } from "./supervisor.js";
 
 const USAGE = "usage: etoken-ca-server [--config FILE]";
@@ -31,12 +29,8 @@ export async function startServer(argv: string[]): Promise<number | void> {
   process.umask(0o077);
   disableCoreDumps();
 
-  const users = resolveUsers(config);
-  const client = lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile);
-  checkReadable(config);
-  // DN_FORMAT is the operator's own text: check it fully now rather than in the signer's first request
-  compileDnFormat(config.DN_FORMAT, { file: config.sourceFile });
-  prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
+  // the same checks as `etoken-ca check-config`; throws the first problem
+  const { users } = checkStartConfiguration(config, { create: true })!;
   writePidFile(config.PIDFILE);
 
   let console: OperatorConsole;
@@ -79,35 +73,6 @@ export async function startServer(argv: string[]): Promise<number | void> {
   log.notice("etoken-ca-server starting", { config: config.sourceFile, pid: process.pid });
   kernel.start();
   return new Promise<void>(() => {}); // runs until a signal
-}
-
-function resolveUsers(config: Config): Record<ServiceName, UserInfo> {
-  const users = {} as Record<ServiceName, UserInfo>;
-  const seen = new Map<number, ServiceName>();
-  for (const name of SERVICE_NAMES) {
-    const key = SERVICES[name].userKey;
-    const u = lookupUser(config[key] as string, key, config.sourceFile);
-    if (u.uid === 0 || u.gid === 0) {
-      throw new ConfigError("root_user", `${key}=${u.name} has uid ${u.uid} / gid ${u.gid}: services may never run as root or group root`, { file: config.sourceFile, key });
-    }
-    const other = seen.get(u.uid);
-    if (other) {
-      throw new ConfigError("shared_user", `${key}=${u.name} has the same uid (${u.uid}) as the ${other} service: every service needs its own user`, { file: config.sourceFile, key });
-    }
-    seen.set(u.uid, name);
-    users[name] = u;
-  }
-  return users;
-}
-
-function checkReadable(config: Config): void {
-  for (const key of ["CA_CERT", "PKCS11_MODULE"] as const) {
-    try {
-      fs.accessSync(config[key], fs.constants.R_OK);
-    } catch {
-      throw new ConfigError("missing_file", `${key}=${config[key]}: no such file or not readable`, { file: config.sourceFile, key });
-    }
-  }
 }
 
 function writePidFile(file: string): void {

@@ -1,18 +1,31 @@
-// `etoken-ca status` and `etoken-ca check-db`: read-only views for the operator.
+// `etoken-ca status`, `check-config` and `check-db`: read-only views for the operator.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "../common/cli.js";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
-import { UsageError } from "../common/errors.js";
+import type { Config } from "../common/config-schema.js";
+import { describeError, UsageError } from "../common/errors.js";
+import { isRoot, type UserInfo } from "../common/identity.js";
+import { SERVICE_ENV } from "../common/service-table.js";
+import { oneLine } from "../common/spool-protocol.js";
+import { checkStartConfiguration } from "./start-checks.js";
 import type { StatusSnapshot } from "./status.js";
 
 const USAGE = `usage: etoken-ca status [--json] [--config FILE]
+       etoken-ca check-config [--config FILE]
        etoken-ca check-db [--config FILE]`;
+const KEY_PROBE = fileURLToPath(new URL("../signer/key-probe.js", import.meta.url));
+const PROBE_TIMEOUT_MS = 60_000;
+const MAX_PROBE_LINES = 20;
 
 export async function runOperatorCommand(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case "status":
       return status(rest);
+    case "check-config":
+      return checkConfig(rest);
     case "check-db":
       return checkDb(rest);
     case "--help":
@@ -97,4 +110,46 @@ async function checkDb(argv: string[]): Promise<number> {
   for (const p of report.problems) process.stdout.write(`${p}\n`);
   process.stdout.write(`${report.problems.length === 0 ? "OK" : `${report.problems.length} problem(s)`}: ${JSON.stringify(report.counts)}\n`);
   return report.problems.length === 0 ? 0 : 1;
+}
+
+/**
+ * Everything the server checks at start, without starting anything and without a PIN: one line
+ * per problem on stdout, exit 0 when there is none. The token is looked at as SIGNER_USER.
+ */
+async function checkConfig(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { config: "value" }, USAGE);
+  let config: Config;
+  try {
+    config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
+  } catch (err) {
+    process.stdout.write(`${describeError(err)}\n`);
+    return 1;
+  }
+  const problems: string[] = [];
+  const ids = checkStartConfiguration(config, { create: false, onProblem: (err) => problems.push(describeError(err)) });
+  const notes: string[] = [];
+  if (!isRoot()) notes.push("note: the token was not checked: run check-config as root (it looks at the token as SIGNER_USER)");
+  else if (ids && !problems.some((p) => p.includes("PKCS11_MODULE=") || p.includes("CA_CERT="))) {
+    for (const line of probeToken(config, ids.users.signer)) (line.startsWith("note: ") ? notes : problems).push(line);
+  }
+  for (const p of problems) process.stdout.write(`${p}\n`);
+  for (const n of notes) process.stderr.write(`${n}\n`);
+  return problems.length === 0 ? 0 : 1;
+}
+
+/** Runs the key probe as the signer's user; its output is untrusted (a vendor module ran there). */
+function probeToken(config: Config, signer: UserInfo): string[] {
+  const r = spawnSync(process.execPath, [KEY_PROBE], {
+    uid: signer.uid,
+    gid: signer.gid,
+    cwd: "/",
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8", [SERVICE_ENV.config]: JSON.stringify(config), ...config.PKCS11_ENV },
+    encoding: "utf8",
+    timeout: PROBE_TIMEOUT_MS,
+    maxBuffer: 64 * 1024,
+  });
+  const lines = (r.stdout ?? "").split("\n").map((l) => oneLine(l)).filter((l) => l !== "").slice(0, MAX_PROBE_LINES);
+  if (r.error || r.status === null) lines.push(`the token check as ${signer.name} did not finish: ${r.error?.message ?? `killed by ${r.signal}`}`);
+  else if (r.status !== 0 && !lines.some((l) => !l.startsWith("note: "))) lines.push(`the token check as ${signer.name} failed (exit ${r.status}): ${oneLine(r.stderr ?? "") || "no message"}`);
+  return lines;
 }
