@@ -46,7 +46,14 @@ export async function startServer(argv: string[]): Promise<number | void> {
 
   let stopping = false;
   const stop = (signal: string, exitCode = 0): void => {
-    if (stopping) return;
+    if (stopping) {
+      // a second SIGTERM or SIGINT while stopping ends the kernel at once: it is always killable
+      if (signal === "SIGTERM" || signal === "SIGINT") {
+        removePidFile(config.PIDFILE);
+        process.exit(exitCode);
+      }
+      return;
+    }
     stopping = true;
     log.notice("stopping", { signal });
     kernel
