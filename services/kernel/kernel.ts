@@ -6,7 +6,7 @@ import { PinFlag, TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
 import type { Config } from "../common/config-schema.js";
 import { describeError, errorCode, EtokenError } from "../common/errors.js";
-import type { Logger } from "../common/log.js";
+import { droppedLogWrites, type Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
 import { NO_MATCHING_TOKEN } from "../common/token-match.js";
@@ -194,6 +194,7 @@ export class Kernel {
       queueDepth: this.issuing.size,
       crl: this.crl,
       lastHookFailure: this.lastHookFailure,
+      logWritesDropped: droppedLogWrites(),
       services: this.supervisor.all().map((r) => ({
         name: r.name,
         user: this.userNames[r.name],

@@ -61,6 +61,11 @@ function countQueued(dir: string): number | null {
   }
 }
 
+/** LSB status codes: 0 running, 3 not running, 4 unknown (the status file cannot be read). */
+const STATUS_RUNNING = 0;
+const STATUS_NOT_RUNNING = 3;
+const STATUS_UNKNOWN = 4;
+
 async function status(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { json: "flag", config: "value" }, USAGE);
   const config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
@@ -69,21 +74,31 @@ async function status(argv: string[]): Promise<number> {
     snap = JSON.parse(fs.readFileSync(config.STATUS_FILE, "utf8")) as StatusSnapshot;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    process.stderr.write(`etoken-ca: ${config.STATUS_FILE}: ${code === "ENOENT" ? "no status file: the server is not running" : "unreadable status file"}\n`);
-    return 3;
+    const [exit, why] =
+      code === "ENOENT"
+        ? [STATUS_NOT_RUNNING, "no status file: the server is not running"]
+        : code === "EACCES" || code === "EPERM"
+          ? [STATUS_UNKNOWN, "permission denied: cannot tell whether the server runs (the server writes it readable by all; run as root or check the modes of the file and its directory)"]
+          : err instanceof SyntaxError
+            ? [STATUS_UNKNOWN, "not a status file the server wrote (unreadable JSON)"]
+            : [STATUS_UNKNOWN, `cannot read the status file (${code ?? describeError(err)})`];
+    if (args.json) process.stdout.write(JSON.stringify({ running: exit === STATUS_NOT_RUNNING ? false : null, statusFile: config.STATUS_FILE, error: why }, null, 2) + "\n");
+    else process.stderr.write(`etoken-ca: ${config.STATUS_FILE}: ${why}\n`);
+    return exit;
   }
   const running = isAlive(snap.kernelPid) && snap.state !== "STOPPING";
   const queuedRevocations = countQueued(config.REVOKE_DIR);
   if (args.json) {
     process.stdout.write(JSON.stringify({ ...snap, running, queuedRevocations }, null, 2) + "\n");
-    return running ? 0 : 3;
+    return running ? STATUS_RUNNING : STATUS_NOT_RUNNING;
   }
   const now = Date.now();
   const lines: string[] = [];
   lines.push(`state:        ${running ? snap.state : `NOT RUNNING (last state ${snap.state})`} since ${new Date(snap.stateSince).toISOString()} (${duration(now - snap.stateSince)})`);
   lines.push(`kernel pid:   ${snap.kernelPid}`);
   const t = snap.token;
-  lines.push(`token:        ${t.present ? `present, label "${t.label}", serial ${t.serial}` : "absent"}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}`);
+  const tokenNow = t.present ? `present, label "${t.label}", serial ${t.serial}` : "absent";
+  lines.push(`token:        ${running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`}`);
   lines.push(`issued:       ${snap.counters.issued} certificates, ${snap.counters.failed} requests failed, ${snap.counters.rejected} rejected by the spool, ${snap.counters.fenceRevoked} revoked by the presence fence`);
   lines.push(`queue depth:  ${snap.queueDepth} request(s) being signed`);
   lines.push(`revocations:  ${queuedRevocations === null ? "unknown (cannot read REVOKE_DIR)" : `${queuedRevocations} queued`}`);
@@ -91,6 +106,7 @@ async function status(argv: string[]): Promise<number> {
     `CRL:          ${snap.crl ? `#${snap.crl.number}, ${snap.crl.entries} entries, thisUpdate ${new Date(snap.crl.thisUpdate).toISOString()}, nextUpdate ${new Date(snap.crl.nextUpdate).toISOString()}` : "none yet"}`,
   );
   if (snap.lastHookFailure) lines.push(`last hook failure: ${snap.lastHookFailure}`);
+  if (snap.logWritesDropped) lines.push(`log:          ${snap.logWritesDropped} line(s) dropped: nothing reads the server's stderr`);
   lines.push("");
   const rows = [["SERVICE", "USER", "PID", "UPTIME", "RESTARTS", "LAST ERROR"]];
   for (const s of snap.services) {
@@ -99,7 +115,7 @@ async function status(argv: string[]): Promise<number> {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const r of rows) lines.push(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd());
   process.stdout.write(lines.join("\n") + "\n");
-  return running ? 0 : 3;
+  return running ? STATUS_RUNNING : STATUS_NOT_RUNNING;
 }
 
 async function checkDb(argv: string[]): Promise<number> {
