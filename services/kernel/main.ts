@@ -10,6 +10,7 @@ import { createLogger, setLogLevel } from "../common/log.js";
 import { SERVICE_NAMES, type ServiceName } from "../common/service-table.js";
 import { OperatorConsole } from "./console.js";
 import { Kernel } from "./kernel.js";
+import { isServerProcess, lockInstance } from "./instance-lock.js";
 import { checkStartConfiguration } from "./start-checks.js";
 import { Supervisor } from "./supervisor.js";
 
@@ -31,13 +32,15 @@ export async function startServer(argv: string[]): Promise<number | void> {
 
   // the same checks as `etoken-ca check-config`; throws the first problem
   const { users } = checkStartConfiguration(config, { create: true })!;
-  writePidFile(config.PIDFILE);
-
+  // one server per CA directory, spool and console: a second one names the first and stops here
+  const locks = lockInstance(config);
   let console: OperatorConsole;
   try {
+    writePidFile(config.PIDFILE);
     console = OperatorConsole.open(config.CONSOLE, config.CONSOLE_ALLOW_PTY, config.sourceFile);
   } catch (err) {
     removePidFile(config.PIDFILE);
+    locks.release();
     throw err;
   }
   const supervisor = new Supervisor(config, users, log);
@@ -50,6 +53,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
       // a second SIGTERM or SIGINT while stopping ends the kernel at once: it is always killable
       if (signal === "SIGTERM" || signal === "SIGINT") {
         removePidFile(config.PIDFILE);
+        locks.release();
         process.exit(exitCode);
       }
       return;
@@ -63,6 +67,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
         console.say("etoken-ca: stopped");
         console.close();
         removePidFile(config.PIDFILE);
+        locks.release();
         process.exit(exitCode);
       });
   };
@@ -85,14 +90,8 @@ export async function startServer(argv: string[]): Promise<number | void> {
 function writePidFile(file: string): void {
   try {
     const old = Number(fs.readFileSync(file, "utf8").trim());
-    if (Number.isInteger(old) && old > 0 && old !== process.pid) {
-      let cmd = "";
-      try {
-        cmd = fs.readFileSync(`/proc/${old}/cmdline`, "utf8");
-      } catch {
-        // not running
-      }
-      if (cmd.includes("etoken-ca-server")) throw new SecurityError("already_running", `already running as pid ${old} (${file})`);
+    if (Number.isInteger(old) && old > 0 && old !== process.pid && isServerProcess(old)) {
+      throw new SecurityError("already_running", `already running as pid ${old} (${file})`);
     }
   } catch (err) {
     if (err instanceof SecurityError) throw err;

@@ -3,28 +3,11 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, createInstallation, runCommand, writeConfig, type Installation } from "../fixtures/server.js";
+import { BIN, configVariant as variant, createInstallation, runCommand } from "../fixtures/server.js";
 import { mustOpenssl } from "../fixtures/pki.js";
 
 const inst = createInstallation({ prefix: "etca-check" });
 t.teardown(() => inst.cleanup());
-
-/** The installation's configuration with some keys changed, in a file of its own. */
-function variant(name: string, inst: Installation, changes: Record<string, string | undefined>, extraText = ""): string {
-  const entries: Record<string, string> = {};
-  for (const line of fs.readFileSync(inst.configPath, "utf8").split("\n")) {
-    const m = /^([A-Z0-9_]+)='(.*)'$/.exec(line);
-    if (m) entries[m[1]!] = m[2]!.replace(/'\\''/g, "'");
-  }
-  for (const [k, v] of Object.entries(changes)) {
-    if (v === undefined) delete entries[k];
-    else entries[k] = v;
-  }
-  const file = path.join(inst.dir, `${name}.conf`);
-  writeConfig(file, entries);
-  if (extraText) fs.appendFileSync(file, extraText);
-  return file;
-}
 
 function checkConfig(file: string) {
   return runCommand(process.execPath, [BIN.ca, "check-config", "--config", file]);
