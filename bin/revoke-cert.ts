@@ -102,6 +102,16 @@ export function signalServer(pidfile: string): SignalOutcome {
   return { sent: true, pid };
 }
 
+/** The kernel state in STATUS_FILE, or undefined when it cannot be read. */
+function serverState(statusFile: string): string | undefined {
+  try {
+    const state = (JSON.parse(fs.readFileSync(statusFile, "utf8")) as { state?: unknown }).state;
+    return typeof state === "string" ? state : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { serial: "value", cert: "value", reason: "value", config: "value", "no-signal": "flag", help: "flag" }, USAGE);
   if (args.help) {
@@ -145,8 +155,15 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const s = signalServer(config.PIDFILE);
-  if (s.sent) process.stdout.write(`${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to process the queue and publish a new CRL\n`);
-  else process.stdout.write(`${PROGRAM}: etoken-ca-server is not running (${s.why}); the revocation will be processed at the next start\n`);
+  if (!s.sent) {
+    process.stdout.write(`${PROGRAM}: etoken-ca-server is not running (${s.why}); the revocation will be recorded at its next start\n`);
+  } else if (serverState(config.STATUS_FILE) === "READY") {
+    process.stdout.write(`${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to record the revocation and publish a new CRL\n`);
+  } else {
+    process.stdout.write(
+      `${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to record the revocation; no CRL can be signed without the PIN: it goes into the next CRL, made when the PIN is typed on the console\n`,
+    );
+  }
   return 0;
 }
 

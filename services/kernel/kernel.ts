@@ -99,6 +99,8 @@ export class Kernel {
   private crlBusy = false;
   /** A revocation was recorded that no published CRL carries yet. */
   private crlDirty = false;
+  /** How many such revocations (shown by `etoken-ca status`). */
+  private revokedSinceCrl = 0;
   private lastCrlWarning = 0;
   private loginBusy = false;
   private statusTimer: NodeJS.Timeout | undefined;
@@ -195,6 +197,7 @@ export class Kernel {
       crl: this.crl,
       lastHookFailure: this.lastHookFailure,
       logWritesDropped: droppedLogWrites(),
+      revokedSinceCrl: this.revokedSinceCrl,
       services: this.supervisor.all().map((r) => ({
         name: r.name,
         user: this.userNames[r.name],
@@ -521,6 +524,7 @@ export class Kernel {
       const result = r.message.results[0];
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
       this.crlDirty = true;
+      this.revokedSinceCrl++;
       this.log.notice("certificate revoked", { serial, reason, why });
       if (this.state === "READY") void this.makeCrl(why);
       else this.log.notice("the revocation goes into the next CRL (no PIN now)", { serial });
@@ -726,6 +730,7 @@ export class Kernel {
         this.revokeAgain = false;
         const applied = await this.applyRevokeQueue(trigger);
         if (applied > 0) this.crlDirty = true;
+        this.revokedSinceCrl += applied;
         if (this.state === "READY" && (this.crlDirty || trigger === "SIGUSR1")) await this.makeCrl(`revocations (${trigger})`);
         else if (this.crlDirty) this.log.notice("revocations recorded; the next CRL will carry them (no PIN now)", { applied });
       } while (this.revokeAgain);
@@ -795,11 +800,13 @@ export class Kernel {
     if (!signer || this.state !== "READY" || this.crlBusy) return;
     this.crlBusy = true;
     const wasDirty = this.crlDirty;
+    const carried = this.revokedSinceCrl;
     this.crlDirty = false;
     try {
       const r = await signer.request("makeCrl", { reason }, "crlInfo", CRL_TIMEOUT_MS);
       const c = r.message;
       this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
+      this.revokedSinceCrl -= carried;
       this.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
       this.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
         path: c.path,

@@ -101,7 +101,8 @@ async function status(argv: string[]): Promise<number> {
   lines.push(`token:        ${running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`}`);
   lines.push(`issued:       ${snap.counters.issued} certificates, ${snap.counters.failed} requests failed, ${snap.counters.rejected} rejected by the spool, ${snap.counters.fenceRevoked} revoked by the presence fence`);
   lines.push(`queue depth:  ${snap.queueDepth} request(s) being signed`);
-  lines.push(`revocations:  ${queuedRevocations === null ? "unknown (cannot read REVOKE_DIR)" : `${queuedRevocations} queued`}`);
+  const waiting = snap.revokedSinceCrl ? `, ${snap.revokedSinceCrl} recorded and waiting for a CRL${snap.state === "READY" ? "" : " (made when the PIN is typed)"}` : "";
+  lines.push(`revocations:  ${queuedRevocations === null ? "unknown (cannot read REVOKE_DIR)" : `${queuedRevocations} queued`}${waiting}`);
   lines.push(
     `CRL:          ${snap.crl ? `#${snap.crl.number}, ${snap.crl.entries} entries, thisUpdate ${new Date(snap.crl.thisUpdate).toISOString()}, nextUpdate ${new Date(snap.crl.nextUpdate).toISOString()}` : "none yet"}`,
   );

@@ -27,6 +27,8 @@ export interface StatusSnapshot {
   lastHookFailure: string | null;
   /** log lines dropped because stdout/stderr could not be written (their reader went away) */
   logWritesDropped?: number;
+  /** revocations recorded in the CA database that no published CRL carries yet */
+  revokedSinceCrl?: number;
   services: ServiceStatus[];
 }
 
