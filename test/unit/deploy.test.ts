@@ -325,6 +325,8 @@ t.test("deploy/install --prefix rewrites every installed path; --dry-run changes
   const d = install(["--source", src, "--root", dry, "--node", process.execPath, "--dry-run"]);
   t.equal(d.status, 0, "dry run succeeds", { output: d.out });
   t.match(d.out, /dry run: nothing is changed/);
+  t.match(d.out, /would install the example configuration as \/etc\/sysconfig\/etoken-ca/);
+  t.notMatch(d.out, /installed the example|install: done/, "a dry run does not claim to have installed");
   t.match(d.out, /^\+ .*systemd-tmpfiles/m, "it shows the commands");
   t.same(fs.readdirSync(dry, { recursive: true }).sort(), before, "nothing was created");
 
@@ -345,4 +347,19 @@ t.test("deploy/install --prefix rewrites every installed path; --dry-run changes
   const unbuilt = install(["--source", dir, "--root", root]);
   t.not(unbuilt.status, 0);
   t.match(unbuilt.out, /build first/);
+});
+
+t.test("deploy/install without the MyProxy group: refused before anything is written", async (t) => {
+  if (!requireRootUser(t) || !requireTools(t, "systemd-sysusers", "systemd-tmpfiles", "npm", "node")) return;
+  const dir = fs.mkdtempSync("/tmp/etca-install-");
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const src = fakeSource(dir);
+  const root = stagingRoot(dir, "nogroup");
+  const group = path.join(root, "etc/group");
+  fs.writeFileSync(group, fs.readFileSync(group, "utf8").split("\n").filter((l) => !l.startsWith("myproxy:")).join("\n"));
+  const before = fs.readdirSync(root, { recursive: true }).sort();
+  const r = install(["--source", src, "--root", root, "--node", process.execPath]);
+  t.not(r.status, 0);
+  t.match(r.out, `group myproxy (the MyProxy server's) does not exist in ${group}: install myproxy-server first, then run this again; nothing was installed`);
+  t.same(fs.readdirSync(root, { recursive: true }).sort(), before, "nothing was written");
 });
