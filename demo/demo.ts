@@ -7,12 +7,12 @@
 // and `etoken-ca status`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
 // same code paths as the test suite.
 //
-//   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE]
+//   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE] [--log-file FILE]
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { addTrustedCa, myproxyLogon, startMyProxy, writeIssuerWrapper, MYPROXY_USER, type MyProxyServer } from "../test/fixtures/myproxy.js";
-import { BIN, CLEAN_PATH, ROOT, createInstallation, readStatus, startServer, waitFor, waitForState, type Installation, type RunningServer } from "../test/fixtures/server.js";
+import { BIN, CLEAN_PATH, ROOT, countPrompts, createInstallation, readStatus, startServer, waitFor, waitForState, type Installation, type RunningServer } from "../test/fixtures/server.js";
 import { TEST_USERS } from "../test/fixtures/users.js";
 import { lookupUser } from "../services/common/identity.js";
 
@@ -30,6 +30,9 @@ const KEEP = args.includes("--keep");
 const INTERACTIVE = args.includes("--interactive");
 const readyIdx = args.indexOf("--ready-file");
 const READY_FILE = readyIdx >= 0 ? args[readyIdx + 1] : undefined;
+/** demo/run's log of a --keep demo in the background: removed with everything else at the end. */
+const logIdx = args.indexOf("--log-file");
+const LOG_FILE = logIdx >= 0 ? args[logIdx + 1] : undefined;
 
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 function step(title: string): void {
@@ -90,6 +93,10 @@ async function cleanup(): Promise<void> {
     running.inst.cleanup();
   }
   if (READY_FILE) fs.rmSync(READY_FILE, { force: true });
+  if (LOG_FILE) {
+    say(`   removing this demo's log ${LOG_FILE}`);
+    fs.rmSync(LOG_FILE, { force: true });
+  }
   say(`   kept: the Debian packages, node_modules/ and dist/, and the users ${Object.values(TEST_USERS).join(", ")} (remove them with userdel if you like)`);
 }
 
@@ -199,6 +206,27 @@ async function enterPin(inst: Installation): Promise<void> {
   promptOpen = false;
 }
 
+/**
+ * --keep: after the token is pulled and put back the kernel asks for the PIN again; the demo
+ * types it (or, with --interactive, relays it from this terminal) as it did at start.
+ */
+function keepEnteringPin(inst: Installation): void {
+  let answered = countPrompts(inst);
+  let busy = false;
+  inst.term.onData(() => {
+    const prompts = countPrompts(inst);
+    if (busy || prompts <= answered || !/: $/.test(inst.consoleText())) return;
+    answered = prompts;
+    busy = true;
+    enterPin(inst)
+      .catch((err: unknown) => say(`   (no READY after the PIN: ${err instanceof Error ? err.message : String(err)})`))
+      .finally(() => {
+        busy = false;
+        answered = countPrompts(inst);
+      });
+  });
+}
+
 async function main(): Promise<void> {
   preflight();
   say(bold("etoken-ca demo") + ": an online CA behind MyProxy, its key on a (software) PKCS#11 token.");
@@ -280,10 +308,15 @@ async function main(): Promise<void> {
     say(`   another logon:  echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_USER}' -S -o /tmp/cred.pem`);
     say(`   revoke:         bin/revoke-cert --config ${inst.configPath} --cert FILE`);
     say(`   CA log:         ${logFile}`);
+    const accounts = path.join(mpDir, "pam/passwd");
+    say(`   add an account: printf '%s:%s\\n' NAME "$(printf %s PASSWORD | sha256sum | cut -d' ' -f1)" >> ${accounts}`);
+    say(`                   (the demo's PAM checker reads NAME:SHA-256-of-the-password lines; passwords of 6 characters or more)`);
     const parked = path.join(inst.dir, "token/parked");
     say(`   pull the token: mkdir -p ${parked} && mv ${inst.token.tokenDir}/* ${parked}/   (state SUSPENDED; move it back for NEED_PIN)`);
-    say(bold(`   stop and clean up: kill ${process.pid}`));
+    say(`   the PIN is asked for again after the token comes back: ${INTERACTIVE ? "type it here" : "the demo types it again"}`);
+    say(bold(`   stop and clean up: kill ${process.pid}${LOG_FILE ? ` (removes ${LOG_FILE} too)` : ""}`));
     if (READY_FILE) fs.writeFileSync(READY_FILE, `${process.pid}\n`);
+    keepEnteringPin(inst);
     await new Promise<void>(() => undefined); // until a signal
   }
 }
