@@ -15,7 +15,7 @@ import { configPathFromArgs, loadConfig } from "../services/common/config.js";
 import { writeFileAtomic } from "../services/common/durable-file.js";
 import { SecurityError, UsageError } from "../services/common/errors.js";
 import { lookupUser, requireRoot } from "../services/common/identity.js";
-import { isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
+import { canonicalReason, isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
 import { safeReadFile } from "../services/common/safe-open.js";
 import { INDEX } from "../services/signer/index-format.js";
 import { findSerialLine } from "../services/signer/index-reader.js";
@@ -119,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if ((args.serial === undefined) === (args.cert === undefined)) throw new UsageError(`give exactly one of --serial and --cert\n${USAGE}`);
-  const reason = (args.reason as string | undefined) ?? "unspecified";
+  const reason = canonicalReason((args.reason as string | undefined) ?? "unspecified");
   if (!isRevocationReason(reason)) throw new UsageError(reasonProblem(reason));
   requireRoot(PROGRAM);
 

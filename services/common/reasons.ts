@@ -28,6 +28,12 @@ export function isRevocationReason(s: string): s is RevocationReason {
   return Object.prototype.hasOwnProperty.call(REVOCATION_REASONS, s);
 }
 
+/** A reason name as the operator typed it, in any case ("keycompromise"), in its RFC 5280 spelling. */
+export function canonicalReason(s: string): string {
+  const lower = s.toLowerCase();
+  return [...Object.keys(REVOCATION_REASONS), ...Object.keys(INDEX_ONLY_REASONS)].find((r) => r.toLowerCase() === lower) ?? s;
+}
+
 /** Why a reason name is refused, for one-line messages. */
 export function reasonProblem(s: string): string {
   return Object.prototype.hasOwnProperty.call(INDEX_ONLY_REASONS, s)

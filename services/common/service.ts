@@ -4,6 +4,7 @@
 import * as net from "node:net";
 import type { Frame } from "../../proto/wire.js";
 import { Channel } from "./channel.js";
+import { VERSION } from "./cli.js";
 import type { Config } from "./config-schema.js";
 import { describeError, errorCode, ProtocolError, SecurityError } from "./errors.js";
 import { disableCoreDumps, verifyDroppedTo, type Identity } from "./identity.js";
@@ -11,7 +12,7 @@ import { createLogger, setLogLevel, type Logger } from "./log.js";
 import { SERVICE_ENV, SERVICES, type ServiceName } from "./service-table.js";
 import { MAX_REASON, oneLine } from "./spool-protocol.js";
 
-export const VERSION = "0.1.0";
+export { VERSION };
 
 export interface ServiceContext {
   readonly name: ServiceName;
