@@ -45,6 +45,11 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** "1 certificate", "2 certificates". */
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function duration(ms: number): string {
   const s = Math.max(0, Math.floor(ms / 1000));
   if (s < 60) return `${s}s`;
@@ -99,8 +104,9 @@ async function status(argv: string[]): Promise<number> {
   const t = snap.token;
   const tokenNow = t.present ? `present, label "${t.label}", serial ${t.serial}` : "absent";
   lines.push(`token:        ${running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`}`);
-  lines.push(`issued:       ${snap.counters.issued} certificates, ${snap.counters.failed} requests failed, ${snap.counters.rejected} rejected by the spool, ${snap.counters.fenceRevoked} revoked by the presence fence`);
-  lines.push(`queue depth:  ${snap.queueDepth} request(s) being signed`);
+  const c = snap.counters;
+  lines.push(`issued:       ${plural(c.issued, "certificate")}, ${plural(c.failed, "request")} failed, ${c.rejected} rejected by the spool, ${c.fenceRevoked} revoked by the presence fence`);
+  lines.push(`queue depth:  ${plural(snap.queueDepth, "request")} being signed`);
   const waiting = snap.revokedSinceCrl ? `, ${snap.revokedSinceCrl} recorded and waiting for a CRL${snap.state === "READY" ? "" : " (made when the PIN is typed)"}` : "";
   lines.push(`revocations:  ${queuedRevocations === null ? "unknown (cannot read REVOKE_DIR)" : `${queuedRevocations} queued`}${waiting}`);
   lines.push(
@@ -125,7 +131,9 @@ async function checkDb(argv: string[]): Promise<number> {
   const { checkDatabase } = await import("../signer/check-db.js");
   const report = checkDatabase(config.CA_DIR);
   for (const p of report.problems) process.stdout.write(`${p}\n`);
-  process.stdout.write(`${report.problems.length === 0 ? "OK" : `${report.problems.length} problem(s)`}: ${JSON.stringify(report.counts)}\n`);
+  const n = report.counts;
+  const summary = `${plural(n.lines, "line")} in ${config.CA_DIR}/index.txt (${n.valid} valid, ${n.revoked} revoked, ${n.expired} expired) and ${plural(n.certificateFiles, "certificate file")} in newcerts/`;
+  process.stdout.write(report.problems.length === 0 ? `OK: ${summary}.\n` : `${plural(report.problems.length, "problem")} found; ${summary}.\n`);
   return report.problems.length === 0 ? 0 : 1;
 }
 
