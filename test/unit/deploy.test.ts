@@ -2,6 +2,7 @@
 // the manual pages render, deploy/install works into a staging root (and is idempotent, never
 // overwrites the configuration, changes nothing with --dry-run), systemd-analyze accepts the
 // installed unit, and the directories agree with the kernel's own DIRECTORY_RULES.
+import { pinFlagNames } from "../../services/kernel/kernel.js";
 import t, { type Test } from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -89,6 +90,25 @@ t.test("man/etoken-ca.5 documents every key with its default", async (t) => {
     t.ok(body.includes(spec.default === undefined ? "Required." : spec.default === "" ? "Default: empty." : `Default: ${spec.default}.`), `${key}: its default`);
   }
   t.ok(text.includes("/etc/sysconfig/etoken-ca"));
+});
+
+t.test("manual pages: dated with the release, the console's words for the PIN flags", async (t) => {
+  const version = (JSON.parse(fs.readFileSync(path.join(REPO, "package.json"), "utf8")) as { version: string }).version;
+  const dates = new Set<string>();
+  for (const page of fs.readdirSync(MAN)) {
+    const text = fs.readFileSync(path.join(MAN, page), "utf8");
+    const th = /^\.TH \S+ [58] "([^"]*)" "etoken-ca ([^"]*)"/m.exec(text);
+    t.ok(th, `${page}: a .TH line`);
+    if (!th) continue;
+    t.match(th[1], /^\d{4}-\d{2}-\d{2}$/, `${page}: an ISO date, not a year`);
+    t.equal(th[2], version, `${page}: the version in package.json`);
+    dates.add(th[1]!);
+    t.notMatch(text, /count low|final try/i, `${page}: the console's words (count-low, final-try)`);
+  }
+  t.equal(dates.size, 1, "one release date on every page");
+  const flags = pinFlagNames(0xff);
+  const page = fs.readFileSync(path.join(MAN, "etoken-ca.8"), "utf8");
+  for (const f of flags) t.match(page, f, `etoken-ca(8) names the PIN flag ${f}`);
 });
 
 t.test("manual pages render without warnings", async (t) => {
