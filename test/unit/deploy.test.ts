@@ -383,3 +383,10 @@ t.test("deploy/install without the MyProxy group: refused before anything is wri
   t.match(r.out, `group myproxy (the MyProxy server's) does not exist in ${group}: install myproxy-server first, then run this again; nothing was installed`);
   t.same(fs.readdirSync(root, { recursive: true }).sort(), before, "nothing was written");
 });
+
+t.test("one PKCS#11 module name for the eToken in the README, the example configuration and etoken-ca(5)", async (t) => {
+  const names = (file: string): string[] => [...fs.readFileSync(file, "utf8").matchAll(/\/usr\/lib\/(?:libeT|libeToken)[A-Za-z0-9]*\.so/g)].map((m) => m[0]);
+  const found = [path.join(REPO, "README.md"), path.join(DEPLOY, "etoken-ca.sysconfig"), path.join(MAN, "etoken-ca.5")].map((f) => ({ f, n: names(f) }));
+  for (const { f, n } of found) t.ok(n.length > 0, `${path.basename(f)} names the eToken's module`);
+  t.same(new Set(found.flatMap((x) => x.n)).size, 1, "the same name everywhere");
+});
