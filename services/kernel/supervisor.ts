@@ -170,8 +170,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     });
     channel.onClose((reason, violation) => {
       clearTimeout(helloTimer);
+      const running = (): boolean => !this.stopping && r.child === child && child.exitCode === null && child.signalCode === null;
       if (violation) this.securityEvent(name, violation.message);
-      else if (!this.stopping && r.child === child && child.exitCode === null && child.signalCode === null) {
+      else if (r.farewell && running()) {
+        // it said why it is leaving and is exiting: its own status, unless it lingers
+        setTimeout(() => {
+          if (running()) this.kill(name, `killed: said "${r.farewell}" and did not exit`);
+        }, STOP_GRACE_MS).unref();
+      } else if (running()) {
         this.log.warning("service closed its channel; killing it", { service: name, reason });
         this.kill(name, `killed: channel closed (${reason})`);
       }

@@ -37,7 +37,8 @@ t.test("a corrupt index.txt: the signer's reason on the console and in status, n
   t.equal(countPrompts(inst), promptsBefore, "no PIN prompt while the signer cannot start");
   t.equal(shown.split("duplicate serial").length - 1, 1, "the same reason is said once, not at every restart");
   const r = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
-  t.match(r.stdout, /^signer\s.*duplicate serial 0A/m, "status shows the signer's own reason");
+  t.match(r.stdout, /^signer\s.*\s\/\S*\/index\.txt:2: [^\n]*duplicate serial 0A[^\n]*\(exited with status 78\)$/m, "status shows the signer's own reason as its last error");
+  t.notMatch(r.stdout, /killed: channel closed/, "not the kernel's view of it");
 });
 
 t.test("KEY names a token that is not there: which token it looked for, which it found", async (t) => {
