@@ -792,6 +792,11 @@ export class Kernel {
       this.considerPrompt();
     } catch (err) {
       this.log.warning("cannot read the signer status", { error: describeError(err) });
+      // a Failure is still an answer: the signer serves requests only once its start-up is done
+      if (err instanceof RemoteFailure) {
+        this.signerReady = true;
+        this.considerPrompt();
+      }
     }
   }
 
