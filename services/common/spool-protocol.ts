@@ -19,9 +19,9 @@
 // the certificate as undelivered (the kernel revokes it). No certificate is ever handed out and
 // unrevoked-but-lost, and none is revoked after being handed out.
 //
-// REVOKE_DIR (root : SPOOL_USER's group, 0770): rev.<ms>.<random> queue entries, root-owned 0640,
-// written by revoke-cert (tmp + fsync + rename), read and, once the kernel confirms, deleted by the
-// spool. Entries not owned by root are refused, so the spool's write access cannot forge one.
+// REVOKE_DIR (root 0700): rev.<ms>.<random> queue entries, root-owned 0600, written by
+// revoke-cert (tmp + fsync + rename), read and, once applied, deleted by the kernel (root) itself.
+// No service can reach it; it must not lie inside SPOOL_DIR or any tree CLIENT_USER can write.
 import { RequestError } from "./errors.js";
 import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
 
@@ -42,8 +42,8 @@ export const REQUEST_RANDOM_CHARS = 16;
 export const SPOOL_DIR_MODE = 0o2770;
 export const REQUEST_FILE_MODE = 0o644;
 export const RESULT_FILE_MODE = 0o640;
-export const REVOKE_DIR_MODE = 0o770;
-export const REVOKE_FILE_MODE = 0o640;
+export const REVOKE_DIR_MODE = 0o700;
+export const REVOKE_FILE_MODE = 0o600;
 
 /** Largest MyProxy input the client accepts on stdin. */
 export const MAX_STDIN_BYTES = 64 * 1024;
@@ -257,7 +257,7 @@ export function parseResultFile(text: string): ResultFile {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Revoke queue entries (revoke-cert -> spool)
+// Revoke queue entries (revoke-cert -> kernel)
 
 export interface RevokeQueueEntry {
   serial: string;

@@ -1,5 +1,5 @@
 // The spool service: picks request files up from SPOOL_DIR, checks them, forwards typed
-// IssueRequests to the kernel, writes result files; and reads the revoke queue for the kernel.
+// IssueRequests to the kernel, writes result files. It has no access to the revoke queue.
 // Runs as SPOOL_USER with only its own primary group: it reads client files through their
 // "other" bits only. Hostile input never crashes it: every case ends in an error result for that
 // client (when the name is valid), a requestRejected to the kernel and a log line.
@@ -12,7 +12,6 @@ import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned } from "./results.js";
-import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
@@ -301,23 +300,8 @@ await runService("spool", {
     spool = new Spool(ctx);
     spool.start();
   },
-  async dispatch(frame, ctx) {
-    switch (frame.type) {
-      case "readRevokeQueue": {
-        const scan = await readRevokeQueue(ctx.config.REVOKE_DIR, ctx.log);
-        ctx.channel.reply(frame, "revokeQueue", scan);
-        return;
-      }
-      case "revokeDone": {
-        const files = (frame as Frame<"revokeDone">).message.queueFiles;
-        const removed = await removeQueueFiles(ctx.config.REVOKE_DIR, files, ctx.log);
-        ctx.log.info("revoke queue entries done", { removed, named: files.length });
-        ctx.channel.reply(frame, "ack", {});
-        return;
-      }
-      default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
-    }
+  dispatch(frame, ctx) {
+    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
   },
   stop() {
     spool?.stop();
