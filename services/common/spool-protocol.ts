@@ -11,6 +11,8 @@
 //                                 by a client that gives up (see below)
 //   req.<random>.result.tmp<rnd>  result being written by the spool
 //   req.<random>.abandoned        the client gave up: the CA must not sign (or deliver) this request
+//   aside.<random>                a directory found where the `request` lock belongs, renamed away by
+//                                 the spool (which never empties what the client can write)
 //
 // Who wins the delivery race: the name `req.<random>.result` is created exactly once. The spool
 // publishes with link(tmp, result); a client that gives up first creates `.abandoned`, then creates
@@ -36,6 +38,9 @@ export const RESULT_TMP_INFIX = ".result.tmp";
 export const ABANDONED_SUFFIX = ".abandoned";
 /** Any file the spool protocol puts in SPOOL_DIR (for the sweeper). */
 export const SPOOL_FILE = /^req\.[A-Za-z0-9]{8,32}(\.result|\.result\.tmp[A-Za-z0-9]{1,32}|\.abandoned)?$/;
+/** Where the spool moves a directory that blocks the lock (never emptied: the client owns its content). */
+export const ASIDE_PREFIX = "aside.";
+export const ASIDE_NAME = /^aside\.[A-Za-z0-9]{16}$/;
 /** Length of the random part the client uses. */
 export const REQUEST_RANDOM_CHARS = 16;
 

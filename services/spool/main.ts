@@ -18,6 +18,9 @@ import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher
 export const MAX_IN_FLIGHT = 256;
 const RESCAN_MS = 1000;
 const SWEEP_EVERY_MS = 30_000;
+/** A lock the spool cannot clear is retried after this, doubling up to BLOCKED_RETRY_MAX_MS. */
+const BLOCKED_RETRY_MIN_MS = 1000;
+const BLOCKED_RETRY_MAX_MS = 60_000;
 /** The spool waits this much longer than the client, so the client is the one that gives up. */
 /** Longer than any wait inside the kernel (signer 30 s, presence fence 10 s). */
 const KERNEL_ANSWER_SLACK_MS = 60_000;
@@ -32,6 +35,10 @@ class Spool {
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastScanError = "";
+  /** Back-off while the lock is blocked by something the spool cannot remove (0: not blocked). */
+  private blockedDelay = 0;
+  private blockedUntil = 0;
+  private blockedTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly ctx: ServiceContext) {
     this.dir = ctx.config.SPOOL_DIR;
@@ -62,11 +69,12 @@ class Spool {
     this.stopped = true;
     this.watcher.stop();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
   }
 
   /** A hint that the link may be there: scan (again). */
   kick(): void {
-    if (this.stopped) return;
+    if (this.stopped || Date.now() < this.blockedUntil) return;
     if (this.scanning) {
       this.again = true;
       return;
@@ -93,9 +101,36 @@ class Spool {
         this.lastScanError = msg;
         return;
       }
+      if (taken?.kind === "not_symlink" && !taken.removed) {
+        this.blocked(taken.type, taken.error ?? "");
+        return;
+      }
+      this.unblocked();
       if (!taken) return;
       this.onTaken(taken);
     }
+  }
+
+  /** The lock cannot be cleared: reported once, retried with back-off (not in a loop). */
+  private blocked(type: string, error: string): void {
+    if (this.blockedDelay === 0) {
+      this.security(`the request lock is a ${type} the spool cannot remove: issuing is blocked; retrying with back-off`, { dir: this.dir, error });
+      this.rejected("", "request.bad_link", `${REQUEST_LINK} in the spool directory is a ${type} that cannot be removed`);
+    }
+    this.blockedDelay = Math.min(BLOCKED_RETRY_MAX_MS, Math.max(BLOCKED_RETRY_MIN_MS, this.blockedDelay * 2));
+    this.blockedUntil = Date.now() + this.blockedDelay;
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
+    this.blockedTimer = setTimeout(() => {
+      this.blockedUntil = 0;
+      this.kick();
+    }, this.blockedDelay);
+  }
+
+  private unblocked(): void {
+    if (this.blockedDelay === 0) return;
+    this.blockedDelay = 0;
+    this.blockedUntil = 0;
+    this.ctx.log.notice("the request lock is free again: issuing resumes", { dir: this.dir });
   }
 
   private rejected(requestId: string, code: string, message: string): void {
@@ -119,7 +154,7 @@ class Spool {
         return;
       }
       case "not_symlink":
-        this.security(`the request lock is a ${taken.type}, not a symbolic link: ${taken.removed ? "removed" : "cannot remove it"}`, { dir: this.dir });
+        this.security(`the request lock is a ${taken.type}, not a symbolic link: ${taken.keptAs ? `moved aside as ${taken.keptAs} (not emptied)` : "removed"}`, { dir: this.dir });
         this.rejected("", "request.bad_link", `${REQUEST_LINK} in the spool directory is a ${taken.type}, not a symbolic link`);
         return;
       case "request": {

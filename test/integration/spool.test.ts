@@ -1,6 +1,6 @@
 // The spool hand-off end to end: the real client as etca-client, the real spool service as
 // etca-spool, the test as the kernel on the fd-3 socketpair.
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import t, { type Test } from "tap";
@@ -169,6 +169,74 @@ t.test("hostile: `request` is not a symlink", async (t) => {
   t.equal(rej.message.code, "request.bad_link");
   t.notOk(fs.existsSync(path.join(h.spoolDir, "request")));
   t.ok(h.running);
+});
+
+t.test("hostile: a `request` directory the spool cannot empty does not block issuing (issue 14, item 4)", async (t) => {
+  // what `mkdir request; touch request/x` does as the client (umask 022): the spool, which is
+  // neither the owner nor in the group, cannot delete anything inside
+  const blocker = path.join(h.spoolDir, "request");
+  fs.mkdirSync(blocker, { mode: 0o755 });
+  fs.writeFileSync(path.join(blocker, "x"), "x");
+  fs.chownSync(path.join(blocker, "x"), h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+  fs.chownSync(blocker, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+  const logBefore = h.stderr.length;
+  await new Promise((r) => setTimeout(r, 3000));
+  const lines = h.stderr.slice(logBefore).split("\n").filter((l) => l !== "").length;
+  t.ok(lines <= 10, `a handful of log lines in 3 s, not a spin (${lines})`);
+  const r = await runClient(h, myproxyInput({ username: "after the blocker" }, csrPem));
+  t.equal(r.code, 0, `issuing recovered by itself (${r.stderr.trim()})`);
+  t.match(r.stdout, /^-----BEGIN CERTIFICATE-----\n/);
+  const aside = fs.readdirSync(h.spoolDir).filter((n) => n.startsWith("aside."));
+  t.equal(aside.length, 1, "the directory was moved aside, not emptied");
+  t.same(fs.readdirSync(path.join(h.spoolDir, aside[0]!)), ["x"], "its content untouched");
+  fs.rmSync(path.join(h.spoolDir, aside[0]!), { recursive: true });
+  t.ok(h.running);
+});
+
+t.test("hostile: a `request` directory swapped for a symlink to `..` mid-removal deletes nothing outside (issue 14, item 3)", async (t) => {
+  for (const n of fs.readdirSync(h.spoolDir)) fs.rmSync(path.join(h.spoolDir, n), { recursive: true, force: true });
+  // A directory next to SPOOL_DIR the spool user could delete from (as it could from
+  // REVOKE_DIR when that was group-writable): nothing in it may go.
+  const victim = path.join(h.root, "victim");
+  fs.mkdirSync(victim);
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(victim, `keep-${i}`), "keep");
+  execFileSync("chown", ["-R", `${h.users.SPOOL_USER.uid}:${h.users.SPOOL_USER.gid}`, victim]);
+  // As the client: a directory full of files (with one called "victim") appears as `request`,
+  // and is swapped for a symlink to ".." right after, over and over.
+  const script = `
+    const fs = require("fs"), p = require("path");
+    const dir = ${JSON.stringify(h.spoolDir)}, req = p.join(dir, "request");
+    const end = Date.now() + 6000; let n = 0;
+    const spin = (k) => { for (let i = 0; i < k; i++); };
+    while (Date.now() < end) {
+      const d = p.join(dir, "d" + n), l = p.join(dir, "l" + n), old = p.join(dir, "o" + n);
+      n++;
+      try {
+        fs.mkdirSync(d);
+        fs.mkdirSync(p.join(d, "victim"));
+        for (let i = 0; i < 200; i++) fs.writeFileSync(p.join(d, "f" + i), "");
+        fs.symlinkSync("..", l);
+        fs.renameSync(d, req);
+        spin(Math.floor(Math.random() * 300000));
+        fs.renameSync(req, old);
+        fs.renameSync(l, req);
+        spin(200000);
+        try { fs.unlinkSync(req); } catch {}
+      } catch {}
+      for (const x of [d, l, old]) try { fs.rmSync(x, { recursive: true, force: true }); } catch {}
+    }
+    process.stdout.write(String(n));
+  `;
+  // async: the spool's log pipe must keep draining meanwhile
+  const rounds = await new Promise<string>((resolve, reject) =>
+    execFile("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, "-e", script], { uid: h.users.CLIENT_USER.uid, gid: h.users.CLIENT_USER.gid, cwd: "/", encoding: "utf8" }, (err, out) => (err ? reject(err) : resolve(out))),
+  );
+  const seen = (re: RegExp): number => (h.stderr.match(re) ?? []).length;
+  t.comment(`${rounds} swaps; the spool met ${seen(/is a directory, not a symbolic link/g)} directories and ${seen(/not a request file name/g)} symlinks`);
+  t.same(fs.readdirSync(victim).sort(), Array.from({ length: 20 }, (_, i) => `keep-${i}`).sort(), "nothing outside the spool was deleted");
+  t.ok(fs.existsSync(h.revokeDir), "REVOKE_DIR is still there");
+  t.ok(h.running);
+  for (const n of fs.readdirSync(h.spoolDir)) fs.rmSync(path.join(h.spoolDir, n), { recursive: true, force: true });
 });
 
 t.test("hostile: request files", async (t) => {
