@@ -24,7 +24,10 @@
 // REVOKE_DIR (root 0700): rev.<ms>.<random> queue entries, root-owned 0600, written by
 // revoke-cert (tmp + fsync + rename), read and, once applied, deleted by the kernel (root) itself.
 // No service can reach it; it must not lie inside SPOOL_DIR or any tree CLIENT_USER can write.
+import { buildSubject, parseName, splitUsername, type DnTemplate, type SplitUsername } from "../signer/dn.js";
+import { children, contextTag, parseDer } from "./der.js";
 import { RequestError } from "./errors.js";
+import { pemDecode } from "./pem.js";
 import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
 
 export const SPOOL_FORMAT_VERSION = 1;
@@ -107,8 +110,6 @@ export interface MyproxyInput extends IssueFields {
 }
 
 const MYPROXY_KEY = /^[a-z_]{1,64}$/;
-/** Exactly one PEM certificate request, nothing around it. */
-export const PEM_CSR = /^-----BEGIN (NEW )?CERTIFICATE REQUEST-----\n([A-Za-z0-9+/=]{1,76}\n)+-----END (NEW )?CERTIFICATE REQUEST-----\n$/;
 
 /** A malformed input; `message` is one line for stderr or a result file. */
 export class FormatError extends RequestError {}
@@ -205,8 +206,70 @@ export function parseMyproxyInput(input: Buffer): MyproxyInput {
   const problem = usernameProblem(username!);
   if (problem) fail(problem);
   const csrPem = text.slice(sep + 2).replace(/^\n+/, "").replace(/\n*$/, "\n");
-  if (!PEM_CSR.test(csrPem)) fail("expected one PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----) after the empty line");
+  decodeCsrPem(csrPem);
   return { username: username!, proxyLifetime, maxCertLifetime, csrPem };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One set of rules for what a request may hold, applied by the client (refusing at once) and by
+// the spool (which trusts nothing the client wrote): the same functions, the same messages.
+
+const ONE_PEM_BLOCK = /^-----BEGIN ([A-Z0-9 ]{1,40})-----\n[A-Za-z0-9+/=\n]+-----END \1-----\n$/;
+
+/** The CSR's PEM text: exactly one CERTIFICATE REQUEST block, strict base64, nothing around. Returns the DER. */
+export function decodeCsrPem(csrPem: string): Buffer {
+  if (csrPem === "") throw new FormatError("bad_csr", "no certificate request after the header");
+  if (!ONE_PEM_BLOCK.test(csrPem)) throw new FormatError("bad_csr", "expected exactly one PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----) and nothing else after the header");
+  return pemDecode(csrPem, "CERTIFICATE REQUEST", (m) => new FormatError("bad_pem", `the certificate request is not valid PEM: ${m}`));
+}
+
+export interface CheckedUsername extends SplitUsername {
+  /** The subject Name DER the signer will put into the certificate. */
+  readonly subject: Buffer;
+}
+
+/** The username as the signer will take it (suffixes, DN_FORMAT); throws RequestError otherwise. */
+export function checkUsername(username: string, dn: DnTemplate): CheckedUsername {
+  const problem = usernameProblem(username);
+  if (problem) throw new FormatError("bad_username", problem);
+  const split = splitUsername(username);
+  return { ...split, subject: buildSubject(dn, split.name).der };
+}
+
+/** SubjectPublicKeyInfo DER of a CSR (no signature check: the spool verified it, the client wrote it). */
+export function csrPublicKey(csrDer: Buffer): Buffer {
+  const fail = (m: string): Error => new FormatError("bad_csr", `the certificate request is malformed: ${m}`);
+  const info = children(children(parseDer(csrDer, fail), fail)[0]!, fail);
+  if (info.length < 3) throw fail("no public key");
+  return Buffer.from(info[2]!.raw);
+}
+
+/** Same attributes with the same values, whatever string type each value was encoded with. */
+function sameName(a: Buffer, b: Buffer, fail: (m: string) => Error): boolean {
+  const flat = (der: Buffer): string =>
+    JSON.stringify(parseName(der, fail).map((rdn) => rdn.map((at) => [at.oid, at.value.toString(at.tag === 0x1e ? "utf16le" : "utf8")])));
+  return flat(a) === flat(b);
+}
+
+/**
+ * Why a certificate handed back for our request is not ours (another key or another subject), or
+ * undefined when it certifies `publicKey` for `subject`. A result file can be planted by anyone
+ * who can write the spool; the client must not print another logon's certificate.
+ */
+export function certificateMismatch(certPem: string, publicKey: Buffer, subject: Buffer): string | undefined {
+  const fail = (m: string): Error => new FormatError("bad_result", `the certificate is malformed: ${m}`);
+  try {
+    const der = pemDecode(certPem, "CERTIFICATE", fail);
+    const tbs = children(children(parseDer(der, fail), fail)[0]!, fail);
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, after [0] version
+    const fields = tbs[0]?.tag === contextTag(0, true) ? tbs.slice(1) : tbs;
+    if (fields.length < 6) return "it is not an X.509 certificate";
+    if (!fields[5]!.raw.equals(publicKey)) return "it certifies another public key than the one in our request";
+    if (!sameName(fields[4]!.raw, subject, fail)) return "it is issued to another subject than our username";
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

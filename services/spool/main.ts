@@ -10,6 +10,7 @@ import { ConfigError, describeError, errorCode, RequestError } from "../common/e
 import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
+import { compileDnFormat, type DnTemplate } from "../signer/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
@@ -28,6 +29,7 @@ const KERNEL_ANSWER_SLACK_MS = 60_000;
 class Spool {
   private readonly dir: string;
   private readonly clientUid: number;
+  private readonly dn: DnTemplate;
   private readonly inFlight = new Set<string>();
   private readonly watcher: SpoolWatcher;
   private scanning = false;
@@ -43,6 +45,7 @@ class Spool {
   constructor(private readonly ctx: ServiceContext) {
     this.dir = ctx.config.SPOOL_DIR;
     this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
+    this.dn = compileDnFormat(ctx.config.DN_FORMAT, { file: ctx.config.sourceFile });
     try {
       fs.accessSync(this.dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
     } catch (err) {
@@ -215,6 +218,7 @@ class Spool {
         now: Date.now(),
         clientTimeoutMs: this.ctx.config.CLIENT_TIMEOUT,
         minKeyBits: this.ctx.config.MIN_KEY_BITS,
+        dn: this.dn,
       });
       if (await isAbandoned(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
     } catch (err) {

@@ -85,6 +85,12 @@ t.test("client-side input errors: one clear stderr line, exit 1, nothing spooled
     ["NUL byte", Buffer.concat([Buffer.from("username=jd"), Buffer.from([0]), Buffer.from("oe\n\n" + csrPem)]), /NUL byte/],
     ["too large", "username=x\n" + "a".repeat(70 * 1024), /larger than 65536 bytes/],
     ["too long username", myproxyInput({ username: "u".repeat(600) }, csrPem), /username longer than 512/],
+    // issue 14, item 9: what the spool or the signer would refuse later is refused here, with their message
+    ["mismatched PEM labels", myproxyInput({}, csrPem.replace("BEGIN CERTIFICATE REQUEST", "BEGIN NEW CERTIFICATE REQUEST")), /expected exactly one PEM certificate request/],
+    ["NEW label", myproxyInput({}, csrPem.replace(/(BEGIN|END) CERTIFICATE REQUEST/g, "$1 NEW CERTIFICATE REQUEST")), /found a PEM "NEW CERTIFICATE REQUEST" block, expected CERTIFICATE REQUEST/],
+    ["key=value line inside the PEM block", myproxyInput({}, csrPem.replace("-----\n", "-----\nkey=value\n")), /not valid PEM/],
+    ["username the signer refuses", myproxyInput({ username: "evil/CN=admin" }, csrPem), /not allowed in a certificate name/],
+    ["bad e-mail suffix", myproxyInput({ username: "jdoe email=nobody" }, csrPem), /e-mail address "nobody" must contain exactly one @/],
   ];
   for (const [name, input, re] of cases) {
     const r = await runClient(h, input);
@@ -317,6 +323,40 @@ function require_mkfifo(file: string): void {
   // Node has no mkfifo; coreutils does.
   execFileSync("mkfifo", ["-m", "0644", file]);
 }
+t.test("a planted result file: the client refuses a certificate that is not for its key, and the CA's is revoked (issue 14, item 7)", async (t) => {
+  // The myproxy account (the client's user) plants another logon's certificate as this
+  // request's result while the CA is signing; the spool's own certificate then cannot be published.
+  const other = makeCsr(h.root, "other-user");
+  const otherSpki = execFileSync("openssl", ["req", "-noout", "-pubkey"], { input: other.csrPem });
+  const planted = h.makeCertificate(Buffer.from(otherSpki.toString().replace(/-----[^-]+-----|\s/g, ""), "base64"), "jdoe");
+  const old = h.onIssue;
+  let release: () => void = () => {};
+  const clientDone = new Promise<void>((r) => (release = r));
+  let signed: { serial: string; requestId: string } | undefined;
+  h.onIssue = async (f, ch) => {
+    const m = f.message;
+    const result = path.join(h.spoolDir, `${m.requestId}.result`);
+    fs.writeFileSync(result, pemEncode(planted.der, "CERTIFICATE"), { mode: 0o644 });
+    fs.chownSync(result, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+    await clientDone; // the CA answers after the client looked at the planted file
+    const cert = h.makeCertificate(m.publicKey, m.username);
+    signed = { serial: cert.serial, requestId: m.requestId };
+    ch.reply(f, "issued", { requestId: m.requestId, serial: cert.serial, certificate: cert.der, notAfter: Date.now() + 3600_000, subject: `/CN=${m.username}` });
+  };
+  const r = await runClient(h, myproxyInput({ username: "jdoe" }, csrPem));
+  release();
+  t.equal(r.code, 1, "the client refuses");
+  t.equal(r.stdout, "", "no certificate printed");
+  t.match(r.stderr, /^etoken-ca-client: the result file for this request holds a certificate that is not ours \(it certifies another public key than the one in our request\)/);
+  const u = await h.next("undelivered", 20_000);
+  h.onIssue = old;
+  t.ok(signed, "the CA signed the real request");
+  t.equal(u.message.requestId, signed?.requestId, "what the CA issued for the request is reported undelivered");
+  t.equal(u.message.serial, signed?.serial, "(and so revoked by the kernel)");
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
+  t.ok(h.running);
+});
+
 t.test("the spool keeps serving after all of that", async (t) => {
   const r = await runClient(h, myproxyInput({ username: "after" }, csrPem));
   t.equal(r.code, 0, r.stderr);
@@ -327,7 +367,7 @@ t.test("the spool keeps serving after all of that", async (t) => {
 t.test("50 concurrent clients each get their own certificate", async (t) => {
   const n = 50;
   const before = h.issueRequests.length;
-  await h.premake(h.issueRequests[0]!.message.publicKey, n);
+  await h.premake(h.issueRequests[0]!.message.publicKey, Array.from({ length: n }, (_, i) => `user${i}`));
   const runs = await Promise.all(Array.from({ length: n }, (_, i) => runClient(h, myproxyInput({ username: `user${i}` }, csrPem))));
   const byUser = new Map<string, string>();
   for (const f of h.issueRequests.slice(before)) byUser.set(f.message.username, pemEncode(h.issued.get(f.message.requestId)!.der, "CERTIFICATE"));
