@@ -25,7 +25,7 @@
 // revoke-cert (tmp + fsync + rename), read and, once applied, deleted by the kernel (root) itself.
 // No service can reach it; it must not lie inside SPOOL_DIR or any tree CLIENT_USER can write.
 import { buildSubject, parseName, splitUsername, type DnTemplate, type SplitUsername } from "../signer/dn.js";
-import { children, contextTag, parseDer } from "./der.js";
+import { children, contextTag, parseDer, TAG } from "./der.js";
 import { RequestError } from "./errors.js";
 import { pemDecode } from "./pem.js";
 import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
@@ -244,10 +244,13 @@ export function csrPublicKey(csrDer: Buffer): Buffer {
   return Buffer.from(info[2]!.raw);
 }
 
+const text = (tag: number, v: Buffer): string =>
+  tag === TAG.BMP_STRING && v.length % 2 === 0 ? Buffer.from(v).swap16().toString("utf16le") : v.toString("utf8");
+
 /** Same attributes with the same values, whatever string type each value was encoded with. */
 function sameName(a: Buffer, b: Buffer, fail: (m: string) => Error): boolean {
   const flat = (der: Buffer): string =>
-    JSON.stringify(parseName(der, fail).map((rdn) => rdn.map((at) => [at.oid, at.value.toString(at.tag === 0x1e ? "utf16le" : "utf8")])));
+    JSON.stringify(parseName(der, fail).map((rdn) => rdn.map((at) => [at.oid, text(at.tag, at.value)])));
   return flat(a) === flat(b);
 }
 

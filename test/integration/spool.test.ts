@@ -199,6 +199,26 @@ t.test("hostile: a `request` directory the spool cannot empty does not block iss
   t.ok(h.running);
 });
 
+t.test("hostile: a lock the spool cannot remove at all is reported once and retried with back-off (issue 14, item 4)", async (t) => {
+  const blocker = path.join(h.spoolDir, "request");
+  fs.writeFileSync(blocker, "req.AAAAAAAAAAAAAAAA");
+  execFileSync("chattr", ["+i", blocker]); // not even its directory's owner can remove it now
+  t.teardown(() => {
+    execFileSync("chattr", ["-i", blocker]);
+    fs.rmSync(blocker, { force: true });
+  });
+  const logBefore = h.stderr.length;
+  await new Promise((r) => setTimeout(r, 4000));
+  const log = h.stderr.slice(logBefore).split("\n").filter((l) => l !== "");
+  t.ok(log.length <= 10, `a handful of log lines in 4 s, not a spin (${log.length})`);
+  t.equal(log.filter((l) => l.includes("cannot remove")).length, 1, "reported once");
+  execFileSync("chattr", ["-i", blocker]);
+  const r = await runClient(h, myproxyInput({ username: "after the immutable blocker" }, csrPem));
+  t.equal(r.code, 0, `issuing resumed once the blocker could go (${r.stderr.trim()})`);
+  t.match(h.stderr.slice(logBefore), /the request lock is free again: issuing resumes/);
+  t.ok(h.running);
+});
+
 t.test("hostile: a `request` directory swapped for a symlink to `..` mid-removal deletes nothing outside (issue 14, item 3)", async (t) => {
   for (const n of fs.readdirSync(h.spoolDir)) fs.rmSync(path.join(h.spoolDir, n), { recursive: true, force: true });
   // A directory next to SPOOL_DIR the spool user could delete from (as it could from
