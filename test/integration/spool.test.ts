@@ -227,38 +227,43 @@ t.test("hostile: a `request` directory swapped for a symlink to `..` mid-removal
   fs.mkdirSync(victim);
   for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(victim, `keep-${i}`), "keep");
   execFileSync("chown", ["-R", `${h.users.SPOOL_USER.uid}:${h.users.SPOOL_USER.gid}`, victim]);
-  // As the client: a directory full of files (with one called "victim") appears as `request`,
-  // and is swapped for a symlink to ".." right after, over and over.
+  // As the client: a directory `request/victim` holding files named like the real victim's (and
+  // many more, so that removing it takes a while) appears as the lock; as soon as its removal
+  // starts, `request` is swapped for a symlink to "..": every later path `request/victim/...`
+  // then names the real victim's files.
   const script = `
     const fs = require("fs"), p = require("path");
     const dir = ${JSON.stringify(h.spoolDir)}, req = p.join(dir, "request");
-    const end = Date.now() + 6000; let n = 0;
-    const spin = (k) => { for (let i = 0; i < k; i++); };
+    const pause = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    const end = Date.now() + 8000; let n = 0, swaps = 0;
     while (Date.now() < end) {
       const d = p.join(dir, "d" + n), l = p.join(dir, "l" + n), old = p.join(dir, "o" + n);
       n++;
       try {
-        fs.mkdirSync(d);
-        fs.mkdirSync(p.join(d, "victim"));
-        for (let i = 0; i < 200; i++) fs.writeFileSync(p.join(d, "f" + i), "");
+        fs.mkdirSync(p.join(d, "victim"), { recursive: true });
+        for (let i = 0; i < 20; i++) fs.writeFileSync(p.join(d, "victim", "keep-" + i), "");
+        for (let i = 0; i < 2000; i++) fs.writeFileSync(p.join(d, "victim", "f" + i), "");
         fs.symlinkSync("..", l);
         fs.renameSync(d, req);
-        spin(Math.floor(Math.random() * 300000));
-        fs.renameSync(req, old);
-        fs.renameSync(l, req);
-        spin(200000);
-        try { fs.unlinkSync(req); } catch {}
+        const t0 = Date.now();
+        while (Date.now() - t0 < 2000) {
+          let left;
+          try { left = fs.readdirSync(p.join(req, "victim")).length; } catch { break; } // moved away
+          if (left < 2020) { fs.renameSync(req, old); fs.renameSync(l, req); swaps++; break; }
+        }
+        pause(300);
       } catch {}
+      try { if (fs.lstatSync(req).isSymbolicLink()) fs.unlinkSync(req); } catch {}
       for (const x of [d, l, old]) try { fs.rmSync(x, { recursive: true, force: true }); } catch {}
     }
-    process.stdout.write(String(n));
+    process.stdout.write(n + " rounds, " + swaps + " swaps mid-removal");
   `;
   // async: the spool's log pipe must keep draining meanwhile
   const rounds = await new Promise<string>((resolve, reject) =>
     execFile("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, "-e", script], { uid: h.users.CLIENT_USER.uid, gid: h.users.CLIENT_USER.gid, cwd: "/", encoding: "utf8" }, (err, out) => (err ? reject(err) : resolve(out))),
   );
   const seen = (re: RegExp): number => (h.stderr.match(re) ?? []).length;
-  t.comment(`${rounds} swaps; the spool met ${seen(/is a directory, not a symbolic link/g)} directories and ${seen(/not a request file name/g)} symlinks`);
+  t.comment(`${rounds}; the spool met ${seen(/is a directory, not a symbolic link/g)} directories and ${seen(/not a request file name/g)} symlinks`);
   t.same(fs.readdirSync(victim).sort(), Array.from({ length: 20 }, (_, i) => `keep-${i}`).sort(), "nothing outside the spool was deleted");
   t.ok(fs.existsSync(h.revokeDir), "REVOKE_DIR is still there");
   t.ok(h.running);
