@@ -105,7 +105,11 @@ t.test("client-side input errors: one clear stderr line, exit 1, nothing spooled
 
 t.test("a bad CSR is refused by the spool: error result, requestRejected, no issueRequest", async (t) => {
   const before = h.issueRequests.length;
-  const bad = csrPem.replace(/\n([A-Za-z0-9+/]{10})/, (_m, s: string) => "\n" + (s[0] === "A" ? "B" : "A") + s.slice(1));
+  // a flipped bit in the signature: well-formed DER (the client's own checks pass), caught by the spool
+  const lines = csrPem.split("\n");
+  const i = lines.length - 4;
+  lines[i] = lines[i]!.slice(0, 10) + (lines[i]![10] === "A" ? "B" : "A") + lines[i]!.slice(11);
+  const bad = lines.join("\n");
   const r = await runClient(h, myproxyInput({}, bad));
   t.equal(r.code, 1);
   t.match(r.stderr, /^etoken-ca-client: .*(CSR|certificate request|DER|signature)/i);
@@ -180,12 +184,13 @@ t.test("hostile: `request` is not a symlink", async (t) => {
 t.test("hostile: a `request` directory the spool cannot empty does not block issuing (issue 14, item 4)", async (t) => {
   // what `mkdir request; touch request/x` does as the client (umask 022): the spool, which is
   // neither the owner nor in the group, cannot delete anything inside
-  const blocker = path.join(h.spoolDir, "request");
+  const blocker = path.join(h.spoolDir, "blocker");
   fs.mkdirSync(blocker, { mode: 0o755 });
   fs.writeFileSync(path.join(blocker, "x"), "x");
   fs.chownSync(path.join(blocker, "x"), h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
   fs.chownSync(blocker, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
   const logBefore = h.stderr.length;
+  fs.renameSync(blocker, path.join(h.spoolDir, "request")); // appears whole, as the lock
   await new Promise((r) => setTimeout(r, 3000));
   const lines = h.stderr.slice(logBefore).split("\n").filter((l) => l !== "").length;
   t.ok(lines <= 10, `a handful of log lines in 3 s, not a spin (${lines})`);
@@ -201,8 +206,10 @@ t.test("hostile: a `request` directory the spool cannot empty does not block iss
 
 t.test("hostile: a lock the spool cannot remove at all is reported once and retried with back-off (issue 14, item 4)", async (t) => {
   const blocker = path.join(h.spoolDir, "request");
+  process.kill(h.child!.pid!, "SIGSTOP"); // so that the spool does not remove it before it is immutable
   fs.writeFileSync(blocker, "req.AAAAAAAAAAAAAAAA");
   execFileSync("chattr", ["+i", blocker]); // not even its directory's owner can remove it now
+  process.kill(h.child!.pid!, "SIGCONT");
   t.teardown(() => {
     execFileSync("chattr", ["-i", blocker]);
     fs.rmSync(blocker, { force: true });
