@@ -379,13 +379,18 @@ t.test("a planted result file: the client refuses a certificate that is not for 
   h.onIssue = async (f, ch) => {
     const m = f.message;
     const result = path.join(h.spoolDir, `${m.requestId}.result`);
-    fs.writeFileSync(result, pemEncode(planted.der, "CERTIFICATE"), { mode: 0o644 });
-    fs.chownSync(result, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+    const tmp = `${result}.planting`;
+    fs.writeFileSync(tmp, pemEncode(planted.der, "CERTIFICATE"), { mode: 0o644 });
+    fs.chownSync(tmp, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+    fs.renameSync(tmp, result); // appears whole
     await clientDone; // the CA answers after the client looked at the planted file
     const cert = h.makeCertificate(m.publicKey, m.username);
     signed = { serial: cert.serial, requestId: m.requestId };
     ch.reply(f, "issued", { requestId: m.requestId, serial: cert.serial, certificate: cert.der, notAfter: Date.now() + 3600_000, subject: `/CN=${m.username}` });
   };
+  t.teardown(() => {
+    h.onIssue = old;
+  });
   const r = await runClient(h, myproxyInput({ username: "jdoe" }, csrPem));
   release();
   t.equal(r.code, 1, "the client refuses");

@@ -255,11 +255,14 @@ async function runAttack(t: Test, c: Case): Promise<string | undefined> {
         writeAs(path.join(spool, "request"), "req.AAAAAAAAAAAAAAAA", uid, gid);
         await expectNoResultAndLockFreed(t, c.id);
         return "none";
-      case "request-is-directory":
-        fs.mkdirSync(path.join(spool, "request"));
-        fs.chownSync(path.join(spool, "request"), uid, gid);
+      case "request-is-directory": {
+        const dir = path.join(spool, `.dir-${id}`); // appears whole, as the client would make it
+        fs.mkdirSync(dir);
+        fs.chownSync(dir, uid, gid);
+        fs.renameSync(dir, path.join(spool, "request"));
         await expectNoResultAndLockFreed(t, c.id);
         return "none";
+      }
       case "request-is-fifo":
         spawnSync("mkfifo", ["-m", "0644", path.join(spool, "request")]);
         await expectNoResultAndLockFreed(t, c.id);
