@@ -20,7 +20,8 @@ export type FrameHandler = (frame: Frame, channel: Channel) => void;
 export class Channel {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly expired = new Set<number>();
+  /** Requests that timed out, with what to do if their answer comes after all. */
+  private readonly expired = new Map<number, ((late: Frame) => void) | undefined>();
   private readonly decoder: FrameDecoder;
   private handler: FrameHandler = () => {};
   private closedReason: string | undefined;
@@ -90,7 +91,7 @@ export class Channel {
     payload: Payload<T>,
     expect: R | readonly R[],
     timeoutMs: number,
-    opts: { secret?: boolean } = {},
+    opts: { secret?: boolean; onLateAnswer?: (late: Frame) => void } = {},
   ): Promise<Frame<R>> {
     const expected = (Array.isArray(expect) ? expect : [expect]) as readonly MessageType[];
     return new Promise<Frame<R>>((resolve, reject) => {
@@ -105,7 +106,7 @@ export class Channel {
         timeoutMs > 0
           ? setTimeout(() => {
               this.pending.delete(id);
-              this.rememberExpired(id);
+              this.rememberExpired(id, opts.onLateAnswer);
               reject(new ProtocolError("timeout", `${this.peer} did not answer ${type} within ${timeoutMs} ms`));
             }, timeoutMs)
           : undefined;
@@ -118,9 +119,9 @@ export class Channel {
     this.socket.destroy();
   }
 
-  private rememberExpired(id: number): void {
-    this.expired.add(id);
-    if (this.expired.size > 1024) this.expired.delete(this.expired.values().next().value as number);
+  private rememberExpired(id: number, onLate: ((late: Frame) => void) | undefined): void {
+    this.expired.set(id, onLate);
+    if (this.expired.size > 1024) this.expired.delete(this.expired.keys().next().value as number);
   }
 
   private onData(chunk: Buffer): void {
@@ -145,7 +146,13 @@ export class Channel {
   private onAnswer(frame: Frame): void {
     const p = this.pending.get(frame.replyTo);
     if (!p) {
-      if (this.expired.delete(frame.replyTo)) return; // a late answer to a request that timed out
+      if (this.expired.has(frame.replyTo)) {
+        // a late answer to a request that timed out
+        const onLate = this.expired.get(frame.replyTo);
+        this.expired.delete(frame.replyTo);
+        onLate?.(frame);
+        return;
+      }
       this.violation(new ProtocolError("unknown_reply", `${this.peer} answered unknown request id ${frame.replyTo} with ${frame.type}`));
       return;
     }

@@ -46,6 +46,7 @@ export const CONFIG_SCHEMA = {
   MIN_KEY_BITS: { kind: "integer", default: "2048", section: "issuing", doc: "Smallest RSA modulus accepted in a request" },
   CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it" },
   FENCE_REVOKE_REASON: { kind: "reason", default: "unspecified", section: "issuing", doc: "Revocation reason for certificates signed while the token was being removed" },
+  UNDELIVERED_REVOKE_REASON: { kind: "reason", default: "cessationOfOperation", section: "issuing", doc: "Revocation reason for certificates signed but never handed to their client (client gave up, a process died)" },
   // CRLs
   CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL" },
   CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is made when less than this remains before nextUpdate" },

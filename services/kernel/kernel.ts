@@ -9,7 +9,9 @@ import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import type { ServiceName } from "../common/service-table.js";
+import { DELIVERY_GRACE_MS } from "../common/spool-protocol.js";
 import type { OperatorConsole } from "./console.js";
+import { Handouts } from "./handouts.js";
 import { isPermitted } from "./policy.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
@@ -25,6 +27,8 @@ const TEN_YEARS_S = 10 * 366 * 86400;
 const SIGNER_TIMEOUT_MS = 30_000;
 const FENCE_TIMEOUT_MS = 10_000;
 const CRL_TIMEOUT_MS = 300_000;
+/** A spool that has said neither `delivered` nor `undelivered` this long after the client's deadline: revoked. */
+const SPOOL_REPORT_SLACK_MS = 60_000;
 const STATUS_INTERVAL_MS = 5_000;
 /** Between prompts the console repeats the live state this often. */
 const CONSOLE_HEARTBEAT_MS = 10 * 60_000;
@@ -77,6 +81,10 @@ export class Kernel {
   private readonly counters = { issued: 0, failed: 0, rejected: 0, fenceRevoked: 0, undelivered: 0 };
   /** Requests sent to the signer, by request id: where their presence fence stands. */
   private readonly issuing = new Map<string, Issuing>();
+  /** Certificates from the signer whose delivery is not settled (handouts.ts). */
+  private readonly handouts = new Handouts();
+  /** Delivered serials to confirm to the signer in the next batch, by request id. */
+  private confirmBatch = new Map<string, string>();
   /** Group fence: callers waiting for a presence check that starts after they asked. */
   private fenceWaiters: ((p: PresenceAnswer | undefined) => void)[] = [];
   private fenceRunning = false;
@@ -221,6 +229,7 @@ export class Kernel {
       this.tokenGeneration++;
     }
     if (name === "signer") {
+      void this.settleUndelivered();
       void this.refreshSignerStatus();
       if (this.state === "READY" && this.pin) void this.reLogin();
     }
@@ -229,6 +238,9 @@ export class Kernel {
 
   private onServiceDown(name: ServiceName, how: string): void {
     this.log.warning("service down", { service: name, how });
+    if (name === "spool") {
+      for (const h of this.handouts.orphaned()) this.revokeUndelivered(h.serial, "the spool stopped before it reported the certificate delivered");
+    }
     this.writeStatus();
   }
 
@@ -267,17 +279,12 @@ export class Kernel {
         this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
         return;
       }
-      case "undelivered": {
-        const m = (frame as Frame<"undelivered">).message;
-        if (!/^[0-9A-F]{2,64}$/.test(m.serial)) {
-          this.supervisor.securityEvent("spool", `undelivered with invalid serial ${JSON.stringify(m.serial.slice(0, 80))}`);
-          return;
-        }
-        this.counters.undelivered++;
-        this.log.warning("certificate not delivered to its client: revoking", { serial: m.serial, reason: m.reason.slice(0, 200) });
-        void this.revokeInDatabase(m.serial, "cessationOfOperation", "not delivered");
+      case "undelivered":
+        this.onUndelivered(frame as Frame<"undelivered">);
         return;
-      }
+      case "delivered":
+        this.onDelivered(frame as Frame<"delivered">);
+        return;
       default:
         this.supervisor.securityEvent("spool", `invalid message from spool: ${frame.type}: fatal`);
     }
@@ -363,7 +370,7 @@ export class Kernel {
     if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
     const signer = this.supervisor.channel("signer");
     if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
-    if (this.issuing.has(m.requestId)) {
+    if (this.issuing.has(m.requestId) || this.handouts.phaseOf(m.requestId) !== undefined) {
       this.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
       return fail("request.duplicate", "this request is already being served");
     }
@@ -385,18 +392,23 @@ export class Kernel {
         },
         "issued",
         Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
+        // signed after we stopped waiting: the client was told it failed; nobody gets it
+        { onLateAnswer: (late) => this.onLateIssued(late) },
       );
       const cert = issued.message;
       if (cert.requestId !== m.requestId || !/^[0-9A-F]{2,64}$/.test(cert.serial) || cert.certificate.length === 0) {
         this.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
       }
+      // from here on the certificate exists: it ends delivered (confirmed) or revoked
+      const handout = this.handouts.signed(m.requestId, cert.serial, spool);
       // the fence Signed started (or, from a backend that does not send it, one started now)
       if (!entry.fence) {
         entry.fence = this.fence(entry.at);
         this.log.debug("presence fence started after Issued", { request: m.requestId });
       }
       if (!((await entry.fence) && this.tokenUnchangedSince(entry.at))) {
+        this.handouts.drop(m.requestId);
         this.counters.fenceRevoked++;
         const tokenGone = !this.token.present || this.token.serial !== this.trustedSerial || this.state !== "READY";
         this.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
@@ -408,8 +420,11 @@ export class Kernel {
           ? fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued")
           : fail("token.unconfirmed", "the CA could not confirm its token after signing (token monitor restarting); nothing was issued, try again");
       }
-      this.counters.issued++;
-      this.scheduleStatus();
+      if (spool.closed) {
+        this.handouts.drop(m.requestId);
+        this.revokeUndelivered(cert.serial, "the spool that asked for it stopped before the certificate was returned");
+        return;
+      }
       spool.reply(frame, "issued", {
         requestId: cert.requestId,
         serial: cert.serial,
@@ -417,12 +432,117 @@ export class Kernel {
         notAfter: cert.notAfter,
         subject: cert.subject,
       });
+      this.handouts.returned(handout, Math.max(0, m.deadline - Date.now()) + DELIVERY_GRACE_MS + SPOOL_REPORT_SLACK_MS, (h) => {
+        this.handouts.drop(h.requestId);
+        this.revokeUndelivered(h.serial, "the spool never reported whether it delivered the certificate");
+      });
     } catch (err) {
       if (err instanceof RemoteFailure) return fail(err.code, err.message);
       this.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
       return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
     } finally {
       this.issuing.delete(m.requestId);
+      // signed, and neither returned nor revoked above (an unexpected error): it must not stay valid
+      if (this.handouts.phaseOf(m.requestId) === "fencing") {
+        const serial = this.handouts.serialOf(m.requestId)!;
+        this.handouts.drop(m.requestId);
+        this.revokeUndelivered(serial, "issuing failed after the signature");
+      }
+    }
+  }
+
+  // ---- delivery: every certificate from the signer ends confirmed delivered or revoked --------
+
+  /**
+   * `undelivered` counts only for a request this spool process got a certificate for: the
+   * serial revoked is the one the kernel returned, and the message must name that one.
+   */
+  private onUndelivered(frame: Frame<"undelivered">): void {
+    const m = frame.message;
+    const spool = this.supervisor.channel("spool");
+    const known = spool && this.handouts.find(m.requestId, spool, true);
+    if (!known) {
+      this.supervisor.securityEvent("spool", `undelivered for request ${JSON.stringify(m.requestId.slice(0, 40))}, which the kernel did not return to this spool`);
+      return;
+    }
+    this.handouts.drop(m.requestId);
+    this.revokeUndelivered(known.serial, m.reason.slice(0, 200));
+    if (m.serial !== known.serial) {
+      this.supervisor.securityEvent("spool", `undelivered names serial ${JSON.stringify(m.serial.slice(0, 70))}, but the kernel returned ${known.serial} for request ${m.requestId}`);
+    }
+  }
+
+  private onDelivered(frame: Frame<"delivered">): void {
+    const requestId = frame.message.requestId;
+    const spool = this.supervisor.channel("spool");
+    const known = spool && this.handouts.find(requestId, spool, false);
+    if (!known?.handout) {
+      this.supervisor.securityEvent("spool", `delivered for request ${JSON.stringify(requestId.slice(0, 40))}, which the kernel did not return to this spool`);
+      return;
+    }
+    this.handouts.confirming(known.handout);
+    this.counters.issued++;
+    this.scheduleStatus();
+    this.confirmBatch.set(requestId, known.serial);
+    if (this.confirmBatch.size === 1) setImmediate(() => void this.sendConfirmations());
+  }
+
+  /** Tells the signer which certificates reached their clients (one message per turn of the loop). */
+  private async sendConfirmations(): Promise<void> {
+    const batch = this.confirmBatch;
+    this.confirmBatch = new Map();
+    const signer = this.supervisor.channel("signer");
+    if (!signer || batch.size === 0) return; // a restarted signer gets them after settling (settleUndelivered)
+    try {
+      await signer.request("confirmDelivery", { serials: [...batch.values()] }, "ack", SIGNER_TIMEOUT_MS);
+      for (const id of batch.keys()) this.handouts.confirmed(id);
+    } catch (err) {
+      // kept as `confirming`: listed in flight when the signer settles, and sent again after
+      this.log.warning("the signer did not record delivered certificates; sent again when it restarts", { count: batch.size, error: describeError(err) });
+    }
+  }
+
+  private onLateIssued(late: Frame): void {
+    const serial = late.type === "issued" ? (late as Frame<"issued">).message.serial : "";
+    if (/^[0-9A-F]{2,64}$/.test(serial)) this.revokeUndelivered(serial, "signed after the kernel had stopped waiting for it");
+  }
+
+  private revokeUndelivered(serial: string, why: string): void {
+    this.counters.undelivered++;
+    this.scheduleStatus();
+    this.log.warning("certificate not delivered to its client: revoking", { serial, reason: why });
+    this.notify("undelivered-revoked", `certificate ${serial} was signed but did not reach its client (${why}); it is revoked`, { serial });
+    void this.revokeInDatabase(serial, this.config.UNDELIVERED_REVOKE_REASON, "not delivered");
+  }
+
+  /**
+   * Every signer start: the signer revokes what was signed before it and never confirmed
+   * delivered, except what is still in flight here; then the confirmations it missed.
+   */
+  private async settleUndelivered(): Promise<void> {
+    const signer = this.supervisor.channel("signer");
+    if (!signer) return;
+    try {
+      const r = await signer.request("settleUndelivered", { inFlight: this.handouts.inFlightSerials() }, "undeliveredRevoked", SIGNER_TIMEOUT_MS);
+      const revoked = r.message.serials.filter((x) => /^[0-9A-F]{2,64}$/.test(x));
+      if (revoked.length > 0) {
+        this.counters.undelivered += revoked.length;
+        this.crlDirty = true;
+        this.log.warning("certificates signed but never delivered (a process died): revoked", { count: revoked.length, serials: revoked.slice(0, 50).join(" "), reason: r.message.reason });
+        this.notify("undelivered-revoked", `${revoked.length} certificate(s) signed before a restart never reached their clients; revoked (${r.message.reason})`, {
+          serial: revoked.slice(0, 50).join(" "),
+          count: String(revoked.length),
+        });
+        if (this.state === "READY") void this.makeCrl("certificates never delivered");
+        this.scheduleStatus();
+      }
+      const missed = this.handouts.unconfirmed();
+      if (missed.length > 0) {
+        for (const h of missed) this.confirmBatch.set(h.requestId, h.serial);
+        void this.sendConfirmations();
+      }
+    } catch (err) {
+      this.log.error("the signer could not settle the certificates never delivered; they are settled at its next start", { error: describeError(err) });
     }
   }
 
@@ -479,7 +599,8 @@ export class Kernel {
   private async revokeInDatabase(serial: string, reason: string, why: string): Promise<void> {
     const signer = this.supervisor.channel("signer");
     if (!signer) {
-      this.log.error("cannot revoke: signer not running; the certificate stays valid until revoked by hand", { serial, why });
+      // never confirmed delivered: the signer's journal has it, and the signer revokes it when it starts
+      this.log.error("cannot revoke now: signer not running; it revokes the certificate when it starts", { serial, why });
       return;
     }
     try {

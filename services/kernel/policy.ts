@@ -16,6 +16,8 @@ export const POLICY = {
     issueRequest: RUNNING,
     requestRejected: RUNNING,
     undelivered: RUNNING,
+    // checked against the requests the kernel returned to this spool (kernel.ts); any other is a violation
+    delivered: RUNNING,
   },
   signer: {
     signerFault: ["NEED_PIN", "READY", "SUSPENDED"],

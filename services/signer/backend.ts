@@ -26,10 +26,10 @@ export type LoginOutcome =
 export interface IssueInput {
   /** the subject as main.ts built it from DN_FORMAT (DER and X509_NAME_oneline form) */
   subject: { der: Buffer; slash: string };
-  /** SubjectPublicKeyInfo DER (already checked against MIN_KEY_BITS) */
+  /** SubjectPublicKeyInfo DER, the CSR's (already checked against MIN_KEY_BITS) */
   publicKey: Buffer;
-  /** the verified CSR (DER) when the spool forwarded it; `openssl ca` needs it */
-  csr: Buffer | undefined;
+  /** the CSR (DER), its self-signature verified and its key = publicKey (possession.ts); `openssl ca` needs it */
+  csr: Buffer;
   /** subjectAltName rfc822Name entries */
   emails: readonly string[];
   /** clamped lifetime in seconds */

@@ -642,21 +642,38 @@ export class CaDatabase {
     }
   }
 
-  /** The bytes of index.txt the memory index covers, read through its descriptor. */
-  private indexedBytes(): Buffer {
-    const size = this.lines.end;
+  /**
+   * Serial and status of the lines from index `first` (0-based) on: one read of that part of
+   * index.txt, so the cost is that of the lines asked for, not of the database.
+   */
+  linesFrom(first: number): { index: number; serialHex: string; status: string }[] {
+    const out: { index: number; serialHex: string; status: string }[] = [];
+    if (first >= this.lines.length || this.fd === undefined) return out;
+    const base = this.lines.start(first);
+    const bytes = this.indexedBytes(base);
+    for (let i = first; i < this.lines.length; i++) {
+      const start = this.lines.start(i) - base;
+      const f = bytes.toString("utf8", start, start + this.lines.byteLength(i) - 1).split("\t");
+      out.push({ index: i, serialHex: f[3] ?? "", status: this.lines.status(i) });
+    }
+    return out;
+  }
+
+  /** The bytes of index.txt the memory index covers (from byte `from` on), read through its descriptor. */
+  private indexedBytes(from = 0): Buffer {
+    const size = this.lines.end - from;
     const bytes = Buffer.allocUnsafe(size);
     let got = 0;
     try {
       while (got < size) {
-        const r = fs.readSync(this.fd!, bytes, got, size - got, got);
+        const r = fs.readSync(this.fd!, bytes, got, size - got, from + got);
         if (r === 0) break;
         got += r;
       }
     } catch (err) {
       throw ioError(this.p(INDEX), err, "cannot read index.txt");
     }
-    if (got !== size) throw new DatabaseError("io", `index.txt is shorter (${got} bytes) than when it was read (${size}): changed behind our back`, { file: this.p(INDEX) });
+    if (got !== size) throw new DatabaseError("io", `index.txt is shorter (${from + got} bytes) than when it was read (${this.lines.end}): changed behind our back`, { file: this.p(INDEX) });
     return bytes;
   }
 

@@ -5,21 +5,29 @@
 import * as fs from "node:fs";
 import type { Frame } from "../../proto/wire.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
-import { isRevocationReason } from "../common/reasons.js";
+import { isRevocationReason, type RevocationReason } from "../common/reasons.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
-import { checkRsaPublicKey } from "../spool/csr.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
+import { DeliveryJournal } from "./delivery-journal.js";
 import { buildSubject, compileDnFormat, splitUsername } from "./dn.js";
 import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "./certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
 import { NativeBackend } from "./native-backend.js";
+import { provenPublicKey } from "./possession.js";
 
 interface SignerState {
   backend: SigningBackend;
   dn: ReturnType<typeof compileDnFormat>;
+  journal: DeliveryJournal;
+  /** CA_CERT's key as a canonical SubjectPublicKeyInfo: never certified for a request */
+  caSpki: Buffer;
 }
+
+const SERIAL = /^[0-9A-F]{2,64}$/;
+/** More serials than this in one ConfirmDelivery or SettleUndelivered is not a kernel talking. */
+const MAX_SERIALS = 100_000;
 
 let state: SignerState | undefined;
 
@@ -36,8 +44,10 @@ await runService("signer", {
     const bctx = { config: c, log: ctx.log, ca, db, crls: new CrlPublisher(c.CRL_DIR, ca) };
     // loaded only when chosen: it brings execa, ~14 MiB that the native signer does not need
     const backend: SigningBackend = c.SIGNER_BACKEND === "openssl" ? new (await import("./openssl-backend.js")).OpensslBackend(bctx) : new NativeBackend(bctx);
-    state = { backend, dn: compileDnFormat(c.DN_FORMAT) };
-    ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name });
+    const journal = DeliveryJournal.open(db);
+    state = { backend, dn: compileDnFormat(c.DN_FORMAT), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
+    const unconfirmed = journal.toSettle(new Set()).length;
+    ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },
 
   dispatch(frame, ctx) {
@@ -56,6 +66,10 @@ await runService("signer", {
         return makeCrl(frame as Frame<"makeCrl">, ctx);
       case "getSignerStatus":
         return status(frame as Frame<"getSignerStatus">, ctx);
+      case "confirmDelivery":
+        return confirmDelivery(frame as Frame<"confirmDelivery">, ctx);
+      case "settleUndelivered":
+        return settleUndelivered(frame as Frame<"settleUndelivered">, ctx);
       default:
         fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
     }
@@ -64,6 +78,7 @@ await runService("signer", {
   stop(ctx) {
     logout(ctx, "stopping");
     state?.backend.close();
+    state?.journal.close();
   },
 });
 
@@ -108,17 +123,16 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise
   if (!st.backend.loggedIn) return fail("token.not_logged_in", "CA token not available: not logged in");
   if (Date.now() > m.deadline) return fail("request.expired", "request expired before it could be signed");
   try {
-    checkRsaPublicKey(m.publicKey as Buffer, ctx.config.MIN_KEY_BITS);
+    const publicKey = provenPublicKey(m.csr, m.publicKey, st.caSpki, ctx.config.MIN_KEY_BITS);
     const user = splitUsername(m.username);
     const subject = buildSubject(st.dn, user.name);
     const lifetime = clampLifetime(m.proxyLifetime, m.maxCertLifetime, ctx.config.MAX_LIFETIME);
-    const csr = m.csr;
     let out;
     try {
       out = await st.backend.issue({
         subject,
-        publicKey: m.publicKey as Buffer,
-        csr: csr && csr.length > 0 ? Buffer.from(csr) : undefined,
+        publicKey,
+        csr: Buffer.from(m.csr),
         emails: user.emails,
         lifetimeSeconds: lifetime,
         onSigned: () => ctx.channel.send("signed", { requestId: m.requestId }),
@@ -196,4 +210,47 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
     tokenSerial: loggedIn?.serial ?? "",
     tokenLabel: loggedIn?.label ?? "",
   });
+}
+
+/** Serials from the kernel: upper-case hex, a sane number of them; anything else is a broken kernel. */
+function serialList(list: readonly string[], ctx: ServiceContext, what: string): string[] {
+  if (list.length > MAX_SERIALS || !list.every((x) => SERIAL.test(x))) fatal(ctx.log, `invalid ${what} from kernel: fatal`);
+  return [...list];
+}
+
+/** The kernel confirms that these certificates reached their clients. */
+async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext): Promise<void> {
+  const st = s();
+  const serials = serialList(frame.message.serials, ctx, "confirmDelivery");
+  try {
+    await st.backend.exclusive(() => st.journal.confirm(serials));
+    ctx.channel.reply(frame, "ack", {});
+  } catch (err) {
+    ctx.log.error("cannot record delivered certificates", { error: describeError(err) });
+    ctx.channel.fail(frame, errorCode(err), describeError(err));
+  }
+}
+
+/**
+ * On every signer start: the certificates signed before it and never confirmed delivered are
+ * revoked, except those the kernel still has in flight (it settles them itself).
+ */
+async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext): Promise<void> {
+  const st = s();
+  const inFlight = new Set(serialList(frame.message.inFlight, ctx, "settleUndelivered"));
+  const reason = ctx.config.UNDELIVERED_REVOKE_REASON as RevocationReason; // the configuration checked it
+  try {
+    const revoked = await st.backend.exclusive((db) => {
+      const list = st.journal.toSettle(inFlight);
+      const now = new Date();
+      const out = list.length ? db.revoke(list.map((serialHex) => ({ serialHex, reason, revokedAt: now }))) : [];
+      st.journal.settled();
+      return out.filter((o) => o.result === "revoked").map((o) => o.serialHex);
+    });
+    for (const serial of revoked) ctx.log.notice("revoked: signed but never confirmed delivered", { serial, reason });
+    ctx.channel.reply(frame, "undeliveredRevoked", { serials: revoked, reason });
+  } catch (err) {
+    ctx.log.error("cannot revoke the certificates never confirmed delivered", { error: describeError(err) });
+    ctx.channel.fail(frame, errorCode(err), describeError(err));
+  }
 }

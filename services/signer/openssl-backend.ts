@@ -42,7 +42,6 @@ import { execa, execaSync } from "execa";
 import { ConfigError, EtokenError, RequestError, TokenError } from "../common/errors.js";
 import { pemDecode, pemEncode } from "../common/pem.js";
 import { secretBuffer } from "../common/secret-buffer.js";
-import { parseCsr } from "../spool/csr.js";
 import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./backend.js";
 import { Serializer } from "./backend.js";
 import type { CaDatabase } from "./cadb.js";
@@ -332,12 +331,7 @@ export class OpensslBackend implements SigningBackend {
 
   private async issueNow(input: IssueInput): Promise<IssueOutput> {
     if (!this.loggedIn) throw new TokenError("not_logged_in", "not logged in");
-    if (!input.csr) {
-      throw new EtokenError("backend.no_csr", "the openssl backend needs the request's CSR, and the kernel forwarded none (IssueRequest.csr)");
-    }
-    // openssl ca certifies the CSR's key: it must be the key the checks above were made on
-    const parsed = parseCsr(input.csr, { minKeyBits: this.c.config.MIN_KEY_BITS });
-    if (!parsed.publicKey.equals(input.publicKey)) throw new RequestError("csr_mismatch", "the CSR's public key differs from the request's public key");
+    // openssl ca certifies the CSR's key: main.ts checked that it is input.publicKey (possession.ts)
     const cfg = this.c.config;
     const now = Math.floor(Date.now() / 1000) * 1000;
     const notBefore = new Date(now - BACKDATE_SECONDS * 1000);

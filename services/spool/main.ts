@@ -290,6 +290,12 @@ class Spool {
       else await this.deliverError(id, "request.too_late", "the certificate was signed too late and has been revoked");
       return;
     }
+    if (this.ctx.channel.closed) {
+      // the kernel is gone: nobody can confirm the delivery, and the restarted signer revokes
+      // every certificate never confirmed; the client gets its timeout error, not a revoked certificate
+      log.warning("certificate not delivered: the kernel is gone", { requestId: id, serial });
+      return;
+    }
     let publication;
     try {
       publication = await publishResult(this.dir, id, derToPem(issued.certificate));
@@ -304,7 +310,17 @@ class Spool {
       await removeAbandoned(this.dir, id);
       return;
     }
+    this.delivered(id, serial); // first: a spool killed between the link and this report gets the certificate revoked
     log.info("certificate delivered", { requestId: id, serial, subject: issued.subject });
+  }
+
+  /** The result is the client's now (the link won): the kernel stops holding it for revocation. */
+  private delivered(requestId: string, serial: string): void {
+    try {
+      this.ctx.channel.send("delivered", { requestId });
+    } catch (err) {
+      this.ctx.log.error("cannot report a delivered certificate to the kernel", { requestId, serial, error: describeError(err) });
+    }
   }
 
   private undelivered(requestId: string, serial: string, reason: string): void {

@@ -40,6 +40,8 @@ t.test("a good request round-trip", async (t) => {
   t.match(req.requestId, /^req\.[A-Za-z0-9]{16}$/);
   const issued = h.issued.get(req.requestId)!;
   t.equal(r.stdout, pemEncode(issued.der, "CERTIFICATE"), "stdout is exactly the certificate the kernel answered");
+  const delivered = await h.next("delivered", 10_000);
+  t.same(delivered.message.toJSON(), { requestId: req.requestId }, "the spool reports the hand-out with the request id only (the kernel knows the serial)");
   t.equal(r.stderr, "");
   t.notOk(leaked, "the passphrase never appeared in the spool directory");
   t.notOk(dirContents(h.spoolDir).includes(PASSPHRASE), "nor after");
@@ -454,6 +456,7 @@ t.test("a request with the kernel never answering in time: abandoned marker, und
   const u = await h2.next("undelivered");
   t.equal(u.message.requestId, id);
   t.equal(u.message.serial, cert.serial);
+  t.notOk(h2.received.some((f) => f.type === "delivered"), "and never reports it delivered");
   await h2.until(() => fs.readdirSync(h2.spoolDir).length === 0, 10_000, "spool cleanup");
   t.same(fs.readdirSync(h2.spoolDir), [], "marker and claim removed by the spool");
   t.ok(h2.running);

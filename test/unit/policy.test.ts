@@ -17,9 +17,16 @@ t.test("policy table: default deny", async (t) => {
   t.notOk(isPermitted("spool", "signed", "READY"), "only the signer can start a fence");
   t.notOk(isPermitted("monitor", "signed", "READY"));
   t.notOk(isPermitted("spool", "issueRequest", "STOPPING"));
+  t.ok(isPermitted("spool", "delivered", "READY"), "the spool reports a certificate handed to its client");
+  t.ok(isPermitted("spool", "delivered", "SUSPENDED"), "also after the token went away (the certificate was signed before)");
+  t.ok(isPermitted("spool", "undelivered", "NEED_PIN"));
+  for (const svc of ["signer", "monitor", "notifier"] as const) {
+    t.notOk(isPermitted(svc, "delivered", "READY"), `only the spool reports deliveries, not the ${svc}`);
+    t.notOk(isPermitted(svc, "undelivered", "READY"), `only the spool reports non-deliveries, not the ${svc}`);
+  }
   t.notOk(isPermitted("signer", "hello", "READY"), "hello is handled once by the supervisor, never by the table");
   for (const svc of Object.keys(POLICY) as (keyof typeof POLICY)[]) {
-    for (const type of ["login", "issued", "makeCrl", "revoke", "logout", "shutdown", "ping"] as const) {
+    for (const type of ["login", "issued", "makeCrl", "revoke", "logout", "shutdown", "ping", "confirmDelivery", "settleUndelivered", "undeliveredRevoked"] as const) {
       t.notOk(isPermitted(svc, type, "READY"), `${svc} may not send ${type}`);
     }
   }

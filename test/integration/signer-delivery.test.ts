@@ -1,0 +1,122 @@
+// The real signer (its user, a SoftHSM2 token, the CA database) with the test playing the kernel,
+// which forwards whatever a compromised spool sends: the signer checks proof of possession itself
+// (issue 14, item 6), and revokes at its next start every certificate signed and never confirmed
+// delivered, except what the kernel still has in flight (item 5).
+import t from "tap";
+import { randomBytes, createPrivateKey, createPublicKey } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { RemoteFailure } from "../../services/common/channel.js";
+import { prepareDirectories } from "../../services/kernel/directories.js";
+import { spawnService, type FakeKernel } from "../fixtures/fake-kernel.js";
+import { makeCsr, mustOpenssl } from "../fixtures/pki.js";
+import { createInstallation } from "../fixtures/server.js";
+import { caKeyPemOf } from "../fixtures/softhsm.js";
+
+const inst = createInstallation({ prefix: "etca-signer-delivery" });
+const work = path.join(inst.dir, "work");
+fs.mkdirSync(work, { mode: 0o700 });
+const u = inst.users;
+prepareDirectories(inst.config, { signer: u.SIGNER_USER, spool: u.SPOOL_USER, monitor: u.MONITOR_USER, notifier: u.NOTIFIER_USER, client: u.CLIENT_USER });
+const indexFile = path.join(inst.config.CA_DIR, "index.txt");
+let signer: FakeKernel | undefined;
+/** signed in the first test and never confirmed delivered */
+let signedFirst = "";
+t.teardown(async () => {
+  signer?.kill();
+  await signer?.exited;
+  inst.cleanup();
+});
+
+const der = (pem: string): Buffer => Buffer.from(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
+const spkiOf = (csrPem: string): Buffer => createPublicKey(mustOpenssl(["req", "-noout", "-pubkey"], csrPem)).export({ type: "spki", format: "der" });
+const indexLines = (): string[] => (fs.existsSync(indexFile) ? fs.readFileSync(indexFile, "utf8").split("\n").filter(Boolean) : []);
+
+async function startSigner(): Promise<FakeKernel> {
+  const k = spawnService("signer", u.SIGNER_USER, inst.config, { env: inst.token.env });
+  await k.next("hello");
+  return k;
+}
+
+async function login(k: FakeKernel): Promise<void> {
+  const pin = Buffer.from(inst.token.userPin);
+  const r = await k.channel.request("login", { pin, expectedSerial: inst.token.serial }, "loginResult", 30_000, { secret: true });
+  if (!r.message.ok) throw new Error(`login failed: ${r.message.message}`);
+}
+
+let n = 0;
+/** An IssueRequest as the kernel forwards it from the spool. */
+function issueRequest(csr: Buffer, publicKey: Buffer) {
+  const requestId = `req.${randomBytes(8).toString("hex").slice(0, 12)}${++n}`;
+  return { requestId, username: `user${n}`, proxyLifetime: 3600, maxCertLifetime: 0, publicKey, csr, deadline: Date.now() + 30_000, clientUid: u.CLIENT_USER.uid, fenceEpoch: 1 };
+}
+
+async function issue(k: FakeKernel, csr: Buffer, publicKey: Buffer): Promise<{ serial?: string; failure?: RemoteFailure }> {
+  try {
+    const r = await k.channel.request("issueRequest", issueRequest(csr, publicKey), "issued", 30_000);
+    return { serial: r.message.serial };
+  } catch (err) {
+    if (err instanceof RemoteFailure) return { failure: err };
+    throw err;
+  }
+}
+
+const good = makeCsr(work, "good");
+const other = makeCsr(work, "other");
+
+t.test("proof of possession: the signer itself refuses what a compromised spool may forward", async (t) => {
+  signer = await startSigner();
+  await login(signer);
+  const caSpki = createPublicKey(fs.readFileSync(inst.token.caCertPath)).export({ type: "spki", format: "der" });
+  // a CSR correctly self-signed by the CA's own key (the attacker would need the key; the check stands on its own)
+  const caKeyFile = path.join(work, "ca.key");
+  fs.writeFileSync(caKeyFile, createPrivateKey(caKeyPemOf(inst.token)).export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+  const caCsr = der(mustOpenssl(["req", "-new", "-key", caKeyFile, "-subj", "/CN=NULL SUBJECT NAME ENTRY"]));
+  fs.rmSync(caKeyFile);
+  const goodCsr = der(good.csrPem);
+  const badSignature = Buffer.from(goodCsr);
+  badSignature[badSignature.length - 10]! ^= 0x01; // last bytes: the signature's
+  const before = indexLines();
+  const cases: [string, Buffer, Buffer, RegExp][] = [
+    ["the CA's public key with another key's CSR", goodCsr, caSpki, /request\.csr_mismatch/],
+    ["a CSR self-signed by the CA's key", caCsr, caSpki, /request\.ca_key/],
+    ["another key than the CSR's", goodCsr, spkiOf(other.csrPem), /request\.csr_mismatch/],
+    ["a CSR whose signature does not verify", badSignature, spkiOf(good.csrPem), /request\.bad_csr_signature/],
+    ["no CSR at all", Buffer.alloc(0), spkiOf(good.csrPem), /request\.no_csr/],
+  ];
+  for (const [what, csr, key, code] of cases) {
+    const r = await issue(signer, csr, key);
+    t.equal(r.serial, undefined, `${what}: nothing signed`);
+    t.match(r.failure?.code ?? "", code, `${what}: refused (${r.failure?.message})`);
+  }
+  t.same(indexLines(), before, "index.txt unchanged by the refused requests");
+  t.same(fs.readdirSync(path.join(inst.config.CA_DIR, "newcerts")), [], "no certificate file written");
+  const ok = await issue(signer, goodCsr, spkiOf(good.csrPem));
+  t.match(ok.serial ?? "", /^[0-9A-F]+$/, `the same signer signs a request with its proof of possession (${ok.failure?.message ?? "ok"})`);
+  signedFirst = ok.serial ?? "";
+});
+
+t.test("signed, never confirmed delivered: revoked at the signer's next start unless still in flight", async (t) => {
+  const csr = der(good.csrPem);
+  const key = spkiOf(good.csrPem);
+  const [delivered, inFlight, lost] = [await issue(signer!, csr, key), await issue(signer!, csr, key), await issue(signer!, csr, key)].map((r) => r.serial!);
+  await signer!.channel.request("confirmDelivery", { serials: [delivered] }, "ack", 10_000);
+  signer!.kill();
+  await signer!.exited;
+  signer = await startSigner();
+  const r = await signer.channel.request("settleUndelivered", { inFlight: [inFlight] }, "undeliveredRevoked", 10_000);
+  t.same([...r.message.serials].sort(), [lost, signedFirst].sort(), "only the certificates nobody received and nobody holds are revoked (this one, and the first test's)");
+  t.equal(r.message.reason, "cessationOfOperation", "with UNDELIVERED_REVOKE_REASON");
+  const status = (serial: string): string => indexLines().find((l) => l.split("\t")[3] === serial)?.split("\t").slice(0, 3).join(" ") ?? "missing";
+  t.match(status(lost), /^R \d{12}Z \d{12}Z,cessationOfOperation$/, "index.txt: revoked with the configured reason");
+  t.match(status(delivered), /^V /, "the delivered one stays valid");
+  t.match(status(inFlight), /^V /, "the one in flight stays valid (the kernel decides)");
+  // the kernel then confirms it; the next start revokes nothing
+  await signer.channel.request("confirmDelivery", { serials: [inFlight] }, "ack", 10_000);
+  signer.kill();
+  await signer.exited;
+  signer = await startSigner();
+  const again = await signer.channel.request("settleUndelivered", { inFlight: [] }, "undeliveredRevoked", 10_000);
+  t.same(again.message.serials, [], "nothing left to settle");
+  t.match(status(inFlight), /^V /);
+});

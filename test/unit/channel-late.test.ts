@@ -1,0 +1,46 @@
+// A late answer (after the request timed out) goes to the request's onLateAnswer: the kernel
+// revokes a certificate the signer recorded after the kernel stopped waiting for it.
+import t from "tap";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { Frame } from "../../proto/wire.js";
+import { Channel } from "../../services/common/channel.js";
+
+async function pair(): Promise<[Channel, Channel, () => void]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-channel-"));
+  const file = path.join(dir, "s");
+  const accepted = new Promise<net.Socket>((resolve) => {
+    const server = net.createServer((s) => {
+      server.close();
+      resolve(s);
+    });
+    server.listen(file);
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  const client = net.connect(file);
+  const server = await accepted;
+  return [new Channel(client, "signer"), new Channel(server, "kernel"), () => fs.rmSync(dir, { recursive: true, force: true })];
+}
+
+t.test("a late answer reaches onLateAnswer; without one it is dropped quietly", async (t) => {
+  const [kernel, signer, cleanup] = await pair();
+  t.teardown(() => {
+    kernel.close("done");
+    signer.close("done");
+    cleanup();
+  });
+  const held: Frame[] = [];
+  signer.onFrame((f) => held.push(f));
+  const late: Frame[] = [];
+  const withHandler = kernel.request("ping", { nonce: 1 }, "pong", 20, { onLateAnswer: (f) => late.push(f) });
+  const without = kernel.request("ping", { nonce: 2 }, "pong", 20);
+  await t.rejects(withHandler, /did not answer ping within 20 ms/);
+  await t.rejects(without, /did not answer ping within 20 ms/);
+  for (const f of held) signer.reply(f, "pong", { nonce: (f as Frame<"ping">).message.nonce });
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(late.length, 1, "one late answer handed over");
+  t.equal((late[0] as Frame<"pong">).message.nonce, 1, "the answer to the request that asked for it");
+  t.notOk(kernel.closed, "late answers are not a protocol violation");
+});
