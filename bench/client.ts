@@ -72,7 +72,7 @@ async function roundTrip(): Promise<void> {
     const { csrPem, key } = makeCsr(h.root, "bench");
     const spki = createPublicKey(fs.readFileSync(key)).export({ type: "spki", format: "der" });
     const n = 20;
-    await h.premake(spki, n + 50);
+    await h.premake(spki, [...Array.from({ length: n }, (_, i) => `bench${i}`), ...Array.from({ length: 50 }, (_, i) => `burst${i}`)]);
     h.issueAll();
     const seq: number[] = [];
     for (let i = 0; i < n; i++) {

@@ -13,8 +13,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { VERSION as CLIENT_VERSION } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
+import { compileDnFormat } from "../services/common/dn.js";
 import {
   abandonedName,
+  certificateMismatch,
+  checkUsername,
+  csrPublicKey,
+  decodeCsrPem,
   DELIVERY_GRACE_MS,
   formatErrorResult,
   formatRequestFile,
@@ -282,6 +287,28 @@ class Request {
     return r;
   }
 
+  /**
+   * The result is not ours (planted by whoever can write the spool): give up on the request as a
+   * timed-out client does, but leave the result name taken, so that the spool cannot publish the
+   * certificate the CA signed for us and reports it undelivered (the kernel revokes it).
+   */
+  refuseResult(): void {
+    this.finished = true;
+    try {
+      fs.closeSync(fs.openSync(this.marker, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644));
+    } catch {
+      // exists already
+    }
+    if (this.linked) {
+      try {
+        if (fs.readlinkSync(this.link) === this.id) unlinkQuiet(this.link);
+      } catch {
+        // taken by the spool meanwhile
+      }
+    }
+    unlinkQuiet(this.file);
+  }
+
   /** Removes this client's files after a result was read. */
   cleanup(): void {
     this.finished = true;
@@ -317,11 +344,23 @@ async function main(argv: string[]): Promise<void> {
   }
   const input = readStdin();
   let parsed;
+  let mine: { publicKey: Buffer; subject: Buffer };
   try {
     parsed = parseMyproxyInput(input);
+    // the spool's own rules (spool-protocol.ts): what it would refuse is refused here, at once
+    mine = { publicKey: csrPublicKey(decodeCsrPem(parsed.csrPem)), subject: checkUsername(parsed.username, compileDnFormat(config.DN_FORMAT, config.USERNAME_RDN_TYPES)).subject };
+  } catch (err) {
+    fail((err as Error).message);
   } finally {
     input.fill(0); // the passphrase was in there
   }
+  /** A certificate is printed only if it certifies our key for our username. */
+  const ours = (certificatePem: string): void => {
+    const why = certificateMismatch(certificatePem, mine.publicKey, mine.subject);
+    if (why === undefined) return;
+    req.refuseResult();
+    fail(`the result file for this request holds a certificate that is not ours (${why}); refused, and what the CA signed for this request will be revoked`);
+  };
   const dir = config.SPOOL_DIR;
   const deadline = Date.now() + config.CLIENT_TIMEOUT;
   const req = new Request(dir, `req.${randomName(REQUEST_RANDOM_CHARS, randomBytes)}`, deadline);
@@ -331,6 +370,7 @@ async function main(argv: string[]): Promise<void> {
   const onSignal = (sig: NodeJS.Signals): void => {
     const r = req.abandon();
     if (r !== "abandoned" && r.ok) {
+      ours(r.certificatePem);
       fs.writeSync(1, r.certificatePem);
       process.exit(0);
     }
@@ -347,6 +387,7 @@ async function main(argv: string[]): Promise<void> {
   const r = await req.waitResult(waiter);
   waiter.close();
   if (r === "abandoned") fail(`no answer from the CA within ${seconds} s; request abandoned (is etoken-ca-server running and its token logged in?)`);
+  if (r.ok) ours(r.certificatePem);
   req.cleanup();
   if (!r.ok) fail(r.message);
   fs.writeSync(1, r.certificatePem);

@@ -3,9 +3,9 @@
 //   revoke-cert --serial HEX | --cert FILE [--reason NAME] [--config FILE] [--no-signal]
 // Looks the serial up in CA_DIR's index.txt (read-only; its bytes are searched, so a database of
 // millions of lines answers at once), refuses unknown, already revoked and already queued
-// serials, writes REVOKE_DIR/rev.<ms>.<random> atomically (tmp + fsync + rename; root, group =
-// SPOOL_USER's group, 0640), then sends SIGUSR1 to etoken-ca-server, which has the spool
-// read the queue, the signer revoke, and a new CRL made. Without a running server the entry stays
+// serials, writes REVOKE_DIR/rev.<ms>.<random> atomically (tmp + fsync + rename; root 0600), then
+// sends SIGUSR1 to etoken-ca-server, whose kernel reads the queue, has the signer revoke, and a
+// new CRL made. Without a running server the entry stays
 // queued for the next start.
 import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import { randomBytes, X509Certificate } from "node:crypto";
@@ -15,7 +15,7 @@ import { parseArgs, runCli } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
 import { writeFileAtomic } from "../services/common/durable-file.js";
 import { SecurityError, UsageError } from "../services/common/errors.js";
-import { lookupUser, requireRoot } from "../services/common/identity.js";
+import { requireRoot } from "../services/common/identity.js";
 import { canonicalReason, isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
 import { safeReadFile } from "../services/common/safe-open.js";
 import { INDEX } from "../services/signer/index-format.js";
@@ -44,32 +44,32 @@ async function queuedSerials(dir: string): Promise<Map<string, string>> {
       const f = await safeReadFile(dir, name, { owner: 0, maxBytes: MAX_REVOKE_BYTES, what: "revoke queue entry" });
       out.set(normalizeSerial(parseRevokeEntry(f.data.toString("latin1")).serial)!, name);
     } catch {
-      // junk: the spool reports it
+      // junk: the kernel reports it
     }
   }
   return out;
 }
 
-/** REVOKE_DIR: root, group = SPOOL_USER's group, 0770 (the spool reads and deletes done entries). */
-function ensureRevokeDir(dir: string, spoolGid: number): void {
+/** REVOKE_DIR: root 0700 (only root writes and reads it). */
+function ensureRevokeDir(dir: string): void {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(dir);
   } catch {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fs.chownSync(dir, 0, spoolGid);
+    fs.chownSync(dir, 0, 0);
     fs.chmodSync(dir, REVOKE_DIR_MODE);
     return;
   }
   if (!st.isDirectory()) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is not a directory`);
   if (st.uid !== 0) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is owned by uid ${st.uid}, expected root`);
-  if ((st.mode & 0o007) !== 0) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is accessible to others (mode ${(st.mode & 0o7777).toString(8)}), expected ${REVOKE_DIR_MODE.toString(8)}`);
+  if ((st.mode & 0o077) !== 0) throw new SecurityError("revoke_dir", `REVOKE_DIR ${dir} is accessible to others (mode ${(st.mode & 0o7777).toString(8)}), expected ${REVOKE_DIR_MODE.toString(8)}`);
 }
 
 /** Writes the entry atomically; returns its name. */
-export function writeQueueEntry(dir: string, serial: string, reason: RevocationReason, spoolGid: number, now = Date.now()): string {
+export function writeQueueEntry(dir: string, serial: string, reason: RevocationReason, now = Date.now()): string {
   const name = `rev.${now}.${randomName(16, randomBytes)}`;
-  writeFileAtomic(path.join(dir, name), formatRevokeEntry({ serial, reason, queuedAt: now }), { mode: REVOKE_FILE_MODE, owner: { uid: 0, gid: spoolGid } });
+  writeFileAtomic(path.join(dir, name), formatRevokeEntry({ serial, reason, queuedAt: now }), { mode: REVOKE_FILE_MODE, owner: { uid: 0, gid: 0 } });
   return name;
 }
 
@@ -144,12 +144,11 @@ async function main(argv: string[]): Promise<number> {
   if (!found) throw new UsageError(`serial ${serial} is not in the CA database ${config.CA_DIR}`);
   if (found.status === "R") throw new UsageError(`serial ${serial} is already revoked`);
 
-  const spoolGid = lookupUser(config.SPOOL_USER, "SPOOL_USER", config.sourceFile).gid;
   const dir = config.REVOKE_DIR;
-  ensureRevokeDir(dir, spoolGid);
+  ensureRevokeDir(dir);
   const queued = (await queuedSerials(dir)).get(serial);
   if (queued) throw new UsageError(`serial ${serial} is already queued for revocation (${path.join(dir, queued)})`);
-  const name = writeQueueEntry(dir, serial, reason, spoolGid);
+  const name = writeQueueEntry(dir, serial, reason);
   process.stdout.write(`${PROGRAM}: queued serial ${serial} (${reason}) as ${path.join(dir, name)}\n`);
   if (args["no-signal"]) {
     process.stdout.write(`${PROGRAM}: not signalling the server (--no-signal); it is processed at the next SIGUSR1 or start\n`);

@@ -11,6 +11,8 @@
 //                                 by a client that gives up (see below)
 //   req.<random>.result.tmp<rnd>  result being written by the spool
 //   req.<random>.abandoned        the client gave up: the CA must not sign (or deliver) this request
+//   aside.<random>                a directory found where the `request` lock belongs, renamed away by
+//                                 the spool (which never empties what the client can write)
 //
 // Who wins the delivery race: the name `req.<random>.result` is created exactly once. The spool
 // publishes with link(tmp, result); a client that gives up first creates `.abandoned`, then creates
@@ -19,10 +21,13 @@
 // the certificate as undelivered (the kernel revokes it). No certificate is ever handed out and
 // unrevoked-but-lost, and none is revoked after being handed out.
 //
-// REVOKE_DIR (root : SPOOL_USER's group, 0770): rev.<ms>.<random> queue entries, root-owned 0640,
-// written by revoke-cert (tmp + fsync + rename), read and, once the kernel confirms, deleted by the
-// spool. Entries not owned by root are refused, so the spool's write access cannot forge one.
+// REVOKE_DIR (root 0700): rev.<ms>.<random> queue entries, root-owned 0600, written by
+// revoke-cert (tmp + fsync + rename), read and, once applied, deleted by the kernel (root) itself.
+// No service can reach it; it must not lie inside SPOOL_DIR or any tree CLIENT_USER can write.
+import { buildSubject, parseName, splitUsername, type DnTemplate, type SplitUsername } from "./dn.js";
+import { children, contextTag, parseDer, TAG } from "./der.js";
 import { RequestError } from "./errors.js";
+import { pemDecode } from "./pem.js";
 import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
 
 export const SPOOL_FORMAT_VERSION = 1;
@@ -36,14 +41,17 @@ export const RESULT_TMP_INFIX = ".result.tmp";
 export const ABANDONED_SUFFIX = ".abandoned";
 /** Any file the spool protocol puts in SPOOL_DIR (for the sweeper). */
 export const SPOOL_FILE = /^req\.[A-Za-z0-9]{8,32}(\.result|\.result\.tmp[A-Za-z0-9]{1,32}|\.abandoned)?$/;
+/** Where the spool moves a directory that blocks the lock (never emptied: the client owns its content). */
+export const ASIDE_PREFIX = "aside.";
+export const ASIDE_NAME = /^aside\.[A-Za-z0-9]{16}$/;
 /** Length of the random part the client uses. */
 export const REQUEST_RANDOM_CHARS = 16;
 
 export const SPOOL_DIR_MODE = 0o2770;
 export const REQUEST_FILE_MODE = 0o644;
 export const RESULT_FILE_MODE = 0o640;
-export const REVOKE_DIR_MODE = 0o770;
-export const REVOKE_FILE_MODE = 0o640;
+export const REVOKE_DIR_MODE = 0o700;
+export const REVOKE_FILE_MODE = 0o600;
 
 /** Largest MyProxy input the client accepts on stdin. */
 export const MAX_STDIN_BYTES = 64 * 1024;
@@ -106,8 +114,6 @@ export interface MyproxyInput extends IssueFields {
 }
 
 const MYPROXY_KEY = /^[a-z_]{1,64}$/;
-/** Exactly one PEM certificate request, nothing around it. */
-export const PEM_CSR = /^-----BEGIN (NEW )?CERTIFICATE REQUEST-----\n([A-Za-z0-9+/=]{1,76}\n)+-----END (NEW )?CERTIFICATE REQUEST-----\n$/;
 
 /** A malformed input; `message` is one line for stderr or a result file. */
 export class FormatError extends RequestError {}
@@ -204,8 +210,73 @@ export function parseMyproxyInput(input: Buffer): MyproxyInput {
   const problem = usernameProblem(username!);
   if (problem) fail(problem);
   const csrPem = text.slice(sep + 2).replace(/^\n+/, "").replace(/\n*$/, "\n");
-  if (!PEM_CSR.test(csrPem)) fail("expected one PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----) after the empty line");
+  decodeCsrPem(csrPem);
   return { username: username!, proxyLifetime, maxCertLifetime, csrPem };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One set of rules for what a request may hold, applied by the client (refusing at once) and by
+// the spool (which trusts nothing the client wrote): the same functions, the same messages.
+
+const ONE_PEM_BLOCK = /^-----BEGIN ([A-Z0-9 ]{1,40})-----\n[A-Za-z0-9+/=\n]+-----END \1-----\n$/;
+
+/** The CSR's PEM text: exactly one CERTIFICATE REQUEST block, strict base64, nothing around. Returns the DER. */
+export function decodeCsrPem(csrPem: string): Buffer {
+  if (csrPem === "") throw new FormatError("bad_csr", "no certificate request after the header");
+  if (!ONE_PEM_BLOCK.test(csrPem)) throw new FormatError("bad_csr", "expected exactly one PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----) and nothing else after the header");
+  return pemDecode(csrPem, "CERTIFICATE REQUEST", (m) => new FormatError("bad_pem", `the certificate request is not valid PEM: ${m}`));
+}
+
+export interface CheckedUsername extends SplitUsername {
+  /** The subject Name DER the signer will put into the certificate. */
+  readonly subject: Buffer;
+}
+
+/** The username as the signer will take it (suffixes, DN_FORMAT); throws RequestError otherwise. */
+export function checkUsername(username: string, dn: DnTemplate): CheckedUsername {
+  const problem = usernameProblem(username);
+  if (problem) throw new FormatError("bad_username", problem);
+  const split = splitUsername(username);
+  return { ...split, subject: buildSubject(dn, split.name).der };
+}
+
+/** SubjectPublicKeyInfo DER of a CSR (no signature check: the spool verified it, the client wrote it). */
+export function csrPublicKey(csrDer: Buffer): Buffer {
+  const fail = (m: string): Error => new FormatError("bad_csr", `the certificate request is malformed: ${m}`);
+  const info = children(children(parseDer(csrDer, fail), fail)[0]!, fail);
+  if (info.length < 3) throw fail("no public key");
+  return Buffer.from(info[2]!.raw);
+}
+
+const text = (tag: number, v: Buffer): string =>
+  tag === TAG.BMP_STRING && v.length % 2 === 0 ? Buffer.from(v).swap16().toString("utf16le") : v.toString("utf8");
+
+/** Same attributes with the same values, whatever string type each value was encoded with. */
+function sameName(a: Buffer, b: Buffer, fail: (m: string) => Error): boolean {
+  const flat = (der: Buffer): string =>
+    JSON.stringify(parseName(der, fail).map((rdn) => rdn.map((at) => [at.oid, text(at.tag, at.value)])));
+  return flat(a) === flat(b);
+}
+
+/**
+ * Why a certificate handed back for our request is not ours (another key or another subject), or
+ * undefined when it certifies `publicKey` for `subject`. A result file can be planted by anyone
+ * who can write the spool; the client must not print another logon's certificate.
+ */
+export function certificateMismatch(certPem: string, publicKey: Buffer, subject: Buffer): string | undefined {
+  const fail = (m: string): Error => new FormatError("bad_result", `the certificate is malformed: ${m}`);
+  try {
+    const der = pemDecode(certPem, "CERTIFICATE", fail);
+    const tbs = children(children(parseDer(der, fail), fail)[0]!, fail);
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, after [0] version
+    const fields = tbs[0]?.tag === contextTag(0, true) ? tbs.slice(1) : tbs;
+    if (fields.length < 6) return "it is not an X.509 certificate";
+    if (!fields[5]!.raw.equals(publicKey)) return "it certifies another public key than the one in our request";
+    if (!sameName(fields[4]!.raw, subject, fail)) return "it is issued to another subject than our username";
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,7 +335,7 @@ export function parseResultFile(text: string): ResultFile {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Revoke queue entries (revoke-cert -> spool)
+// Revoke queue entries (revoke-cert -> kernel)
 
 export interface RevokeQueueEntry {
   serial: string;

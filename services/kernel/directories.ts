@@ -42,9 +42,7 @@ export const DIRECTORY_RULES: readonly DirectoryRule[] = [
   { key: "CA_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o700, forbidden: 0o077, why: "the CA database belongs to the signer alone", usedBy: ["signer"] },
   { key: "CRL_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o755, forbidden: 0o022, why: "CRLs are written by the signer and public to read", usedBy: ["signer", "notifier"] },
   { key: "SPOOL_DIR", owner: (u) => u.spool.uid, group: (u) => u.client.gid, mode: 0o2770, forbidden: 0o007, why: "the spool is shared by the client and the spool service only", usedBy: ["spool", "client"] },
-  // group-writable so that the spool can delete an entry once the kernel has applied it; the spool
-  // only accepts entries owned by root, so that write access cannot forge one
-  { key: "REVOKE_DIR", owner: () => 0, group: (u) => u.spool.gid, mode: 0o770, forbidden: 0o007, why: "the revoke queue is written by root and read by the spool service", usedBy: ["spool"] },
+  { key: "REVOKE_DIR", owner: () => 0, group: () => 0, mode: 0o700, forbidden: 0o077, why: "the revoke queue is root's: written by revoke-cert, read by the kernel", usedBy: [] },
   { key: "PIDFILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the pid file is root's", parentOf: true, usedBy: [] },
   { key: "STATUS_FILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the status file is root's", parentOf: true, usedBy: [] },
 ];

@@ -16,6 +16,7 @@ import type { OperatorConsole } from "./console.js";
 import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
 import { Handouts } from "./handouts.js";
 import { isPermitted } from "./policy.js";
+import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
 import { writeStatus, type StatusSnapshot } from "./status.js";
 import type { Supervisor } from "./supervisor.js";
@@ -862,27 +863,20 @@ export class Kernel {
     await this.checkCrl();
   }
 
+  /**
+   * Root's queue, read here (not by a service): a compromised service can neither forge, nor
+   * suppress, nor delete an entry. The revocation date is this clock when the entry is applied.
+   */
   private async applyRevokeQueue(trigger: string): Promise<number> {
-    const spool = this.supervisor.channel("spool");
     const signer = this.supervisor.channel("signer");
-    if (!spool || !signer) return 0;
+    if (!signer) return 0;
+    const dir = this.config.REVOKE_DIR;
     let applied = 0;
     try {
-      const q = await spool.request("readRevokeQueue", {}, "revokeQueue", SIGNER_TIMEOUT_MS);
-      for (const rej of q.message.rejected) this.log.warning("revoke queue file refused", { detail: rej.slice(0, 300) });
-      const entries = q.message.entries.map((e) => ({
-        queueFile: e.queueFile ?? "",
-        serial: e.serial ?? "",
-        reason: e.reason ?? "",
-        queuedAt: Number(e.queuedAt ?? 0),
-      }));
-      if (entries.length === 0) return 0;
-      for (const e of entries) {
-        if (!/^[0-9A-F]{2,64}$/.test(e.serial) || !/^rev\.[A-Za-z0-9._-]{1,80}$/.test(e.queueFile)) {
-          this.supervisor.securityEvent("spool", "revoke queue entry failed validation");
-          return 0;
-        }
-      }
+      const q = await readRevokeQueue(dir, this.log);
+      if (q.entries.length === 0) return 0;
+      const revokedAt = Date.now();
+      const entries = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: revokedAt }));
       const r = await signer.request("revoke", { entries }, "revokeResults", SIGNER_TIMEOUT_MS);
       const done: string[] = [];
       const queued = new Set(entries.map((e) => e.queueFile));
@@ -891,10 +885,10 @@ export class Kernel {
         else this.log.error("queued revocation not applied; dropped from the queue", { serial: res.serial, message: String(res.message ?? "").slice(0, 300) });
         if (res.queueFile && queued.has(res.queueFile)) done.push(res.queueFile);
       }
-      await spool.request("revokeDone", { queueFiles: done }, "ack", SIGNER_TIMEOUT_MS);
+      await removeQueueFiles(dir, done, this.log);
       this.log.notice("revoke queue processed", { trigger, applied, entries: entries.length });
     } catch (err) {
-      this.log.error("revoke queue processing failed; the queue is kept", { error: describeError(err) });
+      this.log.error("revoke queue processing failed; the queue is kept", { dir, error: describeError(err) });
     }
     return applied;
   }

@@ -1,5 +1,5 @@
 // The spool service: picks request files up from SPOOL_DIR, checks them, forwards typed
-// IssueRequests to the kernel, writes result files; and reads the revoke queue for the kernel.
+// IssueRequests to the kernel, writes result files. It has no access to the revoke queue.
 // Runs as SPOOL_USER with only its own primary group: it reads client files through their
 // "other" bits only. Hostile input never crashes it: every case ends in an error result for that
 // client (when the name is valid), a requestRejected to the kernel and a log line.
@@ -10,15 +10,18 @@ import { ConfigError, describeError, errorCode, RequestError } from "../common/e
 import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
+import { compileDnFormat, type DnTemplate } from "../common/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned } from "./results.js";
-import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
 export const MAX_IN_FLIGHT = 256;
 const RESCAN_MS = 1000;
 const SWEEP_EVERY_MS = 30_000;
+/** A lock the spool cannot clear is retried after this, doubling up to BLOCKED_RETRY_MAX_MS. */
+const BLOCKED_RETRY_MIN_MS = 1000;
+const BLOCKED_RETRY_MAX_MS = 60_000;
 /** The spool waits this much longer than the client, so the client is the one that gives up. */
 /** Longer than any wait inside the kernel (signer 30 s, presence fence 10 s). */
 const KERNEL_ANSWER_SLACK_MS = 60_000;
@@ -26,6 +29,7 @@ const KERNEL_ANSWER_SLACK_MS = 60_000;
 class Spool {
   private readonly dir: string;
   private readonly clientUid: number;
+  private readonly dn: DnTemplate;
   private readonly inFlight = new Set<string>();
   private readonly watcher: SpoolWatcher;
   private scanning = false;
@@ -33,10 +37,15 @@ class Spool {
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastScanError = "";
+  /** Back-off while the lock is blocked by something the spool cannot remove (0: not blocked). */
+  private blockedDelay = 0;
+  private blockedUntil = 0;
+  private blockedTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly ctx: ServiceContext) {
     this.dir = ctx.config.SPOOL_DIR;
     this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
+    this.dn = compileDnFormat(ctx.config.DN_FORMAT, ctx.config.USERNAME_RDN_TYPES);
     try {
       fs.accessSync(this.dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
     } catch (err) {
@@ -63,11 +72,12 @@ class Spool {
     this.stopped = true;
     this.watcher.stop();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
   }
 
   /** A hint that the link may be there: scan (again). */
   kick(): void {
-    if (this.stopped) return;
+    if (this.stopped || Date.now() < this.blockedUntil) return;
     if (this.scanning) {
       this.again = true;
       return;
@@ -94,9 +104,36 @@ class Spool {
         this.lastScanError = msg;
         return;
       }
+      if (taken?.kind === "not_symlink" && !taken.removed) {
+        this.blocked(taken.type, taken.error ?? "");
+        return;
+      }
+      this.unblocked();
       if (!taken) return;
       this.onTaken(taken);
     }
+  }
+
+  /** The lock cannot be cleared: reported once, retried with back-off (not in a loop). */
+  private blocked(type: string, error: string): void {
+    if (this.blockedDelay === 0) {
+      this.security(`the request lock is a ${type} the spool cannot remove: issuing is blocked; retrying with back-off`, { dir: this.dir, error });
+      this.rejected("", "request.bad_link", `${REQUEST_LINK} in the spool directory is a ${type} that cannot be removed`);
+    }
+    this.blockedDelay = Math.min(BLOCKED_RETRY_MAX_MS, Math.max(BLOCKED_RETRY_MIN_MS, this.blockedDelay * 2));
+    this.blockedUntil = Date.now() + this.blockedDelay;
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
+    this.blockedTimer = setTimeout(() => {
+      this.blockedUntil = 0;
+      this.kick();
+    }, this.blockedDelay);
+  }
+
+  private unblocked(): void {
+    if (this.blockedDelay === 0) return;
+    this.blockedDelay = 0;
+    this.blockedUntil = 0;
+    this.ctx.log.notice("the request lock is free again: issuing resumes", { dir: this.dir });
   }
 
   private rejected(requestId: string, code: string, message: string): void {
@@ -120,7 +157,7 @@ class Spool {
         return;
       }
       case "not_symlink":
-        this.security(`the request lock is a ${taken.type}, not a symbolic link: ${taken.removed ? "removed" : "cannot remove it"}`, { dir: this.dir });
+        this.security(`the request lock is a ${taken.type}, not a symbolic link: ${taken.keptAs ? `moved aside as ${taken.keptAs} (not emptied)` : "removed"}`, { dir: this.dir });
         this.rejected("", "request.bad_link", `${REQUEST_LINK} in the spool directory is a ${taken.type}, not a symbolic link`);
         return;
       case "request": {
@@ -181,6 +218,7 @@ class Spool {
         now: Date.now(),
         clientTimeoutMs: this.ctx.config.CLIENT_TIMEOUT,
         minKeyBits: this.ctx.config.MIN_KEY_BITS,
+        dn: this.dn,
       });
       if (await isAbandoned(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
     } catch (err) {
@@ -317,23 +355,8 @@ await runService("spool", {
     spool = new Spool(ctx);
     spool.start();
   },
-  async dispatch(frame, ctx) {
-    switch (frame.type) {
-      case "readRevokeQueue": {
-        const scan = await readRevokeQueue(ctx.config.REVOKE_DIR, ctx.log);
-        ctx.channel.reply(frame, "revokeQueue", scan);
-        return;
-      }
-      case "revokeDone": {
-        const files = (frame as Frame<"revokeDone">).message.queueFiles;
-        const removed = await removeQueueFiles(ctx.config.REVOKE_DIR, files, ctx.log);
-        ctx.log.info("revoke queue entries done", { removed, named: files.length });
-        ctx.channel.reply(frame, "ack", {});
-        return;
-      }
-      default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
-    }
+  dispatch(frame, ctx) {
+    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
   },
   stop() {
     spool?.stop();

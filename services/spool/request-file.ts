@@ -3,10 +3,12 @@
 // then the CSR (pemDecode + parseCsr). Everything wrong is a RequestError whose message goes back
 // to the client.
 import { RequestError } from "../common/errors.js";
-import { pemDecode } from "../common/pem.js";
 import { safeReadFile, SafeOpenError } from "../common/safe-open.js";
+import type { DnTemplate } from "../common/dn.js";
 import {
+  checkUsername,
   DEADLINE_SLACK_MS,
+  decodeCsrPem,
   END_MARKER,
   MAX_LIFETIME_SECONDS,
   MAX_REQUEST_BYTES,
@@ -23,6 +25,8 @@ export interface RequestPolicy {
   /** CLIENT_TIMEOUT in ms: a deadline further away than this (plus slack) is refused. */
   readonly clientTimeoutMs: number;
   readonly minKeyBits: number;
+  /** DN_FORMAT: a username the signer would refuse is refused here, as the client does. */
+  readonly dn: DnTemplate;
 }
 
 export interface ValidRequest {
@@ -84,12 +88,8 @@ export function parseRequestFile(data: Buffer): RequestFile {
   const deadline = number("deadline", values.get("deadline")!, Number.MAX_SAFE_INTEGER);
   const csrPem = text.slice(sep + 2, text.length - (END_MARKER.length + 1));
   if (csrPem === "") bad("bad_csr", "the request file holds no certificate request");
-  // one PEM block and nothing around it (pemDecode, which tolerates text outside, then names a wrong label)
-  if (!ONE_PEM_BLOCK.test(csrPem)) bad("bad_csr", "the request file must hold exactly one PEM block and nothing else after the header");
   return { username, proxyLifetime, maxCertLifetime, deadline, csrPem };
 }
-
-const ONE_PEM_BLOCK = /^-----BEGIN ([A-Z0-9 ]{1,40})-----\n[A-Za-z0-9+/=\n]+-----END \1-----\n$/;
 
 /** Deadline checks against the clock and CLIENT_TIMEOUT. */
 export function checkDeadline(deadline: number, policy: Pick<RequestPolicy, "now" | "clientTimeoutMs">): void {
@@ -101,13 +101,7 @@ export function checkDeadline(deadline: number, policy: Pick<RequestPolicy, "now
 
 /** Parses and checks the CSR part; returns the verified public key. */
 export function checkCsr(csrPem: string, minKeyBits: number): { publicKey: Buffer; keyBits: number; csr: Buffer } {
-  let der: Buffer;
-  try {
-    der = pemDecode(csrPem, "CERTIFICATE REQUEST");
-  } catch (err) {
-    if (err instanceof RequestError) throw err;
-    return bad("bad_csr", `the certificate request is not valid PEM: ${err instanceof Error ? err.message : String(err)}`);
-  }
+  const der = decodeCsrPem(csrPem);
   return { ...parseCsr(der, { minKeyBits }), csr: der };
 }
 
@@ -142,6 +136,7 @@ export async function readRequest(dir: string, requestId: string, clientUid: num
     throw err;
   }
   const parsed = parseRequestFile(file.data);
+  checkUsername(parsed.username, policy.dn);
   checkDeadline(parsed.deadline, policy);
   const { publicKey, keyBits, csr } = checkCsr(parsed.csrPem, policy.minKeyBits);
   return {

@@ -1,16 +1,22 @@
 // Watching SPOOL_DIR: inotify (fs.watch) is a hint, a periodic rescan the safety net. Taking a
 // request = reading the `request` symlink and removing it (which frees the lock for the next
 // client); the target name is checked against the strict pattern before anything else.
+// Nothing the client can write is ever removed recursively or followed: a file is unlinked (which
+// never follows a symlink), a directory renamed aside within SPOOL_DIR and removed only if empty.
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
+import { ASIDE_NAME, ASIDE_PREFIX, randomName, REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
 
 export type Taken =
   | { readonly kind: "request"; readonly requestId: string }
   /** The link pointed at something that is not a plain request name (removed). */
   | { readonly kind: "bad_target"; readonly target: string }
-  /** `request` was not a symlink (removed if possible). */
-  | { readonly kind: "not_symlink"; readonly type: string; readonly removed: boolean };
+  /**
+   * `request` was not a symlink: removed (the lock is free again; a non-empty directory is kept
+   * under `keptAs`), or not (`error`: the lock stays blocked, the caller retries with back-off).
+   */
+  | { readonly kind: "not_symlink"; readonly type: string; readonly removed: boolean; readonly keptAs?: string; readonly error?: string };
 
 /** Takes the pending request link, or returns undefined when there is none. */
 export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
@@ -21,7 +27,7 @@ export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return undefined;
-    if (code === "EINVAL") return removeNonLink(link);
+    if (code === "EINVAL") return removeNonLink(dir, link);
     throw err;
   }
   // Removing the link frees the lock. A client may have swapped it since readlink (only the
@@ -35,15 +41,33 @@ export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
   return { kind: "request", requestId: target };
 }
 
-async function removeNonLink(link: string): Promise<Taken> {
+function typeOf(st: fs.Stats): string {
+  return st.isDirectory() ? "directory" : st.isFile() ? "regular file" : st.isFIFO() ? "FIFO" : st.isSymbolicLink() ? "symbolic link" : "special file";
+}
+
+function removeNonLink(dir: string, link: string): Taken | undefined {
   let type = "file";
   try {
-    const st = await fs.promises.lstat(link);
-    type = st.isDirectory() ? "directory" : st.isFile() ? "regular file" : st.isFIFO() ? "FIFO" : "special file";
-    await fs.promises.rm(link, { recursive: st.isDirectory(), force: true });
-    return { kind: "not_symlink", type, removed: true };
-  } catch {
-    return { kind: "not_symlink", type, removed: false };
+    const st = fs.lstatSync(link);
+    type = typeOf(st);
+    if (!st.isDirectory()) {
+      fs.unlinkSync(link);
+      return { kind: "not_symlink", type, removed: true };
+    }
+    // rename frees the lock whatever the directory holds, and follows nothing (a directory
+    // swapped for a symlink meanwhile is moved aside as the symlink it now is)
+    const aside = ASIDE_PREFIX + randomName(16, crypto.randomBytes);
+    fs.renameSync(link, path.join(dir, aside));
+    try {
+      fs.rmdirSync(path.join(dir, aside));
+      return { kind: "not_symlink", type, removed: true };
+    } catch {
+      return { kind: "not_symlink", type, removed: true, keptAs: aside };
+    }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined; // gone meanwhile: nothing blocks the lock
+    return { kind: "not_symlink", type, removed: false, error: code ?? String(err) };
   }
 }
 
@@ -89,15 +113,16 @@ export class SpoolWatcher {
 
 /**
  * Removes leftovers of the spool protocol older than maxAgeMs (abandoned markers, claims, results
- * nobody collected, request files whose link never came), except names in `busy`. Other names are
- * reported (once per call) but not touched.
+ * nobody collected, request files whose link never came, directories moved aside), except names
+ * in `busy`. Never recursively: a directory goes only once empty. Other names are reported (once
+ * per call) but not touched.
  */
 export async function sweepSpool(dir: string, maxAgeMs: number, now: number, busy: ReadonlySet<string>): Promise<{ removed: string[]; foreign: string[] }> {
   const removed: string[] = [];
   const foreign: string[] = [];
   for (const name of await fs.promises.readdir(dir)) {
     if (name === REQUEST_LINK) continue;
-    if (!SPOOL_FILE.test(name)) {
+    if (!SPOOL_FILE.test(name) && !ASIDE_NAME.test(name)) {
       foreign.push(name);
       continue;
     }
@@ -106,7 +131,8 @@ export async function sweepSpool(dir: string, maxAgeMs: number, now: number, bus
     try {
       const st = await fs.promises.lstat(path.join(dir, name));
       if (now - st.mtimeMs < maxAgeMs) continue;
-      await fs.promises.rm(path.join(dir, name), { recursive: st.isDirectory(), force: true });
+      if (st.isDirectory()) await fs.promises.rmdir(path.join(dir, name));
+      else await fs.promises.unlink(path.join(dir, name));
       removed.push(name);
     } catch {
       // gone meanwhile, or not removable: next sweep

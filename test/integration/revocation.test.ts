@@ -1,5 +1,5 @@
 // Revocation, CRLs signed by the token, and the notifier's hooks and e-mail, through the real
-// server: revoke-cert -> revoke queue -> SIGUSR1 -> spool -> signer -> CRL -> post-CRL hook.
+// server: revoke-cert -> revoke queue -> SIGUSR1 -> kernel reads the queue -> signer -> CRL -> post-CRL hook.
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";

@@ -1,10 +1,13 @@
-// revoke-cert (as root) queues; the real spool (as etca-spool) reads the queue for the test
-// kernel and deletes exactly the entries the kernel says are done.
+// revoke-cert (as root) queues into root's REVOKE_DIR (0700); the kernel's reader
+// (services/kernel/revoke-queue.ts) refuses junk and deletes exactly the applied entries; the
+// spool (as etca-spool) can neither read, forge nor delete an entry.
 import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import t from "tap";
+import { createLogger, setLogSink } from "../../services/common/log.js";
 import { parseRevokeEntry, REVOKE_NAME } from "../../services/common/spool-protocol.js";
+import { readRevokeQueue, removeQueueFiles } from "../../services/kernel/revoke-queue.js";
 import { NO_TAP_HOOKS, REVOKE_JS, SpoolHarness } from "../fixtures/spool-harness.js";
 
 const h = new SpoolHarness();
@@ -46,8 +49,8 @@ t.test("revoke-cert queues a known serial", async (t) => {
   t.equal(files.length, 1);
   const st = fs.statSync(path.join(h.revokeDir, files[0]!));
   t.equal(st.uid, 0, "owned by root");
-  t.equal(st.gid, h.users.SPOOL_USER.gid, "group = the spool user's group");
-  t.equal(st.mode & 0o777, 0o640);
+  t.equal(st.gid, 0, "group root");
+  t.equal(st.mode & 0o777, 0o600, "root's alone");
   const e = parseRevokeEntry(fs.readFileSync(path.join(h.revokeDir, files[0]!), "utf8"));
   t.equal(e.serial, "0A1B");
   t.equal(e.reason, "keyCompromise");
@@ -109,13 +112,55 @@ t.test("--cert, and signalling: server not running, wrong process, real server",
   t.equal(queueFiles().length, 4);
 });
 
-t.test("the spool reads the queue, refuses junk, deletes only what the kernel confirms", async (t) => {
+t.test("REVOKE_DIR is root's alone: revoke-cert creates it 0700 and refuses a directory the spool's group can enter", async (t) => {
+  const fresh = path.join(h.root, "fresh-queue");
+  const oldStyle = path.join(h.root, "old-queue");
+  fs.mkdirSync(oldStyle);
+  fs.chownSync(oldStyle, 0, h.users.SPOOL_USER.gid);
+  fs.chmodSync(oldStyle, 0o770);
+  const conf = (dir: string): string => {
+    const file = path.join(h.root, `conf-${path.basename(dir)}`);
+    fs.writeFileSync(file, fs.readFileSync(h.configFile, "utf8").replace(/^REVOKE_DIR=.*$/m, `REVOKE_DIR=${dir}`));
+    return file;
+  };
+  const run = (file: string): Promise<{ code: number | null; stderr: string }> =>
+    new Promise((resolve) => {
+      const c = spawn("/usr/bin/env", [...NO_TAP_HOOKS, process.execPath, REVOKE_JS, "--config", file, "--serial", "0A1B", "--no-signal"], { stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      c.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+      c.on("close", (code) => resolve({ code, stderr }));
+    });
+  const created = await run(conf(fresh));
+  t.equal(created.code, 0, created.stderr);
+  const st = fs.statSync(fresh);
+  t.same([st.uid, st.gid, st.mode & 0o7777], [0, 0, 0o700], "created root:root 0700");
+  const refused = await run(conf(oldStyle));
+  t.not(refused.code, 0, "a group-accessible queue is refused");
+  t.match(refused.stderr, /REVOKE_DIR .* is accessible to others \(mode 770\), expected 700/);
+  t.same(fs.readdirSync(oldStyle), [], "nothing queued there");
+});
+
+t.test("the spool user can neither list, read, forge nor delete root's queue", async (t) => {
+  const entry = queueFiles()[0]!;
+  const asSpool = (code: string): string =>
+    execFileSync("/usr/bin/env", [...NO_TAP_HOOKS, process.execPath, "-e", code], { uid: h.users.SPOOL_USER.uid, gid: h.users.SPOOL_USER.gid, encoding: "utf8", cwd: "/" }).trim();
+  const attempt = (op: string): string =>
+    asSpool(`const fs=require("fs");try{${op};console.log("ALLOWED")}catch(e){console.log(e.code)}`);
+  const file = JSON.stringify(path.join(h.revokeDir, entry));
+  t.equal(attempt(`fs.readdirSync(${JSON.stringify(h.revokeDir)})`), "EACCES", "list");
+  t.equal(attempt(`fs.readFileSync(${file})`), "EACCES", "read");
+  t.equal(attempt(`fs.unlinkSync(${file})`), "EACCES", "delete");
+  t.equal(attempt(`fs.writeFileSync(${JSON.stringify(path.join(h.revokeDir, "rev.1700000000000.ForgedBySpool1"))}, "x")`), "EACCES", "create");
+  t.ok(fs.existsSync(path.join(h.revokeDir, entry)), "the entry is still queued");
+});
+
+t.test("the kernel's reader refuses junk and deletes only what was applied", async (t) => {
   const valid = queueFiles();
   const dir = h.revokeDir;
   const junk = (name: string, content: string, uid = 0): void => {
     fs.writeFileSync(path.join(dir, name), content);
-    fs.chownSync(path.join(dir, name), uid, h.users.SPOOL_USER.gid);
-    fs.chmodSync(path.join(dir, name), 0o640);
+    fs.chownSync(path.join(dir, name), uid, 0);
+    fs.chmodSync(path.join(dir, name), 0o600);
   };
   const good = fs.readFileSync(path.join(dir, valid[0]!), "utf8");
   junk("notes.txt", "hello");
@@ -130,12 +175,16 @@ t.test("the spool reads the queue, refuses junk, deletes only what the kernel co
   execFileSync("mkfifo", [path.join(dir, "rev.1700000000000.Fifo0000000001")]);
   junk(".rev.1700000000000.InProgress01.tmp", "partial");
 
-  const q = await h.channel!.request("readRevokeQueue", {}, "revokeQueue", 10_000);
-  t.same(q.message.entries.map((e) => e.queueFile).sort(), valid, "exactly the valid entries");
-  const e0 = q.message.entries.find((e) => e.serial === "0A1B")!;
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => setLogSink(process.stderr));
+  const log = createLogger("kernel");
+  const q = await readRevokeQueue(dir, log);
+  t.same(q.entries.map((e) => e.queueFile).sort(), valid, "exactly the valid entries");
+  const e0 = q.entries.find((e) => e.serial === "0A1B")!;
   t.equal(e0.reason, "keyCompromise");
-  t.ok(Number(e0.queuedAt) > 1.7e12);
-  const rejected = q.message.rejected.join("\n");
+  t.ok(e0.queuedAt > 1.7e12);
+  const rejected = q.rejected.join("\n");
   for (const [name, why] of [
     ["notes.txt", /does not match/],
     ["NotRootOwned01", /owned by uid/],
@@ -150,17 +199,16 @@ t.test("the spool reads the queue, refuses junk, deletes only what the kernel co
     t.match(rejected, new RegExp(`${name.replace(".", "\\.")}[^\\n]*: [^\\n]*${why.source}`), `${name} rejected`);
   }
   t.notMatch(rejected, /InProgress/, "revoke-cert's temp files are not touched");
-  t.match(h.stderr, /"msg":"revoke queue entry refused"/);
+  t.match(lines.join(""), /"msg":"revoke queue entry refused"/);
   t.ok(fs.existsSync(path.join(dir, "bad.notes.txt")), "junk moved aside");
 
-  // A second read: valid entries still there (nothing deleted without revokeDone), junk not re-reported.
-  const q2 = await h.channel!.request("readRevokeQueue", {}, "revokeQueue", 10_000);
-  t.same(q2.message.entries.map((e) => e.queueFile).sort(), valid);
-  t.same(q2.message.rejected, []);
+  // A second read: valid entries still there (nothing deleted before they are applied), junk not re-reported.
+  const q2 = await readRevokeQueue(dir, log);
+  t.same(q2.entries.map((e) => e.queueFile).sort(), valid);
+  t.same(q2.rejected, []);
 
   const done = [valid[0]!, valid[1]!, "../revoke/" + valid[2]!, "bad.notes.txt"];
-  await h.channel!.request("revokeDone", { queueFiles: done }, "ack", 10_000);
-  t.same(queueFiles(), valid.slice(2), "exactly the confirmed entries were deleted");
+  t.equal(await removeQueueFiles(dir, done, log), 2);
+  t.same(queueFiles(), valid.slice(2), "exactly the applied entries were deleted");
   t.ok(fs.existsSync(path.join(dir, "bad.notes.txt")), "names outside the pattern are not deleted");
-  t.ok(h.running, "spool still running");
 });

@@ -1,6 +1,6 @@
 // The spool hand-off end to end: the real client as etca-client, the real spool service as
 // etca-spool, the test as the kernel on the fd-3 socketpair.
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import t, { type Test } from "tap";
@@ -87,6 +87,12 @@ t.test("client-side input errors: one clear stderr line, exit 1, nothing spooled
     ["NUL byte", Buffer.concat([Buffer.from("username=jd"), Buffer.from([0]), Buffer.from("oe\n\n" + csrPem)]), /NUL byte/],
     ["too large", "username=x\n" + "a".repeat(70 * 1024), /larger than 65536 bytes/],
     ["too long username", myproxyInput({ username: "u".repeat(MAX_USERNAME_BYTES + 1) }, csrPem), new RegExp(`username longer than ${MAX_USERNAME_BYTES} bytes`)],
+    // issue 14, item 9: what the spool or the signer would refuse later is refused here, with their message
+    ["mismatched PEM labels", myproxyInput({}, csrPem.replace("BEGIN CERTIFICATE REQUEST", "BEGIN NEW CERTIFICATE REQUEST")), /expected exactly one PEM certificate request/],
+    ["NEW label", myproxyInput({}, csrPem.replace(/(BEGIN|END) CERTIFICATE REQUEST/g, "$1 NEW CERTIFICATE REQUEST")), /found a PEM "NEW CERTIFICATE REQUEST" block, expected CERTIFICATE REQUEST/],
+    ["key=value line inside the PEM block", myproxyInput({}, csrPem.replace("-----\n", "-----\nkey=value\n")), /not valid PEM/],
+    ["username the signer refuses", myproxyInput({ username: "evil/CN=admin" }, csrPem), /not allowed in a certificate name/],
+    ["bad e-mail suffix", myproxyInput({ username: "jdoe email=nobody" }, csrPem), /e-mail address "nobody" must contain exactly one @/],
   ];
   for (const [name, input, re] of cases) {
     const r = await runClient(h, input);
@@ -101,7 +107,11 @@ t.test("client-side input errors: one clear stderr line, exit 1, nothing spooled
 
 t.test("a bad CSR is refused by the spool: error result, requestRejected, no issueRequest", async (t) => {
   const before = h.issueRequests.length;
-  const bad = csrPem.replace(/\n([A-Za-z0-9+/]{10})/, (_m, s: string) => "\n" + (s[0] === "A" ? "B" : "A") + s.slice(1));
+  // a flipped bit in the signature: well-formed DER (the client's own checks pass), caught by the spool
+  const lines = csrPem.split("\n");
+  const i = lines.length - 4;
+  lines[i] = lines[i]!.slice(0, 10) + (lines[i]![10] === "A" ? "B" : "A") + lines[i]!.slice(11);
+  const bad = lines.join("\n");
   const r = await runClient(h, myproxyInput({}, bad));
   t.equal(r.code, 1);
   t.match(r.stderr, /^etoken-ca-client: .*(CSR|certificate request|DER|signature)/i);
@@ -170,6 +180,112 @@ t.test("hostile: `request` is not a symlink", async (t) => {
   const rej = await h.next("requestRejected", 10_000, (f) => f.message.requestId === "");
   t.equal(rej.message.code, "request.bad_link");
   t.notOk(fs.existsSync(path.join(h.spoolDir, "request")));
+  t.ok(h.running);
+});
+
+/** Whatever a failed hostile case left behind must not block the next one. */
+function clearSpool(): void {
+  for (const n of fs.readdirSync(h.spoolDir)) {
+    try {
+      execFileSync("chattr", ["-i", path.join(h.spoolDir, n)], { stdio: "ignore" });
+    } catch {
+      // not immutable
+    }
+    fs.rmSync(path.join(h.spoolDir, n), { recursive: true, force: true });
+  }
+}
+
+t.test("hostile: a `request` directory the spool cannot empty does not block issuing (issue 14, item 4)", async (t) => {
+  t.teardown(clearSpool);
+  // what `mkdir request; touch request/x` does as the client (umask 022): the spool, which is
+  // neither the owner nor in the group, cannot delete anything inside
+  const blocker = path.join(h.spoolDir, "blocker");
+  fs.mkdirSync(blocker, { mode: 0o755 });
+  fs.writeFileSync(path.join(blocker, "x"), "x");
+  fs.chownSync(path.join(blocker, "x"), h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+  fs.chownSync(blocker, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+  const logBefore = h.stderr.length;
+  fs.renameSync(blocker, path.join(h.spoolDir, "request")); // appears whole, as the lock
+  await new Promise((r) => setTimeout(r, 3000));
+  const lines = h.stderr.slice(logBefore).split("\n").filter((l) => l !== "").length;
+  t.ok(lines <= 10, `a handful of log lines in 3 s, not a spin (${lines})`);
+  const r = await runClient(h, myproxyInput({ username: "after the blocker" }, csrPem));
+  t.equal(r.code, 0, `issuing recovered by itself (${r.stderr.trim()})`);
+  t.match(r.stdout, /^-----BEGIN CERTIFICATE-----\n/);
+  const aside = fs.readdirSync(h.spoolDir).filter((n) => n.startsWith("aside."));
+  t.equal(aside.length, 1, "the directory was moved aside, not emptied");
+  t.same(fs.readdirSync(path.join(h.spoolDir, aside[0]!)), ["x"], "its content untouched");
+  fs.rmSync(path.join(h.spoolDir, aside[0]!), { recursive: true });
+  t.ok(h.running);
+});
+
+t.test("hostile: a lock the spool cannot remove at all is reported once and retried with back-off (issue 14, item 4)", async (t) => {
+  const blocker = path.join(h.spoolDir, "request");
+  process.kill(h.child!.pid!, "SIGSTOP"); // so that the spool does not remove it before it is immutable
+  fs.writeFileSync(blocker, "req.AAAAAAAAAAAAAAAA");
+  execFileSync("chattr", ["+i", blocker]); // not even its directory's owner can remove it now
+  process.kill(h.child!.pid!, "SIGCONT");
+  t.teardown(clearSpool);
+  const logBefore = h.stderr.length;
+  await new Promise((r) => setTimeout(r, 4000));
+  const log = h.stderr.slice(logBefore).split("\n").filter((l) => l !== "");
+  t.ok(log.length <= 10, `a handful of log lines in 4 s, not a spin (${log.length})`);
+  t.equal(log.filter((l) => l.includes("cannot remove")).length, 1, "reported once");
+  execFileSync("chattr", ["-i", blocker]);
+  const r = await runClient(h, myproxyInput({ username: "after the immutable blocker" }, csrPem));
+  t.equal(r.code, 0, `issuing resumed once the blocker could go (${r.stderr.trim()})`);
+  t.match(h.stderr.slice(logBefore), /the request lock is free again: issuing resumes/);
+  t.ok(h.running);
+});
+
+t.test("hostile: a `request` directory swapped for a symlink to `..` mid-removal deletes nothing outside (issue 14, item 3)", async (t) => {
+  clearSpool();
+  t.teardown(clearSpool);
+  // A directory next to SPOOL_DIR the spool user could delete from (as it could from
+  // REVOKE_DIR when that was group-writable): nothing in it may go.
+  const victim = path.join(h.root, "victim");
+  fs.mkdirSync(victim);
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(victim, `keep-${i}`), "keep");
+  execFileSync("chown", ["-R", `${h.users.SPOOL_USER.uid}:${h.users.SPOOL_USER.gid}`, victim]);
+  // As the client: a directory `request/victim` holding files named like the real victim's (and
+  // many more, so that removing it takes a while) appears as the lock; as soon as its removal
+  // starts, `request` is swapped for a symlink to "..": every later path `request/victim/...`
+  // then names the real victim's files.
+  const script = `
+    const fs = require("fs"), p = require("path");
+    const dir = ${JSON.stringify(h.spoolDir)}, req = p.join(dir, "request");
+    const pause = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    const end = Date.now() + 8000; let n = 0, swaps = 0;
+    while (Date.now() < end) {
+      const d = p.join(dir, "d" + n), l = p.join(dir, "l" + n), old = p.join(dir, "o" + n);
+      n++;
+      try {
+        fs.mkdirSync(p.join(d, "victim"), { recursive: true });
+        for (let i = 0; i < 20; i++) fs.writeFileSync(p.join(d, "victim", "keep-" + i), "");
+        for (let i = 0; i < 2000; i++) fs.writeFileSync(p.join(d, "victim", "f" + i), "");
+        fs.symlinkSync("..", l);
+        fs.renameSync(d, req);
+        const t0 = Date.now();
+        while (Date.now() - t0 < 2000) {
+          let left;
+          try { left = fs.readdirSync(p.join(req, "victim")).length; } catch { break; } // moved away
+          if (left < 2020) { fs.renameSync(req, old); fs.renameSync(l, req); swaps++; break; }
+        }
+        pause(300);
+      } catch {}
+      try { if (fs.lstatSync(req).isSymbolicLink()) fs.unlinkSync(req); } catch {}
+      for (const x of [d, l, old]) try { fs.rmSync(x, { recursive: true, force: true }); } catch {}
+    }
+    process.stdout.write(n + " rounds, " + swaps + " swaps mid-removal");
+  `;
+  // async: the spool's log pipe must keep draining meanwhile
+  const rounds = await new Promise<string>((resolve, reject) =>
+    execFile("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, "-e", script], { uid: h.users.CLIENT_USER.uid, gid: h.users.CLIENT_USER.gid, cwd: "/", encoding: "utf8" }, (err, out) => (err ? reject(err) : resolve(out))),
+  );
+  const seen = (re: RegExp): number => (h.stderr.match(re) ?? []).length;
+  t.comment(`${rounds}; the spool met ${seen(/is a directory, not a symbolic link/g)} directories and ${seen(/not a request file name/g)} symlinks`);
+  t.same(fs.readdirSync(victim).sort(), Array.from({ length: 20 }, (_, i) => `keep-${i}`).sort(), "nothing outside the spool was deleted");
+  t.ok(fs.existsSync(h.revokeDir), "REVOKE_DIR is still there");
   t.ok(h.running);
 });
 
@@ -251,6 +367,46 @@ function require_mkfifo(file: string): void {
   // Node has no mkfifo; coreutils does.
   execFileSync("mkfifo", ["-m", "0644", file]);
 }
+t.test("a planted result file: the client refuses a certificate that is not for its key, and the CA's is revoked (issue 14, item 7)", async (t) => {
+  clearSpool();
+  // The myproxy account (the client's user) plants another logon's certificate as this
+  // request's result while the CA is signing; the spool's own certificate then cannot be published.
+  const other = makeCsr(h.root, "other-user");
+  const otherSpki = execFileSync("openssl", ["req", "-noout", "-pubkey"], { input: other.csrPem });
+  const planted = h.makeCertificate(Buffer.from(otherSpki.toString().replace(/-----[^-]+-----|\s/g, ""), "base64"), "jdoe");
+  const old = h.onIssue;
+  let release: () => void = () => {};
+  const clientDone = new Promise<void>((r) => (release = r));
+  let signed: { serial: string; requestId: string } | undefined;
+  h.onIssue = async (f, ch) => {
+    const m = f.message;
+    const result = path.join(h.spoolDir, `${m.requestId}.result`);
+    const tmp = `${result}.planting`;
+    fs.writeFileSync(tmp, pemEncode(planted.der, "CERTIFICATE"), { mode: 0o644 });
+    fs.chownSync(tmp, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+    fs.renameSync(tmp, result); // appears whole
+    await clientDone; // the CA answers after the client looked at the planted file
+    const cert = h.makeCertificate(m.publicKey, m.username);
+    signed = { serial: cert.serial, requestId: m.requestId };
+    ch.reply(f, "issued", { requestId: m.requestId, serial: cert.serial, certificate: cert.der, notAfter: Date.now() + 3600_000, subject: `/CN=${m.username}` });
+  };
+  t.teardown(() => {
+    h.onIssue = old;
+  });
+  const r = await runClient(h, myproxyInput({ username: "jdoe" }, csrPem));
+  release();
+  t.equal(r.code, 1, "the client refuses");
+  t.equal(r.stdout, "", "no certificate printed");
+  t.match(r.stderr, /^etoken-ca-client: the result file for this request holds a certificate that is not ours \(it certifies another public key than the one in our request\)/);
+  const u = await h.next("undelivered", 20_000);
+  h.onIssue = old;
+  t.ok(signed, "the CA signed the real request");
+  t.equal(u.message.requestId, signed?.requestId, "what the CA issued for the request is reported undelivered");
+  t.equal(u.message.serial, signed?.serial, "(and so revoked by the kernel)");
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
+  t.ok(h.running);
+});
+
 t.test("the spool keeps serving after all of that", async (t) => {
   const r = await runClient(h, myproxyInput({ username: "after" }, csrPem));
   t.equal(r.code, 0, r.stderr);
@@ -261,11 +417,13 @@ t.test("the spool keeps serving after all of that", async (t) => {
 t.test("50 concurrent clients each get their own certificate", async (t) => {
   const n = 50;
   const before = h.issueRequests.length;
-  await h.premake(h.issueRequests[0]!.message.publicKey, n);
+  await h.premake(h.issueRequests[0]!.message.publicKey, Array.from({ length: n }, (_, i) => `user${i}`));
   const runs = await Promise.all(Array.from({ length: n }, (_, i) => runClient(h, myproxyInput({ username: `user${i}` }, csrPem))));
   const byUser = new Map<string, string>();
   for (const f of h.issueRequests.slice(before)) byUser.set(f.message.username, pemEncode(h.issued.get(f.message.requestId)!.der, "CERTIFICATE"));
-  t.equal(h.issueRequests.length - before, n, "n issueRequests");
+  const extra = h.issueRequests.slice(before).filter((f) => !/^user[0-9]+$/.test(f.message.username));
+  if (extra.length) t.comment(`issueRequests from before this test: ${extra.map((f) => JSON.stringify(f.message.username)).join(" ")}`);
+  t.equal(h.issueRequests.length - before - extra.length, n, "n issueRequests");
   runs.forEach((r, i) => {
     t.equal(r.code, 0, `client ${i} exit 0 ${r.stderr}`);
     t.equal(r.stdout, byUser.get(`user${i}`), `client ${i} got the certificate issued for user${i}`);

@@ -255,11 +255,14 @@ async function runAttack(t: Test, c: Case): Promise<string | undefined> {
         writeAs(path.join(spool, "request"), "req.AAAAAAAAAAAAAAAA", uid, gid);
         await expectNoResultAndLockFreed(t, c.id);
         return "none";
-      case "request-is-directory":
-        fs.mkdirSync(path.join(spool, "request"));
-        fs.chownSync(path.join(spool, "request"), uid, gid);
+      case "request-is-directory": {
+        const dir = path.join(spool, `.dir-${id}`); // appears whole, as the client would make it
+        fs.mkdirSync(dir);
+        fs.chownSync(dir, uid, gid);
+        fs.renameSync(dir, path.join(spool, "request"));
         await expectNoResultAndLockFreed(t, c.id);
         return "none";
+      }
       case "request-is-fifo":
         spawnSync("mkfifo", ["-m", "0644", path.join(spool, "request")]);
         await expectNoResultAndLockFreed(t, c.id);
@@ -435,6 +438,27 @@ t.test("revoke queue junk", async (t) => {
   const crl = mustOpenssl(["crl", "-in", path.join(inst.config.CRL_DIR, "crl.pem"), "-noout", "-text"]);
   t.notMatch(crl, new RegExp(serial), "the CRL lists no forged revocation");
   afterCase(t, "revoke queue junk", 0);
+});
+
+t.test("a queued revocation takes the kernel's clock as its date, whatever the entry says (issue 14, item 2)", async (t) => {
+  const serial = indexRows(inst).find((r) => r.status === "V")!.serial;
+  const dir = inst.config.REVOKE_DIR;
+  const st = fs.statSync(dir);
+  t.same([st.uid, st.mode & 0o777], [0, 0o700], "REVOKE_DIR is root's alone");
+  // back-dated to 2001, the way a forged answer to the spool's old revoke-queue read was
+  const name = `rev.${Date.now()}.BackDated0000001`;
+  writeAs(path.join(dir, name), `version=1\nserial=${serial}\nreason=keyCompromise\nqueued_at=1000000000000\nend\n`, 0, 0, 0o600);
+  const started = Date.now();
+  const crlBefore = status(inst).crl?.number ?? 0;
+  process.kill(server.pid, "SIGUSR1");
+  await waitFor("the queue processed and a CRL made", () => (status(inst).crl?.number ?? 0) > crlBefore || undefined, 30_000);
+  t.notOk(fs.existsSync(path.join(dir, name)), "the entry was applied and removed by the kernel");
+  const crl = mustOpenssl(["crl", "-in", path.join(inst.config.CRL_DIR, "crl.pem"), "-noout", "-text"]);
+  const m = new RegExp(`Serial Number: ${serial}\\s+Revocation Date: ([^\\n]+)`).exec(crl);
+  t.ok(m, `serial ${serial} is in the CRL`);
+  const date = Date.parse(m?.[1] ?? "");
+  t.ok(date >= started - 2000, `its revocation date is the kernel's clock (${m?.[1]}), not the entry's 2001`);
+  afterCase(t, "back-dated entry", 0);
 });
 
 t.test("summary", async (t) => {

@@ -208,8 +208,8 @@ t.test("permissions matrix", async (t) => {
   const newcert = path.join(c.CA_DIR, "newcerts", fs.readdirSync(path.join(c.CA_DIR, "newcerts"))[0]!);
   // a queue entry and a result file as the design creates them
   const queued = path.join(c.REVOKE_DIR, `bad.rev.${Date.now()}.probeentry`);
-  fs.writeFileSync(queued, "version=1\n", { mode: 0o640 });
-  fs.chownSync(queued, 0, inst.users.SPOOL_USER.gid);
+  fs.writeFileSync(queued, "version=1\n", { mode: 0o600 });
+  fs.chownSync(queued, 0, 0);
   const result = path.join(c.SPOOL_DIR, "req.PROBEPROBEPROBE1.result");
   fs.writeFileSync(result, "error=x\ny\n", { mode: 0o640 });
   fs.chownSync(result, inst.users.SPOOL_USER.uid, inst.users.CLIENT_USER.gid);
@@ -237,10 +237,11 @@ t.test("permissions matrix", async (t) => {
     { label: "token object read", op: "read", path: tokenFile, allowed: [M] },
     { label: "token object write", op: "append", path: tokenFile, allowed: [] },
     { label: "token dir create", op: "create", path: tokenSub, allowed: [] },
-    { label: "revoke queue list", op: "list", path: c.REVOKE_DIR, allowed: [S] },
-    { label: "revoke entry read", op: "read", path: queued, allowed: [S] },
+    // root's queue, read by the kernel itself: no service may list, read, forge or delete (issue 14)
+    { label: "revoke queue list", op: "list", path: c.REVOKE_DIR, allowed: [] },
+    { label: "revoke entry read", op: "read", path: queued, allowed: [] },
     { label: "revoke entry write", op: "append", path: queued, allowed: [] },
-    { label: "revoke queue create", op: "create", path: c.REVOKE_DIR, allowed: [S] },
+    { label: "revoke queue create", op: "create", path: c.REVOKE_DIR, allowed: [] },
     { label: "spool list", op: "list", path: c.SPOOL_DIR, allowed: [C, S] },
     { label: "spool create", op: "create", path: c.SPOOL_DIR, allowed: [C, S] },
     { label: "spool result read", op: "read", path: result, allowed: [C, S] },

@@ -1,8 +1,12 @@
 // The spool formats: MyProxy's stdin, request files, result files, revoke queue entries.
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import t from "tap";
 import { RequestError } from "../../services/common/errors.js";
 import {
+  checkUsername,
+  csrPublicKey,
+  decodeCsrPem,
   formatErrorResult,
   formatRequestFile,
   formatRevokeEntry,
@@ -15,13 +19,22 @@ import {
   REQUEST_NAME,
   SPOOL_FILE,
 } from "../../services/common/spool-protocol.js";
-import { checkDeadline, parseRequestFile } from "../../services/spool/request-file.js";
+import { checkCsr, checkDeadline, parseRequestFile } from "../../services/spool/request-file.js";
+import { compileDnFormat } from "../../services/common/dn.js";
 import { thrown } from "../fixtures/thrown.js";
 
 const CSR = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\nBBBB\n-----END CERTIFICATE REQUEST-----\n";
 const NOW = 1_800_000_000_000;
 
 const errorOf = (fn: () => unknown): RequestError => thrown(RequestError, fn);
+
+const request = (o: Partial<Parameters<typeof formatRequestFile>[0]> = {}): string =>
+  formatRequestFile({ username: "jdoe", proxyLifetime: 3600, maxCertLifetime: 43200, deadline: NOW + 30_000, csrPem: CSR, ...o });
+
+/** A real CSR (RSA 2048), PEM. */
+function makeCsrPem(): string {
+  return execFileSync("openssl", ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "/dev/null", "-subj", "/CN=NULL SUBJECT NAME ENTRY"], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+}
 
 const myproxy = (head: string, csr = CSR): Buffer => Buffer.from(`${head}\n\n${csr}`);
 
@@ -32,7 +45,39 @@ t.test("MyProxy stdin: keeps what the CA needs, drops the passphrase", async (t)
   t.notMatch(JSON.stringify(p), /secret/);
   t.equal(parseMyproxyInput(myproxy("username=a\nproxy_lifetime=NULL\nmax_cert_lifetime=NULL")).proxyLifetime, 0, "NULL = unset");
   t.equal(parseMyproxyInput(Buffer.from("username=a\r\n\r\n" + CSR.replace(/\n/g, "\r\n"))).username, "a", "CRLF tolerated from MyProxy");
-  t.equal(parseMyproxyInput(myproxy("username=a", "-----BEGIN NEW CERTIFICATE REQUEST-----\nAAAA\n-----END NEW CERTIFICATE REQUEST-----")).username, "a");
+});
+
+t.test("one set of rules: the client refuses at once, with the spool's message, what the spool or signer would refuse (issue 14, item 9)", async (t) => {
+  const csr = makeCsrPem();
+  const dn = compileDnFormat("/DC=org/DC=example/CN=%s");
+  const cases: [string, string, string][] = [
+    ["mismatched PEM labels", "jdoe", csr.replace("BEGIN CERTIFICATE REQUEST", "BEGIN NEW CERTIFICATE REQUEST")],
+    ["NEW label on both lines", "jdoe", csr.replace(/(BEGIN|END) CERTIFICATE REQUEST/g, "$1 NEW CERTIFICATE REQUEST")],
+    ["key=value line inside the PEM block", "jdoe", csr.replace("-----\n", "-----\nkey=value\n")],
+    ["Proc-Type header inside the PEM block", "jdoe", csr.replace("-----\n", "-----\nProc-Type: 4,ENCRYPTED\n")],
+    ["two PEM blocks", "jdoe", csr + csr],
+    ["username with a slash", "evil/CN=admin", csr],
+    ["username with a bad e-mail suffix", "jdoe email=nobody", csr],
+    ["username with leading space", " jdoe", csr],
+  ];
+  for (const [name, username, pem] of cases) {
+    const client = errorOf(() => {
+      const p = parseMyproxyInput(myproxy(`username=${username}\npassphrase=x`, pem));
+      csrPublicKey(decodeCsrPem(p.csrPem));
+      checkUsername(p.username, dn);
+    });
+    const spool = errorOf(() => {
+      const r = parseRequestFile(Buffer.from(request({ username, csrPem: pem })));
+      checkUsername(r.username, dn);
+      checkCsr(r.csrPem, 2048);
+    });
+    t.equal(client.message, spool.message, `${name}: the client refuses with the spool's message (${spool.message})`);
+    t.equal(client.code, spool.code, `${name}: and its code`);
+  }
+  // and what the spool accepts, the client accepts
+  const ok = parseMyproxyInput(myproxy("username=jdoe email=j@example.org", csr));
+  t.equal(checkUsername(ok.username, dn).name, "jdoe");
+  t.equal(csrPublicKey(decodeCsrPem(ok.csrPem)).length > 200, true, "the CSR's public key is found");
 });
 
 t.test("MyProxy stdin: the passphrase is overwritten in the input before anything is decoded", async (t) => {
@@ -90,8 +135,6 @@ t.test("MyProxy stdin: malformed input", async (t) => {
   }
 });
 
-const request = (o: Partial<Parameters<typeof formatRequestFile>[0]> = {}): string =>
-  formatRequestFile({ username: "jdoe", proxyLifetime: 3600, maxCertLifetime: 43200, deadline: NOW + 30_000, csrPem: CSR, ...o });
 
 t.test("request file: round trip", async (t) => {
   const text = request();

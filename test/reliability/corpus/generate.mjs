@@ -293,8 +293,8 @@ sref("max-cert-lifetime-enormous", IN({ max_cert_lifetime: "99999999999" }), "wh
 sref("uppercase-key", IN({}).replace("username=", "USERNAME="), "expected key=value");
 sref("line-without-equals", IN({}).replace("retrievers=NULL\n", "retrievers\n"), "expected key=value");
 sref("no-csr", `${LINES()}\n`, "PEM certificate request");
-sref("csr-is-certificate", IN({}, "@CERT@"), "PEM certificate request");
-sref("csr-is-private-key", IN({}, "@KEY@"), "PEM certificate request");
+sref("csr-is-certificate", IN({}, "@CERT@"), "PEM certificate request|expected CERTIFICATE REQUEST");
+sref("csr-is-private-key", IN({}, "@KEY@"), "PEM certificate request|expected CERTIFICATE REQUEST");
 sref("two-csrs", IN({}, "@CSR@@CSR@"), "PEM certificate request");
 sref("garbage-after-csr", IN({}, "@CSR@rm -rf /\n"), "PEM certificate request");
 sref("escape-in-username", IN({ username: "evil\x1b]0;owned\x07" }), "control character");

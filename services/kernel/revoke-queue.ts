@@ -1,29 +1,31 @@
-// The revoke queue, spool side: REVOKE_DIR holds rev.<ms>.<random> entries written by root
-// (revoke-cert). Each entry is safe-opened (owner root, regular file, one link, size limit) and
-// parsed strictly. Valid entries are only ever deleted when the kernel says they are done
-// (revokeDone). A refused entry is reported in `rejected` and renamed to bad.<name>, so it is
-// reported once and kept for the operator to inspect.
+// The revoke queue, read by the kernel (root) itself: REVOKE_DIR (root 0700) holds
+// rev.<ms>.<random> entries written by root (revoke-cert). No service can read, forge, suppress
+// or delete them. Each entry is safe-opened (O_NOFOLLOW, fstat: owner root, regular file, one
+// link, size limit) and parsed strictly. Entries are deleted once the signer applied them. A
+// refused entry is renamed to bad.<name>: reported once, kept for the operator to inspect.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describeError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { safeReadFile } from "../common/safe-open.js";
 import { MAX_REVOKE_BYTES, parseRevokeEntry, REVOKE_NAME, REVOKE_REJECTED_PREFIX } from "../common/spool-protocol.js";
+import type { RevocationReason } from "../common/reasons.js";
 
 export interface QueueEntry {
-  queueFile: string;
-  serial: string;
-  reason: string;
-  queuedAt: number;
+  readonly queueFile: string;
+  readonly serial: string;
+  readonly reason: RevocationReason;
+  /** When revoke-cert queued it (informational: the revocation date is the kernel's clock). */
+  readonly queuedAt: number;
 }
 
 export interface QueueScan {
-  entries: QueueEntry[];
-  /** "<name>: <why>" for every refused file */
-  rejected: string[];
+  readonly entries: QueueEntry[];
+  /** "<name>: <why>" for every refused file (already logged) */
+  readonly rejected: string[];
 }
 
-/** Largest number of entries handed over per read (the rest comes with the next SIGUSR1). */
+/** Largest number of entries applied per pass (the rest comes with the next SIGUSR1 or start). */
 export const MAX_QUEUE_ENTRIES = 1000;
 
 export async function readRevokeQueue(dir: string, log: Logger, owner = 0): Promise<QueueScan> {
@@ -56,14 +58,11 @@ export async function readRevokeQueue(dir: string, log: Logger, owner = 0): Prom
   return { entries, rejected };
 }
 
-/** Deletes exactly the named queue files (after the kernel applied them). Names are checked. */
+/** Deletes exactly the named queue entries (after the signer applied them). Names are checked. */
 export async function removeQueueFiles(dir: string, names: readonly string[], log: Logger): Promise<number> {
   let removed = 0;
   for (const name of names) {
-    if (!REVOKE_NAME.test(name)) {
-      log.error("revokeDone names a file that is not a queue entry: ignored", { file: name.slice(0, 80) });
-      continue;
-    }
+    if (!REVOKE_NAME.test(name)) continue;
     try {
       await fs.promises.unlink(path.join(dir, name));
       removed++;
