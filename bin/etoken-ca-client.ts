@@ -257,20 +257,7 @@ class Request {
    */
   abandon(): ResultFile | "abandoned" {
     if (this.finished) return "abandoned";
-    this.finished = true;
-    try {
-      fs.closeSync(fs.openSync(this.marker, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644));
-    } catch {
-      // exists already, or the directory is unusable: the claim below decides
-    }
-    if (this.linked) {
-      try {
-        if (fs.readlinkSync(this.link) === this.id) unlinkQuiet(this.link);
-      } catch {
-        // taken by the spool meanwhile
-      }
-    }
-    unlinkQuiet(this.file);
+    this.withdraw();
     try {
       const fd = fs.openSync(this.result, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       try {
@@ -293,11 +280,16 @@ class Request {
    * certificate the CA signed for us and reports it undelivered (the kernel revokes it).
    */
   refuseResult(): void {
+    this.withdraw();
+  }
+
+  /** Marks the request abandoned (the CA must not sign it), frees the lock if it is still ours. */
+  private withdraw(): void {
     this.finished = true;
     try {
       fs.closeSync(fs.openSync(this.marker, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644));
     } catch {
-      // exists already
+      // exists already, or the directory is unusable: the result name's claim decides
     }
     if (this.linked) {
       try {
