@@ -3,6 +3,7 @@ import t from "tap";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { loadCaCertificate } from "../../services/signer/certificate.js";
 import { buildTrustFiles, subjectHash, subjectHashOld, writeTrustFiles } from "../../services/operator/trust-files.js";
 import { ConfigError } from "../../services/common/errors.js";
@@ -119,4 +120,27 @@ t.test("what the formats cannot express is refused with a message naming it", as
   const quoted = load(makeCa("quoted", "/DC=org/O=O'Brien Ltd/CN=Quote CA"));
   const err = thrown(ConfigError, () => buildTrustFiles(quoted, "/DC=org/CN=%s", [], {}));
   t.match(err.message, /the CA certificate's subject .*contains "'"/);
+});
+
+t.test("grid-proxy-init -verify accepts a subject in DN_FORMAT's namespace and refuses one outside it", async (t) => {
+  const caFile = makeCa("globus", "/DC=org/DC=example/O=Example Grid/CN=Globus Check CA", ["-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+  const out = path.join(dir, "globus-trust");
+  writeTrustFiles(out, buildTrustFiles(load(caFile), "/DC=org/DC=example.org/O=Ex/CN=%s", [], {}));
+  const ext = path.join(dir, "user.ext");
+  fs.writeFileSync(ext, "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature,keyEncipherment\n");
+  const proxy = (name: string, subject: string) => {
+    const key = path.join(dir, `${name}.key`);
+    const cert = path.join(dir, `${name}.pem`);
+    mustOpenssl(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", path.join(dir, `${name}.csr`), "-subj", subject]);
+    mustOpenssl(["x509", "-req", "-in", path.join(dir, `${name}.csr`), "-CA", caFile, "-CAkey", path.join(dir, "globus.key"), "-set_serial", "0x1234", "-days", "1", "-out", cert, "-extfile", ext]);
+    fs.chmodSync(key, 0o600);
+    return spawnSync("grid-proxy-init", ["-cert", cert, "-key", key, "-verify", "-hours", "1", "-out", path.join(dir, `${name}.proxy`)], {
+      env: { PATH: "/usr/bin:/bin", X509_CERT_DIR: out }, encoding: "utf8",
+    });
+  };
+  const inside = proxy("inside", "/DC=org/DC=example.org/O=Ex/CN=alice");
+  t.equal(inside.status, 0, `inside the namespace: ${inside.stderr.trim()}`);
+  t.match(inside.stdout, /Proxy Verify OK/);
+  const outside = proxy("outside", "/DC=org/DC=example.org/O=Other/CN=mallory");
+  t.not(outside.status, 0, "outside the namespace: refused by the signing_policy");
 });
