@@ -22,6 +22,7 @@ server = await startReady(inst);
 
 t.test("READY: OK with perfdata, as user nobody", async (t) => {
   const r = check();
+  t.comment(r.out.trim());
   t.equal(r.code, 0, r.out);
   t.match(r.out, /^ETOKEN-CA OK - READY, token present, CRL #\d+ \| 'issued'=0c;;;0 'failed'=0c;;;0 'rejected'=0c;;;0 'fence_revoked'=0c;;;0 'queue_depth'=0;;;0 'status_age'=\d+s;30;60;0 'crl_age'=\d+s;;;0 'crl_next_update'=\d+s;\d+:;\d+:\n$/);
 });
@@ -30,6 +31,7 @@ t.test("token pulled: CRITICAL, SUSPENDED", async (t) => {
   removeToken(inst.token);
   await waitForState(inst, "SUSPENDED");
   const r = check();
+  t.comment(r.out.trim());
   t.equal(r.code, 2, r.out);
   t.match(r.out, /^ETOKEN-CA CRITICAL - SUSPENDED since .*token absent/);
 });
