@@ -1,6 +1,7 @@
 // The monitor as a real process under its own user (etca-mon), against a real SoftHSM token;
 // the test plays the kernel on fd 3. Removal, re-insertion and replacement of the token are
-// simulated by test/fixtures/softhsm.ts (the token directory leaves / comes back / changes).
+// simulated by test/fixtures/softhsm.ts (the token directory leaves / comes back / changes, or
+// with ETCA_TEST_PKCS11=etoken-sim the eToken-like module reports an empty reader).
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -22,13 +23,13 @@ function startMonitor(token: SoftToken, poll = "100ms"): FakeKernel {
   const text = [
     "DN_FORMAT=/DC=org/DC=example/CN=%s",
     `PKCS11_MODULE=${token.modulePath}`,
-    `PKCS11_ENV=SOFTHSM2_CONF=${token.confPath}`,
+    `PKCS11_ENV="${Object.entries(token.env).map(([k, v]) => `${k}=${v}`).join(" ")}"`,
     `CA_CERT=${token.caCertPath}`,
     `TOKEN_POLL_INTERVAL=${poll}`,
     `MONITOR_USER=${mon.name}`,
     "",
   ].join("\n");
-  const k = spawnService("monitor", mon, parseConfig(text, "test"), { env: { SOFTHSM2_CONF: token.confPath } });
+  const k = spawnService("monitor", mon, parseConfig(text, "test"), { env: token.env });
   t.teardown(() => k.kill());
   return k;
 }

@@ -4,7 +4,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { runClient, countPrompts, createInstallation, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { runClient, countPrompts, createInstallation, pinAgain, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 import { findInMemory } from "../fixtures/memory.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
@@ -34,13 +34,6 @@ const client = (input: string) => runClient(inst, input);
 const request = (name: string) => client(calloutInput({ username: name, passphrase: "pw-irrelevant", csrPem: makeCsr(work, name).csrPem }));
 const indexText = () => fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");
 const events = () => fs.readFileSync(eventLog, "utf8");
-
-async function pinAgain(): Promise<void> {
-  await waitForState(inst, "NEED_PIN", 20_000);
-  await waitFor("a fresh prompt", () => (inst.consoleText().trimEnd().endsWith(":") ? true : undefined), 20_000);
-  await typePin(inst, inst.token.userPin, countPrompts(inst));
-  await waitForState(inst, "READY", 20_000);
-}
 
 t.test("removal while idle suspends, requests fail fast, re-insertion asks for the PIN", async (t) => {
   const ok = await request("before");
@@ -86,7 +79,7 @@ t.test("a replacement token with another key is refused", async (t) => {
   removeToken(other);
   await waitFor("the impostor gone", () => (readStatus(inst)?.token.present === false ? true : undefined), 10_000);
   reinsertToken(inst.token);
-  await pinAgain();
+  await pinAgain(inst);
   t.equal(readStatus(inst)!.token.serial, inst.token.serial);
 });
 
@@ -114,7 +107,7 @@ t.test("presence fence: removal between signature and release revokes and withho
   t.pass("the operator is told");
   const crlBefore = readStatus(inst)!.crl!.number;
   reinsertToken(inst.token);
-  await pinAgain();
+  await pinAgain(inst);
   const st = await waitFor("a new CRL after the PIN", () => {
     const s = readStatus(inst);
     return s && s.crl && s.crl.number > crlBefore ? s : undefined;

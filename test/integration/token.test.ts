@@ -10,6 +10,7 @@ import { TokenError } from "../../services/common/errors.js";
 import { Token } from "../../services/signer/token.js";
 import { mapPkcs11Error } from "../../services/signer/pkcs11-errors.js";
 import { addKey, createSoftToken, reinsertToken, removeToken, replaceToken, slotIdOfToken, type SoftToken } from "../fixtures/softhsm.js";
+import { maybeSimOf } from "../fixtures/etoken-sim.js";
 import { thrown } from "../fixtures/thrown.js";
 
 function key(spec: string): KeyRef {
@@ -137,12 +138,18 @@ t.test("removing the token: sign fails with deviceLost; logout/close do not thro
 
   removeToken(st);
   const lost = tokenError(() => tok.sign(data));
-  // SoftHSM 2.6: C_SignInit -> CKR_OBJECT_HANDLE_INVALID (the key file is gone), then
-  // C_GetTokenInfo -> CKR_GENERAL_ERROR; sign() turns that into device_removed.
   t.equal(lost.deviceLost, true, "deviceLost");
   t.equal(lost.code, "token.device_removed");
-  t.equal(lost.ckr, "CKR_OBJECT_HANDLE_INVALID");
-  t.match(lost.message, /no longer answers \(C_GetTokenInfo: CKR_GENERAL_ERROR\)/);
+  if (maybeSimOf(st)) {
+    // a reader's removal (the eToken-like module): the session answers CKR_DEVICE_REMOVED
+    t.equal(lost.ckr, "CKR_DEVICE_REMOVED");
+    t.match(lost.message, /\(C_Sign\): the token was removed/);
+  } else {
+    // SoftHSM 2.6: C_SignInit -> CKR_OBJECT_HANDLE_INVALID (the key file is gone), then
+    // C_GetTokenInfo -> CKR_GENERAL_ERROR; sign() turns that into device_removed.
+    t.equal(lost.ckr, "CKR_OBJECT_HANDLE_INVALID");
+    t.match(lost.message, /no longer answers \(C_GetTokenInfo: CKR_GENERAL_ERROR\)/);
+  }
   const info = tokenError(() => tok.tokenInfo());
   t.equal(info.deviceLost, true, "tokenInfo() on a removed token is deviceLost too");
 

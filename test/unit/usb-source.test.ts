@@ -50,7 +50,7 @@ const KEY0: KeyRef = { slot: 0, slotId: undefined, id: undefined, label: undefin
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "etca-usb-"));
 t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
 const token = createSoftToken({ dir: path.join(base, "hsm"), label: "usb test" });
-process.env.SOFTHSM2_CONF = token.confPath; // SoftHSM reads it at C_Initialize
+for (const [k, v] of Object.entries(token.env)) process.env[k] = v; // the module reads them at C_Initialize
 const module = loadModule(token.modulePath);
 
 function monitorWith(bus: UsbBus | string): { events: TokenEventPayload[]; m: TokenMonitor } {
