@@ -10,7 +10,7 @@ import { execFileSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { pemDecode } from "../services/common/pem.js";
 import { parseCsr } from "../services/spool/csr.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../services/signer/dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../services/common/dn.js";
 import { CertificateTemplate } from "../services/signer/profile.js";
 import { loadCaCertificate } from "../services/signer/certificate.js";
 import { buildTbsCrl, type CrlEntry } from "../services/signer/crl.js";

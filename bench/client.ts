@@ -39,7 +39,7 @@ function measure(cmd: string, args: string[]): { wall: number; cpu: number } {
 function startup(): void {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-bench-client-"));
   const conf = path.join(dir, "etoken-ca.conf");
-  fs.writeFileSync(conf, `DN_FORMAT=/DC=org/CN=%s\nPKCS11_MODULE=/usr/lib/x.so\nCA_CERT=/etc/x.pem\nSPOOL_DIR=${dir}/spool\n`);
+  fs.writeFileSync(conf, `DN_FORMAT=/DC=org/CN=%s\nCA_OIDS=1.3.6.1.4.1.99999.1.1\nCRL_URLS=URI:http://ca.example.org/crl.der\nPKCS11_MODULE=/usr/lib/x.so\nCA_CERT=/etc/x.pem\nSPOOL_DIR=${dir}/spool\n`);
   const base: { wall: number; cpu: number }[] = [];
   const client: { wall: number; cpu: number }[] = [];
   measure(process.execPath, ["-e", ""]); // warm the page cache

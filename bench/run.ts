@@ -585,7 +585,7 @@ async function fenceRtt(): Promise<number[]> {
   const base = makeBaseDir("etca-bench-fence");
   const mon = ensureUser("etca-mon");
   const tok = createSoftToken({ dir: path.join(base, "hsm"), readerGid: mon.gid });
-  const config = parseConfig(`DN_FORMAT=/CN=%s\nPKCS11_MODULE=${tok.modulePath}\nCA_CERT=${tok.caCertPath}\nMONITOR_USER=etca-mon\nTOKEN_POLL_INTERVAL=1h\n`, "bench");
+  const config = parseConfig(`DN_FORMAT=/CN=%s\nCA_OIDS=1.3.6.1.4.1.99999.1.1\nCRL_URLS=URI:http://ca.example.org/crl.der\nPKCS11_MODULE=${tok.modulePath}\nCA_CERT=${tok.caCertPath}\nMONITOR_USER=etca-mon\nTOKEN_POLL_INTERVAL=1h\n`, "bench");
   const child = spawn(process.execPath, [fileURLToPath(new URL("../services/common/start.js", import.meta.url)), "monitor"], {
     uid: mon.uid,
     gid: mon.gid,

@@ -8,6 +8,7 @@
 // MyProxy forks one per logon, so start-up is most of its cost. It is built as CommonJS on its
 // own (tsconfig.client.json -> dist/client/): Node's ESM loader alone costs ~15 ms here. It
 // imports no protobuf, no logger and no native addon on the normal path (see disableCoreDumps).
+import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";

@@ -1,4 +1,5 @@
 // etoken-ca-server: the root kernel. Thin: all behaviour lives in services/kernel.
+import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import { runCli } from "../services/common/cli.js";
 import { startServer } from "../services/kernel/main.js";
 

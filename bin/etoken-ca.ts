@@ -1,5 +1,6 @@
 // etoken-ca: operator commands (status, check-db, check, trust-files); run as check_etoken_ca
 // (a symlink) it is the monitoring probe.
+import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import * as path from "node:path";
 import { runCli } from "../services/common/cli.js";
 import { runOperatorCommand } from "../services/kernel/operator.js";

@@ -7,6 +7,7 @@
 // SPOOL_USER's group, 0640), then sends SIGUSR1 to etoken-ca-server, which has the spool
 // read the queue, the signer revoke, and a new CRL made. Without a running server the entry stays
 // queued for the next start.
+import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import { randomBytes, X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";

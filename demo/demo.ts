@@ -21,9 +21,12 @@ const DEMO_PIN = "demo-only-1234";
 const DEMO_USER = "alice email=alice@example.org";
 const DEMO_PASSWORD = "demo-password";
 const DEMO_DN_FORMAT = "/DC=org/DC=example/O=etoken-ca demo/CN=%s";
+/** The second run: %s between RDNs, the user name is a DN suffix (the original etoken-ca's convention). */
+const DEMO_SUFFIX_DN_FORMAT = "/DC=org/DC=example%s";
+const DEMO_SUFFIX_USER = "/O=etoken-ca demo/CN=Jane Doe email=jane@example.org";
 const DEMO_CA_SUBJECT = "/DC=org/DC=example/CN=etoken-ca DEMO CA (not for real use)";
 const DEMO_POLICY_OID = "1.3.6.1.4.1.99999.1.1";
-const DEMO_CRL_URL = "http://localhost/etoken-ca-demo/crl.pem";
+const DEMO_CRL_URL = "http://localhost/etoken-ca-demo/crl.der"; // a CRL behind http is DER (RFC 5280 4.2.1.13)
 
 const args = process.argv.slice(2);
 const KEEP = args.includes("--keep");
@@ -66,6 +69,8 @@ interface Running {
 }
 const running: Running = {};
 let cleaningUp = false;
+/** The server is being restarted on purpose (a new DN_FORMAT): its exit is expected. */
+let restarting = false;
 
 async function cleanup(): Promise<void> {
   if (cleaningUp) return;
@@ -152,9 +157,9 @@ function relayConsole(inst: Installation): void {
   });
 }
 
-async function enterPin(inst: Installation): Promise<void> {
+async function enterPin(inst: Installation, prompt = 1): Promise<void> {
   await waitForState(inst, "NEED_PIN", 60_000);
-  await waitFor("the PIN prompt", () => inst.consoleText().includes("PIN for CA token"), 30_000);
+  await waitFor("the PIN prompt", () => inst.consoleText().split("PIN for CA token").length > prompt, 30_000);
   if (!INTERACTIVE) {
     say(bold(`   DEMO ONLY: typing the demo PIN "${DEMO_PIN}" into the console pseudo-terminal.`));
     say(`   (A real CA's PIN is typed by a person on the console (CONSOLE, e.g. /dev/tty8) and is stored nowhere;`);
@@ -210,50 +215,83 @@ async function main(): Promise<void> {
 
   step("2. etoken-ca-server (root) starts its services and asks for the PIN on its console");
   relayConsole(inst);
+  const logFile = await startCa(inst, 1);
+  const st = readStatus(inst)!;
+  say(`   state ${st.state}; services: ${st.services.map((s) => `${s.name} as ${s.user} (pid ${s.pid})`).join(", ")}`);
+  await afterStart(inst, logFile);
+}
+
+/** Starts etoken-ca-server, relays its log to logFile, types the PIN at its `prompt`th prompt. */
+async function startCa(inst: Installation, prompt: number): Promise<string> {
   const server = startServer(inst);
   running.server = server;
   const logFile = path.join(inst.dir, "server.log");
-  running.logStream = fs.createWriteStream(logFile, { mode: 0o600 });
+  running.logStream?.end();
+  running.logStream = fs.createWriteStream(logFile, { mode: 0o600, flags: "a" });
   for (const l of server.logs()) running.logStream.write(`${l}\n`);
   server.proc.stdout?.on("data", (d: Buffer) => running.logStream?.write(d));
   server.proc.stderr?.on("data", (d: Buffer) => running.logStream?.write(d));
   void server.exited.then(({ code, signal }) => {
-    if (!cleaningUp) {
+    if (!cleaningUp && !restarting) {
       say(`\netoken-ca-server exited unexpectedly (code ${code}, signal ${signal}); its log: ${logFile}`);
       void cleanup().then(() => process.exit(1));
     }
   });
   say(`   pid ${server.pid}, log (JSON lines): ${logFile}`);
-  await enterPin(inst);
-  const st = readStatus(inst)!;
-  say(`   state ${st.state}; services: ${st.services.map((s) => `${s.name} as ${s.user} (pid ${s.pid})`).join(", ")}`);
+  await enterPin(inst, prompt);
+  return logFile;
+}
+
+/** Logs on through MyProxy as `user` and shows the certificate; returns its file. */
+async function logonAndShow(mp: MyProxyServer, user: string, work: string, name: string, logFile: string): Promise<string> {
+  const credFile = path.join(work, `${name}-credential.pem`);
+  say(`   $ echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${user}' -S -t 8 -o ${credFile}`);
+  const r = await myproxyLogon({ server: mp, username: user, password: DEMO_PASSWORD, hours: 8, outPath: credFile, trustDir: mp.trustDir });
+  if (r.stdout.trim() || r.stderr.trim()) say(indent(`${r.stdout}${r.stderr}`));
+  if (r.code !== 0) throw new Error(`myproxy-logon failed (exit ${r.code}); the CA's log is ${logFile}`);
+  const certFile = path.join(work, `${name}-cert.pem`);
+  show(["openssl", "x509", "-in", credFile, "-out", certFile]);
+  show(["openssl", "x509", "-in", certFile, "-noout", "-subject", "-issuer", "-serial", "-dates", "-ext", "subjectAltName,basicConstraints,keyUsage,extendedKeyUsage,certificatePolicies,crlDistributionPoints", "-nameopt", "compat"]);
+  show(["openssl", "verify", "-x509_strict", "-CAfile", inst().token.caCertPath, certFile]);
+  return certFile;
+}
+
+function inst(): Installation {
+  return running.inst!;
+}
+
+async function afterStart(inst: Installation, logFile: string): Promise<void> {
 
   step("3. MyProxy server in CA mode on 127.0.0.1, certificate_issuer_program = etoken-ca-client");
   const mpDir = path.join(inst.dir, "myproxy");
   fs.mkdirSync(mpDir, { mode: 0o755 });
   const issuer = writeIssuerWrapper(path.join(mpDir, "etoken-ca-issuer"), [process.execPath, BIN.client, "--config", inst.configPath]);
-  const mp = await startMyProxy({ dir: mpDir, issuerProgram: issuer, maxCertLifetimeHours: 12, users: [{ name: DEMO_USER, password: DEMO_PASSWORD }] });
+  const mp = await startMyProxy({ dir: mpDir, issuerProgram: issuer, maxCertLifetimeHours: 12, users: [{ name: DEMO_USER, password: DEMO_PASSWORD }, { name: DEMO_SUFFIX_USER, password: DEMO_PASSWORD }] });
   running.mp = mp;
   addTrustedCa(mp.trustDir, inst.token.caCertPath, "/DC=org/DC=example");
   say(`   myproxy-server pid ${mp.pid} as ${MYPROXY_USER}, port ${mp.port}, config ${mp.configPath}`);
   say(`   issuer program ${issuer}:`);
   say(indent(fs.readFileSync(issuer, "utf8"), "      "));
   say(`   trust directory (X509_CERT_DIR) ${mp.trustDir}: the host's CA and ours, each with a signing_policy`);
-  say(`   demo MyProxy account: "${DEMO_USER}" / "${DEMO_PASSWORD}" (checked by a PAM service of the demo's own)`);
+  say(`   demo MyProxy accounts: "${DEMO_USER}" and "${DEMO_SUFFIX_USER}", password "${DEMO_PASSWORD}" (checked by a PAM service of the demo's own)`);
 
-  step("4. myproxy-logon fetches a certificate");
+  step(`4. myproxy-logon fetches a certificate (DN_FORMAT=${DEMO_DN_FORMAT}: the user name is the CN value)`);
   const work = path.join(inst.dir, "user");
   fs.mkdirSync(work, { mode: 0o700 });
-  const credFile = path.join(work, "credential.pem");
-  say(`   $ echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_USER}' -S -t 8 -o ${credFile}`);
-  const r = await myproxyLogon({ server: mp, username: DEMO_USER, password: DEMO_PASSWORD, hours: 8, outPath: credFile, trustDir: mp.trustDir });
-  if (r.stdout.trim() || r.stderr.trim()) say(indent(`${r.stdout}${r.stderr}`));
-  if (r.code !== 0) throw new Error(`myproxy-logon failed (exit ${r.code}); the CA's log is ${logFile}`);
-  const certFile = path.join(work, "cert.pem");
-  show(["openssl", "x509", "-in", credFile, "-out", certFile]);
-  show(["openssl", "x509", "-in", certFile, "-noout", "-subject", "-issuer", "-serial", "-dates", "-ext", "subjectAltName,basicConstraints,keyUsage,extendedKeyUsage,certificatePolicies,crlDistributionPoints", "-nameopt", "compat"]);
-  show(["openssl", "verify", "-x509_strict", "-CAfile", inst.token.caCertPath, certFile]);
+  const certFile = await logonAndShow(mp, DEMO_USER, work, "alice", logFile);
   say("   (the credential file also holds the private key myproxy-logon made; the key never left this side)");
+
+  step(`4b. DN_FORMAT=${DEMO_SUFFIX_DN_FORMAT}: the user name is a DN suffix (the original etoken-ca's convention)`);
+  say("   %s stands between RDNs, so the user name brings its own RDNs (of USERNAME_RDN_TYPES: DC, O, OU, CN).");
+  say("   A new configuration needs a restart of etoken-ca-server, and so the PIN again.");
+  restarting = true;
+  await running.server!.stop();
+  const text = fs.readFileSync(inst.configPath, "utf8").split("\n").map((l) => (l.startsWith("DN_FORMAT=") ? `DN_FORMAT='${DEMO_SUFFIX_DN_FORMAT}'` : l)).join("\n");
+  fs.writeFileSync(inst.configPath, text);
+  show(["grep", "^DN_FORMAT=", inst.configPath]);
+  await startCa(inst, 2);
+  restarting = false;
+  await logonAndShow(mp, DEMO_SUFFIX_USER, work, "jane", logFile);
 
   step("5. The operator revokes it (root): revoke-cert queues it and signals the server, which makes a new CRL");
   const crlBefore = readStatus(inst)?.crl?.number ?? 0;
@@ -271,7 +309,7 @@ async function main(): Promise<void> {
     step("Left running (--keep)");
     say(`   configuration:  ${inst.configPath}`);
     say(`   status:         bin/etoken-ca status --config ${inst.configPath}`);
-    say(`   another logon:  echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_USER}' -S -o /tmp/cred.pem`);
+    say(`   another logon:  echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_SUFFIX_USER}' -S -o /tmp/cred.pem`);
     say(`   revoke:         bin/revoke-cert --config ${inst.configPath} --cert FILE`);
     say(`   CA log:         ${logFile}`);
     const parked = path.join(inst.dir, "token/parked");

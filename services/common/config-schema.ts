@@ -4,7 +4,7 @@
 export type ValueKind =
   | "string" | "dnFormat" | "path" | "optionalPath" | "duration" | "integer" | "bool"
   | "oidList" | "uriList" | "usbDevice" | "keySpec" | "envList" | "user" | "logLevel"
-  | "backend" | "emailList" | "smtpUrl" | "reason";
+  | "backend" | "emailList" | "smtpUrl" | "reason" | "rdnTypes";
 
 export interface KeySpec {
   readonly kind: ValueKind;
@@ -16,9 +16,10 @@ export interface KeySpec {
 
 export const CONFIG_SCHEMA = {
   // seed
-  DN_FORMAT: { kind: "dnFormat", default: undefined, section: "seed", doc: "Subject DN in slash form with one %s for the MyProxy username, e.g. /DC=org/DC=example/CN=%s" },
-  CA_OIDS: { kind: "oidList", default: "", section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies)" },
-  CRL_URLS: { kind: "uriList", default: "", section: "seed", doc: "Comma-separated URI:... CRL distribution points" },
+  DN_FORMAT: { kind: "dnFormat", default: undefined, section: "seed", doc: "Subject DN in slash form with one %s for the MyProxy username. %s inside a value (/DC=org/DC=example/CN=%s): the username is that value. %s where RDNs can stand (/DC=org/DC=example%s, or %s alone): the username is a DN suffix such as /O=Example/CN=Jane Doe, inserted there" },
+  USERNAME_RDN_TYPES: { kind: "rdnTypes", default: "DC,O,OU,CN", section: "seed", doc: "Comma-separated attribute types a DN-suffix username (DN_FORMAT with %s between RDNs) may bring; a username with any other type is refused" },
+  CA_OIDS: { kind: "oidList", default: undefined, section: "seed", doc: "Comma-separated certificate policy OIDs (certificatePolicies); at least one" },
+  CRL_URLS: { kind: "uriList", default: undefined, section: "seed", doc: "Comma-separated URI:http://... CRL distribution points where the DER CRL is published (RFC 5280 4.2.1.13); at least one; https is warned about, other schemes are refused" },
   USB_DEVICE: { kind: "usbDevice", default: "", section: "seed", doc: "vendor:product of the token as lsusb prints it (hex); empty disables USB hot-plug" },
   KEY: { kind: "keySpec", default: "0:", section: "seed", doc: "CA key on the token: SLOT:ID (SLOT counts the initialised tokens from 0, hex key id; '0:' = first token, first private key) or an RFC 7512 pkcs11: URI (token=, serial=, slot-id= = the PKCS#11 slot ID, id=, object=)" },
   // token
@@ -42,18 +43,17 @@ export const CONFIG_SCHEMA = {
   CONSOLE: { kind: "path", default: "/dev/tty8", section: "console", doc: "Console device the PIN is read from (a Linux virtual terminal)" },
   CONSOLE_ALLOW_PTY: { kind: "bool", default: "no", section: "console", doc: "Accept a pseudo-terminal as CONSOLE (tests and the demo only)" },
   // issuing
-  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest certificate lifetime the CA issues (seconds, or with s/m/h/d)" },
+  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest validity (notAfter - notBefore, the 5-minute backdating of notBefore included) of a certificate (seconds, or with s/m/h/d); above 13 months is refused, above 1000000 s (the IGTF ceiling for short-lived credentials) warned" },
   MIN_KEY_BITS: { kind: "integer", default: "2048", section: "issuing", doc: "Smallest RSA modulus accepted in a request" },
   CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it" },
   FENCE_REVOKE_REASON: { kind: "reason", default: "unspecified", section: "issuing", doc: "Revocation reason for certificates signed while the token was being removed" },
   UNDELIVERED_REVOKE_REASON: { kind: "reason", default: "cessationOfOperation", section: "issuing", doc: "Revocation reason for certificates signed but never handed to their client (client gave up, a process died)" },
   // CRLs
-  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL" },
-  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is made when less than this remains before nextUpdate" },
-  CRL_WARN_BEFORE: { kind: "duration", default: "3d", section: "crl", doc: "Warn the operator when the CRL expires within this and no PIN is available" },
+  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL; above 30 days is warned" },
+  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour" },
   // hooks and mail
   NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
-  POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the CRL's path as argument" },
+  POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the numbered DER file (CRL_DIR/crl-NNNNNN.der) as argument and CRL_URLS in ETOKEN_CRL_URLS" },
   HOOK_TIMEOUT: { kind: "duration", default: "30", section: "notify", doc: "A hook still running after this is killed and reported" },
   NOTIFY_EMAIL: { kind: "emailList", default: "", section: "notify", doc: "Comma-separated operator addresses; empty disables e-mail" },
   NOTIFY_FROM: { kind: "string", default: "etoken-ca@localhost", section: "notify", doc: "Sender address of notification e-mail" },
@@ -68,6 +68,9 @@ export const CONFIG_SCHEMA = {
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;
+
+/** notBefore = issuing time - this: the certificate profile's allowance for clients' clock skew. */
+export const BACKDATE_SECONDS = 300;
 
 export interface UsbId { vendor: number; product: number }
 /**
@@ -104,6 +107,7 @@ export interface KindValue {
   emailList: string[];
   smtpUrl: string;
   reason: string;
+  rdnTypes: string[];
 }
 
 export type Config = { readonly [K in ConfigKey]: KindValue[(typeof CONFIG_SCHEMA)[K]["kind"]] } & {

@@ -1,8 +1,10 @@
 // The one configuration loader: shell KEY=value syntax, parsed and never executed.
+import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
-import { CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
-import { isRevocationReason, REVOCATION_REASONS } from "./reasons.js";
+import { BACKDATE_SECONDS, CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
+import { compileDnFormat, parseUsernameRdnTypes } from "./dn.js";
+import { isRevocationReason, reasonProblem } from "./reasons.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/sysconfig/etoken-ca";
 const MAX_CONFIG_BYTES = 256 * 1024;
@@ -77,9 +79,11 @@ const OID = /^[0-2](\.(0|[1-9][0-9]{0,9}))+$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}\$?$/;
 const EMAIL = /^[A-Za-z0-9.!#%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "NODE_OPTIONS", "PATH", "HOME", "USER"]);
+/** Also refused: every NODE_* (Node reads them; NODE_OPTIONS=--inspect would open a debugger). */
+const FORBIDDEN_ENV = new Set(["LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER"]);
 
-type Parser<K extends ValueKind> = (v: string, bad: Bad) => KindValue[K];
+type Parser<K extends ValueKind> = (v: string, bad: Bad, refuse: Bad) => KindValue[K];
+/** `KEY="value": expected <what>` */
 type Bad = (expected: string) => never;
 
 export function parseKeySpec(v: string, bad: Bad): KeyRef {
@@ -130,14 +134,11 @@ function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
   return ref;
 }
 
-const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
+/** `refuse` reports a broken rule as `KEY="value": <rule>` (for rules that do not read as "expected ..."). */
+const PARSERS: { [K in ValueKind]: (v: string, bad: Bad, refuse: Bad) => KindValue[K] } = {
   string: (v) => v,
-  dnFormat: (v, bad) => {
-    if (!v.startsWith("/")) bad("a slash-form DN starting with '/', e.g. /DC=org/DC=example/CN=%s");
-    const count = v.split("%s").length - 1;
-    if (count !== 1) bad("exactly one %s (the username) in the DN format");
-    if (/%[^s]/.test(v.replace(/%s/g, ""))) bad("no % other than the one %s");
-    if (/[\x00-\x1f\x7f]/.test(v)) bad("no control characters in the DN format");
+  dnFormat: (v, _bad, refuse) => {
+    compileDnFormat(v, undefined, refuse);
     return v;
   },
   path: (v, bad) => {
@@ -145,7 +146,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
     if (v.includes("\0")) bad("a path without NUL");
     return v;
   },
-  optionalPath: (v, bad) => (v === "" ? "" : PARSERS.path(v, bad)),
+  optionalPath: (v, bad) => (v === "" ? "" : PARSERS.path(v, bad, bad)),
   duration: (v, bad) => {
     const m = /^([0-9]{1,12})(ms|s|m|h|d)?$/.exec(v);
     if (!m) bad("a duration: a whole number of seconds, or with a unit ms, s, m, h or d (e.g. 43200, 12h, 500ms)");
@@ -163,11 +164,11 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
     if (["no", "false", "0", "off", ""].includes(l)) return false;
     return bad("yes or no");
   },
-  oidList: (v, bad) => splitList(v).map((o) => (OID.test(o) ? o : bad(`comma-separated dotted OIDs (bad: ${JSON.stringify(o)})`))),
+  oidList: (v, bad) => nonEmpty(splitList(v), bad, "at least one dotted OID").map((o) => (OID.test(o) ? o : bad(`comma-separated dotted OIDs (bad: ${JSON.stringify(o)})`))),
   uriList: (v, bad) =>
-    splitList(v).map((u) => {
-      const m = /^URI:([a-z][a-z0-9+.-]*:\/\/[\x21-\x7e]+)$/i.exec(u);
-      if (!m) bad(`comma-separated URI:scheme://... entries (bad: ${JSON.stringify(u)})`);
+    nonEmpty(splitList(v), bad, "at least one URI:http://... entry").map((u) => {
+      const m = /^URI:(https?:\/\/[\x21-\x7e]+)$/.exec(u);
+      if (!m) bad(`comma-separated URI:http://... entries: relying parties fetch a CRL distribution point over http (RFC 5280 4.2.1.13) (bad: ${JSON.stringify(u)})`);
       return m![1]!;
     }),
   usbDevice: (v, bad) => {
@@ -183,7 +184,7 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
       const eq = pair.indexOf("=");
       const name = pair.slice(0, eq);
       if (eq <= 0 || !ENV_NAME.test(name)) bad(`space-separated NAME=value pairs (bad: ${JSON.stringify(pair)})`);
-      if (FORBIDDEN_ENV.has(name)) bad(`no ${name} (it would change how the services run)`);
+      if (FORBIDDEN_ENV.has(name) || name.startsWith("NODE_")) bad(`no ${name} (it would change how the services run)`);
       out[name] = pair.slice(eq + 1);
     }
     return out;
@@ -205,8 +206,14 @@ const PARSERS: { [K in ValueKind]: (v: string, bad: Bad) => KindValue[K] } = {
     if (u.protocol !== "smtp:" && u.protocol !== "smtps:") bad("an smtp:// or smtps:// URL");
     return v;
   },
-  reason: (v, bad) => (isRevocationReason(v) ? v : bad(`a revocation reason openssl ca knows (${Object.keys(REVOCATION_REASONS).join(", ")})`)),
+  reason: (v, _bad, refuse) => (isRevocationReason(v) ? v : refuse(reasonProblem(v))),
+  rdnTypes: (v, bad) => parseUsernameRdnTypes(splitList(v), (m) => bad(`attribute types a username may bring: ${m}`)),
 };
+
+function nonEmpty(list: string[], bad: Bad, expected: string): string[] {
+  if (list.length === 0) bad(expected);
+  return list;
+}
 
 function splitList(v: string): string[] {
   return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
@@ -242,14 +249,17 @@ export function parseConfig(text: string, file: string): Config {
 
 function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
   const spec = CONFIG_SCHEMA[key];
-  const bad: Bad = (expected) => {
-    throw new ConfigError("bad_value", `${key}=${JSON.stringify(value.length > 80 ? value.slice(0, 80) + "..." : value)}: expected ${expected}`, {
+  const refuse: Bad = (rule) => {
+    // a URL that is not one may still hold credentials: SMTP_URL is never quoted
+    const shown = spec.kind === "smtpUrl" ? "" : `=${JSON.stringify(redactCredentials(value.length > 80 ? value.slice(0, 80) + "..." : value))}`;
+    throw new ConfigError("bad_value", `${key}${shown}: ${rule}`, {
       file,
       line: line || undefined,
       key,
     });
   };
-  return (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad);
+  const bad: Bad = (expected) => refuse(`expected ${expected}`);
+  return (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad, refuse);
 }
 
 function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
@@ -267,6 +277,13 @@ function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
       throw new ConfigError("root_user", `${users[i]} may not be root`, { file, line: seen.get(users[i]!) });
     }
   }
+  const lifetime = `MAX_LIFETIME=${formatDuration(c.MAX_LIFETIME)}`;
+  if (c.MAX_LIFETIME > MAX_LIFETIME_LIMIT_MS) {
+    throw new ConfigError("bad_value", `${lifetime}: longer than 13 months (395 days), the longest an IGTF end-entity certificate may live`, { file, line: seen.get("MAX_LIFETIME"), key: "MAX_LIFETIME" });
+  }
+  if (c.MAX_LIFETIME <= BACKDATE_SECONDS * 1000) {
+    throw new ConfigError("bad_value", `${lifetime}: must be longer than the ${BACKDATE_SECONDS / 60}-minute backdating of notBefore, which it includes`, { file, line: seen.get("MAX_LIFETIME"), key: "MAX_LIFETIME" });
+  }
   if (c.CRL_REISSUE_BEFORE >= c.CRL_LIFETIME) {
     throw new ConfigError("bad_value", `CRL_REISSUE_BEFORE must be shorter than CRL_LIFETIME`, { file, line: seen.get("CRL_REISSUE_BEFORE") });
   }
@@ -282,6 +299,33 @@ function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
       }
     }
   }
+}
+
+/** 13 months: the IGTF limit for any end-entity certificate. */
+const MAX_LIFETIME_LIMIT_MS = 395 * 86_400_000;
+/** The IGTF ceiling for short-lived credentials (1,000,000 s, about 11.6 days). */
+const SHORT_LIVED_MS = 1_000_000_000;
+const CRL_LIFETIME_WARN_MS = 30 * 86_400_000;
+
+/** A duration as the configuration could say it (whole seconds, or ms). */
+function formatDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/** Rules a configuration may break with a warning only: [key, broken?, rule]. */
+const WARNINGS: readonly [ConfigKey, (c: Config) => boolean, string][] = [
+  ["MAX_LIFETIME", (c) => c.MAX_LIFETIME > SHORT_LIVED_MS, "above 1000000 s, the IGTF ceiling for short-lived credentials"],
+  ["CRL_URLS", (c) => c.CRL_URLS.some((u) => u.startsWith("https:")), "https distribution points are not followed by every relying party (RFC 5280 4.2.1.13 asks for http)"],
+  ["CRL_LIFETIME", (c) => c.CRL_LIFETIME > CRL_LIFETIME_WARN_MS, "above 30 days: relying parties would keep trusting revoked certificates for that long after a CRL could not be renewed"],
+];
+
+/** One line per warning: the file, the key, its value, the rule. */
+export function configWarnings(c: Config): string[] {
+  return WARNINGS.filter(([, broken]) => broken(c)).map(([key, , rule]) => {
+    const v = c[key];
+    const shown = typeof v === "number" ? formatDuration(v) : Array.isArray(v) ? v.map((u) => `URI:${u}`).join(",") : String(v);
+    return `${c.sourceFile}: ${key}=${JSON.stringify(shown)}: ${rule}`;
+  });
 }
 
 /** Reads and parses the configuration file; every failure is a ConfigError naming the file. */

@@ -465,17 +465,26 @@ export function decodeSmallInt(t: Tlv, what: string, fail: ErrorFactory): number
   return m.readUIntBE(0, m.length);
 }
 
+/**
+ * Longest OBJECT IDENTIFIER content read (in bytes): every OID X.509 uses is far shorter; an
+ * unbounded one costs quadratic time to decode and ends up in messages.
+ */
+export const MAX_OID_BYTES = 64;
+/** Longest arc (in bytes): 19 bytes hold the 128-bit UUID arcs of 2.25.* OIDs. */
+export const MAX_OID_ARC_BYTES = 19;
+
 export function decodeOid(t: Tlv, what: string, fail: ErrorFactory): string {
   expectTag(t, TAG.OID, what, fail);
   const v = t.value;
   if (v.length === 0) throw fail(`${what}: empty OBJECT IDENTIFIER`);
+  if (v.length > MAX_OID_BYTES) throw fail(`${what}: OBJECT IDENTIFIER of ${v.length} bytes is longer than the limit of ${MAX_OID_BYTES}`);
   const arcs: string[] = [];
   let acc = 0n;
-  let started = false;
+  let arcBytes = 0;
   for (let i = 0; i < v.length; i++) {
     const b = v[i]!;
-    if (!started && b === 0x80) throw fail(`${what}: non-minimal OBJECT IDENTIFIER`);
-    started = true;
+    if (arcBytes === 0 && b === 0x80) throw fail(`${what}: non-minimal OBJECT IDENTIFIER`);
+    if (++arcBytes > MAX_OID_ARC_BYTES) throw fail(`${what}: OBJECT IDENTIFIER arc longer than ${MAX_OID_ARC_BYTES} bytes`);
     acc = (acc << 7n) | BigInt(b & 0x7f);
     if (!(b & 0x80)) {
       if (arcs.length === 0) {
@@ -483,10 +492,10 @@ export function decodeOid(t: Tlv, what: string, fail: ErrorFactory): string {
         arcs.push(first.toString(), (acc - first * 40n).toString());
       } else arcs.push(acc.toString());
       acc = 0n;
-      started = false;
+      arcBytes = 0;
     }
   }
-  if (started) throw fail(`${what}: truncated OBJECT IDENTIFIER`);
+  if (arcBytes > 0) throw fail(`${what}: truncated OBJECT IDENTIFIER`);
   return arcs.join(".");
 }
 
@@ -505,6 +514,11 @@ export function decodeBoolean(t: Tlv, what: string, fail: ErrorFactory): boolean
   return t.buf[t.valueStart] === 0xff;
 }
 
+/** A value from the input for a message: quoted, and cut short. */
+function quoted(s: string, max = 40): string {
+  return JSON.stringify(s.length > max ? `${s.slice(0, max)}...` : s);
+}
+
 /** UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280 requires. */
 export function decodeTime(t: Tlv, what: string, fail: ErrorFactory): Date {
   const s = t.value.toString("latin1");
@@ -512,17 +526,17 @@ export function decodeTime(t: Tlv, what: string, fail: ErrorFactory): Date {
   let year: number;
   if (t.tag === TAG.UTC_TIME) {
     m = /^([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})Z$/.exec(s);
-    if (!m) throw fail(`${what}: UTCTime ${JSON.stringify(s)} is not YYMMDDHHMMSSZ`);
+    if (!m) throw fail(`${what}: UTCTime ${quoted(s)} is not YYMMDDHHMMSSZ`);
     const yy = Number(m[1]);
     year = yy < 50 ? 2000 + yy : 1900 + yy;
   } else if (t.tag === TAG.GENERALIZED_TIME) {
     m = /^([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})Z$/.exec(s);
-    if (!m) throw fail(`${what}: GeneralizedTime ${JSON.stringify(s)} is not YYYYMMDDHHMMSSZ`);
+    if (!m) throw fail(`${what}: GeneralizedTime ${quoted(s)} is not YYYYMMDDHHMMSSZ`);
     year = Number(m[1]);
   } else throw fail(`${what}: expected UTCTime or GeneralizedTime`);
   const [mo, d, h, mi, se] = [2, 3, 4, 5, 6].map((i) => Number(m![i]));
   const ms = Date.UTC(year, mo! - 1, d, h, mi, se);
   const back = new Date(ms);
-  if (back.getUTCMonth() !== mo! - 1 || back.getUTCDate() !== d || h! > 23 || mi! > 59 || se! > 59) throw fail(`${what}: ${JSON.stringify(s)} is not a valid time`);
+  if (back.getUTCMonth() !== mo! - 1 || back.getUTCDate() !== d || h! > 23 || mi! > 59 || se! > 59) throw fail(`${what}: ${quoted(s)} is not a valid time`);
   return back;
 }

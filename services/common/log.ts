@@ -1,5 +1,10 @@
 // The one logger: JSON lines on stderr, levels, and a guard that refuses to print anything
-// that looks like a secret (a field named like a PIN or passphrase, or a raw Buffer).
+// that looks like a secret (a field named like a PIN or passphrase, or a raw Buffer). Values
+// come from clients (usernames, CSR contents): every line is plain ASCII-safe text on one line
+// (control, bidi, line-separator and invisible format characters escaped as \uXXXX, which
+// JSON readers decode back), URL credentials are redacted, and long strings are cut short.
+
+import { redactCredentials } from "./redact.js";
 
 export const LOG_LEVELS = ["debug", "info", "notice", "warning", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -34,6 +39,30 @@ export function setLogSink(s: LogSink): void {
   sink = s;
 }
 
+/** Longest string value written (messages and fields); the rest is counted, not written. */
+export const MAX_LOG_VALUE_CHARS = 1000;
+
+/**
+ * C0 and C1 controls, DEL, U+2028/2029 and format characters (bidi embeddings, overrides and
+ * isolates, zero-width characters, BOM, tags): terminals and viewers act on them.
+ */
+const UNSAFE_IN_LOG = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+
+function escapeUnsafe(json: string): string {
+  // JSON text outside strings is ASCII, so every match is inside a string, where \uXXXX is valid
+  return json.replace(UNSAFE_IN_LOG, (c) => {
+    let out = "";
+    for (let i = 0; i < c.length; i++) out += `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`;
+    return out;
+  });
+}
+
+/** A string as written: URL credentials redacted, cut at MAX_LOG_VALUE_CHARS. */
+function cut(s: string): string {
+  const r = redactCredentials(s);
+  return r.length > MAX_LOG_VALUE_CHARS ? `${r.slice(0, MAX_LOG_VALUE_CHARS)}... (${r.length - MAX_LOG_VALUE_CHARS} more characters)` : r;
+}
+
 function sanitize(fields: LogFields | undefined): LogFields {
   const out: LogFields = {};
   if (!fields) return out;
@@ -43,7 +72,9 @@ function sanitize(fields: LogFields | undefined): LogFields {
     } else if (Buffer.isBuffer(v) || v instanceof Uint8Array) {
       out[k] = `[refused: ${v.length} raw bytes]`;
     } else if (v instanceof Error) {
-      out[k] = v.message;
+      out[k] = cut(v.message);
+    } else if (typeof v === "string") {
+      out[k] = cut(v);
     } else if (typeof v === "bigint") {
       out[k] = v.toString();
     } else {
@@ -56,8 +87,8 @@ function sanitize(fields: LogFields | undefined): LogFields {
 export function createLogger(component: string): Logger {
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
     if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(globalLevel)) return;
-    const record = { ts: new Date().toISOString(), level, svc: component, pid: process.pid, msg, ...sanitize(fields) };
-    sink.write(JSON.stringify(record) + "\n");
+    const record = { ts: new Date().toISOString(), level, svc: component, pid: process.pid, msg: cut(msg), ...sanitize(fields) };
+    sink.write(escapeUnsafe(JSON.stringify(record)) + "\n");
   };
   return {
     debug: (m, f) => emit("debug", m, f),

@@ -4,7 +4,10 @@
 // openssl tools (and SIGNER_BACKEND=openssl) keep working on it, and `openssl ca -gencrl`
 // refuses an index.txt holding any other name ("invalid reason code"). RFC 5280's
 // privilegeWithdrawn (9) and AACompromise (10) are therefore not accepted for new revocations;
-// lines that already hold them are still read (INDEX_ONLY_REASONS).
+// lines that already hold them are still read (INDEX_ONLY_REASONS). removeFromCRL (8) is refused
+// too: it only means something in a delta CRL (RFC 5280 §5.3.1) and this CA issues full CRLs
+// only, where relying parties disagree on it (OpenSSL treats the entry as not revoked, Globus
+// as revoked).
 export const REVOCATION_REASONS = {
   unspecified: 0,
   keyCompromise: 1,
@@ -13,13 +16,13 @@ export const REVOCATION_REASONS = {
   superseded: 4,
   cessationOfOperation: 5,
   certificateHold: 6,
-  removeFromCRL: 8,
 } as const;
 
 export type RevocationReason = keyof typeof REVOCATION_REASONS;
 
 /** RFC 5280 reasons read from an existing index.txt but never written (see above). */
 export const INDEX_ONLY_REASONS = {
+  removeFromCRL: 8,
   privilegeWithdrawn: 9,
   AACompromise: 10,
 } as const;
@@ -30,6 +33,7 @@ export function isRevocationReason(s: string): s is RevocationReason {
 
 /** Why a reason name is refused, for one-line messages. */
 export function reasonProblem(s: string): string {
+  if (s === "removeFromCRL") return "removeFromCRL is only meaningful in delta CRLs (RFC 5280 §5.3.1), which this CA does not issue (in a full CRL relying parties disagree on it); use certificateHold to suspend a certificate";
   return Object.prototype.hasOwnProperty.call(INDEX_ONLY_REASONS, s)
     ? `${s} is an RFC 5280 reason that openssl ca does not know (an index.txt holding it breaks openssl ca -gencrl); use one of ${Object.keys(REVOCATION_REASONS).join(", ")}`
     : `unknown reason ${JSON.stringify(s.slice(0, 40))}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`;

@@ -13,6 +13,13 @@ import type { ConfigKey } from "./config-schema.js";
 // certificate an `openssl ca` child through execa) its peak RSS over a few hundred
 // certificates fell from 91 to 75 MiB; native latency, throughput and CRL times did not move
 // beyond the run-to-run noise (bench, before/after in the same session).
+/**
+ * An `--inspect-port` no socket can bind (link-local multicast without a scope: EINVAL), on the
+ * node command line of every etoken-ca process: a SIGUSR1 in the first milliseconds, before
+ * no-inspector.ts has replaced Node's handler, cannot open a listening inspector. The shell
+ * wrappers in bin/ and deploy/install pass the same flag.
+ */
+export const INSPECT_PORT_NOWHERE = "--inspect-port=[ff02::1]:9229";
 const SIGNER = ["--max-semi-space-size=2", "--optimize-for-size"] as const;
 const LITE = ["--max-semi-space-size=2", "--lite-mode", "--no-expose-wasm"] as const;
 

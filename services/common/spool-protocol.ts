@@ -51,8 +51,12 @@ export const MAX_STDIN_BYTES = 64 * 1024;
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Largest result file the client reads. */
 export const MAX_RESULT_BYTES = 64 * 1024;
-/** Longest username (bytes, UTF-8), MyProxy's email=/info: suffixes included. */
-export const MAX_USERNAME_BYTES = 512;
+/**
+ * Longest username (bytes, UTF-8), MyProxy's email=/info: suffixes included: the one limit
+ * that the client, the spool, the kernel and the signer apply. A DN-suffix username with a
+ * few 64-character RDNs, some addresses and an info: suffix fits.
+ */
+export const MAX_USERNAME_BYTES = 1024;
 /** Lifetimes above this (10 years, in seconds) are absurd, not a request to clamp. */
 export const MAX_LIFETIME_SECONDS = 10 * 366 * 24 * 3600;
 /** A deadline further than CLIENT_TIMEOUT + this into the future is refused (clock skew slack). */

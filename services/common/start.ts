@@ -1,4 +1,5 @@
 // The one entry point for every service process: `node start.js NAME`.
+import "./no-inspector.js"; // first: before anything else runs (see there)
 import { isServiceName, SERVICES } from "./service-table.js";
 
 const name = process.argv[2] ?? "";

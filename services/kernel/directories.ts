@@ -1,5 +1,6 @@
 // The directories of DESIGN §4 with their owners and modes, as data. At start-up the kernel
-// creates what is missing and refuses to start when an existing one would let the wrong user in.
+// creates what is missing (parents root 0755), refuses to start when an existing one would let
+// the wrong user in, and checks that every service user can reach the directories it works in.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Config, ConfigKey } from "../common/config-schema.js";
@@ -24,17 +25,28 @@ export interface DirectoryRule {
   readonly why: string;
   /** the directory that holds this file, not the path itself */
   readonly parentOf?: boolean;
+  /** the users that work in it (and so must be able to search every parent) */
+  readonly usedBy: readonly (keyof Users)[];
 }
 
+/** The configuration key that names each user, for messages. */
+const USER_KEYS: Record<keyof Users, ConfigKey> = {
+  signer: "SIGNER_USER",
+  spool: "SPOOL_USER",
+  monitor: "MONITOR_USER",
+  notifier: "NOTIFIER_USER",
+  client: "CLIENT_USER",
+};
+
 export const DIRECTORY_RULES: readonly DirectoryRule[] = [
-  { key: "CA_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o700, forbidden: 0o077, why: "the CA database belongs to the signer alone" },
-  { key: "CRL_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o755, forbidden: 0o022, why: "CRLs are written by the signer and public to read" },
-  { key: "SPOOL_DIR", owner: (u) => u.spool.uid, group: (u) => u.client.gid, mode: 0o2770, forbidden: 0o007, why: "the spool is shared by the client and the spool service only" },
+  { key: "CA_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o700, forbidden: 0o077, why: "the CA database belongs to the signer alone", usedBy: ["signer"] },
+  { key: "CRL_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o755, forbidden: 0o022, why: "CRLs are written by the signer and public to read", usedBy: ["signer", "notifier"] },
+  { key: "SPOOL_DIR", owner: (u) => u.spool.uid, group: (u) => u.client.gid, mode: 0o2770, forbidden: 0o007, why: "the spool is shared by the client and the spool service only", usedBy: ["spool", "client"] },
   // group-writable so that the spool can delete an entry once the kernel has applied it; the spool
   // only accepts entries owned by root, so that write access cannot forge one
-  { key: "REVOKE_DIR", owner: () => 0, group: (u) => u.spool.gid, mode: 0o770, forbidden: 0o007, why: "the revoke queue is written by root and read by the spool service" },
-  { key: "PIDFILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the pid file is root's", parentOf: true },
-  { key: "STATUS_FILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the status file is root's", parentOf: true },
+  { key: "REVOKE_DIR", owner: () => 0, group: (u) => u.spool.gid, mode: 0o770, forbidden: 0o007, why: "the revoke queue is written by root and read by the spool service", usedBy: ["spool"] },
+  { key: "PIDFILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the pid file is root's", parentOf: true, usedBy: [] },
+  { key: "STATUS_FILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the status file is root's", parentOf: true, usedBy: [] },
 ];
 
 function describeMode(mode: number): string {
@@ -55,7 +67,7 @@ export function prepareDirectories(config: Config, users: Users): void {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
     if (!st) {
-      fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+      makeParents(path.dirname(dir));
       fs.mkdirSync(dir, { mode: 0o700 });
       fs.chownSync(dir, owner, group);
       fs.chmodSync(dir, rule.mode);
@@ -77,4 +89,49 @@ export function prepareDirectories(config: Config, users: Users): void {
       throw new SecurityError("dir_setgid", `${where}: mode ${describeMode(st.mode)} lacks the setgid bit (expected ${describeMode(rule.mode)})`);
     }
   }
+  for (const rule of DIRECTORY_RULES) {
+    const value = config[rule.key] as string;
+    const dir = rule.parentOf ? path.dirname(value) : value;
+    for (const who of rule.usedBy) {
+      const user = users[who];
+      const blocking = firstUnsearchable(path.dirname(dir), user);
+      if (blocking) {
+        throw new SecurityError(
+          "dir_unreachable",
+          `${rule.key}=${value}: ${USER_KEYS[who]}=${user.name} cannot reach it: ${blocking.dir} (mode ${describeMode(blocking.mode)}, uid ${blocking.uid}, gid ${blocking.gid}) is not searchable for that user; refusing to start`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Creates the missing directories of `dir` from the top down, each root's and mode 0755 (the
+ * kernel's umask is 077: mkdir alone would make them 0700, and no service could enter).
+ */
+function makeParents(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !fs.existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    fs.mkdirSync(d, { mode: 0o755 });
+    fs.chmodSync(d, 0o755);
+  }
+}
+
+/**
+ * The first directory from / down to `dir` that `user` cannot search (x for its owner, group or
+ * others, as the user's uid and primary gid meet it: services run without supplementary groups).
+ */
+function firstUnsearchable(dir: string, user: UserInfo): { dir: string; mode: number; uid: number; gid: number } | undefined {
+  const chain: string[] = [];
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    chain.unshift(d);
+    if (d === path.dirname(d)) break;
+  }
+  for (const d of chain) {
+    const st = fs.statSync(d);
+    const bit = st.uid === user.uid ? 0o100 : st.gid === user.gid ? 0o010 : 0o001;
+    if ((st.mode & bit) === 0) return { dir: d, mode: st.mode, uid: st.uid, gid: st.gid };
+  }
+  return undefined;
 }

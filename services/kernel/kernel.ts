@@ -1,6 +1,7 @@
 // The kernel: holds the PIN and the state machine, routes typed messages between the services
 // and enforces the policy table. It parses nothing untrusted; it validates the shape of every
 // message it moves.
+import { redactCredentials } from "../common/redact.js";
 import type { Frame } from "../../proto/wire.js";
 import { PinFlag, TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
@@ -9,8 +10,9 @@ import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import type { ServiceName } from "../common/service-table.js";
-import { DELIVERY_GRACE_MS } from "../common/spool-protocol.js";
+import { DELIVERY_GRACE_MS, MAX_USERNAME_BYTES } from "../common/spool-protocol.js";
 import type { OperatorConsole } from "./console.js";
+import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
 import { Handouts } from "./handouts.js";
 import { isPermitted } from "./policy.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
@@ -18,7 +20,6 @@ import { writeStatus, type StatusSnapshot } from "./status.js";
 import type { Supervisor } from "./supervisor.js";
 
 const REQUEST_ID = /^req\.[A-Za-z0-9]{8,32}$/;
-const MAX_USERNAME = 1024;
 const MAX_PUBLIC_KEY = 8192;
 /** The CSR forwarded for the openssl backend (the spool's limit, services/spool/csr.ts MAX_CSR_BYTES). */
 const MAX_CSR = 64 * 1024;
@@ -123,7 +124,7 @@ export class Kernel {
     this.console.say(`etoken-ca: starting (${this.config.sourceFile})`);
     this.supervisor.startAll();
     this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
-    this.crlTimer = setInterval(() => void this.checkCrl(), Math.min(60_000, Math.max(1_000, this.config.CRL_REISSUE_BEFORE / 10)));
+    this.crlTimer = setInterval(() => void this.checkCrl(), crlCheckIntervalMs(this.config.CRL_REISSUE_BEFORE));
     this.heartbeatTimer = setInterval(() => {
       if (!this.console.prompting) this.showState();
     }, CONSOLE_HEARTBEAT_MS);
@@ -327,7 +328,8 @@ export class Kernel {
     switch (frame.type) {
       case "hookFailed": {
         const m = (frame as Frame<"hookFailed">).message;
-        this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${m.message.slice(0, 300)}`;
+        // the status file is world-readable
+        this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${redactCredentials(m.message.slice(0, 300))}`;
         this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
         this.writeStatus();
         return;
@@ -341,7 +343,7 @@ export class Kernel {
 
   private validIssueRequest(m: Frame<"issueRequest">["message"]): string | undefined {
     if (!REQUEST_ID.test(m.requestId)) return "invalid request id";
-    if (m.username.length === 0 || m.username.length > MAX_USERNAME) return "invalid username length";
+    if (m.username.length === 0 || Buffer.byteLength(m.username, "utf8") > MAX_USERNAME_BYTES) return "invalid username length";
     if (m.proxyLifetime > TEN_YEARS_S || m.maxCertLifetime > TEN_YEARS_S) return "absurd lifetime";
     if (m.publicKey.length === 0 || m.publicKey.length > MAX_PUBLIC_KEY) return "invalid public key size";
     if (m.csr.length > MAX_CSR) return "invalid CSR size";
@@ -872,6 +874,7 @@ export class Kernel {
       this.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
       this.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
         path: c.path,
+        crl_urls: this.config.CRL_URLS.join(" "),
         number: String(c.number),
         next_update: new Date(c.nextUpdate).toISOString(),
       });
@@ -890,16 +893,19 @@ export class Kernel {
   private async checkCrl(): Promise<void> {
     if (this.state === "STARTING" || this.state === "STOPPING") return;
     const now = Date.now();
-    const remaining = this.crl ? this.crl.nextUpdate - now : -1;
-    if (this.state === "READY") {
-      if (!this.crl || this.crlDirty || remaining < this.config.CRL_REISSUE_BEFORE) {
-        await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
-      }
-      return;
-    }
-    if (this.crl && remaining < this.config.CRL_WARN_BEFORE && now - this.lastCrlWarning > 3_600_000) {
+    const action = crlAction({
+      ready: this.state === "READY",
+      now,
+      nextUpdate: this.crl?.nextUpdate,
+      dirty: this.crlDirty,
+      reissueBeforeMs: this.config.CRL_REISSUE_BEFORE,
+      lastWarning: this.lastCrlWarning,
+    });
+    if (action === "make") {
+      await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
+    } else if (action === "warn" && this.crl) {
       this.lastCrlWarning = now;
-      const hours = Math.max(0, Math.floor(remaining / 3_600_000));
+      const hours = Math.max(0, Math.floor((this.crl.nextUpdate - now) / 3_600_000));
       this.console.say(`WARNING: the CRL expires in ${hours} h and no PIN is available to renew it`);
       this.notify("crl-expiring", `CRL #${this.crl.number} expires within ${hours} hours and no PIN is available to renew it`, {
         number: String(this.crl.number),

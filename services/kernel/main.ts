@@ -3,13 +3,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "../common/cli.js";
-import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
+import { configWarnings, DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
 import type { Config } from "../common/config-schema.js";
 import { ConfigError, describeError, SecurityError } from "../common/errors.js";
 import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
 import { createLogger, setLogLevel } from "../common/log.js";
 import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
-import { compileDnFormat } from "../signer/dn.js";
 import { OperatorConsole } from "./console.js";
 import { prepareDirectories } from "./directories.js";
 import { Kernel } from "./kernel.js";
@@ -28,14 +27,13 @@ export async function startServer(argv: string[]): Promise<number | void> {
   setLogLevel(config.LOG_LEVEL);
   const log = createLogger("kernel");
   process.title = "etoken-ca: kernel";
+  for (const warning of configWarnings(config)) log.warning(warning);
   process.umask(0o077);
   disableCoreDumps();
 
   const users = resolveUsers(config);
   const client = lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile);
   checkReadable(config);
-  // DN_FORMAT is the operator's own text: check it fully now rather than in the signer's first request
-  compileDnFormat(config.DN_FORMAT, { file: config.sourceFile });
   prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
   writePidFile(config.PIDFILE);
 

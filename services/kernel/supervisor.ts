@@ -10,7 +10,7 @@ import type { Config } from "../common/config-schema.js";
 import { ProtocolError } from "../common/errors.js";
 import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
-import { SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import { INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
 
 const START_SCRIPT = fileURLToPath(new URL("../common/start.js", import.meta.url));
 const HELLO_TIMEOUT_MS = 15_000;
@@ -117,7 +117,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       const script = this.spawnOptions.startScript ?? START_SCRIPT;
       const extra = this.spawnOptions.scriptArgs?.[name] ?? [];
-      child = spawn(process.execPath, ["--disable-proto=delete", ...spec.nodeFlags, script, name, ...extra], {
+      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags, script, name, ...extra], {
         uid: r.user.uid,
         gid: r.user.gid,
         cwd: "/",

@@ -11,6 +11,7 @@ function loadNodemailer(): typeof Nodemailer {
   return createRequire(import.meta.url)("nodemailer") as typeof Nodemailer;
 }
 import type { Logger } from "../common/log.js";
+import { redactCredentials } from "../common/redact.js";
 import type { NotifyEvent } from "./validate.js";
 
 export interface MailerOptions {
@@ -124,7 +125,7 @@ export class Mailer {
 
   private push(mail: Mail): void {
     if (this.queue.length >= this.maxQueue) {
-      const message = `e-mail for ${mail.ev.event} dropped: ${this.maxQueue} messages already waiting for ${this.opts.smtpUrl}`;
+      const message = `e-mail for ${mail.ev.event} dropped: ${this.maxQueue} messages already waiting for ${redactCredentials(this.opts.smtpUrl)}`;
       this.opts.log.error(message);
       this.opts.onFailure(mail.ev.event, message);
       return;
@@ -146,7 +147,7 @@ export class Mailer {
         });
         this.opts.log.info("e-mail sent", { event: mail.ev.event, to: this.opts.to.join(","), messageId: String(info.messageId ?? "") });
       } catch (err) {
-        const message = `e-mail for ${mail.ev.event} to ${this.opts.to.join(",")} through ${redactUrl(this.opts.smtpUrl)} failed: ${(err as Error).message}`;
+        const message = redactCredentials(`e-mail for ${mail.ev.event} to ${this.opts.to.join(",")} through ${this.opts.smtpUrl} failed: ${(err as Error).message}`);
         this.opts.log.warning("e-mail failed", { event: mail.ev.event, error: message });
         this.opts.onFailure(mail.ev.event, message);
       }
@@ -154,9 +155,4 @@ export class Mailer {
     this.sending = false;
     for (const w of this.idleWaiters.splice(0)) w();
   }
-}
-
-/** smtp://user:secret@host -> smtp://user:***@host, for messages. */
-export function redactUrl(u: string): string {
-  return u.replace(/^(smtps?:\/\/[^:/@]*:)[^@]*@/, "$1***@");
 }

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
 import { describeError, UsageError } from "../common/errors.js";
 import type { StatusSnapshot } from "../kernel/status.js";
+import { crlReissueAt } from "../kernel/crl-schedule.js";
 import { checkLine, exitCodeOf, type Thresholds } from "./check-rules.js";
 import { buildTrustFiles, writeTrustFiles } from "./trust-files.js";
 
@@ -38,6 +39,9 @@ export async function trustFilesCommand(argv: string[]): Promise<number> {
 
 const SECOND = 1000;
 
+/** How long before nextUpdate the kernel's reissue point lies. */
+const reissueLead = (reissueBefore: number): number => -crlReissueAt(0, reissueBefore);
+
 function seconds(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   if (!/^[0-9]{1,9}$/.test(v)) throw new UsageError(`${name} needs a whole number of seconds, not ${JSON.stringify(v.slice(0, 20))}\n${CHECK_USAGE}`);
@@ -70,14 +74,16 @@ async function check(argv: string[]): Promise<number> {
     "status-file": { type: "string" }, config: { type: "string" },
   }, CHECK_USAGE);
   let statusFile = o["status-file"];
-  let crlWarn = 3 * 86400 * SECOND;
-  let crlCrit = 7 * 86400 * SECOND;
+  let reissueBefore = 7 * 86400 * SECOND;
   if (statusFile === undefined) {
     const config = loadConfig(o.config ?? DEFAULT_CONFIG_FILE);
     statusFile = config.STATUS_FILE;
-    crlWarn = config.CRL_WARN_BEFORE;
-    crlCrit = config.CRL_REISSUE_BEFORE;
+    reissueBefore = config.CRL_REISSUE_BEFORE;
   }
+  // READY: a new CRL is in place CRL_REISSUE_BEFORE before nextUpdate; without a PIN the kernel
+  // warns from the reissue point on (crl-schedule.ts), and so does the probe, as CRITICAL.
+  const crlWarn = reissueBefore;
+  const crlCrit = reissueLead(reissueBefore);
   const t: Thresholds = {
     staleWarning: seconds("-w", o.warning, 30 * SECOND),
     staleCritical: seconds("-c", o.critical, 60 * SECOND),

@@ -8,7 +8,7 @@ import { TAG, oid, seq, set, tlv } from "../common/der.js";
 import { ConfigError } from "../common/errors.js";
 import { pemEncode } from "../common/pem.js";
 import type { CaCertificate } from "../signer/certificate.js";
-import { compileDnFormat, parseName } from "../signer/dn.js";
+import { compileDnFormat, parseName } from "../common/dn.js";
 
 /** IGTF .info fields the operator must supply; `@NAME@` placeholders are written for the missing. */
 export const INFO_FIELDS_TO_FILL = ["alias", "url", "email", "status"] as const;

@@ -10,7 +10,7 @@ import {
 } from "../common/der.js";
 import { ConfigError } from "../common/errors.js";
 import { pemDecode } from "../common/pem.js";
-import { nameToSlash } from "./dn.js";
+import { nameToSlash } from "../common/dn.js";
 
 export interface CaCertificate {
   der: Buffer;
@@ -155,6 +155,18 @@ export function loadCaCertificate(pemOrDer: Buffer | string, file?: string): CaC
 }
 
 /** Certificate ::= SEQUENCE { tbsCertificate, sha256WithRSAEncryption, signature }. */
+/** The subject Name (DER) of any X.509 certificate. */
+export function certificateSubjectDer(der: Buffer, fail: ErrorFactory): Buffer {
+  const cert = new DerSequence(parseDer(der, fail, { maxSize: 256 * 1024, maxDepth: 32 }), fail, "Certificate");
+  const tbs = new DerSequence(cert.next(TAG.SEQUENCE, "tbsCertificate"), fail, "tbsCertificate");
+  tbs.optional(contextTag(0, true), "version");
+  tbs.next(TAG.INTEGER, "serialNumber");
+  tbs.next(TAG.SEQUENCE, "signature");
+  tbs.next(TAG.SEQUENCE, "issuer");
+  tbs.next(TAG.SEQUENCE, "validity");
+  return Buffer.from(tbs.next(TAG.SEQUENCE, "subject").raw);
+}
+
 export function assembleCertificate(tbs: Buffer, signature: Buffer): Buffer {
   return tlv(TAG.SEQUENCE, tbs, SHA256_WITH_RSA_ALG_ID, bitString(signature));
 }

@@ -2,7 +2,9 @@
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { nameToSlash } from "../common/dn.js";
 import { normalizeSerial } from "../common/spool-protocol.js";
+import { certificateSubjectDer } from "./certificate.js";
 import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
 import { countLineEnds } from "./index-reader.js";
 
@@ -20,15 +22,13 @@ export interface CheckReport {
 }
 
 /**
- * X509_NAME_oneline-like /-form of a certificate subject from node's "\n"-separated form.
- * node prints multi-valued RDNs as "A=x + B=y" inside one line; openssl's oneline uses "+".
+ * The subject in the X509_NAME_oneline form that the signer (and openssl ca) write in index.txt,
+ * from the certificate's DER with the signer's own code: node's text form escapes commas and
+ * shows UTF-8 as characters, where index.txt has `,` and `\xHH`.
  */
 function slashSubject(cert: X509Certificate): string {
-  if (cert.subject === "") return "";
-  return cert.subject
-    .split("\n")
-    .map((rdn) => "/" + rdn.replace(/ \+ /g, "+"))
-    .join("");
+  const fail = (m: string): Error => new Error(m);
+  return nameToSlash(certificateSubjectDer(cert.raw, fail), fail);
 }
 
 /** Serial as openssl prints it (node gives upper-case hex, possibly odd length or with a leading 00). */
@@ -121,7 +121,12 @@ export function checkDatabase(dir: string): CheckReport {
     }
     const cs = certSerial(cert);
     if (cs !== r.serial) problems.push(`${f}: certificate serial ${cs} differs from the file name and index.txt line ${r.line} (${r.serial})`);
-    const subj = slashSubject(cert);
+    let subj: string;
+    try {
+      subj = slashSubject(cert);
+    } catch (err) {
+      subj = `(unreadable: ${(err as Error).message})`;
+    }
     if (subj !== r.subject) problems.push(`${f}: certificate subject ${subj} differs from index.txt line ${r.line} (${r.subject})`);
     const exp = parseTime(r.exp);
     const notAfter = new Date(cert.validTo);

@@ -16,6 +16,7 @@ export interface PublishedCrl {
   thisUpdate: number;
   nextUpdate: number;
   entries: number;
+  /** the numbered DER file (what CRL_URLS serve, RFC 5280 §4.2.1.13; POST_CRL_HOOK gets it) */
   path: string;
 }
 
@@ -56,7 +57,7 @@ export class CrlPublisher {
    */
   install(der: Buffer, meta: Omit<PublishedCrl, "path">): PublishedCrl {
     const base = `crl-${meta.number.toString().padStart(6, "0")}`;
-    const info: PublishedCrl = { ...meta, path: path.join(this.dir, `${base}.pem`) };
+    const info: PublishedCrl = { ...meta, path: path.join(this.dir, `${base}.der`) };
     const published = { mode: 0o644, syncDirectory: false };
     writeFileAtomic(path.join(this.dir, `${base}.der`), der, published);
     writeFileAtomic(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), published);

@@ -10,7 +10,7 @@ import { fatal, runService, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
-import { buildSubject, compileDnFormat, splitUsername } from "./dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../common/dn.js";
 import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "./certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
@@ -45,7 +45,7 @@ await runService("signer", {
     // loaded only when chosen: it brings execa, ~14 MiB that the native signer does not need
     const backend: SigningBackend = c.SIGNER_BACKEND === "openssl" ? new (await import("./openssl-backend.js")).OpensslBackend(bctx) : new NativeBackend(bctx);
     const journal = DeliveryJournal.open(db);
-    state = { backend, dn: compileDnFormat(c.DN_FORMAT), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
+    state = { backend, dn: compileDnFormat(c.DN_FORMAT, c.USERNAME_RDN_TYPES), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
     const unconfirmed = journal.toSettle(new Set()).length;
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },

@@ -47,15 +47,14 @@ import { Serializer } from "./backend.js";
 import type { CaDatabase } from "./cadb.js";
 import { formatTime } from "./index-format.js";
 import type { PublishedCrl } from "./crl-publisher.js";
-import { parseName } from "./dn.js";
+import { BACKDATE_SECONDS } from "../common/config-schema.js";
+import { parseName } from "../common/dn.js";
 import { NativeBackend, type BackendContext } from "./native-backend.js";
 
 export const DEFAULT_OPENSSL = "/usr/bin/openssl";
 export const OPENSSL_ENV_KEY = "ETOKEN_CA_OPENSSL";
 /** The extension section of the generated -extfile. */
 export const EXT_SECTION = "etoken_ca_cert";
-/** notBefore = issuing time - this, for client clock skew (profile.ts's default). */
-const BACKDATE_SECONDS = 300;
 const RUN_TIMEOUT_MS = 60_000;
 
 /** RFC 7512 percent-encoding of a URI attribute value. */

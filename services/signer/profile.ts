@@ -21,20 +21,22 @@ import {
   TAG, bitString, boolean, contextTag, explicit, headerSize, integer, isIa5, oid, octetString, seq, timeSize, tlv,
   writeHeader, writeTime, type ErrorFactory,
 } from "../common/der.js";
+import { BACKDATE_SECONDS } from "../common/config-schema.js";
 import { ConfigError, RequestError } from "../common/errors.js";
 import { SHA256_WITH_RSA_ALG_ID, subjectPublicKeyBits, type CaCertificate } from "./certificate.js";
 
 /**
- * Certificate lifetime in seconds: the smallest of the requested lifetime and MyProxy's
- * max_cert_lifetime (0 = not given, for both) and the CA's maximum (milliseconds); at
- * least 1 second.
+ * Certificate lifetime in seconds from the issuing time: the smallest of the requested lifetime
+ * and MyProxy's max_cert_lifetime (0 = not given, for both) and the CA's maximum (MAX_LIFETIME,
+ * milliseconds) less the backdating of notBefore, so that notAfter - notBefore never exceeds
+ * MAX_LIFETIME; at least 1 second.
  */
-export function clampLifetime(requestedSeconds: number, myproxyMaxSeconds: number, caMaxMs: number): number {
+export function clampLifetime(requestedSeconds: number, myproxyMaxSeconds: number, caMaxMs: number, backdateSeconds = BACKDATE_SECONDS): number {
   if (!Number.isFinite(caMaxMs) || caMaxMs <= 0) throw new RangeError(`CA maximum lifetime must be positive, not ${caMaxMs}`);
   for (const [v, what] of [[requestedSeconds, "requested lifetime"], [myproxyMaxSeconds, "max_cert_lifetime"]] as const) {
     if (!Number.isFinite(v) || v < 0) throw new RequestError("bad_lifetime", `${what} must be a non-negative number of seconds, not ${v}`);
   }
-  let s = Math.floor(caMaxMs / 1000);
+  let s = Math.floor(caMaxMs / 1000) - backdateSeconds;
   if (requestedSeconds > 0) s = Math.min(s, Math.floor(requestedSeconds));
   if (myproxyMaxSeconds > 0) s = Math.min(s, Math.floor(myproxyMaxSeconds));
   return Math.max(1, s);
@@ -97,7 +99,7 @@ export class CertificateTemplate {
       throw new ConfigError("bad_profile", m);
     };
     this.caCert = opts.caCert;
-    this.backdateSeconds = opts.backdateSeconds ?? 300;
+    this.backdateSeconds = opts.backdateSeconds ?? BACKDATE_SECONDS;
     if (!Number.isInteger(this.backdateSeconds) || this.backdateSeconds < 0 || this.backdateSeconds > 86400) bad(`backdate of ${opts.backdateSeconds} s is not 0-86400`);
     this.algIssuer = Buffer.concat([SHA256_WITH_RSA_ALG_ID, opts.caCert.subjectDer]);
     this.extsA = Buffer.concat([BASIC_CONSTRAINTS, KEY_USAGE, EXT_KEY_USAGE]);

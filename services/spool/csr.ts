@@ -2,7 +2,8 @@
 //
 // We take exactly one thing from a CSR: its RSA public key (re-encoded canonically as a
 // SubjectPublicKeyInfo). The subject and every requested attribute or extension (MyProxy's
-// CSRs ask for a critical proxyCertInfo) are only parsed past, never used.
+// CSRs ask for a critical proxyCertInfo) are only parsed past, never used; the subject is
+// checked as strictly as OpenSSL reads it (the openssl backend hands `openssl ca` the request).
 //
 // Signature algorithms: sha256/384/512WithRSAEncryption (and sha224), plus sha1WithRSA
 // because older clients sign their requests with it. The Globus GSI library that MyProxy
@@ -106,6 +107,7 @@ function checkSpki(t: Tlv, minKeyBits: number, maxKeyBits: number, fail: ErrorFa
   const keyDer = decodeOctetAlignedBitString(keyBitsT, "subjectPublicKey", fail);
   const keyT = readTlv(keyDer, 0, fail);
   if (keyT.end !== keyDer.length) throw fail("RSAPublicKey: trailing bytes");
+  if (keyT.tag !== TAG.SEQUENCE) throw fail("RSAPublicKey is not a SEQUENCE");
   const k = new DerSequence(keyT, fail, "RSAPublicKey");
   const modulus = decodeUnsigned(k.next(TAG.INTEGER, "modulus"), "RSA modulus", fail);
   const exponent = decodeUnsigned(k.next(TAG.INTEGER, "publicExponent"), "RSA public exponent", fail);
@@ -123,6 +125,56 @@ function checkSpki(t: Tlv, minKeyBits: number, maxKeyBits: number, fail: ErrorFa
   const pkcs1 = seq(integer(modulus), integer(exponent));
   const spki = seq(RSA_ALG_ID, bitString(pkcs1));
   return { modulus, exponent, keyBits, spki, pkcs1 };
+}
+
+/** The string types OpenSSL reads in a Name, with a check of their content. */
+const NAME_STRINGS: ReadonlyMap<number, { type: string; valid: (v: Buffer) => boolean }> = new Map([
+  [TAG.UTF8_STRING, { type: "UTF8String", valid: isUtf8 }],
+  [TAG.PRINTABLE_STRING, { type: "PrintableString", valid: () => true }],
+  [0x12, { type: "NumericString", valid: () => true }],
+  [TAG.T61_STRING, { type: "T61String", valid: () => true }],
+  [TAG.IA5_STRING, { type: "IA5String", valid: () => true }],
+  [0x1a, { type: "VisibleString", valid: () => true }],
+  [TAG.BMP_STRING, { type: "BMPString", valid: (v) => v.length % 2 === 0 && codeUnits(v, 2).every((c) => c < 0xd800 || c > 0xdfff) }],
+  [TAG.UNIVERSAL_STRING, { type: "UniversalString", valid: (v) => v.length % 4 === 0 && codeUnits(v, 4).every((c) => c <= 0x10ffff && (c < 0xd800 || c > 0xdfff)) }],
+]);
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+function isUtf8(v: Buffer): boolean {
+  try {
+    UTF8.decode(v);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function codeUnits(v: Buffer, size: 2 | 4): number[] {
+  const out: number[] = [];
+  for (let i = 0; i + size <= v.length; i += size) out.push(size === 2 ? v.readUInt16BE(i) : v.readUInt32BE(i));
+  return out;
+}
+
+/**
+ * The request's subject, as strictly as OpenSSL reads it: `openssl ca` (SIGNER_BACKEND=openssl)
+ * loads the whole request, and a subject it cannot read would fail there as a backend error.
+ */
+function checkSubject(t: Tlv): void {
+  const fail = derFail("CSR subject");
+  const name = new DerSequence(t, fail, "Name");
+  while (!name.done) {
+    const rdn = new DerSequence(name.next(TAG.SET, "RelativeDistinguishedName"), fail, "RelativeDistinguishedName");
+    if (rdn.done) throw fail("empty RelativeDistinguishedName");
+    while (!rdn.done) {
+      const atv = new DerSequence(rdn.next(TAG.SEQUENCE, "AttributeTypeAndValue"), fail, "AttributeTypeAndValue");
+      const type = decodeOid(atv.next(TAG.OID, "type"), "attribute type", fail);
+      const value = atv.next(undefined, "value");
+      atv.end();
+      const kind = NAME_STRINGS.get(value.tag);
+      if (!kind) throw fail(`${type}: value with tag 0x${value.tag.toString(16).padStart(2, "0")} is not a string type`);
+      if (!kind.valid(value.value)) throw fail(`${type}: not a valid ${kind.type}`);
+    }
+  }
 }
 
 /**
@@ -156,7 +208,7 @@ export function parseCsr(input: Buffer, policy: CsrPolicy): ParsedCsr {
   const cri = new DerSequence(info, csrFail, "certificationRequestInfo");
   const version = decodeSmallInt(cri.next(TAG.INTEGER, "version"), "version", csrFail);
   if (version !== 0) throw new RequestError("bad_csr", `CSR version ${version + 1} is not supported (expected version 1, encoded 0)`);
-  cri.next(TAG.SEQUENCE, "subject"); // never used: the CA sets the subject
+  checkSubject(cri.next(TAG.SEQUENCE, "subject")); // never used (the CA sets it), but openssl ca must load it
   const spkiT = cri.next(TAG.SEQUENCE, "subjectPKInfo");
   const attrs = cri.optional(contextTag(0, true), "attributes");
   cri.end();

@@ -14,8 +14,7 @@ import { reinsertToken, removeToken } from "../fixtures/softhsm.js";
 const PASSWORD = "e2e-Pass-4711";
 const MAX_CERT_LIFETIME_HOURS = 6; // myproxy-server.config max_cert_lifetime
 const USER_PLAIN = "jdoe";
-// (the harness's PAM checker allows no ":" in names, so no info: suffix here; test/integration covers it)
-const USER_EMAIL = "Jane Roe email=jroe@example.org email=jane.roe@example.net";
+const USER_EMAIL = "Jane Roe email=jroe@example.org email=jane.roe@example.net info:project=atlas";
 
 interface Ctx {
   inst: ReturnType<typeof createInstallation>;
@@ -54,6 +53,34 @@ function spoolEntries(spoolDir: string): string[] {
   }
 }
 
+/**
+ * The certificate_issuer_program for MyProxy: etoken-ca-client for `inst`, whose stderr is also
+ * kept in a file (MyProxy sends it to syslog only). env -i: the test runner injects NODE_OPTIONS
+ * into every process it spawns (myproxy-server included, and MyProxy hands its environment to
+ * the callout); a real server has none of that.
+ */
+function writeIssuer(inst: ReturnType<typeof createInstallation>, mpDir: string): { issuer: string; calloutErrors: () => string } {
+  const calloutLog = path.join(mpDir, "callout-stderr.log");
+  fs.writeFileSync(calloutLog, "", { mode: 0o600 });
+  fs.chownSync(calloutLog, lookupUser("myproxy").uid, lookupUser("myproxy").gid);
+  const issuerScript = path.join(mpDir, "etoken-ca-issuer.sh");
+  fs.writeFileSync(
+    issuerScript,
+    `#!/bin/sh
+err=$(mktemp) || exit 1
+${["/usr/bin/env", "-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath].map(shQuote).join(" ")} 2>"$err"
+rc=$?
+cat "$err" >&2
+cat "$err" >> ${shQuote(calloutLog)}
+rm -f "$err"
+exit $rc
+`,
+    { mode: 0o755 },
+  );
+  const issuer = writeIssuerWrapper(path.join(mpDir, "etoken-ca-issuer"), ["/bin/sh", issuerScript]);
+  return { issuer, calloutErrors: () => fs.readFileSync(calloutLog, "utf8").trim() };
+}
+
 t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t) => {
   if (process.getuid?.() !== 0) {
     t.fail("this test needs root (it runs myproxy-server as myproxy, services as their users, writes /etc/pam.d)");
@@ -79,28 +106,7 @@ t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t)
   const mpDir = fs.mkdtempSync("/tmp/etca-e2e-myproxy-");
   ctx.mpDir = mpDir;
   fs.chmodSync(mpDir, 0o755);
-  // MyProxy sends the issuer program's stderr to syslog only; keep a copy for this test's messages.
-  // env -i: the test runner injects NODE_OPTIONS into every process it spawns (myproxy-server
-  // included, and MyProxy hands its environment to the callout); a real server has none of that.
-  const calloutLog = path.join(mpDir, "callout-stderr.log");
-  fs.writeFileSync(calloutLog, "", { mode: 0o600 });
-  fs.chownSync(calloutLog, lookupUser("myproxy").uid, lookupUser("myproxy").gid);
-  const issuerScript = path.join(mpDir, "etoken-ca-issuer.sh");
-  fs.writeFileSync(
-    issuerScript,
-    `#!/bin/sh
-err=$(mktemp) || exit 1
-${["/usr/bin/env", "-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.client, "--config", inst.configPath].map(shQuote).join(" ")} 2>"$err"
-rc=$?
-cat "$err" >&2
-cat "$err" >> ${shQuote(calloutLog)}
-rm -f "$err"
-exit $rc
-`,
-    { mode: 0o755 },
-  );
-  const issuer = writeIssuerWrapper(path.join(mpDir, "etoken-ca-issuer"), ["/bin/sh", issuerScript]);
-  const calloutErrors = (): string => fs.readFileSync(calloutLog, "utf8").trim();
+  const { issuer, calloutErrors } = writeIssuer(inst, mpDir);
   const mp = await startMyProxy({
     dir: mpDir,
     issuerProgram: issuer,
@@ -255,5 +261,79 @@ exit $rc
     await server.stop();
     await waitFor("the kernel's services to exit", () => (tree.every((p) => !processAlive(p)) ? true : undefined), 15_000).catch(() => undefined);
     t.same(tree.filter((p) => processAlive(p)), [], "etoken-ca-server and all its services are gone");
+  });
+});
+
+t.test("DN-suffix usernames (the seed's convention) through a real MyProxy CA", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.fail("this test needs root (it runs myproxy-server as myproxy, services as their users, writes /etc/pam.d)");
+    return;
+  }
+  const inst = createInstallation({
+    prefix: "etca-e2e-dn",
+    extraConfig: { CLIENT_USER: "myproxy", DN_FORMAT: "/DC=org/DC=example%s", CLIENT_TIMEOUT: "20" },
+  });
+  const ctx: { server?: RunningServer; mp?: MyProxyServer; mpDir?: string } = {};
+  t.teardown(async () => {
+    await ctx.mp?.stop();
+    await ctx.server?.stop();
+    inst.cleanup();
+    if (ctx.mpDir) fs.rmSync(ctx.mpDir, { recursive: true, force: true });
+  });
+  ctx.server = await startReady(inst);
+  const mpDir = fs.mkdtempSync("/tmp/etca-e2e-dn-myproxy-");
+  ctx.mpDir = mpDir;
+  fs.chmodSync(mpDir, 0o755);
+  const { issuer, calloutErrors } = writeIssuer(inst, mpDir);
+  const seedUser = "/O=Example/CN=Jane Doe email=jane@example.org";
+  const frontEndUser = "/O=Example Org/OU=R\\/D/CN=Jane Doe a1b2c3 email=jane@example.org info:sub=a1b2c3";
+  const foreignType = "/C=US/CN=Mallory";
+  const oneValue = "jdoe";
+  const users = [seedUser, frontEndUser, foreignType, oneValue];
+  const mp = await startMyProxy({ dir: mpDir, issuerProgram: issuer, maxCertLifetimeHours: 6, requestTimeoutSeconds: 60, users: users.map((name) => ({ name, password: PASSWORD })) });
+  ctx.mp = mp;
+  const trustFiles = runCommand("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.ca, "trust-files", "--out", mp.trustDir, "--config", inst.configPath]);
+  t.equal(trustFiles.code, 0, `etoken-ca trust-files succeeds (stderr: ${trustFiles.stderr.trim()})`);
+  const ourHash = mustOpenssl(["x509", "-noout", "-subject_hash", "-in", inst.token.caCertPath]).trim();
+  t.match(fs.readFileSync(path.join(mp.trustDir, `${ourHash}.signing_policy`), "utf8"), /^cond_subjects +globus +'"\/DC=org\/DC=example\/\*"'$/m, "RDN mode: the namespace is the RDNs before %s");
+  const work = path.join(mpDir, "client");
+  fs.mkdirSync(work, { mode: 0o700 });
+
+  const logon = async (username: string, name: string): Promise<{ code: number | null; pem: string; stderr: string; csr: ReturnType<typeof makeCsr> }> => {
+    const csr = makeCsr(work, name);
+    const out = path.join(work, `${name}-cert.pem`);
+    const r = await myproxyLogon({ server: mp, username, password: PASSWORD, hours: 1, csrPath: csr.csrPath, outPath: out, trustDir: mp.trustDir });
+    return { code: r.code, pem: r.code === 0 ? fs.readFileSync(out, "utf8") : "", stderr: r.stderr, csr };
+  };
+
+  await t.test(`myproxy-logon -l "${seedUser}"`, async (t) => {
+    const r = await logon(seedUser, "seed");
+    t.equal(r.code, 0, `myproxy-logon succeeds: MyProxy passes spaces and slashes to the call-out (stderr: ${r.stderr.trim()}; issuer program: ${calloutErrors()})`);
+    if (r.code !== 0) return;
+    t.equal(certField(r.pem, "subject"), "CN=Jane Doe,O=Example,DC=example,DC=org", "DN_FORMAT's RDNs, then the username's");
+    t.match(certText(r.pem), /X509v3 Subject Alternative Name: \n\s+email:jane@example.org\n/, "the email= suffix as rfc822Name");
+    t.ok(verifyCert(inst.token.caCertPath, r.pem).ok, "verifies against our CA");
+    t.equal(publicKeyOfCert(r.pem), mustOpenssl(["pkey", "-pubout", "-in", r.csr.keyPath]), "for the user's key");
+  });
+
+  await t.test("the front-end's shape: an escaped slash and an info: suffix", async (t) => {
+    const r = await logon(frontEndUser, "frontend");
+    t.equal(r.code, 0, `myproxy-logon succeeds (stderr: ${r.stderr.trim()}; issuer program: ${calloutErrors()})`);
+    if (r.code !== 0) return;
+    t.equal(mustOpenssl(["x509", "-noout", "-subject", "-nameopt", "compat"], r.pem).trim(),
+      "subject=/DC=org/DC=example/O=Example Org/OU=R\\/D/CN=Jane Doe a1b2c3");
+    const index = fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");
+    t.match(index, /\t\/DC=org\/DC=example\/O=Example Org\/OU=R\\\/D\/CN=Jane Doe a1b2c3\n/, "index.txt holds the subject as openssl ca writes it");
+  });
+
+  await t.test("a type outside USERNAME_RDN_TYPES and a one-value name are refused, nothing is signed", async (t) => {
+    const before = indexLines(inst.config.CA_DIR).length;
+    for (const [username, why] of [[foreignType, /attribute type C, which USERNAME_RDN_TYPES \(DC,O,OU,CN\) does not allow/], [oneValue, /must be a slash-form RDN sequence/]] as const) {
+      const r = await logon(username, username === oneValue ? "onevalue" : "foreign");
+      t.not(r.code, 0, `${username}: the logon fails`);
+      t.match(r.stderr, /Certificate generation failure/, "MyProxy tells the user");
+      t.match(calloutErrors(), why, "the call-out says why (MyProxy logs it)");
+    }
+    t.equal(indexLines(inst.config.CA_DIR).length, before, "no certificate was recorded");
   });
 });

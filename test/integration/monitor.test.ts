@@ -22,6 +22,8 @@ t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
 function startMonitor(token: SoftToken, poll = "100ms"): FakeKernel {
   const text = [
     "DN_FORMAT=/DC=org/DC=example/CN=%s",
+    "CA_OIDS=1.3.6.1.4.1.99999.1.1",
+    "CRL_URLS=URI:http://ca.example.org/crl.der",
     `PKCS11_MODULE=${token.modulePath}`,
     `PKCS11_ENV="${Object.entries(token.env).map(([k, v]) => `${k}=${v}`).join(" ")}"`,
     `CA_CERT=${token.caCertPath}`,

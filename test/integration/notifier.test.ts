@@ -109,7 +109,7 @@ function notifyVia(k: FakeKernel, event: string, message: string, details: Recor
 }
 
 function startNotifier(t: Test, lines: string[]): FakeKernel {
-  const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
+  const config = parseConfig(["DN_FORMAT=/DC=org/DC=example/CN=%s", "CA_OIDS=1.3.6.1.4.1.99999.1.1", "CRL_URLS=URI:http://ca.example.org/crl.der", "PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so", "CA_CERT=/etc/ca.pem", `NOTIFIER_USER=${notify.name}`, ...lines, ""].join("\n"), "test");
   const k = spawnService("notifier", notify, config, { captureStderr: true });
   t.teardown(() => k.kill());
   return k;
@@ -235,7 +235,7 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
     `POST_CRL_HOOK=${notExecutable}`,
     "HOOK_TIMEOUT=3s",
     "NOTIFY_EMAIL=ops@example.org",
-    `SMTP_URL=smtp://127.0.0.1:1`,
+    `SMTP_URL=smtp://mail-user:pw-s3cret@127.0.0.1:1`,
   ]);
   await k0.next("hello");
   notifyVia(k0, "crl-updated", "CRL 8 published", { path: "/var/lib/etoken-ca/crl/8.pem" });
@@ -244,7 +244,7 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
   t.match(hook.message.message, /cannot be run: EACCES/);
   const mail = await k0.next("hookFailed", (f) => f.message.hook === "email");
   t.equal(mail.message.event, "crl-updated");
-  t.match(mail.message.message, /e-mail for crl-updated to ops@example.org through smtp:\/\/127\.0\.0\.1:1 failed/);
+  t.match(mail.message.message, /e-mail for crl-updated to ops@example.org through smtp:\/\/\*\*\*@127\.0\.0\.1:1 failed/, "credentials redacted");
 
   notifyVia(k0, "crl-updated", "CRL 9 published", { path: "relative/9.pem" });
   const nopath = await k0.next("hookFailed", (f) => f.message.hook === "POST_CRL_HOOK");
@@ -255,21 +255,23 @@ t.test("failures: mail server down, hook not executable, missing CRL path", asyn
   await k0.next("hookFailed", (f) => f.message.event === "ready");
   t.notOk(k0.frames.some((f) => f.type === "hookFailed" && (f as Frame<"hookFailed">).message.event === "hook-failed"), "no report loop for hook-failed events");
   t.match(k0.stderr, /NOTIFY_HOOK|POST_CRL_HOOK=.*cannot be run by the notifier user/, "start-up warning about the hook");
+  t.notMatch(k0.stderr, /pw-s3cret|mail-user/, "no SMTP credentials in the notifier's log");
   k0.channel.send("shutdown", { reason: "test done" });
   await new Promise((r) => k0.child.once("exit", r));
 });
 
-t.test("deploy/hooks/post-crl-publish copies the CRL atomically", async (t) => {
+t.test("deploy/hooks/post-crl-publish publishes the DER CRL under the name its URL uses", async (t) => {
   const pub = path.join(base, "pub");
   fs.mkdirSync(pub);
-  const crl = path.join(base, "12.pem");
-  fs.writeFileSync(crl, "-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n");
+  const crl = path.join(base, "crl-000012.der");
+  fs.writeFileSync(crl, Buffer.from([0x30, 0x82, 0x01, 0x00, 0xff]));
   const hook = path.join(REPO, "deploy/hooks/post-crl-publish");
-  execFileSync(hook, [crl], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub } });
-  t.equal(fs.readFileSync(path.join(pub, "crl.pem"), "utf8"), fs.readFileSync(crl, "utf8"));
-  t.equal(fs.statSync(path.join(pub, "crl.pem")).mode & 0o777, 0o644);
-  t.same(fs.readdirSync(pub), ["crl.pem"], "no temporary file left");
-  t.throws(() => execFileSync(hook, ["relative.pem"], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub }, stdio: "pipe" }), "relative path refused");
+  execFileSync(hook, [crl], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub, ETOKEN_CRL_URLS: "http://ca.example.org/crl/example-ca.crl http://mirror.example.net/x.der" } });
+  t.same(fs.readFileSync(path.join(pub, "example-ca.crl")), fs.readFileSync(crl), "the DER bytes, under the first URL's name");
+  t.equal(fs.statSync(path.join(pub, "example-ca.crl")).mode & 0o777, 0o644);
+  t.same(fs.readdirSync(pub), ["example-ca.crl"], "no temporary file left");
+  t.throws(() => execFileSync(hook, ["relative.der"], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub, ETOKEN_CRL_URLS: "http://a.example.org/c.crl" }, stdio: "pipe" }), "relative path refused");
+  t.throws(() => execFileSync(hook, [crl], { env: { PATH: "/usr/bin:/bin", PUBLISH_DIR: pub, ETOKEN_CRL_URLS: "http://a.example.org/" }, stdio: "pipe" }), "a URL without a file name is refused");
 });
 
 t.test("deploy/hooks/notify-sendmail builds a mail for sendmail", async (t) => {

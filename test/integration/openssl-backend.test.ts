@@ -4,6 +4,7 @@
 // `openssl ca -gencrl` are published in the CRL_DIR layout, and a configuration that would
 // copy CSR extensions is refused.
 import t from "tap";
+import crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, startServer, waitFor, waitForState, runClient } from "../fixtures/server.js";
@@ -11,10 +12,12 @@ import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from 
 import { findInMemory } from "../fixtures/memory.js";
 import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
-import { buildSubject, compileDnFormat } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
+import { bitString, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/der.js";
+import { pemEncode } from "../../services/common/pem.js";
 
 const PIN = "pin-5e1f0a77";
-const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d", CRL_WARN_BEFORE: "12h" } });
+const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d" } });
 // a PIN no other string in the test can contain by accident
 const changed = runCommand("pkcs11-tool", ["--module", inst.token.modulePath, "--token-label", inst.token.label, "--login", "--pin", inst.token.userPin, "--change-pin", "--new-pin", PIN], { env: { PATH: CLEAN_PATH, ...inst.token.env } });
 if (changed.code !== 0) throw new Error(`pkcs11-tool --change-pin: ${changed.stderr}`);
@@ -101,6 +104,28 @@ t.test("issuing through openssl: PIN only on fd 3", async (t) => {
   const signerPid = st.services.find((s) => s.name === "signer")!.pid!;
   t.equal(findInMemory(signerPid, Buffer.from(PIN)).hits, 1, "the signer's memory holds the PIN once, after 8 runs");
   t.equal(findInMemory(st.kernelPid, Buffer.from(PIN)).hits, 1, "the kernel's memory holds the PIN once");
+});
+
+t.test("a CSR whose subject OpenSSL cannot read is a request error, not a backend fault", async (t) => {
+  const server = await startReady(inst);
+  t.teardown(() => server.stop());
+  // found by test/unit/parser-fuzz.test.ts: a correctly signed request whose subject is an
+  // invalid UTF8String; `openssl ca` cannot load it, and its failure probed the token
+  const csr = makeCsr(work, "bad-utf8");
+  const key = crypto.createPrivateKey(fs.readFileSync(csr.keyPath));
+  const spki = crypto.createPublicKey(key).export({ format: "der", type: "spki" });
+  const info = seq(integer(0), seq(set(seq(oid("2.5.4.3"), tlv(TAG.UTF8_STRING, Buffer.from([0x4e, 0xd8, 0x4c]))))), spki);
+  const der = seq(info, seq(oid("1.2.840.113549.1.1.11"), nul()), bitString(crypto.sign("sha256", info, key)));
+  const caRuns = rec.records().filter((r) => r.argv.includes("ca")).length;
+  const logLines = server.logs().length;
+  const r = await client(calloutInput({ username: "bad utf8", passphrase: "pass-xyz-123", csrPem: pemEncode(der, "CERTIFICATE REQUEST") }));
+  t.equal(r.code, 1, "refused");
+  t.match(r.stderr, /CSR subject: 2\.5\.4\.3: not a valid UTF8String/, "with what is wrong in the request");
+  t.equal(rec.records().filter((x) => x.argv.includes("ca")).length, caRuns, "openssl ca never ran for it");
+  t.notMatch(server.logs().slice(logLines).join("\n"), /openssl ca could not sign|backend\.openssl|probe/, "no backend failure");
+  t.equal(readStatus(inst)!.state, "READY", "still READY");
+  const ok = await client(calloutInput({ username: "after bad utf8", passphrase: "pass-xyz-123", csrPem: makeCsr(work, "after-bad").csrPem }));
+  t.equal(ok.code, 0, `the next request issues: ${ok.stderr}`);
 });
 
 t.test("CRLs from openssl ca -gencrl in the CRL_DIR layout", async (t) => {

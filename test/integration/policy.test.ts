@@ -27,6 +27,8 @@ async function runWith(t: Test, modes: Record<ServiceName, string>) {
   fs.chmodSync(path.join(dir, "run"), 0o777);
   writeConfig(configPath, {
     DN_FORMAT: "/CN=%s",
+    CA_OIDS: "1.3.6.1.4.1.99999.1.1",
+    CRL_URLS: "URI:http://ca.example.org/crl.der",
     PKCS11_MODULE: "/dev/null",
     CA_CERT: "/dev/null",
     STATUS_FILE: path.join(dir, "run/status.json"),

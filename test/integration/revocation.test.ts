@@ -106,7 +106,7 @@ t.test("the first CRL is made once the PIN is in", async (t) => {
   const st = await waitFor("a first CRL", () => readStatus(inst)?.crl ?? undefined, 30_000);
   t.ok(st.number >= 1);
   t.ok(crlVerifies(), "openssl crl -verify accepts it");
-  t.equal(fs.readlinkSync(latestPem()), path.basename(st.path), "crl.pem points at the numbered file");
+  t.equal(fs.readlinkSync(latestPem()), path.basename(st.path).replace(/\.der$/, ".pem"), "crl.pem points at the numbered file");
   t.ok(fs.existsSync(path.join(inst.config.CRL_DIR, "crl.der")), "DER beside it");
   const text = openssl(["crl", "-in", latestPem(), "-noout", "-text"]).stdout;
   t.match(text, /Version 2/);
@@ -194,12 +194,12 @@ t.test("the latest link never points at a partial file", async (t) => {
 t.test("hooks and e-mail", async (t) => {
   const events = await waitFor("hook events", () => {
     const text = fs.readFileSync(eventLog, "utf8");
-    return /^ready\|ready\|/m.test(text) && /^crl-updated\|crl-updated\|\/.+crl-\d+\.pem\|/m.test(text) && /^post-crl \//m.test(text) ? text : undefined;
+    return /^ready\|ready\|/m.test(text) && /^crl-updated\|crl-updated\|\/.+crl-\d+\.der\|/m.test(text) && /^post-crl \//m.test(text) ? text : undefined;
   }, 60_000);
   t.match(events, /^pin-needed\|pin-needed\|\|.*PIN/m, "NOTIFY_HOOK got pin-needed with the message on stdin");
   t.match(events, /^ready\|ready\|/m, "and ready");
-  t.match(events, new RegExp(`^crl-updated\\|crl-updated\\|${inst.config.CRL_DIR}/crl-\\d+\\.pem\\|CRL #\\d+`, "m"), "crl-updated with the CRL path in ETOKEN_PATH");
-  t.match(events, new RegExp(`^post-crl ${inst.config.CRL_DIR}/crl-\\d+\\.pem$`, "m"), "POST_CRL_HOOK got the new CRL's path");
+  t.match(events, new RegExp(`^crl-updated\\|crl-updated\\|${inst.config.CRL_DIR}/crl-\\d+\\.der\\|CRL #\\d+`, "m"), "crl-updated with the DER CRL's path in ETOKEN_PATH");
+  t.match(events, new RegExp(`^post-crl ${inst.config.CRL_DIR}/crl-\\d+\\.der$`, "m"), "POST_CRL_HOOK got the new CRL's DER file (what an http distribution point serves)");
   const failure = await waitFor("the hanging post-CRL hook to be reported", () => readStatus(inst)?.lastHookFailure ?? undefined, 60_000);
   t.match(failure, /POST_CRL_HOOK/, `reported: ${failure}`);
   const still = await issue("dave");

@@ -63,6 +63,8 @@ t.test("revoke-cert refuses what it must refuse", async (t) => {
     // stock openssl ca -gencrl refuses an index.txt that holds these: CA_DIR must stay openssl's
     [["--serial", "0A1B", "--reason", "privilegeWithdrawn"], /privilegeWithdrawn is an RFC 5280 reason that openssl ca does not know/],
     [["--serial", "0A1B", "--reason", "AACompromise"], /AACompromise is an RFC 5280 reason that openssl ca does not know/],
+    // a full-CRL entry with it is "not revoked" to OpenSSL and "revoked" to Globus
+    [["--serial", "0A1B", "--reason", "removeFromCRL"], /removeFromCRL is only meaningful in delta CRLs \(RFC 5280 §5\.3\.1\)/],
     [[], /exactly one of --serial and --cert/],
     [["--serial", "0A1B", "--cert", certFile], /exactly one of --serial and --cert/],
     [["--frobnicate"], /unknown option --frobnicate/],

@@ -10,6 +10,8 @@ const dir = makeBaseDir("etca-cli");
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 const good: Record<string, string> = {
   DN_FORMAT: "/DC=org/DC=example/CN=%s",
+  CA_OIDS: "1.3.6.1.4.1.99999.1.1",
+  CRL_URLS: "URI:http://ca.example.org/crl.der",
   PKCS11_MODULE: "/usr/lib/softhsm/libsofthsm2.so",
   CA_CERT: "/nonexistent/ca.pem",
   CA_DIR: path.join(dir, "ca"),

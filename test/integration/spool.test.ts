@@ -6,7 +6,7 @@ import * as path from "node:path";
 import t, { type Test } from "tap";
 import type { Frame } from "../../proto/wire.js";
 import { pemEncode } from "../../services/common/pem.js";
-import { DELIVERY_GRACE_MS, formatRequestFile, MAX_REQUEST_BYTES } from "../../services/common/spool-protocol.js";
+import { DELIVERY_GRACE_MS, formatRequestFile, MAX_REQUEST_BYTES, MAX_USERNAME_BYTES } from "../../services/common/spool-protocol.js";
 import { dirContents, makeCsr, myproxyInput, runClient, SpoolHarness } from "../fixtures/spool-harness.js";
 
 const h = new SpoolHarness();
@@ -86,7 +86,7 @@ t.test("client-side input errors: one clear stderr line, exit 1, nothing spooled
     ["no CSR", myproxyInput({}, "hello\n"), /PEM certificate request/],
     ["NUL byte", Buffer.concat([Buffer.from("username=jd"), Buffer.from([0]), Buffer.from("oe\n\n" + csrPem)]), /NUL byte/],
     ["too large", "username=x\n" + "a".repeat(70 * 1024), /larger than 65536 bytes/],
-    ["too long username", myproxyInput({ username: "u".repeat(600) }, csrPem), /username longer than 512/],
+    ["too long username", myproxyInput({ username: "u".repeat(MAX_USERNAME_BYTES + 1) }, csrPem), new RegExp(`username longer than ${MAX_USERNAME_BYTES} bytes`)],
   ];
   for (const [name, input, re] of cases) {
     const r = await runClient(h, input);
@@ -219,7 +219,7 @@ t.test("hostile: request files", async (t) => {
     ["non-numeric lifetime", (id) => place(id, requestText().replace("max_cert_lifetime=0", "max_cert_lifetime=12h")), /bad_header/, /max_cert_lifetime="12h"/],
     ["absurd lifetime", (id) => place(id, requestText({ proxyLifetime: 2 ** 40 })), /bad_header/, /larger than/],
     ["empty username", (id) => place(id, requestText({ username: "" })), /bad_username/, /empty username/],
-    ["too long username", (id) => place(id, requestText({ username: "u".repeat(513) })), /bad_username/, /longer than 512/],
+    ["too long username", (id) => place(id, requestText({ username: "u".repeat(MAX_USERNAME_BYTES + 1) })), /bad_username/, new RegExp(`longer than ${MAX_USERNAME_BYTES}`)],
     ["missing end marker", (id) => place(id, requestText().replace(/end\n$/, "")), /incomplete/, /no end marker/],
     ["truncated file", (id) => place(id, requestText().slice(0, 200)), /incomplete/, /no end marker/],
     ["expired deadline", (id) => place(id, requestText({ deadline: Date.now() - 1000 })), /expired/, /deadline passed/],

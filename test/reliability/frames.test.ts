@@ -42,7 +42,7 @@ fs.mkdirSync(path.join(dir, "run"), { mode: 0o777 });
 fs.chmodSync(path.join(dir, "run"), 0o777);
 const term = pty.spawn("sleep", ["3600"], { name: "xterm", cols: 100, rows: 30, env: { PATH: "/usr/bin:/bin" } });
 const configPath = path.join(dir, "conf");
-writeConfig(configPath, { DN_FORMAT: "/CN=%s", PKCS11_MODULE: "/dev/null", CA_CERT: "/dev/null", STATUS_FILE: path.join(dir, "run/status.json"), ...TEST_USERS });
+writeConfig(configPath, { DN_FORMAT: "/CN=%s", CA_OIDS: "1.3.6.1.4.1.99999.1.1", CRL_URLS: "URI:http://ca.example.org/crl.der", PKCS11_MODULE: "/dev/null", CA_CERT: "/dev/null", STATUS_FILE: path.join(dir, "run/status.json"), ...TEST_USERS });
 const config = parseConfig(fs.readFileSync(configPath, "utf8"), configPath);
 const lines: string[] = [];
 setLogSink({ write: (l: string) => lines.push(l) });

@@ -9,6 +9,7 @@ import { DatabaseError } from "../../services/common/errors.js";
 import { CaDatabase } from "../../services/signer/cadb.js";
 import { formatTime, parseTime } from "../../services/signer/index-format.js";
 import { checkDatabase } from "../../services/signer/check-db.js";
+import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
 import { thrown } from "../fixtures/thrown.js";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-cadb-"));
@@ -32,7 +33,7 @@ ossl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"
 let n = 0;
 function csr(subject: string): string {
   const f = path.join(work, `req-${++n}.csr`);
-  ossl(["req", "-new", "-key", eeKey, "-out", f, "-subj", subject]);
+  ossl(["req", "-new", "-utf8", "-key", eeKey, "-out", f, "-subj", subject]);
   return f;
 }
 
@@ -316,6 +317,26 @@ t.test("privilegeWithdrawn and AACompromise: read from an existing index.txt, ne
   const refused = dbError(() => db.revoke([{ serialHex: "0C", reason: "privilegeWithdrawn" as never, revokedAt: new Date() }]));
   t.equal(refused.code, "db.bad_reason", "openssl ca -gencrl would refuse the index.txt afterwards");
   t.match(fs.readFileSync(path.join(dir, "index.txt"), "utf8"), /^V\t301231000000Z\t\t0C\t/m, "the line is unchanged");
+});
+
+t.test("check-db accepts every subject the signer writes: non-ASCII letters, commas, escaped slashes", async (t) => {
+  const dir = path.join(work, "subjects");
+  fs.mkdirSync(path.join(dir, "newcerts"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "index.txt"), "");
+  fs.writeFileSync(path.join(dir, "serial"), "01\n");
+  const db = CaDatabase.open(dir);
+  t.teardown(() => db.close());
+  const dn = compileDnFormat("/DC=org/DC=example%s");
+  const names = ["/O=Universität Zürich/CN=José Müller", "/O=Example, Inc./CN=Doe, John", "/O=R\\/D/CN=名前", "/CN=a=b; \"q\" <x> #1"];
+  for (const name of names) {
+    const s = buildSubject(dn, name);
+    const serial = db.newSerial();
+    // the certificate's subject is the same Name, made by openssl from the unescaped text
+    const c = issue(serial, s.slash.replace(/(?:\\x[0-9A-F]{2})+/g, (m) => Buffer.from(m.replace(/\\x/g, ""), "hex").toString("utf8")));
+    db.record({ serial, notAfter: new Date(c.cert.validTo), subject: s.slash, certificate: c.der });
+  }
+  t.match(fs.readFileSync(path.join(dir, "index.txt"), "latin1"), /\/CN=Jos\\xC3\\xA9 M\\xC3\\xBCller\n/, "index.txt holds X509_NAME_oneline's \\xHH form");
+  t.same(checkDatabase(dir).problems, [], "no problem reported for lines the CA wrote itself");
 });
 
 t.test("check-db: missing files, stray files, mismatched serial and subject", async (t) => {

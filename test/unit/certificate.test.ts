@@ -8,7 +8,7 @@ import path from "node:path";
 import { execFileSync, spawnSync } from "node:child_process";
 import { pemDecode, pemEncode } from "../../services/common/pem.js";
 import { parseCsr } from "../../services/spool/csr.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../../services/common/dn.js";
 import { CertificateTemplate, clampLifetime } from "../../services/signer/profile.js";
 import { assembleCertificate, loadCaCertificate, publicKeyMatches } from "../../services/signer/certificate.js";
 import { ConfigError, RequestError } from "../../services/common/errors.js";
@@ -213,9 +213,10 @@ t.test("publicKeyMatches", async (t) => {
 });
 
 t.test("clampLifetime", async (t) => {
-  t.equal(clampLifetime(43200, 0, 12 * 3600_000), 43200);
-  t.equal(clampLifetime(0, 0, 12 * 3600_000), 43200, "nothing given: the CA maximum");
-  t.equal(clampLifetime(7 * 86400, 0, 12 * 3600_000), 43200, "never above the CA maximum");
+  t.equal(clampLifetime(43200, 0, 12 * 3600_000), 43200 - 300, "the 5-minute backdating of notBefore counts against MAX_LIFETIME");
+  t.equal(clampLifetime(0, 0, 12 * 3600_000), 43200 - 300, "nothing given: the CA maximum");
+  t.equal(clampLifetime(7 * 86400, 0, 12 * 3600_000), 43200 - 300, "never above the CA maximum");
+  t.equal(clampLifetime(43200, 0, 12 * 3600_000, 0), 43200, "without backdating, all of it");
   t.equal(clampLifetime(7 * 86400, 3600, 12 * 3600_000), 3600, "MyProxy's max_cert_lifetime");
   t.equal(clampLifetime(600, 3600, 12 * 3600_000), 600);
   t.equal(clampLifetime(0, 7200, 12 * 3600_000), 7200);

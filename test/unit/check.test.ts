@@ -13,7 +13,7 @@ const NOW = Date.parse("2026-12-03T12:00:00Z");
 const S = 1000;
 const DAY = 86400 * S;
 const T: Thresholds = {
-  staleWarning: 30 * S, staleCritical: 60 * S, needPinCritical: 3600 * S, crlWarning: 3 * DAY, crlCritical: 7 * DAY,
+  staleWarning: 30 * S, staleCritical: 60 * S, needPinCritical: 3600 * S, crlWarning: 7 * DAY, crlCritical: 7 * DAY + 120 * S,
   restartWindow: 3600 * S, hookWindow: 3600 * S, failedPercentWarning: 10, failedMinimum: 5,
 };
 
@@ -45,8 +45,9 @@ const CASES: [string, Facts, "OK" | "WARNING" | "CRITICAL", RegExp][] = [
   ["STARTING", facts({ state: "STARTING", stateSince: NOW - 3 * S }), "WARNING", /STARTING for 3s/],
   ["CRL expired", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW - 10 * S } }), "CRITICAL", /CRL #7 expired 10s ago/],
   ["CRL within reissue window, no PIN", facts({ state: "NEED_PIN", stateSince: NOW - 60 * S, crl: { ...snapshot().crl!, nextUpdate: NOW + 5 * DAY } }), "CRITICAL", /CRL #7 expires in 432000s and no PIN to reissue it/],
-  ["CRL within reissue window, READY (reissue due)", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW + 5 * DAY } }), "OK", /^READY/],
-  ["CRL within warning time, READY (reissue failing)", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW + 2 * DAY } }), "WARNING", /CRL #7 expires in 172800s/],
+  ["CRL past the reissue point, READY (the next one is being made)", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW + 7 * DAY + 60 * S } }), "OK", /^READY/],
+  ["CRL within CRL_REISSUE_BEFORE, READY (reissue failing)", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW + 2 * DAY } }), "WARNING", /CRL #7 expires in 172800s/],
+  ["CRL past the reissue point, no PIN", facts({ state: "SUSPENDED", stateSince: NOW - 60 * S, crl: { ...snapshot().crl!, nextUpdate: NOW + 7 * DAY + 60 * S } }), "CRITICAL", /CRL #7 expires in 604860s and no PIN to reissue it/],
   ["no CRL yet while READY", facts({ crl: null }), "WARNING", /no CRL yet/],
   ["signer restarted 10 min ago", facts({ services: restarted("signer", 600 * S, 2) }), "WARNING", /service signer restarted \(2\)/],
   ["signer restarted 2 h ago", facts({ services: restarted("signer", 7200 * S) }), "OK", /^READY/],
@@ -80,7 +81,7 @@ t.test("perfdata: counters, queue depth, CRL age and time to nextUpdate with thr
   const { line } = checkLine(facts(), T);
   t.equal(
     line.split(" | ")[1],
-    "'issued'=120c;;;0 'failed'=1c;;;0 'rejected'=3c;;;0 'fence_revoked'=0c;;;0 'queue_depth'=2;;;0 'status_age'=2s;30;60;0 'crl_age'=86400s;;;0 'crl_next_update'=2505600s;259200:;604800:",
+    "'issued'=120c;;;0 'failed'=1c;;;0 'rejected'=3c;;;0 'fence_revoked'=0c;;;0 'queue_depth'=2;;;0 'status_age'=2s;30;60;0 'crl_age'=86400s;;;0 'crl_next_update'=2505600s;604800:;604920:",
   );
 });
 
@@ -111,7 +112,7 @@ t.test("etoken-ca check prints one line and exits with the Nagios code", async (
   const nobody = Number(spawnSync("id", ["-u", "nobody"], { encoding: "utf8" }).stdout.trim());
   const r = run(["check", "--status-file", ok], BIN.ca, nobody);
   t.equal(r.code, 0, `OK as user nobody: ${r.out}${r.err}`);
-  t.match(r.out, /^ETOKEN-CA OK - READY, token present, CRL #7 \| 'issued'=120c;;;0 .*'crl_next_update'=\d+s;259200:;604800:\n$/);
+  t.match(r.out, /^ETOKEN-CA OK - READY, token present, CRL #7 \| 'issued'=120c;;;0 .*'crl_next_update'=\d+s;604800:;604920:\n$/);
   t.equal(r.out.split("\n").length, 2, "exactly one line");
 
   const gone = run(["check", "--status-file", writeStatusFile("gone.json", JSON.stringify({ ...JSON.parse(live()), kernelPid: 2 ** 22 + 1 }))]);

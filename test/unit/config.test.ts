@@ -1,8 +1,9 @@
 import t from "tap";
-import { parseConfig } from "../../services/common/config.js";
+import { configWarnings, parseConfig } from "../../services/common/config.js";
 import { ConfigError } from "../../services/common/errors.js";
 
-const BASE = "DN_FORMAT=/DC=org/DC=example/CN=%s\nPKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so\nCA_CERT=/etc/etoken-ca/ca.pem\n";
+const REQUIRED = "DN_FORMAT=/DC=org/DC=example/CN=%s\nPKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so\nCA_CERT=/etc/etoken-ca/ca.pem\n";
+const BASE = REQUIRED + "CA_OIDS=1.3.6.1.4.1.99999.1.1\nCRL_URLS=URI:http://ca.example.org/crl.der\n";
 
 function errorOf(text: string): ConfigError {
   try {
@@ -14,9 +15,17 @@ function errorOf(text: string): ConfigError {
   throw new Error("expected a ConfigError");
 }
 
+t.test("SMTP_URL credentials never appear in a message", async (t) => {
+  for (const url of ["http://user:pw@host", "smtp://user:pw@"]) {
+    const err = errorOf(BASE + `SMTP_URL='${url}'\n`);
+    t.match(err.message, /:4: SMTP_URL.*: expected an smtp:\/\/ or smtps:\/\/ URL/, url);
+    t.notMatch(err.message, /pw/, `${url}: no password in ${JSON.stringify(err.message)}`);
+  }
+});
+
 t.test("defaults and quoting", async (t) => {
   const c = parseConfig(
-    BASE + "# comment\n\nexport CA_OIDS='1.2.3.4, 1.3.6.1.4.1.1'\nCRL_URLS=\"URI:http://ca.example.org/crl.pem\" # trailing\nMAX_LIFETIME=12h\nTOKEN_POLL_INTERVAL=500ms\nCONSOLE_ALLOW_PTY=yes\n",
+    REQUIRED + "# comment\n\nexport CA_OIDS='1.2.3.4, 1.3.6.1.4.1.1'\nCRL_URLS=\"URI:http://ca.example.org/crl.pem\" # trailing\nMAX_LIFETIME=12h\nTOKEN_POLL_INTERVAL=500ms\nCONSOLE_ALLOW_PTY=yes\n",
     "f",
   );
   t.same(c.CA_OIDS, ["1.2.3.4", "1.3.6.1.4.1.1"]);
@@ -39,26 +48,69 @@ t.test("KEY forms", async (t) => {
   t.equal(bySlotId.slot, undefined, "not a position in the slot list");
   t.equal(parseConfig(BASE + "KEY=0:01\n", "f").KEY.slotId, undefined);
   t.equal(parseConfig(BASE + "FENCE_REVOKE_REASON=cessationOfOperation\n", "f").FENCE_REVOKE_REASON, "cessationOfOperation");
-  t.match(errorOf(BASE + "FENCE_REVOKE_REASON=AACompromise\n").message, /:4: FENCE_REVOKE_REASON="AACompromise": expected a revocation reason openssl ca knows/);
-  t.match(errorOf(BASE + "KEY='pkcs11:slot-id=0x12'\n").message, /:4: KEY=.*expected a decimal slot-id in the pkcs11: URI/);
+  t.match(errorOf(BASE + "FENCE_REVOKE_REASON=AACompromise\n").message, /:6: FENCE_REVOKE_REASON="AACompromise": AACompromise is an RFC 5280 reason that openssl ca does not know/);
+  t.match(errorOf(BASE + "KEY='pkcs11:slot-id=0x12'\n").message, /:6: KEY=.*expected a decimal slot-id in the pkcs11: URI/);
   t.match(errorOf(BASE + "KEY='pkcs11:slot-id=99999999999999999999'\n").message, /expected a decimal slot-id/);
-  t.match(errorOf(BASE + "KEY=abc\n").message, /line 4|:4: KEY="abc": expected SLOT:ID/);
+  t.match(errorOf(BASE + "KEY=abc\n").message, /line 6|:6: KEY="abc": expected SLOT:ID/);
 });
 
 t.test("errors name file, line and expectation", async (t) => {
-  t.equal(errorOf(BASE + "FOO=1\n").message, "/etc/sysconfig/etoken-ca:4: unknown key FOO");
-  t.equal(errorOf(BASE + "MIN_KEY_BITS=2k\n").message, '/etc/sysconfig/etoken-ca:4: MIN_KEY_BITS="2k": expected a whole number');
-  t.equal(errorOf(BASE + "CA_OIDS='1.2.3\n").message, "/etc/sysconfig/etoken-ca:4: unterminated single quote in the value of CA_OIDS");
-  t.equal(errorOf(BASE + "CA_DIR=\"/x\n").message, "/etc/sysconfig/etoken-ca:4: unterminated double quote in the value of CA_DIR");
-  t.match(errorOf(BASE + "CA_DIR=$HOME/ca\n").message, /:4: shell expansion \(\$\) is not supported/);
-  t.match(errorOf(BASE + "CA_DIR=/a b\n").message, /:4: unquoted space/);
-  t.equal(errorOf(BASE + "LOG_LEVEL=info\nLOG_LEVEL=debug\n").message, "/etc/sysconfig/etoken-ca:5: LOG_LEVEL is set again (first set on line 4)");
+  t.equal(errorOf(BASE + "FOO=1\n").message, "/etc/sysconfig/etoken-ca:6: unknown key FOO");
+  t.equal(errorOf(BASE + "MIN_KEY_BITS=2k\n").message, '/etc/sysconfig/etoken-ca:6: MIN_KEY_BITS="2k": expected a whole number');
+  t.equal(errorOf(BASE + "CA_OIDS='1.2.3\n").message, "/etc/sysconfig/etoken-ca:6: unterminated single quote in the value of CA_OIDS");
+  t.equal(errorOf(BASE + "CA_DIR=\"/x\n").message, "/etc/sysconfig/etoken-ca:6: unterminated double quote in the value of CA_DIR");
+  t.match(errorOf(BASE + "CA_DIR=$HOME/ca\n").message, /:6: shell expansion \(\$\) is not supported/);
+  t.match(errorOf(BASE + "CA_DIR=/a b\n").message, /:6: unquoted space/);
+  t.equal(errorOf(BASE + "LOG_LEVEL=info\nLOG_LEVEL=debug\n").message, "/etc/sysconfig/etoken-ca:7: LOG_LEVEL is set again (first set on line 6)");
   t.match(errorOf("PKCS11_MODULE=/x\nCA_CERT=/y\n").message, /DN_FORMAT is required/);
   t.match(errorOf(BASE + "SPOOL_USER=causer\n").message, /SPOOL_USER and SIGNER_USER are both causer/);
   t.match(errorOf(BASE + "SIGNER_USER=root\nSPOOL_USER=x\n").message, /SIGNER_USER may not be root/);
   t.match(errorOf(BASE + "MAX_LIFETIME=-5\n").message, /expected a duration/);
   t.match(errorOf(BASE + "USB_DEVICE=529:620\n").message, /expected vendor:product/);
-  t.match(errorOf(BASE + "garbage line\n").message, /:4: expected KEY=value/);
+  t.match(errorOf(BASE + "garbage line\n").message, /:6: expected KEY=value/);
   t.match(errorOf("DN_FORMAT=/CN=%s/CN=%s\nPKCS11_MODULE=/x\nCA_CERT=/y\n").message, /:1: .*exactly one %s/);
   t.match(errorOf(BASE + "PKCS11_ENV='LD_PRELOAD=/evil.so'\n").message, /no LD_PRELOAD/);
+  // Node reads NODE_* (NODE_OPTIONS=--inspect opens a debugger in the signer): none of them
+  for (const name of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS", "NODE_DEBUG"]) {
+    t.match(errorOf(BASE + `PKCS11_ENV='${name}=--inspect'\n`).message, new RegExp(`no ${name} \\(`), name);
+  }
+});
+
+t.test("DN_FORMAT and USERNAME_RDN_TYPES are checked by the loader", async (t) => {
+  const rest = "PKCS11_MODULE=/x\nCA_CERT=/y\nCA_OIDS=1.2.3\nCRL_URLS=URI:http://x.example.org/c.der\n";
+  t.match(errorOf(`LOG_LEVEL=info\nDN_FORMAT=/DC=org/XX=y/CN=%s\n${rest}`).message,
+    /^\/etc\/sysconfig\/etoken-ca:2: DN_FORMAT="\/DC=org\/XX=y\/CN=%s": unknown attribute type "XX"/);
+  t.match(errorOf(`DN_FORMAT='/O=a+CN=b%s'\n${rest}`).message, /:1: DN_FORMAT="\/O=a\+CN=b%s": multi-valued RDNs/);
+  t.match(errorOf(`DN_FORMAT='/C=USA/CN=%s'\n${rest}`).message, /:1: DN_FORMAT=.*two-letter/);
+  t.same(parseConfig(BASE, "f").USERNAME_RDN_TYPES, ["DC", "O", "OU", "CN"], "default");
+  t.same(parseConfig(BASE + "USERNAME_RDN_TYPES='commonName, O'\n", "f").USERNAME_RDN_TYPES, ["CN", "O"]);
+  t.match(errorOf(BASE + "USERNAME_RDN_TYPES=CN,XX\n").message, /:6: USERNAME_RDN_TYPES="CN,XX": .*unknown attribute type "XX"/);
+  t.match(errorOf(BASE + "USERNAME_RDN_TYPES=\n").message, /:6: USERNAME_RDN_TYPES="": .*at least one attribute type/);
+});
+
+t.test("FENCE_REVOKE_REASON: removeFromCRL is refused (delta CRLs only)", async (t) => {
+  t.equal(parseConfig(BASE + "FENCE_REVOKE_REASON=superseded\n", "f").FENCE_REVOKE_REASON, "superseded");
+  t.match(errorOf(BASE + "FENCE_REVOKE_REASON=removeFromCRL\n").message,
+    /:6: FENCE_REVOKE_REASON="removeFromCRL": removeFromCRL is only meaningful in delta CRLs \(RFC 5280 §5\.3\.1\)/);
+  t.match(errorOf(BASE + "FENCE_REVOKE_REASON=because\n").message, /:6: FENCE_REVOKE_REASON="because": unknown reason "because"; one of unspecified, /);
+});
+
+t.test("the IGTF profile held by the configuration", async (t) => {
+  t.match(errorOf(REQUIRED).message, /CA_OIDS is required/, "no certificatePolicies without CA_OIDS");
+  t.match(errorOf(REQUIRED + "CA_OIDS=1.2.3\n").message, /CRL_URLS is required/, "no CRL distribution point without CRL_URLS");
+  t.match(errorOf(REQUIRED + "CA_OIDS=\nCRL_URLS=URI:http://x.example.org/c.der\n").message, /:4: CA_OIDS="": expected at least one dotted OID/);
+  t.match(errorOf(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=\n").message, /:5: CRL_URLS="": expected at least one URI:http:\/\/\.\.\. entry/);
+  t.match(errorOf(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=URI:ldap://x.example.org/cn=crl\n").message, /:5: CRL_URLS="URI:ldap:\/\/x.example.org\/cn=crl": expected comma-separated URI:http:\/\/\.\.\. entries/);
+  t.match(errorOf(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=http://x.example.org/c.der\n").message, /:5: CRL_URLS=.*URI:http/);
+
+  t.match(errorOf(BASE + "MAX_LIFETIME=396d\n").message, /:6: MAX_LIFETIME=34214400s: longer than 13 months \(395 days\)/);
+  t.match(errorOf(BASE + "MAX_LIFETIME=300\n").message, /:6: MAX_LIFETIME=300s: must be longer than the 5-minute backdating of notBefore/);
+  t.equal(parseConfig(BASE + "MAX_LIFETIME=395d\n", "f").MAX_LIFETIME, 395 * 86_400_000, "13 months is the limit");
+
+  t.same(configWarnings(parseConfig(BASE, "f")), [], "the defaults are clean");
+  t.same(configWarnings(parseConfig(BASE + "MAX_LIFETIME=1000001\n", "f")), ["f: MAX_LIFETIME=\"1000001s\": above 1000000 s, the IGTF ceiling for short-lived credentials"]);
+  t.same(configWarnings(parseConfig(BASE + "MAX_LIFETIME=1000000\n", "f")), [], "1,000,000 s itself is fine");
+  t.match(configWarnings(parseConfig(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=URI:https://x.example.org/c.der\n", "f")), [/^f: CRL_URLS="URI:https:\/\/x.example.org\/c.der": https distribution points/]);
+  t.match(configWarnings(parseConfig(BASE + "CRL_LIFETIME=31d\n", "f")), [/^f: CRL_LIFETIME="2678400s": above 30 days/]);
+  t.same(configWarnings(parseConfig(BASE + "CRL_LIFETIME=30d\n", "f")), []);
 });

@@ -9,7 +9,7 @@ import { pemEncode } from "../../services/common/pem.js";
 import { assembleCrl, buildTbsCrl, type CrlEntry } from "../../services/signer/crl.js";
 import { CertificateTemplate } from "../../services/signer/profile.js";
 import { assembleCertificate, loadCaCertificate } from "../../services/signer/certificate.js";
-import { buildSubject, compileDnFormat } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
 import { DatabaseError } from "../../services/common/errors.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-crl-"));

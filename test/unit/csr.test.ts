@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { pemDecode, pemEncode } from "../../services/common/pem.js";
-import { bitString, integer, nul, oid, seq } from "../../services/common/der.js";
+import { bitString, contextTag, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/der.js";
 import { checkRsaPublicKey, parseCsr } from "../../services/spool/csr.js";
 import { RequestError } from "../../services/common/errors.js";
 import { thrown } from "../fixtures/thrown.js";
@@ -91,6 +91,55 @@ t.test("tampered requests are refused", async (t) => {
   openssl("req", "-x509", "-key", p("rsa2048.key"), "-subj", "/CN=x", "-days", "1", "-out", p("x.pem"));
   const cert = pemDecode(fs.readFileSync(p("x.pem"), "latin1"), "CERTIFICATE");
   t.match(refusal(() => parseCsr(cert, POLICY)).message, /^CSR is not valid DER: /);
+});
+
+/** A request signed by `key` whose certificationRequestInfo carries `attributes` ([0]). */
+function signedCsr(key: crypto.KeyObject, spki: Buffer, attributes: Buffer[], sigAlg = seq(oid("1.2.840.113549.1.1.11"), nul())): Buffer {
+  const info = seq(integer(0), seq(), spki, tlv(contextTag(0, true), ...attributes));
+  return seq(info, sigAlg, bitString(crypto.sign("sha256", info, key)));
+}
+
+t.test("an OBJECT IDENTIFIER of 47 KB is refused at once, in a short message", async (t) => {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const spki = publicKey.export({ format: "der", type: "spki" });
+  t.equal(parseCsr(signedCsr(privateKey, spki, [seq(oid("1.2.840.113549.1.9.7"), set(tlv(TAG.UTF8_STRING, Buffer.from("x"))))]), POLICY).keyBits, 2048, "the builder makes requests we accept");
+  const hugeOid = tlv(TAG.OID, Buffer.concat([Buffer.from([0x2a]), Buffer.alloc(47_000, 0x81), Buffer.from([0x01])]));
+  const attribute = refusal(() => parseCsr(signedCsr(privateKey, spki, [seq(hugeOid, set())]), POLICY));
+  t.match(attribute.message, /^CSR is not valid DER: attribute type: OBJECT IDENTIFIER of 47002 bytes is longer than the limit of 64$/, "a correctly signed request with a huge attribute OID");
+  const algorithm = refusal(() => parseCsr(signedCsr(privateKey, spki, [], seq(hugeOid, nul())), POLICY));
+  t.match(algorithm.message, /OBJECT IDENTIFIER of 47002 bytes is longer than the limit/, "a huge signature algorithm OID");
+  t.ok(algorithm.message.length < 120, `the message does not echo it (${algorithm.message.length} characters)`);
+});
+
+t.test("the subject is checked as strictly as OpenSSL reads it", async (t) => {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const spki = publicKey.export({ format: "der", type: "spki" });
+  const withSubject = (subject: Buffer): Buffer => {
+    const info = seq(integer(0), subject, spki);
+    return seq(info, seq(oid("1.2.840.113549.1.1.11"), nul()), bitString(crypto.sign("sha256", info, privateKey)));
+  };
+  const cn = (value: Buffer): Buffer => seq(set(seq(oid("2.5.4.3"), value)));
+  const good = seq(
+    set(seq(oid("2.5.4.6"), tlv(TAG.PRINTABLE_STRING, Buffer.from("DE")))),
+    set(seq(oid("2.5.4.3"), tlv(TAG.UTF8_STRING, Buffer.from("Jürgen 名前"))), seq(oid("2.5.4.5"), tlv(0x12, Buffer.from("12")))),
+    set(seq(oid("2.5.4.11"), tlv(TAG.BMP_STRING, Buffer.from("00410042", "hex")))),
+    set(seq(oid("2.5.4.7"), tlv(TAG.UNIVERSAL_STRING, Buffer.from("0001f600", "hex")))),
+    set(seq(oid("2.5.4.8"), tlv(TAG.T61_STRING, Buffer.from([0x5a, 0xfc])))),
+    set(seq(oid("0.9.2342.19200300.100.1.25"), tlv(TAG.IA5_STRING, Buffer.from("org")))),
+  );
+  t.equal(parseCsr(withSubject(good), POLICY).keyBits, 2048, "string types OpenSSL reads are accepted");
+  for (const [what, subject, message] of [
+    ["invalid UTF-8", cn(tlv(TAG.UTF8_STRING, Buffer.from([0x4e, 0xd8, 0x4c]))), "2.5.4.3: not a valid UTF8String"],
+    ["a UTF-8 surrogate", cn(tlv(TAG.UTF8_STRING, Buffer.from("eda080", "hex"))), "2.5.4.3: not a valid UTF8String"],
+    ["an odd BMPString", cn(tlv(TAG.BMP_STRING, Buffer.from("004100", "hex"))), "2.5.4.3: not a valid BMPString"],
+    ["a UniversalString beyond U+10FFFF", cn(tlv(TAG.UNIVERSAL_STRING, Buffer.from("00110000", "hex"))), "2.5.4.3: not a valid UniversalString"],
+    ["an INTEGER value", cn(integer(5)), "2.5.4.3: value with tag 0x02 is not a string type"],
+    ["a context-specific value", cn(tlv(0x80, Buffer.from("x"))), "2.5.4.3: value with tag 0x80 is not a string type"],
+    ["an empty RDN", seq(set()), "empty RelativeDistinguishedName"],
+    ["an RDN that is not a SET", seq(seq(seq(oid("2.5.4.3"), tlv(TAG.UTF8_STRING, Buffer.from("x"))))), "Name: RelativeDistinguishedName has tag 0x30, expected 0x31"],
+  ] as const) {
+    t.equal(refusal(() => parseCsr(withSubject(subject), POLICY)).message, `CSR subject: ${message}`, what);
+  }
 });
 
 t.test("checkRsaPublicKey", async (t) => {

@@ -6,10 +6,12 @@ import path from "node:path";
 import { execFileSync } from "node:child_process";
 import {
   DerSequence, TAG, bitString, boolean, children, decodeBoolean, decodeOid, decodeTime, decodeUnsigned, explicit, ia5String,
-  implicit, integer, nul, octetString, oid, parseDer, printableString, seq, set, time, utf8String, walk,
+  implicit, integer, MAX_OID_ARC_BYTES, MAX_OID_BYTES, nul, octetString, oid, parseDer, printableString, seq, set, time, tlv,
+  utf8String, walk,
 } from "../../services/common/der.js";
 import { pemDecode, pemEncode } from "../../services/common/pem.js";
 import { RequestError } from "../../services/common/errors.js";
+import { thrown } from "../fixtures/thrown.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-der-"));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -25,6 +27,7 @@ function asn1(der: Buffer): string[] {
   });
 }
 const fail = (m: string): Error => new RequestError("bad_der", m);
+const refusal = (fn: () => unknown): RequestError => thrown(RequestError, fn);
 
 t.test("encoder output as OpenSSL reads it", async (t) => {
   const der = seq(
@@ -112,6 +115,24 @@ t.test("reader round trips and refusals", async (t) => {
   t.throws(() => decodeOid(parseDer(Buffer.from("0602802a", "hex"), fail), "o", fail), /non-minimal/);
   t.throws(() => decodeTime(parseDer(Buffer.from("170d3439313333313233353935395a", "hex"), fail), "t", fail), /not a valid time/);
   t.throws(() => decodeTime(parseDer(Buffer.from("170b343931323331323335395a", "hex"), fail), "t", fail), /YYMMDDHHMMSSZ/);
+  const longTime = refusal(() => decodeTime(parseDer(tlv(TAG.UTC_TIME, Buffer.alloc(10_000, 0x39)), fail), "t", fail));
+  t.equal(longTime.message, `t: UTCTime "${"9".repeat(40)}..." is not YYMMDDHHMMSSZ`, "a long value is cut short in the message");
+});
+
+t.test("OBJECT IDENTIFIERs are bounded before they are decoded", async (t) => {
+  const uuidArc = "2.25.340282366920938463463374607431768211455"; // the largest 128-bit UUID arc
+  t.equal(decodeOid(parseDer(oid(uuidArc), fail), "o", fail), uuidArc, "a 2.25 UUID OID is read");
+  const longest = Buffer.concat([Buffer.from([0x06, MAX_OID_BYTES, 0x2a]), Buffer.alloc(MAX_OID_BYTES - 1, 0x01)]);
+  t.equal(decodeOid(parseDer(longest, fail), "o", fail).split(".").length, MAX_OID_BYTES + 1, `${MAX_OID_BYTES} bytes are read`);
+  const tooLong = Buffer.concat([Buffer.from([0x06, MAX_OID_BYTES + 1, 0x2a]), Buffer.alloc(MAX_OID_BYTES, 0x01)]);
+  t.equal(refusal(() => decodeOid(parseDer(tooLong, fail), "o", fail)).message, `o: OBJECT IDENTIFIER of ${MAX_OID_BYTES + 1} bytes is longer than the limit of ${MAX_OID_BYTES}`);
+  // one arc of 47 KB: refused at once, in a message that does not repeat it
+  const hugeArc = Buffer.concat([Buffer.from([0x2a]), Buffer.alloc(47_000, 0x81), Buffer.from([0x01])]);
+  const huge = refusal(() => decodeOid(parseDer(tlv(TAG.OID, hugeArc), fail), "o", fail));
+  t.match(huge.message, /OBJECT IDENTIFIER of 47002 bytes is longer than the limit/);
+  t.ok(huge.message.length < 120, `a short message (${huge.message.length} characters)`);
+  const arc = Buffer.concat([Buffer.from([0x06, MAX_OID_ARC_BYTES + 2, 0x2a]), Buffer.alloc(MAX_OID_ARC_BYTES, 0x81), Buffer.from([0x01])]);
+  t.equal(refusal(() => decodeOid(parseDer(arc, fail), "o", fail)).message, `o: OBJECT IDENTIFIER arc longer than ${MAX_OID_ARC_BYTES} bytes`);
 });
 
 t.test("walk accepts what OpenSSL writes", async (t) => {

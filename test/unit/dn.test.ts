@@ -5,11 +5,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
-import { buildSubject, compileDnFormat, nameToSlash, splitUsername } from "../../services/signer/dn.js";
+import { buildSubject, compileDnFormat, nameToSlash, splitUsername } from "../../services/common/dn.js";
 import { CertificateTemplate } from "../../services/signer/profile.js";
 import { assembleCertificate, loadCaCertificate } from "../../services/signer/certificate.js";
 import { pemEncode } from "../../services/common/pem.js";
 import { ConfigError, RequestError } from "../../services/common/errors.js";
+import { MAX_USERNAME_BYTES, usernameProblem } from "../../services/common/spool-protocol.js";
 import { thrown } from "../fixtures/thrown.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-dn-"));
@@ -89,7 +90,7 @@ t.test("splitUsername", async (t) => {
     ["jdoe\nemail=a@example.org", /control character U\+000A/],
     ["jdoe\tx", /control character U\+0009/],
     ["jdoe\u0085", /control character U\+0085/],
-    ["x".repeat(257), /257 bytes is longer than 256/],
+    ["x".repeat(MAX_USERNAME_BYTES + 1), new RegExp(`${MAX_USERNAME_BYTES + 1} bytes is longer than ${MAX_USERNAME_BYTES}$`)],
     ["jdoe " + Array.from({ length: 9 }, (_, i) => `email=u${i}@example.org`).join(" "), /more than 8 email=/],
   ];
   for (const [raw, why] of refused) {
@@ -100,8 +101,8 @@ t.test("splitUsername", async (t) => {
 
 t.test("DN_FORMAT parsing", async (t) => {
   t.equal(DN.slashBefore, "/DC=org/DC=example/O=Example");
-  const e = configError(() => compileDnFormat("/DC=org/XX=y/CN=%s", { file: "/etc/sysconfig/etoken-ca", line: 3 }));
-  t.match(e.message, /^\/etc\/sysconfig\/etoken-ca:3: DN_FORMAT .*unknown attribute type "XX"/);
+  const e = configError(() => compileDnFormat("/DC=org/XX=y/CN=%s"));
+  t.match(e.message, /^DN_FORMAT="\/DC=org\/XX=y\/CN=%s": unknown attribute type "XX"/, "names the key, the value and the rule");
   const bad: [string, RegExp][] = [
     ["DC=org/CN=%s", /must start with '\/'/],
     ["/DC=org/O=/CN=%s", /O value is empty/],
@@ -112,6 +113,10 @@ t.test("DN_FORMAT parsing", async (t) => {
     ["/O=%s/CN=%s", /exactly one %s \(found 2\)/],
     ["/CN=%d", /'%' must be followed by 's'/],
     ["/%s=x", /inside a value/],
+    ["/DC=org/%s", /not in an attribute name/],
+    ["%sx", /followed by '\/' or end DN_FORMAT/],
+    ["/DC=org%s%s", /exactly one %s \(found 2\)/],
+    ["/O=a\\,b/CN=%s", /a backslash escapes only \/ \\ and \+ \(found \\,\)/],
     ["/O=a+CN=b/CN=%s", /multi-valued RDNs/],
     ["/C=USA/CN=%s", /two-letter/],
     ["/C=us/CN=%s", /two-letter/],
@@ -185,4 +190,113 @@ t.test("%s in IA5 and country attributes", async (t) => {
   t.match(openssl("asn1parse", "-in", certWith(s.der)), /domainComponent\n.*IA5STRING\s+:grid\n/);
   t.match(requestError(() => buildSubject(dcTpl, "grïd")).message, /must be ASCII/);
   t.match(requestError(() => buildSubject(dcTpl, "x".repeat(64))).message, /longer than the limit of 63/);
+});
+
+t.test("the position of %s in DN_FORMAT chooses the username's shape", async (t) => {
+  const modes: [string, string][] = [
+    ["/DC=org/DC=example/CN=%s", "value"],
+    ["/CN=%s/O=Example", "value"],
+    ["/CN=user %s", "value"],
+    ["/CN=a%sb", "value"],
+    ["/DC=org/DC=example%s", "rdns"],
+    ["%s", "rdns"],
+    ["/DC=org%s/CN=robot", "rdns"],
+    ["%s/CN=robot", "rdns"],
+  ];
+  for (const [f, mode] of modes) t.equal(compileDnFormat(f).mode, mode, f);
+  // before: /DC=org%s was read as the value "org" + username and gave DC=orgJane Roe
+  const suffixTpl = compileDnFormat("/DC=org%s");
+  t.match(requestError(() => buildSubject(suffixTpl, "Jane Roe")).message, /must be a slash-form RDN sequence starting with '\/'/);
+});
+
+/** OpenSSL's view of the subject built for `username` (suffixes split off first) */
+function issuedSubject(tpl: ReturnType<typeof compileDnFormat>, username: string): { lines: [string, string][]; slash: string; compat: string } {
+  const s = buildSubject(tpl, splitUsername(username).name);
+  const f = certWith(s.der);
+  return { lines: subjectLines(f), slash: s.slash, compat: openssl("x509", "-in", f, "-noout", "-subject", "-nameopt", "compat").trim() };
+}
+
+t.test("DN-suffix usernames (the seed's convention)", async (t) => {
+  const seed = "/DC=org/O=Example/CN=John Doe email=jdoe@example.org info:key=value";
+  t.same(splitUsername(seed), { name: "/DC=org/O=Example/CN=John Doe", emails: ["jdoe@example.org"], info: "key=value" }, "the seed's example verbatim");
+  const alone = issuedSubject(compileDnFormat("%s"), seed);
+  t.same(alone.lines, [["domainComponent", "org"], ["organizationName", "Example"], ["commonName", "John Doe"]], "DN_FORMAT=%s");
+  t.equal(alone.compat, `subject=${alone.slash}`);
+  t.equal(alone.slash, "/DC=org/O=Example/CN=John Doe");
+
+  const prefixed = issuedSubject(compileDnFormat("/DC=org/DC=example%s"), seed);
+  t.same(prefixed.lines, [["domainComponent", "org"], ["domainComponent", "example"], ["domainComponent", "org"], ["organizationName", "Example"], ["commonName", "John Doe"]],
+    "the fixed part stays the prefix");
+
+  const frontEnd = issuedSubject(compileDnFormat("/DC=org/DC=example%s"), "/O=Example Org/CN=Jane Doe a1b2c3 email=jane@example.org info:sub=a1b2c3");
+  t.same(frontEnd.lines, [["domainComponent", "org"], ["domainComponent", "example"], ["organizationName", "Example Org"], ["commonName", "Jane Doe a1b2c3"]], "the front-end's shape");
+  t.equal(frontEnd.slash, "/DC=org/DC=example/O=Example Org/CN=Jane Doe a1b2c3");
+
+  const between = issuedSubject(compileDnFormat("/DC=org%s/CN=robot"), "/O=Example/OU=Grid");
+  t.same(between.lines, [["domainComponent", "org"], ["organizationName", "Example"], ["organizationalUnitName", "Grid"], ["commonName", "robot"]]);
+
+  const escaped = issuedSubject(compileDnFormat("/DC=org%s"), "/O=A\\/S Co\\+ \\\\ Partners/CN=Jane\\/Doe");
+  t.same(escaped.lines, [["domainComponent", "org"], ["organizationName", "A/S Co+ \\\\ Partners"], ["commonName", "Jane/Doe"]], "\\/ \\+ \\\\ are data");
+  t.equal(escaped.slash, "/DC=org/O=A\\/S Co\\+ \\ Partners/CN=Jane\\/Doe");
+  t.equal(escaped.compat, `subject=${escaped.slash}`);
+
+  const utf8 = issuedSubject(compileDnFormat("%s"), "/O=Universität/CN=José Müller, Jr.");
+  t.same(utf8.lines, [["organizationName", "Universität"], ["commonName", "José Müller, Jr."]]);
+});
+
+t.test("suffixes are split only after the username's last RDN", async (t) => {
+  t.same(splitUsername("/O=Dept email=x/CN=Jane email=jane@example.org"), { name: "/O=Dept email=x/CN=Jane", emails: ["jane@example.org"], info: undefined },
+    "email= text in an RDN that another RDN follows is data");
+  const s = issuedSubject(compileDnFormat("%s"), "/O=Dept email=x/CN=Jane email=jane@example.org");
+  t.same(s.lines, [["organizationName", "Dept email=x"], ["commonName", "Jane"]]);
+  t.same(splitUsername("/O=A\\/CN=b email=a@example.org"), { name: "/O=A\\/CN=b", emails: ["a@example.org"], info: undefined }, "an escaped / starts no RDN");
+  t.same(splitUsername("/CN=Jane info:url=http://h.example.org/p email=j@example.org"), { name: "/CN=Jane", emails: ["j@example.org"], info: "url=http://h.example.org/p" },
+    "a / in a suffix does not start an RDN");
+  t.match(requestError(() => splitUsername("/CN=Jane email=j@example.org Doe")).message, /unexpected "Doe" after/);
+  t.same(splitUsername("Jane email=j@example.org"), { name: "Jane", emails: ["j@example.org"], info: undefined }, "value mode splits as before");
+});
+
+t.test("DN-suffix usernames that are refused", async (t) => {
+  const tpl = compileDnFormat("/DC=org/DC=example%s");
+  const refused: [string, RegExp][] = [
+    ["Jane Doe", /must be a slash-form RDN sequence starting with '\/'/],
+    ["/C=US/CN=x", /brings the attribute type C, which USERNAME_RDN_TYPES \(DC,O,OU,CN\) does not allow/],
+    ["/CN=x/emailAddress=x@example.org", /attribute type emailAddress, which USERNAME_RDN_TYPES/],
+    ["/serialNumber=1/CN=x", /attribute type serialNumber, which USERNAME_RDN_TYPES/],
+    ["/XX=y", /unknown attribute type "XX"/],
+    ["/O=a+CN=b", /multi-valued RDNs/],
+    ["/O=/CN=x", /O value is empty/],
+    ["/CN=x//O=y", /empty RDN/],
+    ["/CN=x/", /empty RDN/],
+    ["/", /empty RDN/],
+    ["/CN", /no '='/],
+    ["/CN=a\\,b", /a backslash escapes only/],
+    ["/CN=x\\", /lone backslash/],
+    ["/CN= Jane", /leading or trailing spaces in its CN value/],
+    ["/CN=Jane ", /leading or trailing spaces/],
+    ["/CN=" + "x".repeat(65), /CN value of 65 characters is longer than the limit of 64/],
+    ["/O=" + "é".repeat(65), /O value of 65 characters is longer than the limit of 64/],
+    ["/DC=" + "x".repeat(64), /limit of 63/],
+    ["/DC=exämple", /must be ASCII/],
+    ["/CN=a\u202Eb", /U\+202E/],
+    ["/CN=zero\u200Bwidth", /U\+200B/],
+    ["/CN=nb\u00A0sp", /U\+00A0/],
+  ];
+  for (const [name, why] of refused) t.match(requestError(() => buildSubject(tpl, name)).message, why, JSON.stringify(name));
+  const cnOnly = compileDnFormat("/DC=org/O=Example%s", ["commonName"]);
+  t.same(cnOnly.usernameTypes, ["CN"]);
+  t.match(requestError(() => buildSubject(cnOnly, "/O=Other/CN=x")).message, /attribute type O, which USERNAME_RDN_TYPES \(CN\) does not allow/);
+  const withC = compileDnFormat("%s", ["C", "CN"]);
+  t.match(requestError(() => buildSubject(withC, "/C=USA/CN=x")).message, /two-letter/);
+  t.same(subjectLines(certWith(buildSubject(withC, "/C=DE/CN=x").der)), [["countryName", "DE"], ["commonName", "x"]]);
+});
+
+t.test("one username limit for client, spool and signer", async (t) => {
+  const longest = "/O=" + "o".repeat(64) + "/CN=" + "x".repeat(64) + " " + Array.from({ length: 8 }, (_, i) => `email=user.number${i}@physics.example.org`).join(" ");
+  t.ok(Buffer.byteLength(longest) < MAX_USERNAME_BYTES, "a long DN-suffix username fits");
+  t.equal(usernameProblem(longest), undefined);
+  t.equal(splitUsername(longest).emails.length, 8);
+  const over = "/CN=" + "x".repeat(MAX_USERNAME_BYTES);
+  t.match(usernameProblem(over)!, new RegExp(`longer than ${MAX_USERNAME_BYTES} bytes`));
+  t.match(requestError(() => splitUsername(over)).message, new RegExp(`longer than ${MAX_USERNAME_BYTES}$`));
 });

@@ -23,6 +23,38 @@ t.test("the logger refuses secret-like fields and raw bytes", async (t) => {
   setLogLevel("info");
 });
 
+t.test("log lines carry no control, bidi, line-separator or invisible format characters", async (t) => {
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => setLogSink(process.stderr));
+  const log = createLogger("test");
+  // what refused usernames carried in: C0, DEL, C1 (CSI, NEL), bidi overrides and isolates,
+  // U+2028/2029, zero-width and other format characters, a BOM, a tag character
+  const hostile = "a\x00\x1b[31m\x7f\x85\x9b\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029\u200b\u200e\u200f\u00ad\u061c\ufeff\u{e0041}z";
+  log.warning(`refused username ${hostile}`, { username: hostile, nested: { list: [hostile] } });
+  const line = lines[0]!;
+  t.equal(line.split("\n").length, 2, "one line, ending in a newline");
+  t.notMatch(line.slice(0, -1), /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u, "no such character left raw");
+  const rec = JSON.parse(line);
+  t.equal(rec.username, hostile, "the JSON still decodes to the exact value");
+  t.equal(rec.nested.list[0], hostile, "in nested values too");
+  t.equal(rec.msg, `refused username ${hostile}`, "and in the message");
+  t.match(line, /\\u202e/, "escaped as \\u");
+  t.match(line, /\\udb40\\udc41/, "astral format characters as their surrogate pair");
+});
+
+t.test("long values are cut short in log lines", async (t) => {
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => setLogSink(process.stderr));
+  const oid = `1.2.${"9".repeat(126_000)}`;
+  createLogger("test").warning(`unknown ${oid}`, { oid });
+  const rec = JSON.parse(lines[0]!);
+  t.ok(lines[0]!.length < 2_500, `one short line (${lines[0]!.length} characters)`);
+  t.match(rec.oid, /^1\.2\.9{100,}\.\.\. \(\d+ more characters\)$/, "the field says how much was cut");
+  t.match(rec.msg, /^unknown 1\.2\.9+\.\.\. \(\d+ more characters\)$/, "so does the message");
+});
+
 t.test("framing: round trip, split chunks, several frames in one chunk", async (t) => {
   const a = encodeFrame(1, 0, "ping", { nonce: 7 });
   const b = encodeFrame(2, 1, "failure", { code: "x", message: "y".repeat(300) });

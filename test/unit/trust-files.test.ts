@@ -42,7 +42,7 @@ t.test("the files for a CA and DN_FORMAT with %s inside a value", async (t) => {
   const hash = ossl(f, "-subject_hash");
   const old = ossl(f, "-subject_hash_old");
   const fp = ossl(f, "-fingerprint", "-sha1").replace(/^[^=]+=/, "");
-  const tf = buildTrustFiles(ca, "/DC=org/DC=example.org/O=Ex (test)/CN=user-%s", ["http://ca.example.org/crl.der", "https://b.example.org/c.der"], { alias: "Example-Online", email: "ca@example.org" });
+  const tf = buildTrustFiles(ca, "/DC=org/DC=example.org/O=Ex (test)/CN=user %s", ["http://ca.example.org/crl.der", "https://b.example.org/c.der"], { alias: "Example-Online", email: "ca@example.org" });
   t.equal(tf.hash, hash);
   t.equal(tf.oldHash, old);
   const sp = tf.files.get(`${hash}.signing_policy`);
@@ -52,7 +52,7 @@ t.test("the files for a CA and DN_FORMAT with %s inside a value", async (t) => {
       "# written by etoken-ca trust-files from CA_CERT and DN_FORMAT\n" +
       "access_id_CA      X509         '/DC=org/DC=example/O=Example Grid/CN=Example Online CA 1'\n" +
       "pos_rights        globus        CA:sign\n" +
-      "cond_subjects     globus       '\"/DC=org/DC=example.org/O=Ex (test)/CN=user-*\"'\n",
+      "cond_subjects     globus       '\"/DC=org/DC=example.org/O=Ex (test)/CN=user *\"'\n",
   );
   t.equal(
     tf.files.get(`${hash}.namespaces`),
@@ -66,7 +66,7 @@ t.test("the files for a CA and DN_FORMAT with %s inside a value", async (t) => {
       `#    hash     : ${hash}\n` +
       "#\n" +
       'TO Issuer "/DC=org/DC=example/O=Example Grid/CN=Example Online CA 1" \\\n' +
-      '  PERMIT Subject "/DC=org/DC=example\\.org/O=Ex \\(test\\)/CN=user-.*"\n',
+      '  PERMIT Subject "/DC=org/DC=example\\.org/O=Ex \\(test\\)/CN=user .*"\n',
   );
   t.equal(tf.files.get(`${hash}.crl_url`), "http://ca.example.org/crl.der\nhttps://b.example.org/c.der\n");
   t.equal(
@@ -93,6 +93,13 @@ t.test("the files for a CA and DN_FORMAT with %s inside a value", async (t) => {
   // OpenSSL finds the CA through the directory by hash
   const v = mustOpenssl(["verify", "-CApath", out, f]);
   t.match(v, /OK/);
+});
+
+t.test("DN_FORMAT with %s where RDNs stand: the namespace is the RDNs before it, then '/'", async (t) => {
+  const ca = load(makeCa("rdns", "/DC=org/DC=example/CN=RDN mode CA"));
+  const tf = buildTrustFiles(ca, "/DC=org/DC=example%s", ["http://ca.example.org/crl.der"], {});
+  t.match(tf.files.get(`${tf.hash}.signing_policy`)!, /^cond_subjects     globus       '"\/DC=org\/DC=example\/\*"'$/m);
+  t.match(tf.files.get(`${tf.hash}.namespaces`)!, /^  PERMIT Subject "\/DC=org\/DC=example\/\.\*"$/m);
 });
 
 t.test("no CRL_URLS: no .crl_url file and crl_url is a placeholder", async (t) => {

@@ -1,22 +1,31 @@
 // Subject names: the MyProxy username, the operator's DN_FORMAT, and the subject DER.
 //
-// The username is DATA. It is inserted into the value of the one RDN whose value holds %s
-// and can never add, remove or reorder an RDN. Characters that separate RDNs in the
-// slash form that grid tools use for names (grid-mapfiles, signing_policy, `openssl -subj`)
-// are refused rather than escaped: `/`, `+` and `\`. Older OpenSSL versions print `/` and
-// `+` inside values unescaped (X509_NAME_oneline), so a user called `evil/CN=admin` would
-// look like two RDNs to every tool that reads those strings. Everything else printable
-// (`,` `=` `"` `'` `<` `>` `;` `#` and non-ASCII letters) is kept as data; OpenSSL escapes it
-// where its output format needs escaping.
+// The username is DATA, and where DN_FORMAT's %s stands says which shape it has:
+// - inside a value (`/DC=org/CN=%s`): one value, inserted into that RDN; it can never add,
+//   remove or reorder an RDN. Characters that separate RDNs in the slash form that grid
+//   tools use for names (grid-mapfiles, signing_policy, `openssl -subj`) are refused rather
+//   than escaped: `/`, `+` and `\`. Older OpenSSL versions print `/` and `+` inside values
+//   unescaped (X509_NAME_oneline), so a user called `evil/CN=admin` would look like two RDNs
+//   to every tool that reads those strings. Everything else printable (`,` `=` `"` `'` `<`
+//   `>` `;` `#` and non-ASCII letters) is kept as data; OpenSSL escapes it where its output
+//   format needs escaping.
+// - between RDNs (`/DC=org%s`, `%s`): the seed's DN-suffix convention. The username is a
+//   slash-form RDN sequence read by the same parser as DN_FORMAT, limited to the attribute
+//   types of USERNAME_RDN_TYPES, and inserted where %s stands: the fixed RDNs before it stay
+//   the prefix, so a signing_policy namespace on them holds whatever the username says.
+//   (`\/` inside a value is accepted as the front-ends send it; those old tools show it as
+//   a `/`, which can only fake RDNs the username could have brought itself, of the allowed
+//   types, or ones that look like them.)
 //
 // The `slash` form returned for index.txt is OpenSSL's X509_NAME_oneline form (what
 // `openssl ca` writes): short names, `\/` and `\+` inside values, `\xHH` for every byte
 // outside printable ASCII (UTF-8 is shown byte by byte).
 
-import { ConfigError, RequestError } from "../common/errors.js";
+import { ConfigError, RequestError } from "./errors.js";
 import {
   DerSequence, TAG, children, decodeOid, isIa5, isPrintable, oid, parseDer, seq, set, tlv, type ErrorFactory,
-} from "../common/der.js";
+} from "./der.js";
+import { MAX_USERNAME_BYTES } from "./spool-protocol.js";
 
 type Encoding = "directory" | "printable" | "ia5" | "country";
 
@@ -111,7 +120,6 @@ export interface SplitUsername {
   info: string | undefined;
 }
 
-export const USERNAME_MAX_BYTES = 256;
 export const MAX_EMAILS = 8;
 export const INFO_MAX_CHARS = 200;
 
@@ -145,24 +153,40 @@ export function checkEmail(addr: string): string {
   return addr;
 }
 
+/** An unescaped `/` followed by `TYPE=`: where an RDN of a DN-suffix username starts. */
+const RDN_START = /^[A-Za-z][A-Za-z0-9]*=/;
+
+/** Index of the last RDN start in `raw` (0 when there is none): suffixes only follow it. */
+function lastRdnStart(raw: string): number {
+  let last = 0;
+  for (let i = 0; i < raw.length; i++) {
+    if (raw[i] === "\\") i++;
+    else if (raw[i] === "/" && RDN_START.test(raw.slice(i + 1, i + 66))) last = i;
+  }
+  return last;
+}
+
 /**
  * Splits MyProxy's username into the name and its suffixes (DESIGN §5):
- * `John Doe email=jdoe@example.org email=x@y.org info:key=value,k2=v2`.
- * The suffixes follow the name, separated by single spaces; the first word starting with
- * `email=` or `info:` ends the name. Refusals are RequestErrors.
+ * `John Doe email=jdoe@example.org email=x@y.org info:key=value,k2=v2`, or, with a DN-suffix
+ * name, `/O=Example/CN=John Doe email=jdoe@example.org`. The suffixes follow the name,
+ * separated by single spaces; the first word starting with `email=` or `info:` after the
+ * name's last RDN start (`/TYPE=`) ends the name. So ` email=` text in an RDN that another
+ * RDN follows stays data (`/O=A email=b/CN=c` is two RDNs), and a suffix may contain `/`
+ * (`info:url=http://host/path`). Refusals are RequestErrors.
  */
 export function splitUsername(raw: string): SplitUsername {
   if (typeof raw !== "string" || raw.length === 0) throw reqError("bad_username", "username is empty");
   const bytes = Buffer.byteLength(raw, "utf8");
-  if (bytes > USERNAME_MAX_BYTES) throw reqError("bad_username", `username of ${bytes} bytes is longer than ${USERNAME_MAX_BYTES}`);
+  if (bytes > MAX_USERNAME_BYTES) throw reqError("bad_username", `username of ${bytes} bytes is longer than ${MAX_USERNAME_BYTES}`);
   const m = CONTROL.exec(raw);
   if (m) throw reqError("bad_username", `username contains the control character ${describeChar(m[0])}`);
   if (LONE_SURROGATE.test(raw)) throw reqError("bad_username", "username is not valid Unicode");
 
-  const words = raw.split(" ");
+  const tail = lastRdnStart(raw);
+  const words = raw.slice(tail).split(" ");
   const first = words.findIndex((w) => w.startsWith("email=") || w.startsWith("info:"));
-  const nameWords = first < 0 ? words : words.slice(0, first);
-  const name = nameWords.join(" ");
+  const name = raw.slice(0, tail) + (first < 0 ? words : words.slice(0, first)).join(" ");
   if (name.length === 0) throw reqError("bad_username", "username has no name before its email=/info: suffixes");
   if (name !== name.trim()) throw reqError("bad_username", "username has leading or trailing spaces");
 
@@ -192,19 +216,129 @@ export function splitUsername(raw: string): SplitUsername {
 }
 
 // ---------------------------------------------------------------------------------------
+// Slash-form RDN sequences: DN_FORMAT and DN-suffix usernames
+
+/** One RDN as written: attribute name, unescaped value, where %s sits in it (-1: nowhere). */
+interface WrittenRdn {
+  type: string;
+  value: string;
+  hole: number;
+}
+
+interface SlashText {
+  rdns: WrittenRdn[];
+  /** index of the RDN that %s stands before when it stands between RDNs (-1: it does not) */
+  between: number;
+  holes: number;
+}
+
+/**
+ * The one parser of slash-form names (`/DC=org/O=A\/S/CN=x`): `\/` `\\` `\+` are the only
+ * escapes, an unescaped `+` (a multi-valued RDN) is refused, every RDN is `TYPE=value`. With
+ * `template` (DN_FORMAT), `%s` marks the username. It stands between RDNs when it comes first
+ * or right after a value's last character (not a space), and `/` or the end follows it
+ * (`%s`, `/DC=org%s`, `/DC=org%s/CN=robot`); anywhere else in a value it is inside that value
+ * (`/CN=%s`, `/CN=user %s`, `/CN=x %s y`).
+ */
+function parseSlashText(text: string, template: boolean, bad: (m: string) => never): SlashText {
+  if (!text.startsWith("/") && !(template && text.startsWith("%s"))) {
+    bad(template ? "must start with '/' or %s, e.g. /DC=org/DC=example/CN=%s" : "must be a slash-form RDN sequence starting with '/', e.g. /O=Example/CN=Jane Doe");
+  }
+  const rdns: WrittenRdn[] = [];
+  let cur = "";
+  let type: string | undefined;
+  let hole = -1;
+  let between = -1;
+  let holes = 0;
+  let open = false; // an RDN is being read
+  const finish = (): void => {
+    if (type === undefined) bad(cur === "" ? "empty RDN (two '/' in a row or a trailing '/')" : `RDN ${JSON.stringify(cur)} has no '='`);
+    rdns.push({ type: type!, value: cur, hole });
+    cur = "";
+    type = undefined;
+    hole = -1;
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === "/") {
+      if (open) finish();
+      open = true;
+    } else if (template && c === "%") {
+      if (text[i + 1] !== "s") bad("'%' must be followed by 's' (the username)");
+      holes++;
+      i++;
+      const next = text[i + 1];
+      if (!open) {
+        between = rdns.length;
+      } else if (type === undefined) {
+        bad("%s must be inside a value or right after one (/DC=org%s), not in an attribute name");
+      } else if (cur !== "" && !cur.endsWith(" ") && hole < 0 && (next === undefined || next === "/")) {
+        finish();
+        open = false;
+        between = rdns.length;
+      } else {
+        hole = cur.length;
+      }
+    } else if (!open) {
+      bad("%s that stands for RDNs must be followed by '/' or end DN_FORMAT");
+    } else if (c === "\\") {
+      const e = text[i + 1];
+      if (e === undefined) bad("ends with a lone backslash");
+      if (e !== "/" && e !== "\\" && e !== "+") bad(`a backslash escapes only / \\ and + (found \\${e})`);
+      cur += e;
+      i++;
+    } else if (c === "=" && type === undefined) {
+      type = cur;
+      cur = "";
+    } else if (c === "+") {
+      bad("multi-valued RDNs ('+') are not supported; write \\+ for a literal plus sign");
+    } else {
+      cur += c;
+    }
+  }
+  if (open) finish();
+  return { rdns, between, holes };
+}
+
+function attributeType(name: string, bad: (m: string) => never): AttrType {
+  const a = BY_NAME.get(name.toLowerCase());
+  if (!a) bad(`unknown attribute type ${JSON.stringify(name)} (known: ${ATTRS.map((x) => x.short).join(", ")})`);
+  return a!;
+}
+
+/** The attribute types a DN-suffix username may bring when USERNAME_RDN_TYPES is not set. */
+export const DEFAULT_USERNAME_RDN_TYPES: readonly string[] = ["DC", "O", "OU", "CN"];
+
+/** USERNAME_RDN_TYPES: attribute names (short or long) to OpenSSL short names. */
+export function parseUsernameRdnTypes(names: readonly string[], bad: (m: string) => never): string[] {
+  if (names.length === 0) bad("at least one attribute type (e.g. DC,O,OU,CN)");
+  return [...new Set(names.map((n) => attributeType(n, bad).short))];
+}
+
+// ---------------------------------------------------------------------------------------
 // DN_FORMAT
+
+/**
+ * Where DN_FORMAT's %s puts the username: `value` = into the value of one RDN (the username
+ * is one value); `rdns` = between RDNs (the username is a slash-form RDN sequence, the seed's
+ * DN-suffix convention).
+ */
+export type UsernameMode = "value" | "rdns";
 
 export interface DnTemplate {
   readonly format: string;
-  /** DER of the RDNs before / after the one holding %s (no SEQUENCE header) */
+  readonly mode: UsernameMode;
+  /** DER of the RDNs before / after the username (no SEQUENCE header) */
   readonly before: Buffer;
   readonly after: Buffer;
   readonly slashBefore: string;
   readonly slashAfter: string;
-  readonly attr: AttrType;
-  /** fixed text around %s inside that RDN's value */
+  /** value mode: the attribute whose value holds %s and the fixed text around %s in it */
+  readonly attr: AttrType | undefined;
   readonly prefix: string;
   readonly suffix: string;
+  /** rdns mode: the attribute types (short names) a username may bring */
+  readonly usernameTypes: readonly string[];
 }
 
 /** Encodes an attribute value with the string type the profile uses for it. */
@@ -251,57 +385,26 @@ function slashOf(a: AttrType, valueDer: Buffer): string {
 }
 
 /**
- * Parses DN_FORMAT once: `/DC=org/DC=example/O=Ex/CN=%s`. A backslash makes the next
- * character literal (`\/`, `\\`, `\+`, as in `openssl -subj`); an unescaped `+` (a
- * multi-valued RDN) is refused. Attribute names are OpenSSL's short or long names (case
- * does not matter). Exactly one %s, inside a value.
+ * Compiles DN_FORMAT once: `/DC=org/DC=example/O=Ex/CN=%s` (value mode) or `/DC=org/DC=example%s`
+ * (rdns mode, see parseSlashText for where %s may stand). Attribute names are OpenSSL's short or
+ * long names (case does not matter). `fail` gets the rule that is broken; by default it throws
+ * a ConfigError naming DN_FORMAT and its value.
  */
-export function compileDnFormat(format: string, where: { file?: string; line?: number } = {}): DnTemplate {
-  const bad = (m: string): never => {
-    throw new ConfigError("bad_dn_format", `DN_FORMAT ${JSON.stringify(format)}: ${m}`, { ...where, key: "DN_FORMAT" });
-  };
-  if (!format.startsWith("/")) bad("must start with '/', e.g. /DC=org/DC=example/CN=%s");
+export function compileDnFormat(
+  format: string,
+  usernameTypes: readonly string[] = DEFAULT_USERNAME_RDN_TYPES,
+  fail?: (rule: string) => never,
+): DnTemplate {
+  const bad =
+    fail ??
+    ((m: string): never => {
+      throw new ConfigError("bad_dn_format", `DN_FORMAT=${JSON.stringify(format)}: ${m}`, { key: "DN_FORMAT" });
+    });
   const why = badText(format);
   if (why) bad(`${why}`);
-
-  // split on unescaped '/', unescape, remember where %s sits (in unescaped text)
-  interface Part { type: string; value: string; hole: number }
-  const parts: Part[] = [];
-  let cur = "";
-  let type: string | undefined;
-  let hole = -1;
-  let holes = 0;
-  const finish = (): void => {
-    if (type === undefined) bad(cur === "" ? "empty RDN (two '/' in a row or a trailing '/')" : `RDN ${JSON.stringify(cur)} has no '='`);
-    parts.push({ type: type!, value: cur, hole });
-    cur = "";
-    type = undefined;
-    hole = -1;
-  };
-  for (let i = 1; i < format.length; i++) {
-    const c = format[i]!;
-    if (c === "\\") {
-      if (i + 1 >= format.length) bad("ends with a lone backslash");
-      cur += format[++i];
-    } else if (c === "/") {
-      finish();
-    } else if (c === "=" && type === undefined) {
-      type = cur;
-      cur = "";
-    } else if (c === "+") {
-      bad("multi-valued RDNs ('+') are not supported; write \\+ for a literal plus sign");
-    } else if (c === "%") {
-      if (format[i + 1] !== "s") bad("'%' must be followed by 's' (the username)");
-      if (type === undefined) bad("%s must be inside a value, not an attribute name");
-      hole = cur.length;
-      holes++;
-      i++;
-    } else {
-      cur += c;
-    }
-  }
-  finish();
-  if (holes !== 1) bad(`must contain exactly one %s (found ${holes})`);
+  const parsed = parseSlashText(format, true, bad);
+  if (parsed.holes !== 1) bad(`must contain exactly one %s (found ${parsed.holes})`);
+  const mode: UsernameMode = parsed.between >= 0 ? "rdns" : "value";
 
   let before = Buffer.alloc(0);
   let after = Buffer.alloc(0);
@@ -310,30 +413,32 @@ export function compileDnFormat(format: string, where: { file?: string; line?: n
   let holeAttr: AttrType | undefined;
   let prefix = "";
   let suffix = "";
-  for (const p of parts) {
-    const a = BY_NAME.get(p.type.toLowerCase());
-    if (!a) bad(`unknown attribute type ${JSON.stringify(p.type)} (known: ${ATTRS.map((x) => x.short).join(", ")})`);
+  let seenHole = false;
+  parsed.rdns.forEach((p, index) => {
+    const a = attributeType(p.type, bad);
+    if (index === parsed.between) seenHole = true;
     if (p.hole >= 0) {
       holeAttr = a;
+      seenHole = true;
       prefix = p.value.slice(0, p.hole);
       suffix = p.value.slice(p.hole);
       // check the fixed text alone fits the type (the username is checked per request)
-      if (prefix + suffix !== "") encodeValue(a!, prefix + suffix, bad);
-      continue;
+      if (prefix + suffix !== "") encodeValue(a, prefix + suffix, bad);
+      return;
     }
-    const v = encodeValue(a!, p.value, bad);
-    if (holeAttr === undefined) {
-      before = Buffer.concat([before, rdn(a!, v)]);
-      slashBefore += slashOf(a!, v);
+    const v = encodeValue(a, p.value, bad);
+    if (!seenHole) {
+      before = Buffer.concat([before, rdn(a, v)]);
+      slashBefore += slashOf(a, v);
     } else {
-      after = Buffer.concat([after, rdn(a!, v)]);
-      slashAfter += slashOf(a!, v);
+      after = Buffer.concat([after, rdn(a, v)]);
+      slashAfter += slashOf(a, v);
     }
-  }
-  return { format, before, after, slashBefore, slashAfter, attr: holeAttr!, prefix, suffix };
+  });
+  return { format, mode, before, after, slashBefore, slashAfter, attr: holeAttr, prefix, suffix, usernameTypes: parseUsernameRdnTypes(usernameTypes, bad) };
 }
 
-/** Characters a username may not bring into a DN (see the top of this file). */
+/** Characters a username may not bring into a DN in value mode (see the top of this file). */
 const NAME_SEPARATORS = /[/+\\]/;
 
 /**
@@ -347,14 +452,35 @@ export function buildSubject(template: DnTemplate, name: string): { der: Buffer;
   if (name.length === 0) bad("username is empty");
   const why = badText(name);
   if (why) bad(`username ${why}`);
+  const middle = template.mode === "rdns" ? usernameRdns(template, name, bad) : usernameValue(template, name, bad);
+  return { der: seq(template.before, middle.der, template.after), slash: template.slashBefore + middle.slash + template.slashAfter };
+}
+
+function usernameValue(template: DnTemplate, name: string, bad: (m: string) => never): { der: Buffer; slash: string } {
   const sep = NAME_SEPARATORS.exec(name);
-  if (sep) bad(`username contains ${JSON.stringify(sep[0])}, which is not allowed in a certificate name`);
+  if (sep) bad(`username contains ${JSON.stringify(sep[0])}, which is not allowed in a certificate name (DN_FORMAT puts the username into one value)`);
   if (name !== name.trim()) bad("username has leading or trailing spaces");
-  const value = template.prefix + name + template.suffix;
-  const a = template.attr;
-  const v = encodeValue(a, value, (m) => bad(`username does not fit the certificate name: ${m}`));
-  const mid = rdn(a, v);
-  return { der: seq(template.before, mid, template.after), slash: template.slashBefore + slashOf(a, v) + template.slashAfter };
+  const a = template.attr!;
+  const v = encodeValue(a, template.prefix + name + template.suffix, (m) => bad(`username does not fit the certificate name: ${m}`));
+  return { der: rdn(a, v), slash: slashOf(a, v) };
+}
+
+function usernameRdns(template: DnTemplate, name: string, bad: (m: string) => never): { der: Buffer; slash: string } {
+  const fail = (m: string): never => bad(`username ${JSON.stringify(name.slice(0, 80))} ${m}`);
+  const { rdns } = parseSlashText(name, false, fail);
+  const der: Buffer[] = [];
+  let slash = "";
+  for (const r of rdns) {
+    const a = attributeType(r.type, fail);
+    if (!template.usernameTypes.includes(a.short)) {
+      fail(`brings the attribute type ${a.short}, which USERNAME_RDN_TYPES (${template.usernameTypes.join(",")}) does not allow`);
+    }
+    if (r.value !== r.value.trim()) fail(`has leading or trailing spaces in its ${a.short} value`);
+    const v = encodeValue(a, r.value, fail);
+    der.push(rdn(a, v));
+    slash += slashOf(a, v);
+  }
+  return { der: Buffer.concat(der), slash };
 }
 
 // ---------------------------------------------------------------------------------------
