@@ -6,7 +6,9 @@ import { UsageError } from "../common/errors.js";
 import type { StatusSnapshot } from "./status.js";
 
 const USAGE = `usage: etoken-ca status [--json] [--config FILE]
-       etoken-ca check-db [--config FILE]`;
+       etoken-ca check-db [--config FILE]
+       etoken-ca check [-w S] [-c S] [thresholds, see etoken-ca(8)] [--status-file FILE | --config FILE]
+       etoken-ca trust-files --out DIR [--alias NAME] [--url URL] [--email ADDR] [--status STATUS] [--config FILE]`;
 
 export async function runOperatorCommand(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
