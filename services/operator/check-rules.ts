@@ -30,6 +30,8 @@ export interface Facts {
 
 interface Rule {
   level: Exclude<Level, "OK" | "UNKNOWN">;
+  /** when it fires, the status file describes a server that is gone: the other rules are not asked */
+  final?: boolean;
   check(f: Facts, t: Thresholds): string | undefined;
 }
 
@@ -38,7 +40,7 @@ const crlLeft = (f: Facts): number | undefined => (f.snap.crl ? f.snap.crl.nextU
 const hookFailedAt = (s: string | null): number => (s ? Date.parse(s.split(" ")[0]!) : NaN);
 
 export const RULES: readonly Rule[] = [
-  { level: "CRITICAL", check: (f) => (f.kernelAlive ? undefined : `server not running (pid ${f.snap.kernelPid} gone, last state ${f.snap.state})`) },
+  { level: "CRITICAL", final: true, check: (f) => (f.kernelAlive ? undefined : `server not running (pid ${f.snap.kernelPid} gone, last state ${f.snap.state})`) },
   { level: "CRITICAL", check: (f) => (f.snap.state === "STOPPING" ? "server stopping" : undefined) },
   { level: "CRITICAL", check: (f, t) => (f.now - f.snap.updatedAt > t.staleCritical ? `status not updated for ${secs(f.now - f.snap.updatedAt)}` : undefined) },
   { level: "WARNING", check: (f, t) => (f.now - f.snap.updatedAt > t.staleWarning ? `status not updated for ${secs(f.now - f.snap.updatedAt)}` : undefined) },
@@ -80,6 +82,7 @@ export function decide(f: Facts, t: Thresholds): Verdict {
     if (why === undefined || reasons.includes(why)) continue;
     level = worse(level, r.level);
     reasons.push(why);
+    if (r.final) break;
   }
   return { level, reasons };
 }

@@ -70,6 +70,11 @@ t.test("decision table: level, exit code and text for each state", async (t) => 
   }
 });
 
+t.test("a server that is gone is reported alone (its last status says nothing current)", async (t) => {
+  const v = decide(facts({ state: "STOPPING", services: snapshot().services.map((s) => ({ ...s, up: false })) }, false), T);
+  t.same(v, { level: "CRITICAL", reasons: ["server not running (pid 4242 gone, last state STOPPING)"] });
+});
+
 t.test("the worst level wins and every reason is given", async (t) => {
   const f = facts({ state: "SUSPENDED", updatedAt: NOW - 45 * S, services: restarted("spool", 60 * S) });
   const v = decide(f, T);
