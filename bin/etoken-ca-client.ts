@@ -11,6 +11,7 @@
 import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { VERSION as CLIENT_VERSION } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
 import {
   abandonedName,
@@ -295,9 +296,17 @@ function fail(message: string): never {
   process.exit(1);
 }
 
+const USAGE = `usage: ${PROGRAM} [--config FILE]  (MyProxy's certificate_issuer_program; request on stdin)`;
+const EX_USAGE = 64;
+
 async function main(argv: string[]): Promise<void> {
+  if (argv.length === 1 && (argv[0] === "--help" || argv[0] === "-h" || argv[0] === "--version")) {
+    process.stdout.write(argv[0] === "--version" ? `${PROGRAM} ${CLIENT_VERSION}\n` : `${USAGE}\n`);
+    process.exit(0);
+  }
   if (!(argv.length === 0 || (argv.length === 2 && argv[0] === "--config") || (argv.length === 1 && argv[0]!.startsWith("--config=")))) {
-    fail(`usage: ${PROGRAM} [--config FILE]  (MyProxy's certificate_issuer_program; request on stdin)`);
+    process.stderr.write(`${PROGRAM}: ${USAGE}\n`);
+    process.exit(EX_USAGE);
   }
   disableCoreDumps();
   let config;

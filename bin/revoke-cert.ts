@@ -16,7 +16,7 @@ import { configPathFromArgs, loadConfig } from "../services/common/config.js";
 import { writeFileAtomic } from "../services/common/durable-file.js";
 import { SecurityError, UsageError } from "../services/common/errors.js";
 import { lookupUser, requireRoot } from "../services/common/identity.js";
-import { isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
+import { canonicalReason, isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
 import { safeReadFile } from "../services/common/safe-open.js";
 import { INDEX } from "../services/signer/index-format.js";
 import { findSerialLine } from "../services/signer/index-reader.js";
@@ -103,6 +103,16 @@ export function signalServer(pidfile: string): SignalOutcome {
   return { sent: true, pid };
 }
 
+/** The kernel state in STATUS_FILE, or undefined when it cannot be read. */
+function serverState(statusFile: string): string | undefined {
+  try {
+    const state = (JSON.parse(fs.readFileSync(statusFile, "utf8")) as { state?: unknown }).state;
+    return typeof state === "string" ? state : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { serial: "value", cert: "value", reason: "value", config: "value", "no-signal": "flag", help: "flag" }, USAGE);
   if (args.help) {
@@ -110,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if ((args.serial === undefined) === (args.cert === undefined)) throw new UsageError(`give exactly one of --serial and --cert\n${USAGE}`);
-  const reason = (args.reason as string | undefined) ?? "unspecified";
+  const reason = canonicalReason((args.reason as string | undefined) ?? "unspecified");
   if (!isRevocationReason(reason)) throw new UsageError(reasonProblem(reason));
   requireRoot(PROGRAM);
 
@@ -146,8 +156,15 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const s = signalServer(config.PIDFILE);
-  if (s.sent) process.stdout.write(`${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to process the queue and publish a new CRL\n`);
-  else process.stdout.write(`${PROGRAM}: etoken-ca-server is not running (${s.why}); the revocation will be processed at the next start\n`);
+  if (!s.sent) {
+    process.stdout.write(`${PROGRAM}: etoken-ca-server is not running (${s.why}); the revocation will be recorded at its next start\n`);
+  } else if (serverState(config.STATUS_FILE) === "READY") {
+    process.stdout.write(`${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to record the revocation and publish a new CRL\n`);
+  } else {
+    process.stdout.write(
+      `${PROGRAM}: asked etoken-ca-server (pid ${s.pid}) to record the revocation; no CRL can be signed without the PIN: it goes into the next CRL, made when the PIN is typed on the console\n`,
+    );
+  }
   return 0;
 }
 

@@ -7,12 +7,12 @@
 // and `etoken-ca status`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
 // same code paths as the test suite.
 //
-//   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE]
+//   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE] [--log-file FILE]
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { addTrustedCa, myproxyLogon, startMyProxy, writeIssuerWrapper, MYPROXY_USER, type MyProxyServer } from "../test/fixtures/myproxy.js";
-import { BIN, CLEAN_PATH, ROOT, createInstallation, readStatus, startServer, waitFor, waitForState, type Installation, type RunningServer } from "../test/fixtures/server.js";
+import { BIN, CLEAN_PATH, ROOT, countPrompts, createInstallation, readStatus, startServer, waitFor, waitForState, type Installation, type RunningServer } from "../test/fixtures/server.js";
 import { TEST_USERS } from "../test/fixtures/users.js";
 import { lookupUser } from "../services/common/identity.js";
 
@@ -33,6 +33,9 @@ const KEEP = args.includes("--keep");
 const INTERACTIVE = args.includes("--interactive");
 const readyIdx = args.indexOf("--ready-file");
 const READY_FILE = readyIdx >= 0 ? args[readyIdx + 1] : undefined;
+/** demo/run's log of a --keep demo in the background: removed with everything else at the end. */
+const logIdx = args.indexOf("--log-file");
+const LOG_FILE = logIdx >= 0 ? args[logIdx + 1] : undefined;
 
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 function step(title: string): void {
@@ -55,9 +58,13 @@ function show(cmd: string[], opts: { env?: Record<string, string>; allowFail?: b
   return { code: r.status, out };
 }
 
-/** Can `user` read `file` (and traverse its parents)? */
+/** The uid and gid of `nobody`: a user in no group of ours, standing in for service users not created yet. */
+const NOBODY = "65534";
+
+/** Can `user` (a name, or NOBODY) read `file` (and traverse its parents)? */
 function readableBy(user: string, file: string): boolean {
-  return spawnSync("setpriv", ["--reuid", user, "--regid", user, "--init-groups", "test", "-r", file], { stdio: "ignore" }).status === 0;
+  const groups = user === NOBODY ? "--clear-groups" : "--init-groups";
+  return spawnSync("setpriv", ["--reuid", user, "--regid", user, groups, "test", "-r", file], { stdio: "ignore" }).status === 0;
 }
 
 interface Running {
@@ -91,6 +98,10 @@ async function cleanup(): Promise<void> {
     running.inst.cleanup();
   }
   if (READY_FILE) fs.rmSync(READY_FILE, { force: true });
+  if (LOG_FILE) {
+    say(`   removing this demo's log ${LOG_FILE}`);
+    fs.rmSync(LOG_FILE, { force: true });
+  }
   say(`   kept: the Debian packages, node_modules/ and dist/, and the users ${Object.values(TEST_USERS).join(", ")} (remove them with userdel if you like)`);
 }
 
@@ -101,12 +112,14 @@ function preflight(): void {
   } catch {
     throw new Error("user myproxy is missing: install Debian's myproxy-server (bash demo/run does that)");
   }
-  // Every service and the MyProxy callout run under their own users from this checkout.
+  // Every service and the MyProxy callout run under their own users from this checkout. The
+  // service users are created later (step 1), so an unrelated user (nobody) stands in for them.
   const probe = [path.join(ROOT, "dist/client/bin/etoken-ca-client.js"), path.join(ROOT, "dist/services/signer/main.js"), path.join(ROOT, "node_modules/pkcs11js/package.json")];
-  for (const user of [MYPROXY_USER, TEST_USERS.SIGNER_USER]) {
+  for (const user of [MYPROXY_USER, NOBODY]) {
     for (const f of probe) {
       if (!readableBy(user, f)) {
-        throw new Error(`${f} is not readable by user ${user}: the services run from this checkout as their own users.\n` +
+        const who = user === NOBODY ? "the service users (tried as nobody)" : `user ${user}`;
+        throw new Error(`${f} is not readable by ${who}: the services run from this checkout as their own users.\n` +
           `   Put the checkout where everyone may read it (e.g. cp -a ${ROOT} /opt/etoken-ca) or make its parent directories traversable (chmod o+x).`);
       }
     }
@@ -196,6 +209,27 @@ async function enterPin(inst: Installation, prompt = 1): Promise<void> {
   running.stdinRelay?.();
   if (promptOpen) say("");
   promptOpen = false;
+}
+
+/**
+ * --keep: after the token is pulled and put back the kernel asks for the PIN again; the demo
+ * types it (or, with --interactive, relays it from this terminal) as it did at start.
+ */
+function keepEnteringPin(inst: Installation): void {
+  let answered = countPrompts(inst);
+  let busy = false;
+  inst.term.onData(() => {
+    const prompts = countPrompts(inst);
+    if (busy || prompts <= answered || !/: $/.test(inst.consoleText())) return;
+    answered = prompts;
+    busy = true;
+    enterPin(inst)
+      .catch((err: unknown) => say(`   (no READY after the PIN: ${err instanceof Error ? err.message : String(err)})`))
+      .finally(() => {
+        busy = false;
+        answered = countPrompts(inst);
+      });
+  });
 }
 
 async function main(): Promise<void> {
@@ -312,10 +346,15 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
     say(`   another logon:  echo ${DEMO_PASSWORD} | X509_CERT_DIR=${mp.trustDir} myproxy-logon -s localhost -p ${mp.port} -l '${DEMO_SUFFIX_USER}' -S -o /tmp/cred.pem`);
     say(`   revoke:         bin/revoke-cert --config ${inst.configPath} --cert FILE`);
     say(`   CA log:         ${logFile}`);
+    const accounts = path.join(mpDir, "pam/passwd");
+    say(`   add an account: printf '%s:%s\\n' NAME "$(printf %s PASSWORD | sha256sum | cut -d' ' -f1)" >> ${accounts}`);
+    say(`                   (the demo's PAM checker reads NAME:SHA-256-of-the-password lines; passwords of 6 characters or more)`);
     const parked = path.join(inst.dir, "token/parked");
     say(`   pull the token: mkdir -p ${parked} && mv ${inst.token.tokenDir}/* ${parked}/   (state SUSPENDED; move it back for NEED_PIN)`);
-    say(bold(`   stop and clean up: kill ${process.pid}`));
+    say(`   the PIN is asked for again after the token comes back: ${INTERACTIVE ? "type it here" : "the demo types it again"}`);
+    say(bold(`   stop and clean up: kill ${process.pid}${LOG_FILE ? ` (removes ${LOG_FILE} too)` : ""}`));
     if (READY_FILE) fs.writeFileSync(READY_FILE, `${process.pid}\n`);
+    keepEnteringPin(inst);
     await new Promise<void>(() => undefined); // until a signal
   }
 }

@@ -226,7 +226,8 @@ export function parseConfig(text: string, file: string): Config {
   const values: Record<string, unknown> = {};
   for (const { key, value, line } of entries) {
     if (!Object.prototype.hasOwnProperty.call(CONFIG_SCHEMA, key)) {
-      throw new ConfigError("unknown_key", `unknown key ${key}`, { file, line, key });
+      const near = closestKey(key);
+      throw new ConfigError("unknown_key", `unknown key ${key}${near ? ` (did you mean ${near}?)` : ""}`, { file, line, key });
     }
     const previous = seen.get(key);
     if (previous !== undefined) {
@@ -245,6 +246,28 @@ export function parseConfig(text: string, file: string): Config {
   const config = { ...values, sourceFile: file } as unknown as Config;
   crossCheck(config, file, seen);
   return Object.freeze(config);
+}
+
+/** The known key an unknown one is a slip of (edit distance at most 2), if there is one. */
+function closestKey(key: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const known of Object.keys(CONFIG_SCHEMA)) {
+    const d = editDistance(key.toUpperCase(), known);
+    if (d < bestDistance) [best, bestDistance] = [known, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next.push(Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    row = next;
+  }
+  return row[b.length]!;
 }
 
 function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {

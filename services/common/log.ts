@@ -31,6 +31,22 @@ export interface LogSink {
 let globalLevel: LogLevel = "info";
 let sink: LogSink = process.stderr;
 
+/**
+ * Writes that failed because the reader of stdout or stderr went away (EPIPE, a closed terminal):
+ * dropped and counted. A broken log stream must never stop the CA or make it unkillable.
+ */
+let droppedWrites = 0;
+let outputBroken = false;
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", () => {
+    droppedWrites++;
+    outputBroken = true;
+  });
+}
+export function droppedLogWrites(): number {
+  return droppedWrites;
+}
+
 export function setLogLevel(level: LogLevel): void {
   globalLevel = level;
 }
@@ -88,7 +104,15 @@ export function createLogger(component: string): Logger {
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
     if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(globalLevel)) return;
     const record = { ts: new Date().toISOString(), level, svc: component, pid: process.pid, msg: cut(msg), ...sanitize(fields) };
-    sink.write(escapeUnsafe(JSON.stringify(record)) + "\n");
+    if (sink === process.stderr && outputBroken) {
+      droppedWrites++;
+      return;
+    }
+    try {
+      sink.write(escapeUnsafe(JSON.stringify(record)) + "\n");
+    } catch {
+      droppedWrites++;
+    }
   };
   return {
     debug: (m, f) => emit("debug", m, f),

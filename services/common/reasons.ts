@@ -31,6 +31,12 @@ export function isRevocationReason(s: string): s is RevocationReason {
   return Object.prototype.hasOwnProperty.call(REVOCATION_REASONS, s);
 }
 
+/** A reason name as the operator typed it, in any case ("keycompromise"), in its RFC 5280 spelling. */
+export function canonicalReason(s: string): string {
+  const lower = s.toLowerCase();
+  return [...Object.keys(REVOCATION_REASONS), ...Object.keys(INDEX_ONLY_REASONS)].find((r) => r.toLowerCase() === lower) ?? s;
+}
+
 /** Why a reason name is refused, for one-line messages. */
 export function reasonProblem(s: string): string {
   if (s === "removeFromCRL") return "removeFromCRL is only meaningful in delta CRLs (RFC 5280 §5.3.1), which this CA does not issue (in a full CRL relying parties disagree on it); use certificateHold to suspend a certificate";

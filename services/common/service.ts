@@ -4,13 +4,15 @@
 import * as net from "node:net";
 import type { Frame } from "../../proto/wire.js";
 import { Channel } from "./channel.js";
+import { VERSION } from "./cli.js";
 import type { Config } from "./config-schema.js";
-import { describeError, ProtocolError, SecurityError } from "./errors.js";
+import { describeError, errorCode, ProtocolError, SecurityError } from "./errors.js";
 import { disableCoreDumps, verifyDroppedTo, type Identity } from "./identity.js";
 import { createLogger, setLogLevel, type Logger } from "./log.js";
 import { SERVICE_ENV, SERVICES, type ServiceName } from "./service-table.js";
+import { MAX_REASON, oneLine } from "./spool-protocol.js";
 
-export const VERSION = "0.1.0";
+export { VERSION };
 
 export interface ServiceContext {
   readonly name: ServiceName;
@@ -39,6 +41,25 @@ export function configFromEnvironment(): Config {
 export function fatal(log: Logger, message: string): never {
   log.error(message);
   process.exit(70);
+}
+
+/**
+ * The reason a service cannot start, as an unsolicited Failure to the kernel (which shows it on
+ * the console and in the status) before the exit with 78 (EX_CONFIG).
+ */
+async function sayWhy(channel: Channel, err: unknown): Promise<void> {
+  try {
+    channel.send("failure", { code: errorCode(err), message: oneLine(describeError(err), MAX_REASON) });
+  } catch {
+    return; // the kernel is gone
+  }
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 2_000);
+    channel.socket.end(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 export async function runService(name: ServiceName, impl: ServiceImpl): Promise<void> {
@@ -106,6 +127,7 @@ export async function runService(name: ServiceName, impl: ServiceImpl): Promise<
     started();
   } catch (err) {
     log.error("cannot start", { error: describeError(err) });
+    if (ctx) await sayWhy(ctx.channel, err);
     try {
       await impl.stop?.(ctx!);
     } catch {

@@ -236,6 +236,9 @@ export function formatRequestFile(r: RequestFile): string {
 
 export type ResultFile = { ok: true; certificatePem: string } | { ok: false; code: string; message: string };
 
+/** The longest reason a service gives the kernel for its exit (Failure before exit 78). */
+export const MAX_REASON = 400;
+
 /** One safe line: no control characters, bounded length. */
 export function oneLine(s: string, max = 300): string {
   const flat = s.replace(/[\x00-\x1f\x7f]+/g, " ").trim();

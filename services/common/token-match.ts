@@ -38,3 +38,14 @@ export function describeKeyRef(key: KeyRef): string {
   if (key.label !== undefined) parts.push(`key label "${key.label}"`);
   return parts.length ? parts.join(", ") : "the first token";
 }
+
+/** How a message that no token matches KEY begins (the monitor's detail; the kernel shows it). */
+export const NO_MATCHING_TOKEN = "no token matches KEY";
+
+/** Which token KEY looked for and which tokens are there, in one line. */
+export function describeNoMatch(key: KeyRef, seen: readonly SlotCandidate[]): string {
+  const found = seen.length
+    ? seen.slice(0, 4).map((t) => `label "${t.label}" serial ${t.serial} (slot index ${t.slot})`).join("; ") + (seen.length > 4 ? `; and ${seen.length - 4} more` : "")
+    : "no initialised token";
+  return `${NO_MATCHING_TOKEN} (${describeKeyRef(key)}); found: ${found}`;
+}

@@ -53,8 +53,11 @@ function describeMode(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, "0");
 }
 
-/** Creates or checks every directory; throws SecurityError naming the path and the problem. */
-export function prepareDirectories(config: Config, users: Users): void {
+/**
+ * Creates or checks every directory; throws SecurityError naming the path and the problem.
+ * With create false (check-config) a missing directory is left alone: the server makes it.
+ */
+export function prepareDirectories(config: Config, users: Users, opts: { create: boolean } = { create: true }): void {
   for (const rule of DIRECTORY_RULES) {
     const value = config[rule.key] as string;
     const dir = rule.parentOf ? path.dirname(value) : value;
@@ -67,6 +70,7 @@ export function prepareDirectories(config: Config, users: Users): void {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
     if (!st) {
+      if (!opts.create) continue;
       makeParents(path.dirname(dir));
       fs.mkdirSync(dir, { mode: 0o700 });
       fs.chownSync(dir, owner, group);

@@ -7,10 +7,11 @@ import { PinFlag, TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
 import type { Config } from "../common/config-schema.js";
 import { describeError, errorCode, EtokenError } from "../common/errors.js";
-import type { Logger } from "../common/log.js";
+import { droppedLogWrites, type Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import type { ServiceName } from "../common/service-table.js";
-import { DELIVERY_GRACE_MS, MAX_USERNAME_BYTES } from "../common/spool-protocol.js";
+import { DELIVERY_GRACE_MS, MAX_REASON, MAX_USERNAME_BYTES, oneLine } from "../common/spool-protocol.js";
+import { NO_MATCHING_TOKEN } from "../common/token-match.js";
 import type { OperatorConsole } from "./console.js";
 import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
 import { Handouts } from "./handouts.js";
@@ -33,6 +34,17 @@ const STATUS_INTERVAL_MS = 5_000;
 /** Between prompts the console repeats the live state this often. */
 const CONSOLE_HEARTBEAT_MS = 10 * 60_000;
 const NOT_AVAILABLE = "CA token not available: issuing is suspended (token removed or PIN not yet entered); try again later";
+/**
+ * Login failures that the configuration causes, with the keys to fix: retyping the PIN cannot
+ * help, so the console says so and does not ask again until the token is re-inserted.
+ */
+const CONFIG_FAULTS: Readonly<Record<string, string>> = {
+  "token.no_key": "KEY",
+  "token.ambiguous_key": "KEY",
+  "token.ambiguous_token": "KEY",
+  "token.no_key_id": "KEY",
+  "token.wrong_key": "KEY or CA_CERT",
+};
 
 interface TokenView {
   present: boolean;
@@ -95,12 +107,22 @@ export class Kernel {
   private crlBusy = false;
   /** A revocation was recorded that no published CRL carries yet. */
   private crlDirty = false;
+  /** How many such revocations (shown by `etoken-ca status`). */
+  private revokedSinceCrl = 0;
   private lastCrlWarning = 0;
   private loginBusy = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private crlTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly upOnce = new Set<ServiceName>();
+  /** The signer answered once since it last started: its start-up (CA database, CA_CERT) worked. */
+  private signerReady = false;
+  /** What the console last said about each service going down (said again only when it changes). */
+  private readonly lastDownShown = new Map<ServiceName, string>();
+  /** A login failure that only a configuration change fixes; no prompt until the token comes back. */
+  private configFault: string | undefined;
+  /** The monitor's word on why the token is absent (which token KEY looked for, what it found). */
+  private tokenDetail = "";
 
   constructor(
     private readonly config: Config,
@@ -182,6 +204,8 @@ export class Kernel {
       queueDepth: this.issuing.size,
       crl: this.crl,
       lastHookFailure: this.lastHookFailure,
+      logWritesDropped: droppedLogWrites(),
+      revokedSinceCrl: this.revokedSinceCrl,
       services: this.supervisor.all().map((r) => ({
         name: r.name,
         user: this.userNames[r.name],
@@ -229,6 +253,7 @@ export class Kernel {
       this.tokenGeneration++;
     }
     if (name === "signer") {
+      this.signerReady = false;
       void this.settleUndelivered();
       void this.refreshSignerStatus();
       if (this.state === "READY" && this.pin) void this.reLogin();
@@ -238,6 +263,18 @@ export class Kernel {
 
   private onServiceDown(name: ServiceName, how: string): void {
     this.log.warning("service down", { service: name, how });
+    if (this.lastDownShown.get(name) !== how) {
+      this.lastDownShown.set(name, how);
+      this.console.say(`${name}: ${how}; restarting it`);
+    }
+    if (name === "signer") {
+      this.signerReady = false;
+      // a PIN typed now would reach no signer: close the prompt, open it when one is up
+      if (this.state === "NEED_PIN" && this.console.prompting) {
+        this.console.abortPrompt();
+        this.console.say("no PIN prompt until the signer is up");
+      }
+    }
     if (name === "spool") {
       for (const h of this.handouts.orphaned()) this.revokeUndelivered(h.serial, "the spool stopped before it reported the certificate delivered");
     }
@@ -609,6 +646,7 @@ export class Kernel {
       const result = r.message.results[0];
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
       this.crlDirty = true;
+      this.revokedSinceCrl++;
       this.log.notice("certificate revoked", { serial, reason, why });
       if (this.state === "READY") void this.makeCrl(why);
       else this.log.notice("the revocation goes into the next CRL (no PIN now)", { serial });
@@ -630,6 +668,11 @@ export class Kernel {
     const before = this.token;
     const present = ev.presence === TokenPresence.TOKEN_PRESENT;
     this.token = { present, serial: ev.serial, label: ev.label, pinFlags: ev.pinFlags, epoch: ev.epoch, usbAvailable: ev.usbAvailable };
+    const detail = oneLine(ev.detail, MAX_REASON);
+    if (!present && detail !== this.tokenDetail && detail.startsWith(NO_MATCHING_TOKEN)) {
+      this.console.say(`CA token not found: ${detail}; check KEY in ${this.config.sourceFile}`);
+    }
+    this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
       if (before.present) this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
@@ -657,6 +700,7 @@ export class Kernel {
 
   private tokenLost(why: string, event: KernelEvent): void {
     const wasReady = this.state === "READY";
+    this.configFault = undefined;
     this.console.abortPrompt();
     this.transition(event);
     this.wipePin();
@@ -688,12 +732,13 @@ export class Kernel {
   // ---- PIN entry ------------------------------------------------------------------------------
 
   private considerPrompt(): void {
-    if (this.state !== "NEED_PIN" || this.loginBusy || this.console.prompting) return;
+    if (this.state !== "NEED_PIN" || this.loginBusy || this.console.prompting || this.configFault) return;
     if (!this.token.present) {
-      this.console.say("insert the CA token");
+      if (!this.tokenDetail.startsWith(NO_MATCHING_TOKEN)) this.console.say("insert the CA token");
       return;
     }
-    if (!this.supervisor.isUp("signer")) return; // prompted again when the signer is up
+    // prompted again when the signer has answered (its CA database and CA_CERT are loaded)
+    if (!this.supervisor.isUp("signer") || !this.signerReady) return;
     void this.promptForPin();
   }
 
@@ -745,6 +790,13 @@ export class Kernel {
       } else {
         const flags = pinFlagNames(res.pinFlags);
         this.console.say(`LOGIN FAILED: ${res.message}${flags.length ? ` (token reports: ${flags.join(", ")})` : ""}`);
+        const fix = CONFIG_FAULTS[res.code];
+        if (fix) {
+          this.configFault = res.code;
+          this.console.say(
+            `this is a configuration fault: typing the PIN again will not help. Fix ${fix} in ${this.config.sourceFile} (etoken-ca check-config shows the problems), then restart etoken-ca-server`,
+          );
+        }
         this.log.warning("login failed", { code: res.code, message: res.message, tokenFlags: flags.join(",") });
         this.notify(res.code === "token.pin_incorrect" ? "pin-wrong" : "login-failed", `login to CA token ${expectedSerial} failed: ${res.message}`, {
           serial: expectedSerial,
@@ -800,6 +852,7 @@ export class Kernel {
         this.revokeAgain = false;
         const applied = await this.applyRevokeQueue(trigger);
         if (applied > 0) this.crlDirty = true;
+        this.revokedSinceCrl += applied;
         if (this.state === "READY" && (this.crlDirty || trigger === "SIGUSR1")) await this.makeCrl(`revocations (${trigger})`);
         else if (this.crlDirty) this.log.notice("revocations recorded; the next CRL will carry them (no PIN now)", { applied });
       } while (this.revokeAgain);
@@ -856,8 +909,16 @@ export class Kernel {
         this.crl = { number: Number(c.number), thisUpdate: Number(c.thisUpdate), nextUpdate: Number(c.nextUpdate), entries: Number(c.entries ?? 0), path: String(c.path ?? "") };
       }
       this.writeStatus();
+      this.signerReady = true;
+      this.lastDownShown.delete("signer");
+      this.considerPrompt();
     } catch (err) {
       this.log.warning("cannot read the signer status", { error: describeError(err) });
+      // a Failure is still an answer: the signer serves requests only once its start-up is done
+      if (err instanceof RemoteFailure) {
+        this.signerReady = true;
+        this.considerPrompt();
+      }
     }
   }
 
@@ -866,11 +927,13 @@ export class Kernel {
     if (!signer || this.state !== "READY" || this.crlBusy) return;
     this.crlBusy = true;
     const wasDirty = this.crlDirty;
+    const carried = this.revokedSinceCrl;
     this.crlDirty = false;
     try {
       const r = await signer.request("makeCrl", { reason }, "crlInfo", CRL_TIMEOUT_MS);
       const c = r.message;
       this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
+      this.revokedSinceCrl -= carried;
       this.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
       this.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
         path: c.path,

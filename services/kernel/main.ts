@@ -4,14 +4,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "../common/cli.js";
 import { configWarnings, DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
-import type { Config } from "../common/config-schema.js";
-import { ConfigError, describeError, SecurityError } from "../common/errors.js";
-import { disableCoreDumps, lookupUser, requireRoot, type UserInfo } from "../common/identity.js";
+import { describeError, SecurityError } from "../common/errors.js";
+import { disableCoreDumps, requireRoot } from "../common/identity.js";
 import { createLogger, setLogLevel } from "../common/log.js";
-import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import { SERVICE_NAMES, type ServiceName } from "../common/service-table.js";
 import { OperatorConsole } from "./console.js";
-import { prepareDirectories } from "./directories.js";
 import { Kernel } from "./kernel.js";
+import { isServerProcess, lockInstance } from "./instance-lock.js";
+import { checkStartConfiguration } from "./start-checks.js";
 import { Supervisor } from "./supervisor.js";
 
 const USAGE = "usage: etoken-ca-server [--config FILE]";
@@ -31,17 +31,17 @@ export async function startServer(argv: string[]): Promise<number | void> {
   process.umask(0o077);
   disableCoreDumps();
 
-  const users = resolveUsers(config);
-  const client = lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile);
-  checkReadable(config);
-  prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client });
-  writePidFile(config.PIDFILE);
-
+  // the same checks as `etoken-ca check-config`; throws the first problem
+  const { users } = checkStartConfiguration(config, { create: true })!;
+  // one server per CA directory, spool and console: a second one names the first and stops here
+  const locks = lockInstance(config);
   let console: OperatorConsole;
   try {
+    writePidFile(config.PIDFILE);
     console = OperatorConsole.open(config.CONSOLE, config.CONSOLE_ALLOW_PTY, config.sourceFile);
   } catch (err) {
     removePidFile(config.PIDFILE);
+    locks.release();
     throw err;
   }
   const supervisor = new Supervisor(config, users, log);
@@ -50,7 +50,15 @@ export async function startServer(argv: string[]): Promise<number | void> {
 
   let stopping = false;
   const stop = (signal: string, exitCode = 0): void => {
-    if (stopping) return;
+    if (stopping) {
+      // a second SIGTERM or SIGINT while stopping ends the kernel at once: it is always killable
+      if (signal === "SIGTERM" || signal === "SIGINT") {
+        removePidFile(config.PIDFILE);
+        locks.release();
+        process.exit(exitCode);
+      }
+      return;
+    }
     stopping = true;
     log.notice("stopping", { signal });
     kernel
@@ -60,6 +68,7 @@ export async function startServer(argv: string[]): Promise<number | void> {
         console.say("etoken-ca: stopped");
         console.close();
         removePidFile(config.PIDFILE);
+        locks.release();
         process.exit(exitCode);
       });
   };
@@ -79,46 +88,11 @@ export async function startServer(argv: string[]): Promise<number | void> {
   return new Promise<void>(() => {}); // runs until a signal
 }
 
-function resolveUsers(config: Config): Record<ServiceName, UserInfo> {
-  const users = {} as Record<ServiceName, UserInfo>;
-  const seen = new Map<number, ServiceName>();
-  for (const name of SERVICE_NAMES) {
-    const key = SERVICES[name].userKey;
-    const u = lookupUser(config[key] as string, key, config.sourceFile);
-    if (u.uid === 0 || u.gid === 0) {
-      throw new ConfigError("root_user", `${key}=${u.name} has uid ${u.uid} / gid ${u.gid}: services may never run as root or group root`, { file: config.sourceFile, key });
-    }
-    const other = seen.get(u.uid);
-    if (other) {
-      throw new ConfigError("shared_user", `${key}=${u.name} has the same uid (${u.uid}) as the ${other} service: every service needs its own user`, { file: config.sourceFile, key });
-    }
-    seen.set(u.uid, name);
-    users[name] = u;
-  }
-  return users;
-}
-
-function checkReadable(config: Config): void {
-  for (const key of ["CA_CERT", "PKCS11_MODULE"] as const) {
-    try {
-      fs.accessSync(config[key], fs.constants.R_OK);
-    } catch {
-      throw new ConfigError("missing_file", `${key}=${config[key]}: no such file or not readable`, { file: config.sourceFile, key });
-    }
-  }
-}
-
 function writePidFile(file: string): void {
   try {
     const old = Number(fs.readFileSync(file, "utf8").trim());
-    if (Number.isInteger(old) && old > 0 && old !== process.pid) {
-      let cmd = "";
-      try {
-        cmd = fs.readFileSync(`/proc/${old}/cmdline`, "utf8");
-      } catch {
-        // not running
-      }
-      if (cmd.includes("etoken-ca-server")) throw new SecurityError("already_running", `already running as pid ${old} (${file})`);
+    if (Number.isInteger(old) && old > 0 && old !== process.pid && isServerProcess(old)) {
+      throw new SecurityError("already_running", `already running as pid ${old} (${file})`);
     }
   } catch (err) {
     if (err instanceof SecurityError) throw err;

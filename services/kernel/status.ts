@@ -25,11 +25,31 @@ export interface StatusSnapshot {
   queueDepth: number;
   crl: { number: number; thisUpdate: number; nextUpdate: number; entries: number; path: string } | null;
   lastHookFailure: string | null;
+  /** log lines dropped because stdout/stderr could not be written (their reader went away) */
+  logWritesDropped?: number;
+  /** revocations recorded in the CA database that no published CRL carries yet */
+  revokedSinceCrl?: number;
   services: ServiceStatus[];
 }
 
+/**
+ * Readable by everyone (0644 whatever the umask): it holds no secret, and whoever may watch the
+ * CA (monitoring, an operator without root) runs `etoken-ca status`.
+ */
+export const STATUS_FILE_MODE = 0o644;
+
 export function writeStatus(file: string, snapshot: StatusSnapshot): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, JSON.stringify(snapshot, null, 1) + "\n", { mode: 0o644 });
+  fs.writeFileSync(tmp, JSON.stringify(snapshot, null, 1) + "\n", { mode: STATUS_FILE_MODE });
+  fs.chmodSync(tmp, STATUS_FILE_MODE);
   fs.renameSync(tmp, file);
+}
+
+/** Whether the kernel that wrote a status file still runs (its pid names etoken-ca). */
+export function kernelAlive(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("etoken-ca");
+  } catch {
+    return false;
+  }
 }

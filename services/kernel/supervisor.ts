@@ -11,6 +11,7 @@ import { ProtocolError } from "../common/errors.js";
 import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
 import { INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
 
 const START_SCRIPT = fileURLToPath(new URL("../common/start.js", import.meta.url));
 const HELLO_TIMEOUT_MS = 15_000;
@@ -32,6 +33,8 @@ export interface ServiceRecord {
   startedAt: number | undefined;
   restarts: number;
   lastError: string | undefined;
+  /** The service's own reason for exiting (its unsolicited Failure), for the exit that follows. */
+  farewell: string | undefined;
   backoffMs: number;
   restartTimer: NodeJS.Timeout | undefined;
 }
@@ -60,7 +63,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     for (const name of SERVICE_NAMES) {
       this.records.set(name, {
         name, user: users[name], child: undefined, channel: undefined, pid: undefined, up: false,
-        startedAt: undefined, restarts: 0, lastError: undefined, backoffMs: BACKOFF_MIN_MS, restartTimer: undefined,
+        startedAt: undefined, restarts: 0, lastError: undefined, farewell: undefined, backoffMs: BACKOFF_MIN_MS, restartTimer: undefined,
       });
     }
   }
@@ -133,6 +136,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     r.child = child;
     r.pid = child.pid;
     r.up = false;
+    r.farewell = undefined;
     r.startedAt = Date.now();
     const socket = child.stdio[3] as net.Socket;
     const channel = new Channel(socket, name);
@@ -156,12 +160,24 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.securityEvent(name, "second Hello");
         return;
       }
+      if (frame.type === "failure") {
+        // a service that cannot start says why before it exits (services/common/service.ts)
+        const m = (frame as Frame<"failure">).message;
+        r.farewell = oneLine(m.message, MAX_REASON) || oneLine(m.code, 64) || "no reason given";
+        return;
+      }
       this.emit("frame", name, frame);
     });
     channel.onClose((reason, violation) => {
       clearTimeout(helloTimer);
+      const running = (): boolean => !this.stopping && r.child === child && child.exitCode === null && child.signalCode === null;
       if (violation) this.securityEvent(name, violation.message);
-      else if (!this.stopping && r.child === child && child.exitCode === null && child.signalCode === null) {
+      else if (r.farewell && running()) {
+        // it said why it is leaving and is exiting: its own status, unless it lingers
+        setTimeout(() => {
+          if (running()) this.kill(name, `killed: said "${r.farewell}" and did not exit`);
+        }, STOP_GRACE_MS).unref();
+      } else if (running()) {
         this.log.warning("service closed its channel; killing it", { service: name, reason });
         this.kill(name, `killed: channel closed (${reason})`);
       }
@@ -177,7 +193,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       r.child = undefined;
       r.pid = undefined;
       if (this.stopping) return;
-      const how = signal ? `killed by ${signal}` : `exited with status ${code}`;
+      const status = signal ? `killed by ${signal}` : `exited with status ${code}`;
+      const how = r.farewell ? `${r.farewell} (${status})` : status;
       r.lastError = r.lastError && r.lastError.startsWith("killed:") ? `${r.lastError} (${how})` : how;
       this.log.warning("service died", { service: name, how, wasUp });
       this.emit("down", name, how);

@@ -17,7 +17,7 @@ import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import { describeKeyRef, keyMatches, slotIdOf } from "../common/token-match.js";
+import { describeKeyRef, describeNoMatch, keyMatches, slotIdOf } from "../common/token-match.js";
 import type { SourceState, TokenSource } from "./source.js";
 
 /** CKF_* token flags -> proto PinFlag bits. */
@@ -212,7 +212,7 @@ export class Pkcs11Source implements TokenSource {
     this.lastProblem = "";
     // the first match: when KEY matches several tokens the signer refuses to log in anyway
     const t = tokens.find((c) => keyMatches(this.key, c));
-    if (!t) return this.absent(`no token: no token matches KEY (${describeKeyRef(this.key)}); ${tokens.length} initialised token(s) seen`);
+    if (!t) return this.absent(tokens.length ? describeNoMatch(this.key, tokens) : `no token (looking for ${describeKeyRef(this.key)})`);
     this.handle = t.handle;
     this.emptySlot = undefined;
     return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: t.slot, detail: "token present" };

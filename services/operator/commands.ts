@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
 import { describeError, UsageError } from "../common/errors.js";
-import type { StatusSnapshot } from "../kernel/status.js";
+import { kernelAlive, type StatusSnapshot } from "../kernel/status.js";
 import { crlReissueAt } from "../kernel/crl-schedule.js";
 import { checkLine, exitCodeOf, type Thresholds } from "./check-rules.js";
 import { buildTrustFiles, writeTrustFiles } from "./trust-files.js";
@@ -46,14 +46,6 @@ function seconds(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   if (!/^[0-9]{1,9}$/.test(v)) throw new UsageError(`${name} needs a whole number of seconds, not ${JSON.stringify(v.slice(0, 20))}\n${CHECK_USAGE}`);
   return Number(v) * SECOND;
-}
-
-export function kernelAlive(pid: number): boolean {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("etoken-ca");
-  } catch {
-    return false;
-  }
 }
 
 /** Nagios plugin: one line on stdout, exit 0/1/2/3; every failure of the probe itself is UNKNOWN. */

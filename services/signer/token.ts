@@ -248,6 +248,46 @@ export class Token {
     this.keyId = this.attrs(found[0]!).id;
   }
 
+  /**
+   * The public key objects matching KEY's id/label on the selected token, read in a session of
+   * their own without a login (check-config: no PIN). RSA moduli, big-endian.
+   */
+  publicKeys(key: KeyRef): { id: string; label: string; modulus: Buffer }[] {
+    this.assertOpen();
+    if (!this.slotHandle) throw new TokenError("not_selected", "no token selected (select() first)");
+    const template: pkcs11js.Template = [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }];
+    if (key.id !== undefined) template.push({ type: pkcs11js.CKA_ID, value: Buffer.from(key.id, "hex") });
+    if (key.label !== undefined) template.push({ type: pkcs11js.CKA_LABEL, value: key.label });
+    let session: Buffer;
+    try {
+      session = this.p.C_OpenSession(this.slotHandle, pkcs11js.CKF_SERIAL_SESSION);
+    } catch (err) {
+      throw mapPkcs11Error(err, "opening a session without login (C_OpenSession)");
+    }
+    try {
+      this.p.C_FindObjectsInit(session, template);
+      let found: Buffer[];
+      try {
+        found = this.p.C_FindObjects(session, 100);
+      } finally {
+        this.p.C_FindObjectsFinal(session);
+      }
+      return found.map((h) => {
+        const a = this.p.C_GetAttributeValue(session, h, [{ type: pkcs11js.CKA_ID }, { type: pkcs11js.CKA_LABEL }, { type: pkcs11js.CKA_MODULUS }]);
+        const buf = (i: number): Buffer => (Buffer.isBuffer(a[i]?.value) ? (a[i]!.value as Buffer) : Buffer.alloc(0));
+        return { id: buf(0).toString("hex"), label: buf(1).toString("utf8"), modulus: buf(2) };
+      });
+    } catch (err) {
+      throw mapPkcs11Error(err, "looking for the CA's public key (C_FindObjects)");
+    } finally {
+      try {
+        this.p.C_CloseSession(session);
+      } catch {
+        /* token gone */
+      }
+    }
+  }
+
   private attrs(h: Buffer): { id: string; label: string } {
     const a = this.p.C_GetAttributeValue(this.session!, h, [{ type: pkcs11js.CKA_ID }, { type: pkcs11js.CKA_LABEL }]);
     const id = Buffer.isBuffer(a[0]?.value) ? (a[0]!.value as Buffer).toString("hex") : "";

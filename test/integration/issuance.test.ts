@@ -64,6 +64,7 @@ t.test("a MyProxy request becomes a verified certificate", async (t) => {
   const now = Date.now();
   t.ok(Math.abs(end - now - 8 * 3600 * 1000) < 120_000, `lifetime clamped to MyProxy's max_cert_lifetime (8h): ends ${new Date(end).toISOString()}`);
   t.ok(start <= now, "valid now");
+  t.equal(end - start, (8 * 3600 + 300) * 1000, "notBefore 5 minutes before the signing time, notAfter the lifetime after it (README, etoken-ca-server(8))");
   const serial = certField(pem, "serial").toUpperCase();
   t.ok(serial.length >= 16, `serial of at least 64 bits (${serial})`);
   const index = fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");

@@ -56,6 +56,8 @@ t.test("KEY forms", async (t) => {
 
 t.test("errors name file, line and expectation", async (t) => {
   t.equal(errorOf(BASE + "FOO=1\n").message, "/etc/sysconfig/etoken-ca:6: unknown key FOO");
+  t.equal(errorOf(BASE + "SIGNR_USER=x\n").message, "/etc/sysconfig/etoken-ca:6: unknown key SIGNR_USER (did you mean SIGNER_USER?)");
+  t.equal(errorOf(BASE + "CA_CRT=/x\n").message, "/etc/sysconfig/etoken-ca:6: unknown key CA_CRT (did you mean CA_CERT?)");
   t.equal(errorOf(BASE + "MIN_KEY_BITS=2k\n").message, '/etc/sysconfig/etoken-ca:6: MIN_KEY_BITS="2k": expected a whole number');
   t.equal(errorOf(BASE + "CA_OIDS='1.2.3\n").message, "/etc/sysconfig/etoken-ca:6: unterminated single quote in the value of CA_OIDS");
   t.equal(errorOf(BASE + "CA_DIR=\"/x\n").message, "/etc/sysconfig/etoken-ca:6: unterminated double quote in the value of CA_DIR");

@@ -2,6 +2,7 @@
 // the manual pages render, deploy/install works into a staging root (and is idempotent, never
 // overwrites the configuration, changes nothing with --dry-run), systemd-analyze accepts the
 // installed unit, and the directories agree with the kernel's own DIRECTORY_RULES.
+import { pinFlagNames } from "../../services/kernel/kernel.js";
 import t, { type Test } from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -89,6 +90,25 @@ t.test("man/etoken-ca.5 documents every key with its default", async (t) => {
     t.ok(body.includes(spec.default === undefined ? "Required." : spec.default === "" ? "Default: empty." : `Default: ${spec.default}.`), `${key}: its default`);
   }
   t.ok(text.includes("/etc/sysconfig/etoken-ca"));
+});
+
+t.test("manual pages: dated with the release, the console's words for the PIN flags", async (t) => {
+  const version = (JSON.parse(fs.readFileSync(path.join(REPO, "package.json"), "utf8")) as { version: string }).version;
+  const dates = new Set<string>();
+  for (const page of fs.readdirSync(MAN)) {
+    const text = fs.readFileSync(path.join(MAN, page), "utf8");
+    const th = /^\.TH \S+ [58] "([^"]*)" "etoken-ca ([^"]*)"/m.exec(text);
+    t.ok(th, `${page}: a .TH line`);
+    if (!th) continue;
+    t.match(th[1], /^\d{4}-\d{2}-\d{2}$/, `${page}: an ISO date, not a year`);
+    t.equal(th[2], version, `${page}: the version in package.json`);
+    dates.add(th[1]!);
+    t.notMatch(text, /count low|final try/i, `${page}: the console's words (count-low, final-try)`);
+  }
+  t.equal(dates.size, 1, "one release date on every page");
+  const flags = pinFlagNames(0xff);
+  const page = fs.readFileSync(path.join(MAN, "etoken-ca.8"), "utf8");
+  for (const f of flags) t.match(page, f, `etoken-ca(8) names the PIN flag ${f}`);
 });
 
 t.test("manual pages render without warnings", async (t) => {
@@ -327,6 +347,8 @@ t.test("deploy/install --prefix rewrites every installed path; --dry-run changes
   const d = install(["--source", src, "--root", dry, "--node", process.execPath, "--dry-run"]);
   t.equal(d.status, 0, "dry run succeeds", { output: d.out });
   t.match(d.out, /dry run: nothing is changed/);
+  t.match(d.out, /would install the example configuration as \/etc\/sysconfig\/etoken-ca/);
+  t.notMatch(d.out, /installed the example|install: done/, "a dry run does not claim to have installed");
   t.match(d.out, /^\+ .*systemd-tmpfiles/m, "it shows the commands");
   t.same(fs.readdirSync(dry, { recursive: true }).sort(), before, "nothing was created");
 
@@ -347,4 +369,26 @@ t.test("deploy/install --prefix rewrites every installed path; --dry-run changes
   const unbuilt = install(["--source", dir, "--root", root]);
   t.not(unbuilt.status, 0);
   t.match(unbuilt.out, /build first/);
+});
+
+t.test("deploy/install without the MyProxy group: refused before anything is written", async (t) => {
+  if (!requireRootUser(t) || !requireTools(t, "systemd-sysusers", "systemd-tmpfiles", "npm", "node")) return;
+  const dir = fs.mkdtempSync("/tmp/etca-install-");
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const src = fakeSource(dir);
+  const root = stagingRoot(dir, "nogroup");
+  const group = path.join(root, "etc/group");
+  fs.writeFileSync(group, fs.readFileSync(group, "utf8").split("\n").filter((l) => !l.startsWith("myproxy:")).join("\n"));
+  const before = fs.readdirSync(root, { recursive: true }).sort();
+  const r = install(["--source", src, "--root", root, "--node", process.execPath]);
+  t.not(r.status, 0);
+  t.match(r.out, `group myproxy (the MyProxy server's) does not exist in ${group}: install myproxy-server first, then run this again; nothing was installed`);
+  t.same(fs.readdirSync(root, { recursive: true }).sort(), before, "nothing was written");
+});
+
+t.test("one PKCS#11 module name for the eToken in the README, the example configuration and etoken-ca(5)", async (t) => {
+  const names = (file: string): string[] => [...fs.readFileSync(file, "utf8").matchAll(/\/usr\/lib\/(?:libeT|libeToken)[A-Za-z0-9]*\.so/g)].map((m) => m[0]);
+  const found = [path.join(REPO, "README.md"), path.join(DEPLOY, "etoken-ca.sysconfig"), path.join(MAN, "etoken-ca.5")].map((f) => ({ f, n: names(f) }));
+  for (const { f, n } of found) t.ok(n.length > 0, `${path.basename(f)} names the eToken's module`);
+  t.same(new Set(found.flatMap((x) => x.n)).size, 1, "the same name everywhere");
 });

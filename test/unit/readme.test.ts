@@ -56,3 +56,12 @@ t.test("the README names the two commands and keeps the lead's sections", async 
     t.ok(text.includes(`\n${section}`), `section ${section}`);
   }
 });
+
+t.test("the README's Performance section keeps the current figures only; the history is in bench/RESULTS.md", async (t) => {
+  const text = fs.readFileSync(README, "utf8");
+  const perf = text.slice(text.indexOf("## Performance"), text.indexOf("\n## ", text.indexOf("## Performance") + 3));
+  const tables = perf.split("\n").filter((l) => /^\|---/.test(l)).length;
+  t.equal(tables, 1, "one table: the latest run");
+  t.notMatch(perf, /round before|\| before \| after \|/i, "no round-by-round history");
+  t.match(fs.readFileSync(path.join(ROOT, "bench/RESULTS.md"), "utf8"), /^## History/m);
+});

@@ -1,0 +1,70 @@
+// What the operator sees when the CA cannot work: a signer that cannot start says why on the
+// console and in `etoken-ca status`, and no PIN prompt is shown while there is no signer to use
+// the PIN; a KEY that names another token says which it looked for and which it found; a login
+// that fails because of the configuration says that typing the PIN again will not help.
+import t from "tap";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { BIN, countPrompts, createInstallation, readStatus, runCommand, startServer, waitFor, waitForState, typePin, type Installation } from "../fixtures/server.js";
+
+const installations: Installation[] = [];
+t.teardown(() => {
+  for (const i of installations) i.cleanup();
+});
+function install(prefix: string, extraConfig: Record<string, string> = {}): Installation {
+  const inst = createInstallation({ prefix, extraConfig });
+  installations.push(inst);
+  return inst;
+}
+
+t.test("a corrupt index.txt: the signer's reason on the console and in status, no PIN prompt", async (t) => {
+  const inst = install("etca-view-db");
+  const first = startServer(inst);
+  await waitForState(inst, "NEED_PIN", 60_000);
+  await first.stop();
+  const index = path.join(inst.config.CA_DIR, "index.txt");
+  const line = "V\t301231235959Z\t\t0A\tunknown\t/CN=someone\n";
+  fs.writeFileSync(index, line + line);
+  const promptsBefore = countPrompts(inst);
+  const consoleBefore = inst.consoleText().length;
+  const server = startServer(inst);
+  t.teardown(() => server.stop());
+  await waitFor("the signer's reason on the console", () => inst.consoleText().slice(consoleBefore).includes("duplicate serial"), 60_000);
+  const shown = inst.consoleText().slice(consoleBefore).replace(/\r/g, "");
+  t.match(shown, new RegExp(`^signer: ${index.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:2: .*duplicate serial 0A.*\\(exited with status 78\\); restarting it$`, "m"));
+  // the signer keeps failing: by its third start the prompt would long have been shown
+  await waitFor("three signer starts", () => ((readStatus(inst)?.services.find((s) => s.name === "signer")?.restarts ?? 0) >= 3 ? true : undefined), 60_000);
+  t.equal(countPrompts(inst), promptsBefore, "no PIN prompt while the signer cannot start");
+  t.equal(shown.split("duplicate serial").length - 1, 1, "the same reason is said once, not at every restart");
+  const r = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
+  t.match(r.stdout, /^signer\s.*\s\/\S*\/index\.txt:2: [^\n]*duplicate serial 0A[^\n]*\(exited with status 78\)$/m, "status shows the signer's own reason as its last error");
+  t.notMatch(r.stdout, /killed: channel closed/, "not the kernel's view of it");
+});
+
+t.test("KEY names a token that is not there: which token it looked for, which it found", async (t) => {
+  const inst = install("etca-view-label", { KEY: "pkcs11:token=no-such-token" });
+  const server = startServer(inst);
+  t.teardown(() => server.stop());
+  await waitFor("the token complaint", () => inst.consoleText().includes("CA token not found"), 60_000);
+  const text = inst.consoleText().replace(/\r/g, "");
+  t.match(text, `CA token not found: no token matches KEY (token label "no-such-token"); found: label "${inst.token.label}" serial ${inst.token.serial} (slot index 0); check KEY in ${inst.configPath}`);
+  t.notMatch(text, /insert the CA token/, "not told to insert a token that is there");
+  t.equal(countPrompts(inst), 0);
+});
+
+t.test("KEY names no key on the token: LOGIN FAILED says retyping the PIN will not help", async (t) => {
+  const inst = install("etca-view-key", { KEY: "0:ee" });
+  const server = startServer(inst);
+  t.teardown(() => server.stop());
+  await waitForState(inst, "NEED_PIN", 60_000);
+  await typePin(inst, inst.token.userPin, 1);
+  await waitFor("the configuration fault", () => inst.consoleText().includes("configuration fault"), 30_000);
+  const text = inst.consoleText().replace(/\r/g, "");
+  t.match(text, /LOGIN FAILED: no private key matching KEY \(slot index 0, key id ee\)/);
+  t.match(text, `this is a configuration fault: typing the PIN again will not help. Fix KEY in ${inst.configPath}`);
+  // the status file is rewritten every 5 s: wait for a write after the message, then count
+  const after = Date.now();
+  await waitFor("a status write", () => ((readStatus(inst)?.updatedAt ?? 0) > after ? true : undefined), 30_000);
+  t.equal(countPrompts(inst), 1, "the PIN is not asked for again");
+  t.equal(readStatus(inst)?.state, "NEED_PIN");
+});

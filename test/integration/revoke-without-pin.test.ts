@@ -1,0 +1,28 @@
+// revoke-cert says what will happen: without a PIN it does not claim a new CRL; the revocation
+// is recorded at once and `etoken-ca status` counts it as waiting for a CRL.
+import t from "tap";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { BIN, createInstallation, readStatus, runCommand, startServer, waitFor, waitForState } from "../fixtures/server.js";
+
+const inst = createInstallation({ prefix: "etca-revnopin" });
+t.teardown(() => inst.cleanup());
+
+t.test("a revocation while no PIN has been typed", async (t) => {
+  const setup = startServer(inst);
+  await waitForState(inst, "NEED_PIN", 60_000);
+  await setup.stop();
+  // a certificate in the database (its line only: revoke-cert and the signer's start need no more)
+  fs.appendFileSync(path.join(inst.config.CA_DIR, "index.txt"), "V\t301231235959Z\t\t0B\tunknown\t/CN=someone\n");
+  const server = startServer(inst);
+  t.teardown(() => server.stop());
+  await waitForState(inst, "NEED_PIN", 60_000);
+  const r = runCommand(process.execPath, [BIN.revoke, "--config", inst.configPath, "--serial", "0B"]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /to record the revocation; no CRL can be signed without the PIN: it goes into the next CRL, made when the PIN is typed/);
+  t.notMatch(r.stdout, /publish a new CRL/);
+  await waitFor("the revocation recorded", () => ((readStatus(inst)?.revokedSinceCrl ?? 0) > 0 ? true : undefined), 30_000);
+  t.match(fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8"), /^R\t301231235959Z\t\d{12}Z(,[^\t]*)?\t0B\t/m, "recorded in index.txt without a PIN");
+  const st = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
+  t.match(st.stdout, /^revocations:\s+0 queued, 1 recorded and waiting for a CRL \(made when the PIN is typed\)$/m);
+});
