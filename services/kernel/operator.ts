@@ -10,11 +10,13 @@ import { isRoot, type UserInfo } from "../common/identity.js";
 import { SERVICE_ENV } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
 import { checkStartConfiguration } from "./start-checks.js";
-import type { StatusSnapshot } from "./status.js";
+import { kernelAlive, type StatusSnapshot } from "./status.js";
 
 const USAGE = `usage: etoken-ca status [--json] [--config FILE]
        etoken-ca check-config [--config FILE]
-       etoken-ca check-db [--config FILE]`;
+       etoken-ca check-db [--config FILE]
+       etoken-ca check [-w S] [-c S] [thresholds, see etoken-ca(8)] [--status-file FILE | --config FILE]
+       etoken-ca trust-files --out DIR [--alias NAME] [--url URL] [--email ADDR] [--status STATUS] [--config FILE]`;
 const KEY_PROBE = fileURLToPath(new URL("../signer/key-probe.js", import.meta.url));
 const PROBE_TIMEOUT_MS = 60_000;
 const MAX_PROBE_LINES = 20;
@@ -34,14 +36,6 @@ export async function runOperatorCommand(argv: string[]): Promise<number> {
       return 0;
     default:
       throw new UsageError(command ? `unknown command ${JSON.stringify(command)}\n${USAGE}` : USAGE);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("etoken-ca");
-  } catch {
-    return false;
   }
 }
 
@@ -91,7 +85,7 @@ async function status(argv: string[]): Promise<number> {
     else process.stderr.write(`etoken-ca: ${config.STATUS_FILE}: ${why}\n`);
     return exit;
   }
-  const running = isAlive(snap.kernelPid) && snap.state !== "STOPPING";
+  const running = kernelAlive(snap.kernelPid) && snap.state !== "STOPPING";
   const queuedRevocations = countQueued(config.REVOKE_DIR);
   if (args.json) {
     process.stdout.write(JSON.stringify({ ...snap, running, queuedRevocations }, null, 2) + "\n");

@@ -44,3 +44,12 @@ export function writeStatus(file: string, snapshot: StatusSnapshot): void {
   fs.chmodSync(tmp, STATUS_FILE_MODE);
   fs.renameSync(tmp, file);
 }
+
+/** Whether the kernel that wrote a status file still runs (its pid names etoken-ca). */
+export function kernelAlive(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("etoken-ca");
+  } catch {
+    return false;
+  }
+}

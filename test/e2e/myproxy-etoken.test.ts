@@ -5,8 +5,8 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { addTrustedCa, myproxyLogon, processAlive, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../fixtures/myproxy.js";
-import { BIN, CLEAN_PATH, createInstallation, readStatus, startReady, countPrompts, typePin, TEST_CRL_URL, TEST_POLICY_OID, waitFor, waitForState, processTree, type RunningServer } from "../fixtures/server.js";
+import { myproxyLogon, processAlive, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../fixtures/myproxy.js";
+import { BIN, CLEAN_PATH, createInstallation, readStatus, runCommand, startReady, countPrompts, typePin, TEST_CRL_URL, TEST_POLICY_OID, waitFor, waitForState, processTree, type RunningServer } from "../fixtures/server.js";
 import { certField, certText, makeCsr, mustOpenssl, publicKeyOfCert, verifyCert } from "../fixtures/pki.js";
 import { lookupUser } from "../../services/common/identity.js";
 import { reinsertToken, removeToken } from "../fixtures/softhsm.js";
@@ -118,8 +118,16 @@ t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t)
     ],
   });
   ctx.mp = mp;
-  // Clients trust the host's CA (done by the harness) and ours, with a signing_policy for DN_FORMAT's namespace.
-  addTrustedCa(mp.trustDir, inst.token.caCertPath, "/DC=org/DC=example");
+  // Clients trust the host's CA (done by the harness) and ours, installed from `etoken-ca trust-files`
+  // (its signing_policy and namespaces cover DN_FORMAT's namespace).
+  const trustFiles = runCommand("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.ca, "trust-files", "--out", mp.trustDir, "--config", inst.configPath]);
+  t.equal(trustFiles.code, 0, `etoken-ca trust-files succeeds (stderr: ${trustFiles.stderr.trim()})`);
+  const ourHash = mustOpenssl(["x509", "-noout", "-subject_hash", "-in", inst.token.caCertPath]).trim();
+  t.match(
+    fs.readFileSync(path.join(mp.trustDir, `${ourHash}.signing_policy`), "utf8"),
+    /^cond_subjects +globus +'"\/DC=org\/DC=example\/O=etoken-ca tests\/CN=\*"'$/m,
+    "the signing_policy it wrote for our CA covers DN_FORMAT's namespace",
+  );
   t.ok(processAlive(mp.pid), `myproxy-server runs (pid ${mp.pid}, port ${mp.port})`);
 
   const work = path.join(mpDir, "client");
@@ -140,6 +148,12 @@ t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t)
     const v = verifyCert(inst.token.caCertPath, pem);
     t.ok(v.ok, `openssl verify -x509_strict against our CA: ${v.output.trim()}`);
     t.match(mustOpenssl(["x509", "-noout", "-issuer", "-nameopt", "RFC2253"], pem), /CN=etoken-ca test CA/, "issued by our CA, not the host's");
+    fs.chmodSync(csr.keyPath, 0o600); // grid-proxy-init refuses a key others may read
+    const gpi = runCommand("grid-proxy-init", ["-cert", out, "-key", csr.keyPath, "-verify", "-hours", "1", "-out", path.join(work, "jdoe-proxy.pem")], {
+      env: { PATH: CLEAN_PATH, X509_CERT_DIR: mp.trustDir },
+    });
+    t.equal(gpi.code, 0, `grid-proxy-init -verify accepts it with the trust-files directory (${gpi.stderr.trim()})`);
+    t.match(gpi.stdout, /Proxy Verify OK/);
     const end = Date.parse(certField(pem, "enddate"));
     const hours = (end - Date.now()) / 3_600_000;
     t.ok(Math.abs(hours - MAX_CERT_LIFETIME_HOURS) < 0.05, `24 h asked, clamped to MyProxy's max_cert_lifetime ${MAX_CERT_LIFETIME_HOURS} h (got ${hours.toFixed(3)} h)`);
@@ -278,7 +292,10 @@ t.test("DN-suffix usernames (the seed's convention) through a real MyProxy CA", 
   const users = [seedUser, frontEndUser, foreignType, oneValue];
   const mp = await startMyProxy({ dir: mpDir, issuerProgram: issuer, maxCertLifetimeHours: 6, requestTimeoutSeconds: 60, users: users.map((name) => ({ name, password: PASSWORD })) });
   ctx.mp = mp;
-  addTrustedCa(mp.trustDir, inst.token.caCertPath, "/DC=org/DC=example");
+  const trustFiles = runCommand("/usr/bin/env", ["-i", `PATH=${CLEAN_PATH}`, process.execPath, BIN.ca, "trust-files", "--out", mp.trustDir, "--config", inst.configPath]);
+  t.equal(trustFiles.code, 0, `etoken-ca trust-files succeeds (stderr: ${trustFiles.stderr.trim()})`);
+  const ourHash = mustOpenssl(["x509", "-noout", "-subject_hash", "-in", inst.token.caCertPath]).trim();
+  t.match(fs.readFileSync(path.join(mp.trustDir, `${ourHash}.signing_policy`), "utf8"), /^cond_subjects +globus +'"\/DC=org\/DC=example\/\*"'$/m, "RDN mode: the namespace is the RDNs before %s");
   const work = path.join(mpDir, "client");
   fs.mkdirSync(work, { mode: 0o700 });
 
