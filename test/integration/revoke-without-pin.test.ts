@@ -3,6 +3,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { DELIVERY_JOURNAL } from "../../services/signer/delivery-journal.js";
 import { BIN, createInstallation, readStatus, runCommand, startServer, waitFor, waitForState } from "../fixtures/server.js";
 
 const inst = createInstallation({ prefix: "etca-revnopin" });
@@ -12,8 +13,10 @@ t.test("a revocation while no PIN has been typed", async (t) => {
   const setup = startServer(inst);
   await waitForState(inst, "NEED_PIN", 60_000);
   await setup.stop();
-  // a certificate in the database (its line only: revoke-cert and the signer's start need no more)
+  // a certificate in the database, handed to its client (its line and its delivery confirmation:
+  // an unconfirmed one would be revoked as undelivered when the signer starts)
   fs.appendFileSync(path.join(inst.config.CA_DIR, "index.txt"), "V\t301231235959Z\t\t0B\tunknown\t/CN=someone\n");
+  fs.appendFileSync(path.join(inst.config.CA_DIR, DELIVERY_JOURNAL), "D 0B\n");
   const server = startServer(inst);
   t.teardown(() => server.stop());
   await waitForState(inst, "NEED_PIN", 60_000);
