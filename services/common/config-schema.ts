@@ -113,4 +113,11 @@ export interface KindValue {
 export type Config = { readonly [K in ConfigKey]: KindValue[(typeof CONFIG_SCHEMA)[K]["kind"]] } & {
   /** The file it came from, for messages. */
   readonly sourceFile: string;
+  /** Retired keys the file still sets, with their lines: warned about, otherwise ignored. */
+  readonly retiredKeys?: readonly { key: string; line: number }[];
+};
+
+/** Keys earlier releases knew, and why they no longer do anything: a warning, not a refusal. */
+export const RETIRED_KEYS: Readonly<Record<string, string>> = {
+  CRL_WARN_BEFORE: "the crl-expiring warning now starts when CRL_REISSUE_BEFORE's reissue point passes without a PIN",
 };

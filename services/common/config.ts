@@ -2,7 +2,7 @@
 import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
-import { BACKDATE_SECONDS, CONFIG_SCHEMA, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
+import { BACKDATE_SECONDS, CONFIG_SCHEMA, RETIRED_KEYS, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
 import { compileDnFormat, parseUsernameRdnTypes } from "./dn.js";
 import { isRevocationReason, reasonProblem } from "./reasons.js";
 
@@ -224,7 +224,12 @@ export function parseConfig(text: string, file: string): Config {
   const entries = parseShellAssignments(text, file);
   const seen = new Map<string, number>();
   const values: Record<string, unknown> = {};
+  const retiredKeys: { key: string; line: number }[] = [];
   for (const { key, value, line } of entries) {
+    if (Object.prototype.hasOwnProperty.call(RETIRED_KEYS, key)) {
+      retiredKeys.push({ key, line });
+      continue;
+    }
     if (!Object.prototype.hasOwnProperty.call(CONFIG_SCHEMA, key)) {
       const near = closestKey(key);
       throw new ConfigError("unknown_key", `unknown key ${key}${near ? ` (did you mean ${near}?)` : ""}`, { file, line, key });
@@ -243,7 +248,7 @@ export function parseConfig(text: string, file: string): Config {
     }
     values[key] = parseValue(key, spec.default, file, 0);
   }
-  const config = { ...values, sourceFile: file } as unknown as Config;
+  const config = { ...values, sourceFile: file, ...(retiredKeys.length > 0 ? { retiredKeys } : {}) } as unknown as Config;
   crossCheck(config, file, seen);
   return Object.freeze(config);
 }
@@ -344,11 +349,14 @@ const WARNINGS: readonly [ConfigKey, (c: Config) => boolean, string][] = [
 
 /** One line per warning: the file, the key, its value, the rule. */
 export function configWarnings(c: Config): string[] {
-  return WARNINGS.filter(([, broken]) => broken(c)).map(([key, , rule]) => {
-    const v = c[key];
-    const shown = typeof v === "number" ? formatDuration(v) : Array.isArray(v) ? v.map((u) => `URI:${u}`).join(",") : String(v);
-    return `${c.sourceFile}: ${key}=${JSON.stringify(shown)}: ${rule}`;
-  });
+  const retired = (c.retiredKeys ?? []).map(({ key, line }) => `${c.sourceFile}:${line}: ${key} is no longer used (${RETIRED_KEYS[key]}): remove it`);
+  return retired.concat(
+    WARNINGS.filter(([, broken]) => broken(c)).map(([key, , rule]) => {
+      const v = c[key];
+      const shown = typeof v === "number" ? formatDuration(v) : Array.isArray(v) ? v.map((u) => `URI:${u}`).join(",") : String(v);
+      return `${c.sourceFile}: ${key}=${JSON.stringify(shown)}: ${rule}`;
+    }),
+  );
 }
 
 /** Reads and parses the configuration file; every failure is a ConfigError naming the file. */

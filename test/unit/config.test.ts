@@ -110,6 +110,12 @@ t.test("the IGTF profile held by the configuration", async (t) => {
   t.equal(parseConfig(BASE + "MAX_LIFETIME=395d\n", "f").MAX_LIFETIME, 395 * 86_400_000, "13 months is the limit");
 
   t.same(configWarnings(parseConfig(BASE, "f")), [], "the defaults are clean");
+  const line = BASE.split("\n").length;
+  t.same(
+    configWarnings(parseConfig(BASE + "CRL_WARN_BEFORE=3d\n", "f")),
+    [`f:${line}: CRL_WARN_BEFORE is no longer used (the crl-expiring warning now starts when CRL_REISSUE_BEFORE's reissue point passes without a PIN): remove it`],
+    "a retired key is a warning, not a refusal (an upgraded server still starts)",
+  );
   t.same(configWarnings(parseConfig(BASE + "MAX_LIFETIME=1000001\n", "f")), ["f: MAX_LIFETIME=\"1000001s\": above 1000000 s, the IGTF ceiling for short-lived credentials"]);
   t.same(configWarnings(parseConfig(BASE + "MAX_LIFETIME=1000000\n", "f")), [], "1,000,000 s itself is fine");
   t.match(configWarnings(parseConfig(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=URI:https://x.example.org/c.der\n", "f")), [/^f: CRL_URLS="URI:https:\/\/x.example.org\/c.der": https distribution points/]);
