@@ -253,7 +253,8 @@ class Request {
 
   /**
    * Gives up: marks the request abandoned (the CA must not sign it), frees the lock if it is
-   * still ours, and claims the result name. If the spool published first, its result is used.
+   * still ours, and claims the result name. If the spool published first, its result is returned
+   * (the caller checks it, then cleanup() or refuseResult()).
    */
   abandon(): ResultFile | "abandoned" {
     if (this.finished) return "abandoned";
@@ -269,15 +270,15 @@ class Request {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") return "abandoned";
     }
-    const r = tryReadResult(this.result) ?? "abandoned";
-    this.cleanup();
-    return r;
+    return tryReadResult(this.result) ?? "abandoned";
   }
 
   /**
-   * The result is not ours (planted by whoever can write the spool): give up on the request as a
-   * timed-out client does, but leave the result name taken, so that the spool cannot publish the
-   * certificate the CA signed for us and reports it undelivered (the kernel revokes it).
+   * An error result, or a certificate that is not ours (anyone who can write the spool can plant
+   * either): give up on the request as a timed-out client does, but leave the result name taken,
+   * so that the spool cannot publish the certificate the CA signed for us, or, if it published
+   * already, sees the marker; either way it reports the certificate undelivered (the kernel
+   * revokes it). After a genuine error result the spool removes marker and result.
    */
   refuseResult(): void {
     this.withdraw();
@@ -301,12 +302,12 @@ class Request {
     unlinkQuiet(this.file);
   }
 
-  /** Removes this client's files after a result was read. */
+  /** Removes this client's files after its certificate was read (the marker first: see spool-protocol.ts). */
   cleanup(): void {
     this.finished = true;
+    unlinkQuiet(this.marker);
     unlinkQuiet(this.result);
     unlinkQuiet(this.file);
-    unlinkQuiet(this.marker);
   }
 }
 
@@ -363,10 +364,11 @@ async function main(argv: string[]): Promise<void> {
     const r = req.abandon();
     if (r !== "abandoned" && r.ok) {
       ours(r.certificatePem);
+      req.cleanup();
       fs.writeSync(1, r.certificatePem);
       process.exit(0);
     }
-    fail(`interrupted by ${sig}; the request was abandoned`);
+    fail(`interrupted by ${sig}; the request was abandoned`); // an error result stays, with the marker
   };
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, onSignal);
 
@@ -379,9 +381,12 @@ async function main(argv: string[]): Promise<void> {
   const r = await req.waitResult(waiter);
   waiter.close();
   if (r === "abandoned") fail(`no answer from the CA within ${seconds} s; request abandoned (is etoken-ca-server running and its token logged in?)`);
-  if (r.ok) ours(r.certificatePem);
+  if (!r.ok) {
+    req.refuseResult();
+    fail(r.message);
+  }
+  ours(r.certificatePem);
   req.cleanup();
-  if (!r.ok) fail(r.message);
   fs.writeSync(1, r.certificatePem);
   process.exit(0);
 }

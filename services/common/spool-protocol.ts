@@ -21,6 +21,16 @@
 // the certificate as undelivered (the kernel revokes it). No certificate is ever handed out and
 // unrevoked-but-lost, and none is revoked after being handed out.
 //
+// A client that refuses what it found at the result name (an error, or a certificate that is not
+// for its key and username: anyone who can write the spool can plant or replace a result) leaves
+// `.abandoned` and the result name taken, as a client that gives up does. If the spool publishes
+// later, its link fails as above. If the spool had published already, it is still watching that
+// request (REFUSAL_WATCH_MS): a marker that appears while the result name no longer holds the file
+// the spool published means its certificate was not delivered, and the spool reports it so (the
+// kernel revokes it). A marker next to the spool's own file is a client that gave up (signal)
+// just as the result arrived: it uses that result and removes its marker. After a refused error
+// result the spool removes marker and result.
+//
 // REVOKE_DIR (root 0700): rev.<ms>.<random> queue entries, root-owned 0600, written by
 // revoke-cert (tmp + fsync + rename), read and, once applied, deleted by the kernel (root) itself.
 // No service can reach it; it must not lie inside SPOOL_DIR or any tree CLIENT_USER can write.
@@ -71,6 +81,12 @@ export const MAX_LIFETIME_SECONDS = 10 * 366 * 24 * 3600;
 export const DEADLINE_SLACK_MS = 60_000;
 /** After its deadline the client still waits this long for a certificate signed in time. */
 export const DELIVERY_GRACE_MS = 5_000;
+/**
+ * How long after publishing a result the spool watches for the client's refusal (see above):
+ * the client reads a result within milliseconds, and the kernel accepts an `undelivered` up to
+ * 60 s after the `delivered` (services/kernel/handouts.ts).
+ */
+export const REFUSAL_WATCH_MS = 50_000;
 /** Largest revoke queue entry. */
 export const MAX_REVOKE_BYTES = 4 * 1024;
 

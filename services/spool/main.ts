@@ -9,10 +9,10 @@ import type { Frame } from "../../proto/wire.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
-import { DELIVERY_GRACE_MS, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
+import { abandonedName, DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
 import { compileDnFormat, type DnTemplate } from "../common/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
-import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned } from "./results.js";
+import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
@@ -26,11 +26,21 @@ const BLOCKED_RETRY_MAX_MS = 60_000;
 /** Longer than any wait inside the kernel (signer 30 s, presence fence 10 s). */
 const KERNEL_ANSWER_SLACK_MS = 60_000;
 
+/** A result the spool published, watched for the client's refusal until `until` (spool-protocol.ts). */
+interface Published {
+  /** the published file's inode: another one at the result name is not what the spool wrote */
+  readonly ino: number;
+  /** the certificate's serial; undefined for an error result */
+  readonly serial?: string;
+  readonly until: number;
+}
+
 class Spool {
   private readonly dir: string;
   private readonly clientUid: number;
   private readonly dn: DnTemplate;
   private readonly inFlight = new Set<string>();
+  private readonly published = new Map<string, Published>();
   private readonly watcher: SpoolWatcher;
   private scanning = false;
   private again = false;
@@ -57,7 +67,11 @@ class Spool {
     this.watcher = new SpoolWatcher({
       dir: this.dir,
       rescanMs: RESCAN_MS,
-      onHint: () => this.kick(),
+      onHint: () => {
+        this.checkRefusals();
+        this.kick();
+      },
+      onMarker: () => this.checkRefusals(),
       onError: (err) => ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) }),
     });
   }
@@ -195,7 +209,8 @@ class Spool {
   private async deliverError(id: string, code: string, message: string): Promise<void> {
     try {
       const p = await publishError(this.dir, id, code, message);
-      if (p === "claimed_by_client") await removeAbandoned(this.dir, id);
+      if (p.kind === "claimed_by_client") await removeAbandoned(this.dir, id);
+      else this.watchRefusal(id, p.ino, undefined);
     } catch (err) {
       this.ctx.log.error("cannot write an error result", { requestId: id, error: describeError(err) });
     }
@@ -304,7 +319,7 @@ class Spool {
       this.undelivered(id, serial, `the result file could not be written: ${oneLine(describeError(err))}`);
       return;
     }
-    if (publication === "claimed_by_client") {
+    if (publication.kind === "claimed_by_client") {
       log.warning("certificate not delivered", { requestId: id, serial, reason: "the client gave up while it was being written" });
       this.undelivered(id, serial, "the client gave up while the result was being written");
       await removeAbandoned(this.dir, id);
@@ -312,6 +327,39 @@ class Spool {
     }
     this.delivered(id, serial); // first: a spool killed between the link and this report gets the certificate revoked
     log.info("certificate delivered", { requestId: id, serial, subject: issued.subject });
+    this.watchRefusal(id, publication.ino, serial);
+  }
+
+  private watchRefusal(requestId: string, ino: number, serial: string | undefined): void {
+    this.published.set(requestId, { ino, serial, until: Date.now() + REFUSAL_WATCH_MS });
+    this.checkRefusals(); // the client may have been quicker than this
+  }
+
+  /**
+   * A published result whose client left its `.abandoned` marker: the client refused what it read
+   * (see spool-protocol.ts). A certificate is then reported undelivered, unless the result name
+   * still holds the spool's own file (a client that gave up just as it arrived uses it).
+   */
+  private checkRefusals(): void {
+    const now = Date.now();
+    for (const [id, p] of this.published) {
+      if (now > p.until) {
+        this.published.delete(id);
+        continue;
+      }
+      try {
+        fs.lstatSync(path.join(this.dir, abandonedName(id)));
+      } catch {
+        continue; // no marker (yet)
+      }
+      if (p.serial !== undefined && resultInode(this.dir, id) === p.ino) continue;
+      this.published.delete(id);
+      if (p.serial !== undefined) {
+        this.security("the client refused the result it found in place of the certificate the spool published: certificate not delivered", { requestId: id, serial: p.serial });
+        this.undelivered(id, p.serial, "the client refused the result it found (not the certificate the spool published)");
+      }
+      void removeAbandoned(this.dir, id);
+    }
   }
 
   /** The result is the client's now (the link won): the kernel stops holding it for revocation. */

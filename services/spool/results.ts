@@ -15,7 +15,8 @@ import {
   resultName,
 } from "../common/spool-protocol.js";
 
-export type Publication = "published" | "claimed_by_client";
+/** "published" with the result's inode (to tell it from a file put in its place later). */
+export type Publication = { kind: "published"; ino: number } | { kind: "claimed_by_client" };
 
 export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
   return pemEncode(Buffer.from(der), label);
@@ -31,17 +32,19 @@ export async function publishResult(dir: string, requestId: string, content: str
   const tmp = path.join(dir, `${requestId}${RESULT_TMP_INFIX}${randomName(8, crypto.randomBytes)}`);
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
   try {
+    let ino: number;
     try {
       fs.fchmodSync(fd, RESULT_FILE_MODE); // the service's umask is 077; the client reads via the group
       fs.writeSync(fd, content);
+      ino = fs.fstatSync(fd).ino;
     } finally {
       fs.closeSync(fd);
     }
     try {
       fs.linkSync(tmp, path.join(dir, resultName(requestId)));
-      return "published";
+      return { kind: "published", ino };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EEXIST") return "claimed_by_client";
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return { kind: "claimed_by_client" };
       throw err;
     }
   } finally {
@@ -66,6 +69,15 @@ export async function exists(file: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The inode now at the request's result name, or undefined when there is none. */
+export function resultInode(dir: string, requestId: string): number | undefined {
+  try {
+    return fs.lstatSync(path.join(dir, resultName(requestId))).ino;
+  } catch {
+    return undefined;
   }
 }
 

@@ -6,7 +6,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ASIDE_NAME, ASIDE_PREFIX, randomName, REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
+import { ABANDONED_SUFFIX, ASIDE_NAME, ASIDE_PREFIX, randomName, REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
 
 export type Taken =
   | { readonly kind: "request"; readonly requestId: string }
@@ -75,6 +75,8 @@ export interface WatcherOptions {
   readonly dir: string;
   /** Called on every hint (inotify event for `request`, or the rescan tick). Must not throw. */
   readonly onHint: () => void;
+  /** Called when a client's `.abandoned` marker may have appeared (inotify only; the rescan tick calls onHint). */
+  readonly onMarker: () => void;
   readonly rescanMs: number;
   readonly onError: (err: Error) => void;
 }
@@ -90,6 +92,7 @@ export class SpoolWatcher {
     try {
       this.watcher = fs.watch(this.opts.dir, { persistent: true }, (_event, filename) => {
         if (filename === null || filename === REQUEST_LINK) this.opts.onHint();
+        else if (filename.endsWith(ABANDONED_SUFFIX)) this.opts.onMarker();
       });
       this.watcher.on("error", (err) => {
         this.opts.onError(err);

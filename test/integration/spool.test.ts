@@ -1,6 +1,6 @@
 // The spool hand-off end to end: the real client as etca-client, the real spool service as
 // etca-spool, the test as the kernel on the fd-3 socketpair.
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import t, { type Test } from "tap";
@@ -118,6 +118,7 @@ t.test("a bad CSR is refused by the spool: error result, requestRejected, no iss
   const rej = await h.next("requestRejected");
   t.match(rej.message.code, /^request\./);
   t.equal(h.issueRequests.length, before);
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup"); // the spool removes the client's leftovers
   t.same(fs.readdirSync(h.spoolDir), []);
 });
 
@@ -356,6 +357,15 @@ t.test("hostile: request files", async (t) => {
       const id = newId();
       make(id);
       link(id);
+      if (name === "abandoned marker") {
+        // the client gave up: nobody reads the error result, the spool removes it with the marker
+        const rej = await h.next("requestRejected", 10_000, (f) => f.message.requestId === id);
+        t.match(rej.message.code, code, `${id}: requestRejected code`);
+        t.match(rej.message.message, message, `${id}: requestRejected message`);
+        await h.until(() => !fs.readdirSync(h.spoolDir).some((n) => n.startsWith(id)), 10_000, "marker and error result removed");
+        t.ok(h.running, "spool still running");
+        return;
+      }
       await expectRefused(t, id, code, message);
       t.notOk(fs.existsSync(path.join(h.spoolDir, id)), "request file removed");
       for (const n of fs.readdirSync(h.spoolDir)) if (n.startsWith(id)) fs.rmSync(path.join(h.spoolDir, n), { force: true });
@@ -403,6 +413,84 @@ t.test("a planted result file: the client refuses a certificate that is not for 
   t.ok(signed, "the CA signed the real request");
   t.equal(u.message.requestId, signed?.requestId, "what the CA issued for the request is reported undelivered");
   t.equal(u.message.serial, signed?.serial, "(and so revoked by the kernel)");
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
+  t.ok(h.running);
+});
+
+t.test("a result replaced after the spool published it: what the CA issued is reported undelivered (issue 14, item 7)", async (t) => {
+  clearSpool();
+  // The myproxy account swaps the published result for another logon's certificate before the
+  // client reads it (the client is held stopped meanwhile): the spool has already said `delivered`.
+  const other = makeCsr(h.root, "other-user-a");
+  const otherSpki = execFileSync("openssl", ["req", "-noout", "-pubkey"], { input: other.csrPem });
+  const planted = h.makeCertificate(Buffer.from(otherSpki.toString().replace(/-----[^-]+-----|\s/g, ""), "base64"), "jdoe");
+  const old = h.onIssue;
+  let client: ChildProcess | undefined;
+  let signed: { serial: string; requestId: string } | undefined;
+  h.onIssue = async (f, ch) => {
+    const m = f.message;
+    const cert = h.makeCertificate(m.publicKey, m.username);
+    signed = { serial: cert.serial, requestId: m.requestId };
+    process.kill(client!.pid!, "SIGSTOP");
+    try {
+      ch.reply(f, "issued", { requestId: m.requestId, serial: cert.serial, certificate: cert.der, notAfter: Date.now() + 3600_000, subject: `/CN=${m.username}` });
+      await h.next("delivered", 10_000, (d) => d.message.requestId === m.requestId);
+      const result = path.join(h.spoolDir, `${m.requestId}.result`);
+      const tmp = `${result}.planting`;
+      fs.writeFileSync(tmp, pemEncode(planted.der, "CERTIFICATE"), { mode: 0o644 });
+      fs.chownSync(tmp, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+      fs.renameSync(tmp, result);
+    } finally {
+      process.kill(client!.pid!, "SIGCONT");
+    }
+  };
+  t.teardown(() => {
+    h.onIssue = old;
+  });
+  const r = await runClient(h, myproxyInput({ username: "jdoe" }, csrPem), { onSpawn: (c) => (client = c) });
+  t.equal(r.code, 1, "the client refuses");
+  t.equal(r.stdout, "", "no certificate printed");
+  t.match(r.stderr, /not ours \(it certifies another public key/);
+  t.ok(signed, "the CA signed the real request");
+  const u = await h.next("undelivered", 20_000, (f) => f.message.requestId === signed?.requestId);
+  h.onIssue = old;
+  t.equal(u.message.serial, signed?.serial, "what the CA issued for the request is reported undelivered (and so revoked)");
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
+  t.ok(h.running);
+});
+
+t.test("a planted error result: the client stops, and what the CA issued is reported undelivered (issue 14, item 7)", async (t) => {
+  clearSpool();
+  const old = h.onIssue;
+  let release: () => void = () => {};
+  const clientDone = new Promise<void>((r) => (release = r));
+  let signed: { serial: string; requestId: string } | undefined;
+  h.onIssue = async (f, ch) => {
+    const m = f.message;
+    const result = path.join(h.spoolDir, `${m.requestId}.result`);
+    const tmp = `${result}.planting`;
+    fs.writeFileSync(tmp, "error=planted\nplanted by the myproxy account\n", { mode: 0o644 });
+    fs.chownSync(tmp, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+    fs.renameSync(tmp, result);
+    await clientDone; // the CA answers after the client read the planted error
+    const cert = h.makeCertificate(m.publicKey, m.username);
+    signed = { serial: cert.serial, requestId: m.requestId };
+    ch.reply(f, "issued", { requestId: m.requestId, serial: cert.serial, certificate: cert.der, notAfter: Date.now() + 3600_000, subject: `/CN=${m.username}` });
+  };
+  t.teardown(() => {
+    h.onIssue = old;
+  });
+  const r = await runClient(h, myproxyInput({ username: "jdoe" }, csrPem));
+  release();
+  t.equal(r.code, 1, "the client reports the error");
+  t.equal(r.stdout, "");
+  t.match(r.stderr, /planted by the myproxy account/);
+  const u = await h.next("undelivered", 20_000);
+  h.onIssue = old;
+  t.ok(signed, "the CA signed the real request");
+  t.equal(u.message.requestId, signed?.requestId, "what the CA issued for the request is reported undelivered");
+  t.equal(u.message.serial, signed?.serial, "(and so revoked by the kernel)");
+  t.notOk(h.received.some((f) => f.type === "delivered" && (f as Frame<"delivered">).message.requestId === signed?.requestId), "and never reported delivered");
   await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
   t.ok(h.running);
 });
