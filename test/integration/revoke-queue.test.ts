@@ -86,7 +86,7 @@ t.test("--cert, and signalling: server not running, wrong process, real server",
   const noServer = await revokeCert(["--cert", certFile]);
   t.equal(noServer.code, 0, noServer.stderr);
   t.match(noServer.stdout, /queued serial 0E0F/);
-  t.match(noServer.stdout, /etoken-ca-server is not running \(no pid file .*\); the revocation will be processed at the next start/);
+  t.match(noServer.stdout, /etoken-ca-server is not running \(no pid file .*\); the revocation will be recorded at its next start/);
 
   // A process that is not etoken-ca-server must not be signalled.
   const other = spawn("sleep", ["60"], { stdio: "ignore" });
