@@ -251,10 +251,14 @@ async function runAttack(t: Test, c: Case): Promise<string | undefined> {
         break;
       case "missing-target":
         break;
-      case "request-is-regular-file":
-        writeAs(path.join(spool, "request"), "req.AAAAAAAAAAAAAAAA", uid, gid);
+      case "request-is-regular-file": {
+        // appears whole: the spool may clear it between a write and a chown
+        const made = path.join(spool, `.file-${id}`);
+        writeAs(made, "req.AAAAAAAAAAAAAAAA", uid, gid);
+        fs.renameSync(made, path.join(spool, "request"));
         await expectNoResultAndLockFreed(t, c.id);
         return "none";
+      }
       case "request-is-directory": {
         const dir = path.join(spool, `.dir-${id}`); // appears whole, as the client would make it
         fs.mkdirSync(dir);
