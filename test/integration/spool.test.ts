@@ -517,6 +517,8 @@ t.test("50 concurrent clients each get their own certificate", async (t) => {
     t.equal(r.stdout, byUser.get(`user${i}`), `client ${i} got the certificate issued for user${i}`);
   });
   t.equal(new Set(runs.map((r) => r.stdout)).size, n, "all different");
+  // the spool unlinks its temporary result files after the hand-out, off the client's path
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
   t.same(fs.readdirSync(h.spoolDir), []);
 });
 
