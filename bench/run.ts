@@ -36,7 +36,7 @@ import { Channel } from "../services/common/channel.js";
 import { parseConfig } from "../services/common/config.js";
 import { formatRequestFile, randomName, REQUEST_LINK, resultName } from "../services/common/spool-protocol.js";
 import { CaDatabase } from "../services/signer/cadb.js";
-import { loadCaCertificate } from "../services/signer/certificate.js";
+import { loadCaCertificate } from "../services/common/x509/certificate.js";
 import { CrlPublisher } from "../services/signer/crl-publisher.js";
 import { Token } from "../services/signer/token.js";
 import { lookupUser } from "../services/common/identity.js";
