@@ -99,7 +99,7 @@ export async function runService(name: ServiceName, impl: ServiceImpl): Promise<
     channel.onFrame((frame) => {
       switch (frame.type) {
         case "ping":
-          channel.reply(frame, "pong", { nonce: (frame as Frame<"ping">).message.nonce });
+          channel.reply(frame, "pong", { nonce: frame.message.nonce });
           return;
         case "shutdown":
           channel.reply(frame, "ack", {});

@@ -10,7 +10,8 @@ import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import { droppedLogWrites, type Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import type { ServiceName } from "../common/service-table.js";
-import { DELIVERY_GRACE_MS, MAX_REASON, MAX_USERNAME_BYTES, oneLine } from "../common/spool-protocol.js";
+import { DELIVERY_GRACE_MS, MAX_REASON } from "../../proto/contract.js";
+import { oneLine } from "../common/spool-protocol.js";
 import { NO_MATCHING_TOKEN } from "../common/token-match.js";
 import type { OperatorConsole } from "./console.js";
 import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
@@ -21,11 +22,6 @@ import { nextState, type KernelEvent, type KernelState } from "./states.js";
 import { writeStatus, type StatusSnapshot } from "./status.js";
 import type { Supervisor } from "./supervisor.js";
 
-const REQUEST_ID = /^req\.[A-Za-z0-9]{8,32}$/;
-const MAX_PUBLIC_KEY = 8192;
-/** The CSR forwarded for the openssl backend (the spool's limit, services/spool/csr.ts MAX_CSR_BYTES). */
-const MAX_CSR = 64 * 1024;
-const TEN_YEARS_S = 10 * 366 * 86400;
 const SIGNER_TIMEOUT_MS = 30_000;
 const FENCE_TIMEOUT_MS = 10_000;
 const CRL_TIMEOUT_MS = 300_000;
@@ -308,20 +304,20 @@ export class Kernel {
   private kernelDispatchSpool(frame: Frame): void {
     switch (frame.type) {
       case "issueRequest":
-        void this.handleIssue(frame as Frame<"issueRequest">);
+        void this.handleIssue(frame);
         return;
       case "requestRejected": {
-        const m = (frame as Frame<"requestRejected">).message;
+        const m = frame.message;
         this.counters.rejected++;
         this.scheduleStatus();
         this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
         return;
       }
       case "undelivered":
-        this.onUndelivered(frame as Frame<"undelivered">);
+        this.onUndelivered(frame);
         return;
       case "delivered":
-        this.onDelivered(frame as Frame<"delivered">);
+        this.onDelivered(frame);
         return;
       default:
         this.supervisor.securityEvent("spool", `invalid message from spool: ${frame.type}: fatal`);
@@ -333,7 +329,7 @@ export class Kernel {
       case "signed": {
         // Starts the fence while the signer syncs the record. An id we are not waiting for (its
         // request timed out here) needs nothing: its Issued answer will find no taker either.
-        const requestId = (frame as Frame<"signed">).message.requestId;
+        const requestId = frame.message.requestId;
         const entry = this.issuing.get(requestId);
         if (entry && !entry.fence) {
           entry.fence = this.fence(entry.at);
@@ -342,7 +338,7 @@ export class Kernel {
         return;
       }
       case "signerFault": {
-        const m = (frame as Frame<"signerFault">).message;
+        const m = frame.message;
         this.log.error("signer reports a token fault", { code: m.code, message: m.message.slice(0, 300), deviceLost: m.deviceLost });
         if (m.deviceLost) this.tokenLost(`the signer lost the token: ${m.message.slice(0, 200)}`, "device-error");
         return;
@@ -355,7 +351,7 @@ export class Kernel {
   private kernelDispatchMonitor(frame: Frame): void {
     switch (frame.type) {
       case "tokenEvent":
-        this.onTokenEvent(frame as Frame<"tokenEvent">);
+        this.onTokenEvent(frame);
         return;
       default:
         this.supervisor.securityEvent("monitor", `invalid message from monitor: ${frame.type}: fatal`);
@@ -365,7 +361,7 @@ export class Kernel {
   private kernelDispatchNotifier(frame: Frame): void {
     switch (frame.type) {
       case "hookFailed": {
-        const m = (frame as Frame<"hookFailed">).message;
+        const m = frame.message;
         // the status file is world-readable
         this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${redactCredentials(m.message.slice(0, 300))}`;
         this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
@@ -379,26 +375,11 @@ export class Kernel {
 
   // ---- issuing --------------------------------------------------------------------------------
 
-  private validIssueRequest(m: Frame<"issueRequest">["message"]): string | undefined {
-    if (!REQUEST_ID.test(m.requestId)) return "invalid request id";
-    if (m.username.length === 0 || Buffer.byteLength(m.username, "utf8") > MAX_USERNAME_BYTES) return "invalid username length";
-    if (m.proxyLifetime > TEN_YEARS_S || m.maxCertLifetime > TEN_YEARS_S) return "absurd lifetime";
-    if (m.publicKey.length === 0 || m.publicKey.length > MAX_PUBLIC_KEY) return "invalid public key size";
-    if (m.csr.length > MAX_CSR) return "invalid CSR size";
-    if (!Number.isFinite(m.deadline) || m.deadline <= 0) return "invalid deadline";
-    return undefined;
-  }
-
+  /** The channel checked the request against the contract (proto/contract.ts) on receipt. */
   private async handleIssue(frame: Frame<"issueRequest">): Promise<void> {
     const spool = this.supervisor.channel("spool");
     if (!spool) return;
     const m = frame.message;
-    const problem = this.validIssueRequest(m);
-    if (problem) {
-      spool.fail(frame, "request.invalid", `request refused: ${problem}`);
-      this.supervisor.securityEvent("spool", `issueRequest failed validation: ${problem}`);
-      return;
-    }
     const fail = (code: string, message: string): void => {
       this.counters.failed++;
       this.scheduleStatus();
@@ -435,7 +416,7 @@ export class Kernel {
         { onLateAnswer: (late) => this.onLateIssued(late) },
       );
       const cert = issued.message;
-      if (cert.requestId !== m.requestId || !/^[0-9A-F]{2,64}$/.test(cert.serial) || cert.certificate.length === 0) {
+      if (cert.requestId !== m.requestId) {
         this.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
       }
@@ -542,8 +523,8 @@ export class Kernel {
   }
 
   private onLateIssued(late: Frame): void {
-    const serial = late.type === "issued" ? (late as Frame<"issued">).message.serial : "";
-    if (/^[0-9A-F]{2,64}$/.test(serial)) this.revokeUndelivered(serial, "signed after the kernel had stopped waiting for it");
+    // a late answer is checked against the contract too: its serial is one
+    if (late.type === "issued") this.revokeUndelivered(late.message.serial, "signed after the kernel had stopped waiting for it");
   }
 
   private revokeUndelivered(serial: string, why: string): void {
@@ -563,7 +544,7 @@ export class Kernel {
     if (!signer) return;
     try {
       const r = await signer.request("settleUndelivered", { inFlight: this.handouts.inFlightSerials() }, "undeliveredRevoked", SIGNER_TIMEOUT_MS);
-      const revoked = r.message.serials.filter((x) => /^[0-9A-F]{2,64}$/.test(x));
+      const revoked = r.message.serials;
       if (revoked.length > 0) {
         this.counters.undelivered += revoked.length;
         this.crlDirty = true;
@@ -660,7 +641,8 @@ export class Kernel {
 
   private onTokenEvent(frame: Frame<"tokenEvent">): void {
     const ev = frame.message;
-    if (ev.epoch <= this.monitorEpoch || ev.serial.length > 64 || ev.label.length > 64 || !(ev.presence in TokenPresence)) {
+    // serial, label and presence are the contract's (proto/contract.ts); the order is the kernel's
+    if (ev.epoch <= this.monitorEpoch) {
       this.supervisor.securityEvent("monitor", `invalid token event (epoch ${ev.epoch} after ${this.monitorEpoch})`);
       return;
     }

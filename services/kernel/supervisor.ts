@@ -162,7 +162,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
       if (frame.type === "failure") {
         // a service that cannot start says why before it exits (services/common/service.ts)
-        const m = (frame as Frame<"failure">).message;
+        const m = frame.message;
         r.farewell = oneLine(m.message, MAX_REASON) || oneLine(m.code, 64) || "no reason given";
         return;
       }
@@ -212,7 +212,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   private checkHello(r: ServiceRecord, frame: Frame): string | undefined {
     if (frame.type !== "hello") return `first message was ${frame.type}, expected hello`;
-    const h = (frame as Frame<"hello">).message;
+    const h = frame.message;
     if (h.service !== r.name) return `Hello names service ${JSON.stringify(h.service)}`;
     if (h.pid !== r.pid) return `Hello claims pid ${h.pid}, process is ${r.pid}`;
     if (h.uid !== r.user.uid || h.gid !== r.user.gid) return `Hello claims uid/gid ${h.uid}/${h.gid}, expected ${r.user.uid}/${r.user.gid}`;

@@ -9,7 +9,7 @@ let notifier: Notifier | undefined;
 function dispatch(frame: Frame, ctx: ServiceContext): void {
   switch (frame.type) {
     case "notify":
-      notifier!.handle(frame as Frame<"notify">);
+      notifier!.handle(frame);
       return;
     default:
       fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
