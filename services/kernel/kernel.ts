@@ -16,7 +16,7 @@ import { NO_MATCHING_TOKEN } from "../common/token-match.js";
 import type { OperatorConsole } from "./console.js";
 import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
 import { Handouts } from "./handouts.js";
-import { isPermitted } from "./policy.js";
+import { permittedRow, runRow, type KernelHandlers } from "./policy.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
 import { writeStatus, type StatusSnapshot } from "./status.js";
@@ -73,7 +73,7 @@ interface Issuing {
 }
 type PresenceAnswer = Frame<"presence">["message"];
 
-export class Kernel {
+export class Kernel implements KernelHandlers {
   private state: KernelState = "STARTING";
   private stateSince = Date.now();
   /** The PIN, held only while READY so that a restarted signer can be logged in again. */
@@ -278,100 +278,52 @@ export class Kernel {
     this.writeStatus();
   }
 
-  // ---- dispatch: one function per peer, each ending in "invalid message: fatal" --------------
+  // ---- dispatch: the kernel's table (policy.ts) names the handler of every permitted message --
 
   private dispatch(sender: ServiceName, frame: Frame): void {
-    if (!isPermitted(sender, frame.type, this.state)) {
+    const row = permittedRow(sender, frame.type, this.state);
+    if (!row) {
       this.supervisor.securityEvent(sender, `message ${frame.type} is not permitted from ${sender} in state ${this.state}`);
       return;
     }
-    switch (sender) {
-      case "spool":
-        return this.kernelDispatchSpool(frame);
-      case "signer":
-        return this.kernelDispatchSigner(frame);
-      case "monitor":
-        return this.kernelDispatchMonitor(frame);
-      case "notifier":
-        return this.kernelDispatchNotifier(frame);
-      default: {
-        const never: never = sender;
-        throw new Error(`unknown sender ${String(never)}`);
-      }
-    }
+    runRow(row, frame, this);
   }
 
-  private kernelDispatchSpool(frame: Frame): void {
-    switch (frame.type) {
-      case "issueRequest":
-        void this.handleIssue(frame);
-        return;
-      case "requestRejected": {
-        const m = frame.message;
-        this.counters.rejected++;
-        this.scheduleStatus();
-        this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
-        return;
-      }
-      case "undelivered":
-        this.onUndelivered(frame);
-        return;
-      case "delivered":
-        this.onDelivered(frame);
-        return;
-      default:
-        this.supervisor.securityEvent("spool", `invalid message from spool: ${frame.type}: fatal`);
-    }
-  }
+  readonly onIssueRequest = (frame: Frame<"issueRequest">): void => void this.handleIssue(frame);
 
-  private kernelDispatchSigner(frame: Frame): void {
-    switch (frame.type) {
-      case "signed": {
-        // Starts the fence while the signer syncs the record. An id we are not waiting for (its
-        // request timed out here) needs nothing: its Issued answer will find no taker either.
-        const requestId = frame.message.requestId;
-        const entry = this.issuing.get(requestId);
-        if (entry && !entry.fence) {
-          entry.fence = this.fence(entry.at);
-          this.log.debug("presence fence started on Signed", { request: requestId });
-        }
-        return;
-      }
-      case "signerFault": {
-        const m = frame.message;
-        this.log.error("signer reports a token fault", { code: m.code, message: m.message.slice(0, 300), deviceLost: m.deviceLost });
-        if (m.deviceLost) this.tokenLost(`the signer lost the token: ${m.message.slice(0, 200)}`, "device-error");
-        return;
-      }
-      default:
-        this.supervisor.securityEvent("signer", `invalid message from signer: ${frame.type}: fatal`);
-    }
-  }
+  readonly onRequestRejected = (frame: Frame<"requestRejected">): void => {
+    const m = frame.message;
+    this.counters.rejected++;
+    this.scheduleStatus();
+    this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
+  };
 
-  private kernelDispatchMonitor(frame: Frame): void {
-    switch (frame.type) {
-      case "tokenEvent":
-        this.onTokenEvent(frame);
-        return;
-      default:
-        this.supervisor.securityEvent("monitor", `invalid message from monitor: ${frame.type}: fatal`);
+  /**
+   * Starts the fence while the signer syncs the record. An id we are not waiting for (its
+   * request timed out here) needs nothing: its Issued answer will find no taker either.
+   */
+  readonly onSigned = (frame: Frame<"signed">): void => {
+    const requestId = frame.message.requestId;
+    const entry = this.issuing.get(requestId);
+    if (entry && !entry.fence) {
+      entry.fence = this.fence(entry.at);
+      this.log.debug("presence fence started on Signed", { request: requestId });
     }
-  }
+  };
 
-  private kernelDispatchNotifier(frame: Frame): void {
-    switch (frame.type) {
-      case "hookFailed": {
-        const m = frame.message;
-        // the status file is world-readable
-        this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${redactCredentials(m.message.slice(0, 300))}`;
-        this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
-        this.writeStatus();
-        return;
-      }
-      default:
-        this.supervisor.securityEvent("notifier", `invalid message from notifier: ${frame.type}: fatal`);
-    }
-  }
+  readonly onSignerFault = (frame: Frame<"signerFault">): void => {
+    const m = frame.message;
+    this.log.error("signer reports a token fault", { code: m.code, message: m.message.slice(0, 300), deviceLost: m.deviceLost });
+    if (m.deviceLost) this.tokenLost(`the signer lost the token: ${m.message.slice(0, 200)}`, "device-error");
+  };
+
+  readonly onHookFailed = (frame: Frame<"hookFailed">): void => {
+    const m = frame.message;
+    // the status file is world-readable
+    this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${redactCredentials(m.message.slice(0, 300))}`;
+    this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
+    this.writeStatus();
+  };
 
   // ---- issuing --------------------------------------------------------------------------------
 
@@ -477,7 +429,7 @@ export class Kernel {
    * `undelivered` counts only for a request this spool process got a certificate for: the
    * serial revoked is the one the kernel returned, and the message must name that one.
    */
-  private onUndelivered(frame: Frame<"undelivered">): void {
+  readonly onUndelivered = (frame: Frame<"undelivered">): void => {
     const m = frame.message;
     const spool = this.supervisor.channel("spool");
     const known = spool && this.handouts.find(m.requestId, spool, true);
@@ -492,7 +444,7 @@ export class Kernel {
     }
   }
 
-  private onDelivered(frame: Frame<"delivered">): void {
+  readonly onDelivered = (frame: Frame<"delivered">): void => {
     const requestId = frame.message.requestId;
     const spool = this.supervisor.channel("spool");
     const known = spool && this.handouts.find(requestId, spool, false);
@@ -639,7 +591,7 @@ export class Kernel {
 
   // ---- the token ------------------------------------------------------------------------------
 
-  private onTokenEvent(frame: Frame<"tokenEvent">): void {
+  readonly onTokenEvent = (frame: Frame<"tokenEvent">): void => {
     const ev = frame.message;
     // serial, label and presence are the contract's (proto/contract.ts); the order is the kernel's
     if (ev.epoch <= this.monitorEpoch) {
