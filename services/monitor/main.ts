@@ -1,6 +1,6 @@
 // The monitor service: watches the CA token (PKCS#11 presence, USB hot-plug) and reports every
 // change to the kernel as a tokenEvent; answers the kernel's presence fence.
-import { fatal, runService } from "../common/service.js";
+import { fatal, runService, unhandled } from "../common/service.js";
 import { loadModule, Pkcs11Source } from "./pkcs11-source.js";
 import { TokenMonitor } from "./monitor.js";
 import { openRealUsbBus, UsbSource } from "./usb-source.js";
@@ -16,6 +16,7 @@ await runService("monitor", {
     monitor = new TokenMonitor(pkcs11, usb, (ev) => channel.send("tokenEvent", ev), log);
     monitor.start();
   },
+  accepts: ["presenceCheck"],
   async dispatch(frame, ctx) {
     switch (frame.type) {
       case "presenceCheck": {
@@ -27,7 +28,7 @@ await runService("monitor", {
         return;
       }
       default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+        unhandled(frame.type);
     }
   },
   stop() {

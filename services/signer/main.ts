@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import type { Frame } from "../../proto/wire.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
 import type { RevocationReason } from "../common/reasons.js";
-import { fatal, runService, type ServiceContext } from "../common/service.js";
+import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
@@ -46,6 +46,7 @@ await runService("signer", {
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },
 
+  accepts: ["login", "logout", "issueRequest", "revoke", "makeCrl", "getSignerStatus", "confirmDelivery", "settleUndelivered"],
   dispatch(frame, ctx) {
     switch (frame.type) {
       case "login":
@@ -67,7 +68,7 @@ await runService("signer", {
       case "settleUndelivered":
         return settleUndelivered(frame, ctx);
       default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+        unhandled(frame);
     }
   },
 

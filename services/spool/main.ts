@@ -9,7 +9,7 @@ import { SERIAL } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
-import { fatal, runService, type ServiceContext } from "../common/service.js";
+import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, REFUSAL_WATCH_MS } from "../../proto/contract.js";
 import { abandonedName, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
 import { compileDnFormat, type DnTemplate } from "../common/dn.js";
@@ -405,9 +405,8 @@ await runService("spool", {
     spool = new Spool(ctx);
     spool.start();
   },
-  dispatch(frame, ctx) {
-    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
-  },
+  accepts: [], // the spool only asks; the kernel answers
+  dispatch: unhandled,
   stop() {
     spool?.stop();
   },
