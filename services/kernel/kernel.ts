@@ -13,7 +13,7 @@ import { droppedLogWrites, type Logger } from "../common/log.js";
 import { redactCredentials } from "../common/redact.js";
 import type { ServiceName } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
-import { NO_MATCHING_TOKEN } from "../common/token-match.js";
+import { NO_MATCHING_TOKEN } from "../common/pkcs11/token-match.js";
 import type { OperatorConsole } from "./console.js";
 import { crlCheckIntervalMs } from "./crl-schedule.js";
 import { IssuingPath } from "./issuing.js";

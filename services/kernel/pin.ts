@@ -8,7 +8,7 @@
 import { PinFlag } from "../../proto/wire.js";
 import { describeError } from "../common/errors.js";
 import { secretBuffer } from "../common/secret-buffer.js";
-import { NO_MATCHING_TOKEN } from "../common/token-match.js";
+import { NO_MATCHING_TOKEN } from "../common/pkcs11/token-match.js";
 import type { KernelCore } from "./kernel.js";
 import { SIGNER_TIMEOUT_MS } from "./timeouts.js";
 

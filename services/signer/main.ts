@@ -10,9 +10,9 @@ import { runService, unhandled, type ServiceContext } from "../common/service.js
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../common/dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../common/x509/dn.js";
 import { clampLifetime } from "./profile.js";
-import { loadCaCertificate } from "./certificate.js";
+import { loadCaCertificate } from "../common/x509/certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
 import { NativeBackend } from "./native-backend.js";
 import { provenPublicKey } from "./possession.js";

@@ -12,7 +12,7 @@ import { lookupUser } from "../common/identity.js";
 import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, REFUSAL_WATCH_MS } from "../../proto/contract.js";
 import { abandonedName, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
-import { compileDnFormat, type DnTemplate } from "../common/dn.js";
+import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";

@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { contractProblem, MAX_USERNAME_BYTES, REFUSAL_WATCH_MS, VALIDATORS } from "../../proto/contract.js";
 import { Channel } from "../../services/common/channel.js";
-import { splitUsername } from "../../services/common/dn.js";
+import { splitUsername } from "../../services/common/x509/dn.js";
 import { createLogger, setLogSink } from "../../services/common/log.js";
 import { encodeFrame } from "../../services/common/framing.js";
 import { formatRevokeEntry, parseMyproxyInput, parseRevokeEntry, REVOKE_REJECTED_PREFIX } from "../../services/common/spool-protocol.js";

@@ -15,9 +15,9 @@ import crypto from "node:crypto";
 import {
   DerSequence, TAG, bitString, contextTag, decodeOctetAlignedBitString, decodeOid, decodeSmallInt, decodeUnsigned,
   integer, nul, oid, parseDer, readTlv, seq, walk, type ErrorFactory, type Tlv,
-} from "../common/der.js";
-import { MAX_CSR_BYTES } from "../../proto/contract.js";
-import { RequestError } from "../common/errors.js";
+} from "./der.js";
+import { MAX_CSR_BYTES } from "../../../proto/contract.js";
+import { RequestError } from "../errors.js";
 
 export interface CsrPolicy {
   minKeyBits: number;
