@@ -54,7 +54,7 @@ export const RESULT_SUFFIX = ".result";
 export const RESULT_TMP_INFIX = ".result.tmp";
 export const ABANDONED_SUFFIX = ".abandoned";
 /** Any file the spool protocol puts in SPOOL_DIR (for the sweeper). */
-export const SPOOL_FILE = /^req\.[A-Za-z0-9]{8,32}(\.result|\.result\.tmp[A-Za-z0-9]{1,32}|\.abandoned)?$/;
+export const SPOOL_FILE = new RegExp(`^${REQUEST_ID.source.slice(1, -1)}(\\.result|\\.result\\.tmp[A-Za-z0-9]{1,32}|\\.abandoned)?$`);
 /** Where the spool moves a directory that blocks the lock (never emptied: the client owns its content). */
 export const ASIDE_PREFIX = "aside.";
 export const ASIDE_NAME = /^aside\.[A-Za-z0-9]{16}$/;

@@ -15,6 +15,7 @@ import { formatRevokeEntry, parseMyproxyInput, parseRevokeEntry, REVOKE_REJECTED
 import { RECENT_MS } from "../../services/kernel/handouts.js";
 import { readRevokeQueue } from "../../services/kernel/revoke-queue.js";
 import { DIST } from "../fixtures/server.js";
+import { socketPair } from "../fixtures/socket-pair.js";
 
 const HOSTILE_SERIALS = ["A", "ABC", "0a1b", "0A1B ", "", "../x", "G0", "AB".repeat(33)];
 const GOOD_SERIALS = ["00", "0A1B", "FF".repeat(32)];
@@ -83,19 +84,8 @@ t.test("the spool's refusal watch ends while the kernel still accepts its report
 });
 
 async function pair(): Promise<[Channel, net.Socket, () => void]> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-contract-"));
-  const file = path.join(dir, "s");
-  const accepted = new Promise<net.Socket>((resolve) => {
-    const server = net.createServer((s) => {
-      server.close();
-      resolve(s);
-    });
-    server.listen(file);
-  });
-  await new Promise((r) => setTimeout(r, 20));
-  const raw = net.connect(file);
-  const server = await accepted;
-  return [new Channel(server, "spool"), raw, () => fs.rmSync(dir, { recursive: true, force: true })];
+  const [raw, server, cleanup] = await socketPair();
+  return [new Channel(server, "spool"), raw, cleanup];
 }
 
 t.test("the channel treats a frame outside the contract as a violation, like garbage", async (t) => {
