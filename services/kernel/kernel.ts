@@ -15,6 +15,7 @@ import { NO_MATCHING_TOKEN } from "../common/token-match.js";
 import type { OperatorConsole } from "./console.js";
 import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
 import { Handouts } from "./handouts.js";
+import { KernelMetrics, MetricsFile, type RevocationOrigin } from "./metrics.js";
 import { isPermitted } from "./policy.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
@@ -124,6 +125,9 @@ export class Kernel {
   private configFault: string | undefined;
   /** The monitor's word on why the token is absent (which token KEY looked for, what it found). */
   private tokenDetail = "";
+  /** Counters and histograms for METRICS_FILE beyond the status snapshot (metrics.ts). */
+  private readonly metrics = new KernelMetrics(() => this.scheduleStatus());
+  private metricsFile: MetricsFile | undefined;
 
   constructor(
     private readonly config: Config,
@@ -145,6 +149,7 @@ export class Kernel {
       this.notify("policy-violation", `service ${name} broke the protocol and was killed: ${reason}`, { service: name }),
     );
     this.console.say(`etoken-ca: starting (${this.config.sourceFile})`);
+    if (this.config.METRICS_FILE) this.metricsFile = new MetricsFile(this.config.METRICS_FILE, this.metrics, this.log);
     this.supervisor.startAll();
     this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
     this.crlTimer = setInterval(() => void this.checkCrl(), crlCheckIntervalMs(this.config.CRL_REISSUE_BEFORE));
@@ -163,6 +168,7 @@ export class Kernel {
     this.console.abortPrompt();
     await this.supervisor.stopAll();
     this.writeStatus();
+    this.metricsFile?.flush();
   }
 
   // ---- state ----------------------------------------------------------------------------
@@ -232,11 +238,13 @@ export class Kernel {
   }
 
   private writeStatus(): void {
+    const snapshot = this.snapshot();
     try {
-      writeStatus(this.config.STATUS_FILE, this.snapshot());
+      writeStatus(this.config.STATUS_FILE, snapshot);
     } catch (err) {
       this.log.error("cannot write the status file", { file: this.config.STATUS_FILE, error: describeError(err) });
     }
+    this.metricsFile?.update(snapshot);
   }
 
   // ---- services coming and going ------------------------------------------------------------
@@ -313,6 +321,7 @@ export class Kernel {
       case "requestRejected": {
         const m = (frame as Frame<"requestRejected">).message;
         this.counters.rejected++;
+        this.metrics.requestRejected(String(m.code));
         this.scheduleStatus();
         this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
         return;
@@ -401,6 +410,7 @@ export class Kernel {
     }
     const fail = (code: string, message: string): void => {
       this.counters.failed++;
+      this.metrics.requestFailed(code);
       this.scheduleStatus();
       spool.fail(frame, code, message);
     };
@@ -451,7 +461,7 @@ export class Kernel {
         this.counters.fenceRevoked++;
         const tokenGone = !this.token.present || this.token.serial !== this.trustedSerial || this.state !== "READY";
         this.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
-        await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence");
+        await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence", "fence");
         this.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
           serial: cert.serial,
         });
@@ -471,6 +481,7 @@ export class Kernel {
         notAfter: cert.notAfter,
         subject: cert.subject,
       });
+      this.metrics.certificateReturned(Date.now() - now, cert.signMs);
       this.handouts.returned(handout, Math.max(0, m.deadline - Date.now()) + DELIVERY_GRACE_MS + SPOOL_REPORT_SLACK_MS, (h) => {
         this.handouts.drop(h.requestId);
         this.revokeUndelivered(h.serial, "the spool never reported whether it delivered the certificate");
@@ -551,7 +562,7 @@ export class Kernel {
     this.scheduleStatus();
     this.log.warning("certificate not delivered to its client: revoking", { serial, reason: why });
     this.notify("undelivered-revoked", `certificate ${serial} was signed but did not reach its client (${why}); it is revoked`, { serial });
-    void this.revokeInDatabase(serial, this.config.UNDELIVERED_REVOKE_REASON, "not delivered");
+    void this.revokeInDatabase(serial, this.config.UNDELIVERED_REVOKE_REASON, "not delivered", "undelivered");
   }
 
   /**
@@ -566,6 +577,7 @@ export class Kernel {
       const revoked = r.message.serials.filter((x) => /^[0-9A-F]{2,64}$/.test(x));
       if (revoked.length > 0) {
         this.counters.undelivered += revoked.length;
+        this.metrics.revoked("undelivered", revoked.length);
         this.crlDirty = true;
         this.log.warning("certificates signed but never delivered (a process died): revoked", { count: revoked.length, serials: revoked.slice(0, 50).join(" "), reason: r.message.reason });
         this.notify("undelivered-revoked", `${revoked.length} certificate(s) signed before a restart never reached their clients; revoked (${r.message.reason})`, {
@@ -635,7 +647,7 @@ export class Kernel {
       });
   }
 
-  private async revokeInDatabase(serial: string, reason: string, why: string): Promise<void> {
+  private async revokeInDatabase(serial: string, reason: string, why: string, origin: RevocationOrigin): Promise<void> {
     const signer = this.supervisor.channel("signer");
     if (!signer) {
       // never confirmed delivered: the signer's journal has it, and the signer revokes it when it starts
@@ -648,6 +660,7 @@ export class Kernel {
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
       this.crlDirty = true;
       this.revokedSinceCrl++;
+      this.metrics.revoked(origin);
       this.log.notice("certificate revoked", { serial, reason, why });
       if (this.state === "READY") void this.makeCrl(why);
       else this.log.notice("the revocation goes into the next CRL (no PIN now)", { serial });
@@ -886,6 +899,7 @@ export class Kernel {
         if (res.queueFile && queued.has(res.queueFile)) done.push(res.queueFile);
       }
       await removeQueueFiles(dir, done, this.log);
+      this.metrics.revoked("queue", applied);
       this.log.notice("revoke queue processed", { trigger, applied, entries: entries.length });
     } catch (err) {
       this.log.error("revoke queue processing failed; the queue is kept", { dir, error: describeError(err) });
@@ -928,6 +942,7 @@ export class Kernel {
       const c = r.message;
       this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
       this.revokedSinceCrl -= carried;
+      this.metrics.crlSigned();
       this.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
       this.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
         path: c.path,
