@@ -29,6 +29,8 @@ export interface StatusSnapshot {
   logWritesDropped?: number;
   /** revocations recorded in the CA database that no published CRL carries yet */
   revokedSinceCrl?: number;
+  /** measured C_Sign time of the recent certificates (ms); null before the first one */
+  signMs?: { p50: number; max: number; count: number } | null;
   services: ServiceStatus[];
 }
 
