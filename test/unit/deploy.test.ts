@@ -271,6 +271,11 @@ t.test("deploy/install into a staging root", async (t) => {
     t.equal(fs.readlinkSync(path.join(root, "usr/local/sbin", p)), `${DEFAULT_PREFIX}/bin/${p}`, `${p} on the operator's PATH`);
   }
   t.notOk(fs.existsSync(path.join(root, "usr/local/sbin/etoken-ca-client")), "the client is for MyProxy only");
+  t.equal(
+    fs.readlinkSync(path.join(root, "usr/local/sbin/check_etoken_ca")),
+    `${DEFAULT_PREFIX}/bin/etoken-ca`,
+    "check_etoken_ca: the monitoring probe (etoken-ca's wrapper passes the name it was called by)",
+  );
   t.ok(fs.existsSync(path.join(P, "dist/services/common/x.js")), "services installed");
   t.ok(fs.existsSync(path.join(P, "dist/native/pin_login.node")), "the PIN login addon installed");
   t.notOk(fs.existsSync(path.join(P, "dist/test")), "tests are not installed");
