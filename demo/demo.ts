@@ -364,6 +364,10 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
   const probe = etokenCa(["check", "--config", inst.configPath], { asNobody: true, allowFail: true });
   say(`   exit code ${probe.code} (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)`);
   say("   METRICS_FILE, for node_exporter's textfile collector (some of its lines):");
+  // written at most once a second: wait until it shows what the status file shows
+  const now = readStatus(inst);
+  const caughtUp = (m: string): boolean => m.includes(`etoken_ca_crl_number ${now?.crl?.number}\n`) && m.includes(`etoken_ca_certificates_issued_total ${now?.counters.issued}\n`);
+  await waitFor("METRICS_FILE to follow the status", () => (fs.existsSync(metricsFileOf(inst)) && caughtUp(fs.readFileSync(metricsFileOf(inst), "utf8")) ? true : undefined), 10_000);
   show(["grep", "-E", '^etoken_ca_(state\\{state="READY"|token_present|certificates_issued_total|requests_failed_total|request_duration_seconds_count|sign_duration_seconds_count|crl_number|crl_next_update)', metricsFileOf(inst)], { allowFail: true });
 
   if (KEEP) {
@@ -374,8 +378,9 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
     say(`   revoke:         bin/revoke-cert --config ${inst.configPath} --cert FILE`);
     say(`   CA log:         ${logFile}`);
     const accounts = path.join(mpDir, "pam/passwd");
-    say(`   add an account: printf '%s:%s\\n' NAME "$(printf %s PASSWORD | sha256sum | cut -d' ' -f1)" >> ${accounts}`);
-    say(`                   (the demo's PAM checker reads NAME:SHA-256-of-the-password lines; passwords of 6 characters or more)`);
+    say(`   add an account: printf '%s\\t%s\\n' NAME "$(printf %s PASSWORD | sha256sum | cut -d' ' -f1)" >> ${accounts}`);
+    say(`                   (the demo's PAM checker reads lines NAME<tab>SHA-256 of the password; passwords of 6 characters or more;`);
+    say(`                   with DN_FORMAT=${DEMO_SUFFIX_DN_FORMAT} NAME is a DN suffix, e.g. '/O=etoken-ca demo/CN=Bob')`);
     const parked = path.join(inst.dir, "token/parked");
     say(`   pull the token: mkdir -p ${parked} && mv ${inst.token.tokenDir}/* ${parked}/   (state SUSPENDED; move it back for NEED_PIN)`);
     say(`   the PIN is asked for again after the token comes back: ${INTERACTIVE ? "type it here" : "the demo types it again"}`);
