@@ -5,6 +5,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
+import { promtool, sample } from "../fixtures/prometheus.js";
 import { createInstallation, runClient, startServer, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { removeToken } from "../fixtures/softhsm.js";
 import { calloutInput, makeCsr } from "../fixtures/pki.js";
@@ -27,8 +28,6 @@ function readAsNobody(): string | undefined {
   const r = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "cat", metricsFile], { encoding: "utf8" });
   return r.status === 0 ? r.stdout : undefined;
 }
-const sample = (text: string, name: string): string | undefined =>
-  text.split("\n").find((l) => l.startsWith(`${name} `))?.slice(name.length + 1);
 /** Waits until the file shows `name` with a value the test accepts. */
 function waitForSample(name: string, ok: (v: string) => boolean): Promise<string> {
   return waitFor(`${name} in ${metricsFile}`, () => {
@@ -36,10 +35,6 @@ function waitForSample(name: string, ok: (v: string) => boolean): Promise<string
     const v = text === undefined ? undefined : sample(text, name);
     return v !== undefined && ok(v) ? text : undefined;
   });
-}
-function promtool(text: string): { status: number | null; said: string } {
-  const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
-  return { status: r.status, said: `${r.stdout}${r.stderr}`.trim() };
 }
 const PASSPHRASE = "pass-metrics-never-on-disk";
 

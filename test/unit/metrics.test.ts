@@ -5,7 +5,7 @@ import t from "tap";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
+import { promtool, sample } from "../fixtures/prometheus.js";
 import { KernelMetrics, MetricsFile, METRICS_FILE_MODE } from "../../services/kernel/metrics.js";
 import type { StatusSnapshot } from "../../services/kernel/status.js";
 import { createLogger, setLogSink } from "../../services/common/log.js";
@@ -28,12 +28,6 @@ function snapshot(over: Partial<StatusSnapshot> = {}): StatusSnapshot {
   };
 }
 
-/** promtool's verdict on a text: exit code and what it said (lint problems, parse errors). */
-function promtool(text: string): { status: number | null; said: string } {
-  const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
-  if (r.error) throw new Error(`promtool (Debian package prometheus) is needed: ${r.error.message}`);
-  return { status: r.status, said: `${r.stdout}${r.stderr}`.trim() };
-}
 
 function busyMetrics(): KernelMetrics {
   const m = new KernelMetrics();
@@ -51,8 +45,6 @@ function busyMetrics(): KernelMetrics {
   return m;
 }
 
-const sample = (text: string, name: string): string | undefined =>
-  text.split("\n").find((l) => l.startsWith(`${name} `))?.slice(name.length + 1);
 
 t.test("promtool accepts the exposition and finds nothing to lint", async (t) => {
   for (const [label, text] of [
