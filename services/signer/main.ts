@@ -4,13 +4,14 @@
 // pkcs11js path or `openssl ca` through the PKCS#11 engine; the checks here are the same.
 import * as fs from "node:fs";
 import type { Frame } from "../../proto/wire.js";
+import { dnTemplateOf } from "../common/config.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
 import { isRevocationReason, type RevocationReason } from "../common/reasons.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../common/x509/dn.js";
+import { buildSubject, splitUsername, type DnTemplate } from "../common/x509/dn.js";
 import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "../common/x509/certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
@@ -19,7 +20,7 @@ import { provenPublicKey } from "./possession.js";
 
 interface SignerState {
   backend: SigningBackend;
-  dn: ReturnType<typeof compileDnFormat>;
+  dn: DnTemplate;
   journal: DeliveryJournal;
   /** CA_CERT's key as a canonical SubjectPublicKeyInfo: never certified for a request */
   caSpki: Buffer;
@@ -45,7 +46,7 @@ await runService("signer", {
     // loaded only when chosen: it brings execa, ~14 MiB that the native signer does not need
     const backend: SigningBackend = c.SIGNER_BACKEND === "openssl" ? new (await import("./openssl-backend.js")).OpensslBackend(bctx) : new NativeBackend(bctx);
     const journal = DeliveryJournal.open(db);
-    state = { backend, dn: compileDnFormat(c.DN_FORMAT, c.USERNAME_RDN_TYPES), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
+    state = { backend, dn: dnTemplateOf(c), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
     const unconfirmed = journal.toSettle(new Set()).length;
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },

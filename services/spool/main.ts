@@ -6,11 +6,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Frame } from "../../proto/wire.js";
+import { dnTemplateOf } from "../common/config.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { abandonedName, DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
-import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
+import type { DnTemplate } from "../common/x509/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
@@ -55,7 +56,7 @@ class Spool {
   constructor(private readonly ctx: ServiceContext) {
     this.dir = ctx.config.SPOOL_DIR;
     this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
-    this.dn = compileDnFormat(ctx.config.DN_FORMAT, ctx.config.USERNAME_RDN_TYPES);
+    this.dn = dnTemplateOf(ctx.config);
     try {
       fs.accessSync(this.dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
     } catch (err) {
