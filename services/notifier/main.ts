@@ -6,7 +6,7 @@ import { Notifier } from "./notifier.js";
 
 let notifier: Notifier | undefined;
 
-function dispatch(frame: Frame, ctx: ServiceContext): void {
+function dispatch(frame: Frame, ctx: ServiceContext<"notifier">): void {
   switch (frame.type) {
     case "notify":
       notifier!.handle(frame as Frame<"notify">);

@@ -83,7 +83,7 @@ await runService("signer", {
   },
 });
 
-async function login(frame: Frame<"login">, ctx: ServiceContext): Promise<void> {
+async function login(frame: Frame<"login">, ctx: ServiceContext<"signer">): Promise<void> {
   const pin = frame.message.pin as Buffer;
   const expectedSerial = frame.message.expectedSerial;
   const st = s();
@@ -105,7 +105,7 @@ async function login(frame: Frame<"login">, ctx: ServiceContext): Promise<void> 
   }
 }
 
-function logout(ctx: ServiceContext, reason: string | null | undefined): void {
+function logout(ctx: ServiceContext<"signer">, reason: string | null | undefined): void {
   const st = state;
   if (!st?.backend.loggedIn) return;
   st.backend.logout();
@@ -113,11 +113,11 @@ function logout(ctx: ServiceContext, reason: string | null | undefined): void {
 }
 
 /** A token error during signing: tell the kernel when the device is gone. */
-function reportTokenFailure(ctx: ServiceContext, e: TokenError): void {
+function reportTokenFailure(ctx: ServiceContext<"signer">, e: TokenError): void {
   if (e.deviceLost) ctx.channel.send("signerFault", { code: e.code, message: e.message, deviceLost: true });
 }
 
-async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise<void> {
+async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const m = frame.message;
   const fail = (code: string, message: string): void => ctx.channel.fail(frame, code, message);
@@ -154,7 +154,7 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise
   }
 }
 
-async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void> {
+async function revoke(frame: Frame<"revoke">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const list: { serialHex: string; reason: Parameters<CaDatabase["revoke"]>[0][number]["reason"]; revokedAt: Date; queueFile: string }[] = [];
   const results: { queueFile: string; serial: string; applied: boolean; message: string }[] = [];
@@ -184,7 +184,7 @@ async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void
   ctx.channel.reply(frame, "revokeResults", { results });
 }
 
-async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext): Promise<void> {
+async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   if (!st.backend.loggedIn) return ctx.channel.fail(frame, "token.not_logged_in", "no CRL without the PIN: not logged in");
   try {
@@ -198,7 +198,7 @@ async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext): Promise<vo
   }
 }
 
-function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
+function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext<"signer">): void {
   const st = s();
   const latest = st.backend.latestCrl();
   const db = st.backend.database();
@@ -214,13 +214,13 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
 }
 
 /** Serials from the kernel: upper-case hex, a sane number of them; anything else is a broken kernel. */
-function serialList(list: readonly string[], ctx: ServiceContext, what: string): string[] {
+function serialList(list: readonly string[], ctx: ServiceContext<"signer">, what: string): string[] {
   if (list.length > MAX_SERIALS || !list.every((x) => SERIAL.test(x))) fatal(ctx.log, `invalid ${what} from kernel: fatal`);
   return [...list];
 }
 
 /** The kernel confirms that these certificates reached their clients. */
-async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext): Promise<void> {
+async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const serials = serialList(frame.message.serials, ctx, "confirmDelivery");
   try {
@@ -236,7 +236,7 @@ async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceCont
  * On every signer start: the certificates signed before it and never confirmed delivered are
  * revoked, except those the kernel still has in flight (it settles them itself).
  */
-async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext): Promise<void> {
+async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const inFlight = new Set(serialList(frame.message.inFlight, ctx, "settleUndelivered"));
   const reason = ctx.config.UNDELIVERED_REVOKE_REASON as RevocationReason; // the configuration checked it

@@ -53,7 +53,7 @@ class Spool {
   private blockedUntil = 0;
   private blockedTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly ctx: ServiceContext) {
+  constructor(private readonly ctx: ServiceContext<"spool">) {
     this.dir = ctx.config.SPOOL_DIR;
     this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
     this.dn = dnTemplateOf(ctx.config);
