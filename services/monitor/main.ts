@@ -4,6 +4,7 @@ import type { Frame } from "../../proto/wire.js";
 import { fatal, runService } from "../common/service.js";
 import { loadModule, Pkcs11Source } from "./pkcs11-source.js";
 import { TokenMonitor } from "./monitor.js";
+import { SlotEventThread } from "./slot-events.js";
 import { openRealUsbBus, UsbSource } from "./usb-source.js";
 
 let monitor: TokenMonitor | undefined;
@@ -12,7 +13,7 @@ await runService("monitor", {
   async start(ctx) {
     const { config, channel, log } = ctx;
     const module = loadModule(config.PKCS11_MODULE);
-    const pkcs11 = new Pkcs11Source(module, config.KEY, config.TOKEN_POLL_INTERVAL, log.child("pkcs11"));
+    const pkcs11 = new Pkcs11Source(module, config.KEY, config.TOKEN_POLL_INTERVAL, log.child("pkcs11"), new SlotEventThread(config.PKCS11_MODULE));
     const usb = config.USB_DEVICE ? new UsbSource(await openRealUsbBus(), config.USB_DEVICE, log.child("usb")) : undefined;
     monitor = new TokenMonitor(pkcs11, usb, (ev) => channel.send("tokenEvent", ev), log);
     monitor.start();
