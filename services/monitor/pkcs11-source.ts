@@ -46,6 +46,8 @@ const LOOK_ALLOWANCE_MS = 15;
 /** While slot events work, polls come this many times less often (a module whose events stop). */
 export const SAFETY_POLL_FACTOR = 10;
 const CKF_OS_LOCKING_OK = 0x00000002;
+/** C_Initialize answers meaning "not from several threads" (PKCS#11 2.40, 5.4). */
+const CANNOT_LOCK = new Set(["CKR_CANT_LOCK", "CKR_NEED_TO_CREATE_THREADS", "CKR_ARGUMENTS_BAD"]);
 /** A wait answered with this is woken by a C_Finalize (a rescan): wait again once initialised. */
 const WAIT_INTERRUPTED = "CKR_CRYPTOKI_NOT_INITIALIZED";
 
@@ -292,7 +294,7 @@ export class Pkcs11Source implements TokenSource {
       this.module.C_Initialize({ flags: CKF_OS_LOCKING_OK });
     } catch (err) {
       const ckr = ckrOf(err);
-      if (ckr === "CKR_CRYPTOKI_ALREADY_INITIALIZED") throw err;
+      if (!CANNOT_LOCK.has(ckr)) throw err;
       this.eventsOff = `C_Initialize with CKF_OS_LOCKING_OK: ${ckr}`;
       this.log.warning("slot events failed; polling", { detail: this.eventsOff, pollMs: this.pollMs });
       this.module.C_Initialize();
