@@ -12,6 +12,8 @@
 //   index1m     (e) (b) again with an index.txt of 1,000,000 entries
 //   crl         CRL generation at 1,000 and 100,000 revoked entries vs `openssl ca -gencrl`
 //   detect      token removal -> SUSPENDED (kernel state change on its log)
+//   events      removal -> absent in the monitor's PKCS#11 source: slot events vs polling, on the
+//               eToken-like test module (bench/detection-events.ts)
 //   fsync       what one flush costs on this disk (explains (b))
 //   h2h         (h1) per-certificate latency p50/p99, native vs openssl backend vs raw C_Sign,
 //               empty database; (h2) the same at 100,000 and 1,000,000 index.txt entries;
@@ -25,6 +27,7 @@
 // Requests are injected exactly as etoken-ca-client does it (services/common/spool-protocol.ts):
 // request file (O_EXCL, 0644, not fsynced, owned by CLIENT_USER), then the `request` symlink (the lock,
 // retried while taken); the result file is awaited with fs.watch (inotify) plus a 20 ms poll.
+import { quantile, removalDetection } from "./detection-events.js";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -648,6 +651,14 @@ async function secDetect(): Promise<void> {
   }
 }
 
+async function secEvents(): Promise<void> {
+  const r = await removalDetection(QUICK ? 10 : 40);
+  console.log(`[events] removal -> absent in the monitor's source, eToken-like module: slot events vs polling every ${r.pollMs} ms`);
+  const row = (v: number[]): string => `p50 ${ms(quantile(v, 0.5), 1)} max ${ms(Math.max(...v), 1)}`;
+  fig("events", `removal -> absent with slot events (C_WaitForSlotEvent, ${r.events.length} rounds)`, row(r.events), "max below polling's max", Math.max(...r.events) < Math.max(...r.polling));
+  fig("events", `removal -> absent by polling (TOKEN_POLL_INTERVAL=${r.pollMs}ms, ${r.polling.length} rounds)`, row(r.polling), `<= ${r.pollMs} ms (one poll)`, Math.max(...r.polling) <= r.pollMs);
+}
+
 // ---------------------------------------------------------------------------------------------
 // head to head (h1-h5): ONE installation and ONE SoftHSM2 token for everything below. The
 // native and the openssl backend take turns on it (configuration switched, kernel restarted,
@@ -1181,6 +1192,7 @@ async function main(): Promise<void> {
     ["index1m", secIndex1m],
     ["crl", secCrl],
     ["detect", secDetect],
+    ["events", secEvents],
     ["h2h", secH2h],
     ["myproxy", secMyProxy],
   ];

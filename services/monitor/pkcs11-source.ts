@@ -113,6 +113,7 @@ export class Pkcs11Source implements TokenSource {
   private eventsOff: string | undefined;
   private waiting = false;
   private running = false;
+  private closing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly module: Pkcs11Module,
@@ -131,6 +132,11 @@ export class Pkcs11Source implements TokenSource {
     this.publish(this.rescan());
     this.armEvents();
     this.schedulePoll();
+  }
+
+  /** After stop(): resolves once the slot-event thread has left the module (exit or unload only then). */
+  stopped(): Promise<void> {
+    return this.closing;
   }
 
   /** Whether slot events are in use (a wait is armed or an event is being looked at). */
@@ -305,7 +311,7 @@ export class Pkcs11Source implements TokenSource {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.slotEvents?.close();
+    this.closing = this.slotEvents?.close() ?? Promise.resolve();
     if (this.initialised) {
       this.initialised = false;
       try {

@@ -34,4 +34,5 @@ function waitOnce(): WaitResult {
 
 port.on("message", (m: unknown) => {
   if (m === "wait") port.postMessage(waitOnce());
+  else if (m === "exit") port.close(); // nothing left to do: the thread ends
 });

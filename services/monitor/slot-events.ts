@@ -11,12 +11,15 @@
 // answers CKR_FUNCTION_NOT_SUPPORTED; Debian builds it without assertions, checked here).
 import { Worker } from "node:worker_threads";
 
+const CLOSE_WAIT_MS = 2_000;
+
 export type WaitResult = { kind: "event"; slotId: number } | { kind: "error"; ckr: string };
 
 /** One blocking wait at a time: arm() starts one; exactly one callback follows (unless closed). */
 export interface SlotEvents {
   arm(onResult: (r: WaitResult) => void): void;
-  close(): void;
+  /** Called before the module is finalised; resolves when nothing waits in the module any more. */
+  close(): Promise<void>;
 }
 
 function isWaitResult(m: unknown): m is WaitResult {
@@ -37,11 +40,26 @@ export class SlotEventThread implements SlotEvents {
     this.thread().postMessage("wait");
   }
 
-  close(): void {
+  /**
+   * Ends the thread once its wait returns: a C_Finalize by the caller (right after) wakes it.
+   * Never terminate() a thread inside the module: measured here, a thread torn down while
+   * blocked in C_WaitForSlotEvent, or still inside the module when the process exits, can crash
+   * the process (SIGSEGV). Resolves when the thread is gone, or after CLOSE_WAIT_MS.
+   */
+  close(): Promise<void> {
     this.pending = undefined;
-    // a worker blocked inside the module cannot be stopped; unref'd, it never holds the process
-    void this.worker?.terminate();
+    const w = this.worker;
     this.worker = undefined;
+    if (!w) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, CLOSE_WAIT_MS);
+      timer.unref();
+      w.once("exit", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      w.postMessage("exit");
+    });
   }
 
   private thread(): Worker {
