@@ -3,7 +3,7 @@
 // events (an hour between polls, so only an event can tell) and by polling alone (no slot-event
 // thread) at the same TOKEN_POLL_INTERVAL the `detect` section uses. In-process, no kernel: the
 // figure is the monitor's part of a removal. Numbers only, no pass/fail.
-// Standalone: node dist/bench/detection-events.js [rounds]; `npm run bench -- --only events`.
+// Standalone: node dist/bench/detection-events.js [rounds]; `npm run bench -- --only events` (bench/sections/events.ts).
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -13,6 +13,7 @@ import { loadModule, Pkcs11Source } from "../services/monitor/pkcs11-source.js";
 import { SlotEventThread } from "../services/monitor/slot-events.js";
 import { simOf } from "../test/fixtures/etoken-sim.js";
 import { createSoftToken } from "../test/fixtures/softhsm.js";
+import { q, sleep } from "./lib/stats.js";
 
 const KEY0: KeyRef = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
 
@@ -23,7 +24,6 @@ export interface DetectionSamples {
   pollMs: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function removalDetection(rounds: number, pollMs = 300): Promise<DetectionSamples> {
   setLogSink({ write: () => true });
@@ -64,14 +64,9 @@ export async function removalDetection(rounds: number, pollMs = 300): Promise<De
   }
 }
 
-export function quantile(samples: number[], p: number): number {
-  const s = [...samples].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-}
-
 if (import.meta.url === `file://${process.argv[1]}`) {
   const r = await removalDetection(Number(process.argv[2] ?? 20));
   for (const [name, v] of [["slot events", r.events], [`polling (${r.pollMs} ms)`, r.polling]] as const) {
-    console.log(`removal -> absent, ${name.padEnd(18)} n=${v.length} p50=${quantile(v, 0.5).toFixed(1)} ms max=${Math.max(...v).toFixed(1)} ms`);
+    console.log(`removal -> absent, ${name.padEnd(18)} n=${v.length} p50=${q(v, 0.5).toFixed(1)} ms max=${Math.max(...v).toFixed(1)} ms`);
   }
 }

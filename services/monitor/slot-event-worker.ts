@@ -4,7 +4,7 @@
 // process): it never initialises or finalises it itself.
 import { parentPort, workerData } from "node:worker_threads";
 import pkcs11js from "pkcs11js";
-import { slotIdOf } from "../common/token-match.js";
+import { slotIdOf } from "../common/pkcs11/token-match.js";
 import type { WaitResult } from "./slot-events.js";
 
 const port = parentPort!;
