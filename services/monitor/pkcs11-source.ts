@@ -22,6 +22,7 @@ import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { ckrName } from "../common/pkcs11/ckr.js";
 import { describeKeyRef, describeNoMatch, keyMatches, slotIdOf } from "../common/pkcs11/token-match.js";
 import type { SlotEvents, WaitResult } from "./slot-events.js";
 import type { SourceState, TokenSource } from "./source.js";
@@ -90,8 +91,7 @@ function trim(s: string): string {
 }
 
 function ckrOf(err: unknown): string {
-  const m = /CKR_[A-Z_]+/.exec(err instanceof Error ? err.message : String(err));
-  return m ? m[0] : err instanceof Error ? err.message : String(err);
+  return ckrName(err) ?? (err instanceof Error ? err.message : String(err));
 }
 
 export class Pkcs11Source implements TokenSource {

@@ -4,6 +4,7 @@
 // process): it never initialises or finalises it itself.
 import { parentPort, workerData } from "node:worker_threads";
 import pkcs11js from "pkcs11js";
+import { ckrName } from "../common/pkcs11/ckr.js";
 import { slotIdOf } from "../common/pkcs11/token-match.js";
 import type { WaitResult } from "./slot-events.js";
 
@@ -16,11 +17,6 @@ try {
   loaded = (err as Error).message;
 }
 
-function ckrOf(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return /CKR_[A-Z_]+/.exec(text)?.[0] ?? text;
-}
-
 function waitOnce(): WaitResult {
   if (loaded) return { kind: "error", ckr: `cannot load the module: ${loaded}` };
   try {
@@ -28,7 +24,7 @@ function waitOnce(): WaitResult {
     if (!slot) return { kind: "error", ckr: "CKR_NO_EVENT (from a blocking wait)" };
     return { kind: "event", slotId: slotIdOf(slot) };
   } catch (err) {
-    return { kind: "error", ckr: ckrOf(err) };
+    return { kind: "error", ckr: ckrName(err) ?? (err instanceof Error ? err.message : String(err)) };
   }
 }
 
