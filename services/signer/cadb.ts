@@ -46,6 +46,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
+import { singleFlight } from "../common/single-flight.js";
 import { REVOCATION_REASONS, type RevocationReason } from "../common/reasons.js";
 import { normalizeSerial } from "../common/spool-protocol.js";
 import {
@@ -130,8 +131,13 @@ export class CaDatabase {
   private newcertsFd: number | undefined;
   /** newcerts files written but not yet fsynced (fds kept open until the background flush). */
   private unsyncedCerts: number[] = [];
-  private certFlushTimer: NodeJS.Timeout | undefined;
-  private certFlushRunning = false;
+  /** the background flush of newcerts files, one at a time (flushCertsInBackground) */
+  private readonly scheduleCertFlush = singleFlight(
+    () => this.flushCertsInBackground(),
+    () => {
+      // the index line is the record; check-db reports a damaged newcerts file
+    },
+  );
   /** group commit: records appended, waiting for the next fdatasync of index.txt */
   private waiting: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private commitScheduled = false;
@@ -366,13 +372,11 @@ export class CaDatabase {
     this.closed = true;
     this.flushSerialFile();
     this.closeFds();
-    if (this.certFlushTimer) clearTimeout(this.certFlushTimer);
-    this.certFlushTimer = undefined;
   }
 
   /** fsync of every newcerts file written since the last flush, then of newcerts/ (sync). */
   private flushCertsSync(): void {
-    if (this.unsyncedCerts.length === 0 || this.certFlushRunning) return;
+    if (this.unsyncedCerts.length === 0) return;
     const fds = this.unsyncedCerts.splice(0);
     try {
       for (const fd of fds) fs.fsyncSync(fd);
@@ -384,35 +388,26 @@ export class CaDatabase {
     }
   }
 
-  /** Background flush of newcerts files: off the hand-out path, on the thread pool. */
-  private scheduleCertFlush(): void {
-    if (this.unsyncedCerts.length >= MAX_UNSYNCED_CERTS) {
-      this.flushCertsSync();
-      return;
+  /**
+   * Off the hand-out path, at most NEWCERTS_FLUSH_MS after a file was written: fsync of the
+   * files written until then and of newcerts/, one fsync at a time, so the thread pool (4
+   * threads) stays free for the index.txt commits.
+   */
+  private async flushCertsInBackground(): Promise<void> {
+    await new Promise<void>((resolve) => setTimeout(resolve, NEWCERTS_FLUSH_MS).unref());
+    const fds = this.unsyncedCerts.splice(0);
+    const dirFd = this.newcertsFd;
+    if (fds.length === 0) return;
+    for (const fd of fds) {
+      await new Promise<void>((resolve) => fs.fsync(fd, () => fs.close(fd, () => resolve())));
     }
-    if (this.certFlushTimer || this.certFlushRunning) return;
-    this.certFlushTimer = setTimeout(() => {
-      this.certFlushTimer = undefined;
-      const fds = this.unsyncedCerts.splice(0);
-      const dirFd = this.newcertsFd;
-      if (fds.length === 0) return;
-      this.certFlushRunning = true;
-      // one fsync at a time: the thread pool (4 threads) stays free for the index.txt commits
-      const finish = (): void => {
-        this.certFlushRunning = false;
-        if (this.unsyncedCerts.length > 0) this.scheduleCertFlush();
-      };
-      const next = (i: number): void => {
-        if (i === fds.length) {
-          if (dirFd !== undefined && dirFd === this.newcertsFd) fs.fsync(dirFd, finish);
-          else finish();
-          return;
-        }
-        fs.fsync(fds[i]!, () => fs.close(fds[i]!, () => next(i + 1)));
-      };
-      next(0);
-    }, NEWCERTS_FLUSH_MS);
-    this.certFlushTimer.unref();
+    if (dirFd !== undefined && dirFd === this.newcertsFd) await new Promise<void>((resolve) => fs.fsync(dirFd, () => resolve()));
+  }
+
+  private noteUnsyncedCert(fd: number): void {
+    this.unsyncedCerts.push(fd);
+    if (this.unsyncedCerts.length >= MAX_UNSYNCED_CERTS) this.flushCertsSync();
+    else this.scheduleCertFlush();
   }
 
   private assertWritable(): void {
@@ -563,8 +558,7 @@ export class CaDatabase {
       fs.rmSync(certFile, { force: true });
       throw ioError(certFile, err, "cannot write the certificate file");
     }
-    this.unsyncedCerts.push(fd);
-    this.scheduleCertFlush();
+    this.noteUnsyncedCert(fd);
     const text = `V\t${exp}\t\t${serial}\tunknown\t${entry.subject}`;
     const line = Buffer.from(`${text}\n`);
     try {

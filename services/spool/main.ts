@@ -11,6 +11,7 @@ import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { abandonedName, DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
 import { compileDnFormat, type DnTemplate } from "../common/dn.js";
+import { singleFlight } from "../common/single-flight.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
@@ -42,8 +43,13 @@ class Spool {
   private readonly inFlight = new Set<string>();
   private readonly published = new Map<string, Published>();
   private readonly watcher: SpoolWatcher;
-  private scanning = false;
-  private again = false;
+  /** scan() once at a time; a hint during a scan asks for one more */
+  private readonly scanOnce = singleFlight(
+    async () => {
+      if (!this.stopped && Date.now() >= this.blockedUntil) await this.scan();
+    },
+    (err) => fatal(this.ctx.log, `scanning the spool failed: ${describeError(err)}`),
+  );
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastScanError = "";
@@ -92,18 +98,7 @@ class Spool {
   /** A hint that the link may be there: scan (again). */
   kick(): void {
     if (this.stopped || Date.now() < this.blockedUntil) return;
-    if (this.scanning) {
-      this.again = true;
-      return;
-    }
-    this.scanning = true;
-    void this.scan().finally(() => {
-      this.scanning = false;
-      if (this.again) {
-        this.again = false;
-        this.kick();
-      }
-    });
+    this.scanOnce();
   }
 
   private async scan(): Promise<void> {
