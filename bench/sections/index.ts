@@ -14,4 +14,5 @@ export const SECTIONS: readonly Section[] = [
   (await import("./detect.js")).section,
   (await import("./h2h.js")).section,
   (await import("./myproxy.js")).section,
+  (await import("./cpuprof.js")).section,
 ];

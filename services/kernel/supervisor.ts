@@ -12,6 +12,7 @@ import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
 import { INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
 import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
+import { cpuProfileFlags } from "./cpu-profile.js";
 
 const START_SCRIPT = fileURLToPath(new URL("../common/start.js", import.meta.url));
 const HELLO_TIMEOUT_MS = 15_000;
@@ -52,12 +53,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private pingTimer: NodeJS.Timeout | undefined;
   private pingNonce = 1;
 
-  /** `startScript` and `scriptArgs` exist for tests that start a misbehaving service. */
+  /**
+   * `startScript` and `scriptArgs` exist for tests that start a misbehaving service;
+   * `cpuProfileDir` is the root operator's --cpu-prof-dir (cpu-profile.ts).
+   */
   constructor(
     private readonly config: Config,
     users: Record<ServiceName, UserInfo>,
     private readonly log: Logger,
-    private readonly spawnOptions: { startScript?: string; scriptArgs?: Partial<Record<ServiceName, string[]>> } = {},
+    private readonly spawnOptions: { startScript?: string; scriptArgs?: Partial<Record<ServiceName, string[]>>; cpuProfileDir?: string } = {},
   ) {
     super();
     for (const name of SERVICE_NAMES) {
@@ -120,7 +124,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       const script = this.spawnOptions.startScript ?? START_SCRIPT;
       const extra = this.spawnOptions.scriptArgs?.[name] ?? [];
-      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags, script, name, ...extra], {
+      const profile = this.spawnOptions.cpuProfileDir ? cpuProfileFlags(this.spawnOptions.cpuProfileDir, name, r.user) : [];
+      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags, ...profile, script, name, ...extra], {
         uid: r.user.uid,
         gid: r.user.gid,
         cwd: "/",
