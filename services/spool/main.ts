@@ -73,11 +73,12 @@ class Spool {
     this.watcher = new SpoolWatcher({
       dir: this.dir,
       rescanMs: RESCAN_MS,
-      onHint: () => {
+      onHint: () => this.kick(),
+      onRescan: () => {
         this.checkRefusals();
         this.kick();
       },
-      onMarker: () => this.checkRefusals(),
+      onMarker: (requestId) => this.checkRefusal(requestId),
       onError: (err) => ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) }),
     });
   }
@@ -327,7 +328,20 @@ class Spool {
 
   private watchRefusal(requestId: string, ino: number, serial: string | undefined): void {
     this.published.set(requestId, { ino, serial, until: Date.now() + REFUSAL_WATCH_MS });
-    this.checkRefusals(); // the client may have been quicker than this
+    this.checkRefusal(requestId); // the client may have been quicker than this
+  }
+
+  /**
+   * Every published result still watched (the rescan tick: a marker whose inotify event was lost
+   * is seen within RESCAN_MS); the watch of a result ends after REFUSAL_WATCH_MS. Not on every
+   * hint: with many results in the window that cost one lstat per result per event.
+   */
+  private checkRefusals(): void {
+    const now = Date.now();
+    for (const [id, p] of this.published) {
+      if (now > p.until) this.published.delete(id);
+      else this.checkRefusal(id);
+    }
   }
 
   /**
@@ -335,26 +349,21 @@ class Spool {
    * (see spool-protocol.ts). A certificate is then reported undelivered, unless the result name
    * still holds the spool's own file (a client that gave up just as it arrived uses it).
    */
-  private checkRefusals(): void {
-    const now = Date.now();
-    for (const [id, p] of this.published) {
-      if (now > p.until) {
-        this.published.delete(id);
-        continue;
-      }
-      try {
-        fs.lstatSync(path.join(this.dir, abandonedName(id)));
-      } catch {
-        continue; // no marker (yet)
-      }
-      if (p.serial !== undefined && resultInode(this.dir, id) === p.ino) continue;
-      this.published.delete(id);
-      if (p.serial !== undefined) {
-        this.security("the client refused the result it found in place of the certificate the spool published: certificate not delivered", { requestId: id, serial: p.serial });
-        this.undelivered(id, p.serial, "the client refused the result it found (not the certificate the spool published)");
-      }
-      void removeAbandoned(this.dir, id);
+  private checkRefusal(id: string): void {
+    const p = this.published.get(id);
+    if (!p || Date.now() > p.until) return;
+    try {
+      fs.lstatSync(path.join(this.dir, abandonedName(id)));
+    } catch {
+      return; // no marker (yet)
     }
+    if (p.serial !== undefined && resultInode(this.dir, id) === p.ino) return;
+    this.published.delete(id);
+    if (p.serial !== undefined) {
+      this.security("the client refused the result it found in place of the certificate the spool published: certificate not delivered", { requestId: id, serial: p.serial });
+      this.undelivered(id, p.serial, "the client refused the result it found (not the certificate the spool published)");
+    }
+    void removeAbandoned(this.dir, id);
   }
 
   /** The result is the client's now (the link won): the kernel stops holding it for revocation. */
