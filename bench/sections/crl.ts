@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CaDatabase } from "../../services/signer/cadb.js";
-import { loadCaCertificate } from "../../services/signer/certificate.js";
+import { loadCaCertificate } from "../../services/common/x509/certificate.js";
 import { CrlPublisher } from "../../services/signer/crl-publisher.js";
 import { makeBaseDir } from "../../test/fixtures/server.js";
 import { createSoftToken } from "../../test/fixtures/softhsm.js";

@@ -10,7 +10,7 @@
 //   crlnumber          hex of the next CRL number
 //   newcerts/SERIAL.pem
 //
-// The line format and its strict reader are in index-format.ts.
+// The line format and its strict reader are in ../common/ca-dir/index-format.ts and index-reader.ts.
 //
 // Unlike `openssl ca` (which rewrites index.txt on every run), issuing costs the same whatever
 // the size of the database: the index lives in memory, packed (index-lines.ts: where each line
@@ -57,8 +57,8 @@ import { followIndex } from "./cadb/follow.js";
 import { IndexFile } from "./cadb/index-file.js";
 import { NewCerts } from "./cadb/newcerts.js";
 import { nextCrlNumber, SerialFile } from "./cadb/serial-files.js";
-import { CRLNUMBER, INDEX, INDEX_ATTR, NEWCERTS, SERIAL, formatTime, lineToEntry, serialToHex, type IndexEntry, type RevokedEntry } from "./index-format.js";
-import { ioError } from "./index-reader.js";
+import { CRLNUMBER, INDEX, INDEX_ATTR, NEWCERTS, SERIAL, formatTime, lineToEntry, serialToHex, type IndexEntry, type RevokedEntry } from "../common/ca-dir/index-format.js";
+import { ioError } from "../common/ca-dir/index-reader.js";
 
 export interface RecordEntry {
   serial: Buffer;

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import type { IndexFile } from "./index-file.js";
-import { ioError } from "../index-reader.js";
+import { ioError } from "../../common/ca-dir/index-reader.js";
 
 /** index.txt replaced or extended by someone else (openssl ca)? Then `index` follows it; `reload` reads it whole. */
 export function followIndex(index: IndexFile, reload: () => void): void {

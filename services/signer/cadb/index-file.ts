@@ -8,9 +8,9 @@ import { createHash, type Hash } from "node:crypto";
 import * as fs from "node:fs";
 import { writeFileAtomic } from "../../common/durable-file.js";
 import { DatabaseError } from "../../common/errors.js";
-import { lineToEntry, revokedEntryOf, scanIndex, serialFieldIs, type IndexEntry, type RevokedEntry } from "../index-format.js";
+import { lineToEntry, revokedEntryOf, scanIndex, serialFieldIs, type IndexEntry, type RevokedEntry } from "../../common/ca-dir/index-format.js";
 import { IndexLines } from "../index-lines.js";
-import { ioError, readLinePieces } from "../index-reader.js";
+import { ioError, readLinePieces } from "../../common/ca-dir/index-reader.js";
 
 /** The line at [start, start + length) of the file, without its LF (pread). */
 function readLine(fd: number, start: number, length: number): string {

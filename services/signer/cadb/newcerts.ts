@@ -7,8 +7,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { DatabaseError } from "../../common/errors.js";
 import { singleFlight } from "../../common/single-flight.js";
-import { NEWCERTS } from "../index-format.js";
-import { ioError } from "../index-reader.js";
+import { NEWCERTS } from "../../common/ca-dir/index-format.js";
+import { ioError } from "../../common/ca-dir/index-reader.js";
 
 /** Deferred newcerts flush: at most this long after the file was written (off the hand-out path). */
 const NEWCERTS_FLUSH_MS = 1000;

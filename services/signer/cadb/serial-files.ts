@@ -4,8 +4,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../../common/durable-file.js";
 import { DatabaseError } from "../../common/errors.js";
-import { CRLNUMBER, SERIAL } from "../index-format.js";
-import { ioError } from "../index-reader.js";
+import { CRLNUMBER, SERIAL } from "../../common/ca-dir/index-format.js";
+import { ioError } from "../../common/ca-dir/index-reader.js";
 
 /** The `serial` file is rewritten at most this often (see SerialFile.schedule). */
 const SERIAL_FILE_DELAY_MS = 1000;
