@@ -56,6 +56,8 @@ async function secLatency(): Promise<void> {
     if (s.bad) note(`latency: ${s.bad} requests failed, e.g. ${s.firstText.trim().slice(0, 160)}`);
     measured.b50 = q(s.lat, 0.5);
     fig("(b)", "server-side: symlink made -> result file seen", `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`, "p50 <= 3 ms", q(s.lat, 0.5) <= 3);
+    const sign50 = measured.signP50;
+    if (sign50 !== undefined) fig("(b/a)", "(b) p50 / (a) C_Sign p50", `${(q(s.lat, 0.5) / sign50).toFixed(1)}x`, "<= 4x", q(s.lat, 0.5) <= 4 * sign50);
     fig("(b')", "incl. writing the request file", `p50 ${ms(q(s.full, 0.5))} p99 ${ms(q(s.full, 0.99))}`);
     const br = stages(r.server.logs(), new Set(s.ids));
     if (br) note(`breakdown: ${br}`);
