@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
 import type * as net from "node:net";
 import { fileURLToPath } from "node:url";
+import { cpuProfileFlags } from "./cpu-profile.js";
 import type { Frame } from "../../proto/wire.js";
 import { Channel } from "../common/channel.js";
 import type { Config } from "../common/config-schema.js";
@@ -12,7 +13,6 @@ import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
 import { INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
 import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
-import { cpuProfileFlags } from "./cpu-profile.js";
 
 const START_SCRIPT = fileURLToPath(new URL("../common/start.js", import.meta.url));
 const HELLO_TIMEOUT_MS = 15_000;
