@@ -19,6 +19,12 @@ import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
 export const MAX_IN_FLIGHT = 256;
 const RESCAN_MS = 1000;
+/**
+ * Every watched result is looked at again every this many rescans (a marker whose inotify event
+ * was lost without an overflow report), well within REFUSAL_WATCH_MS; every certificate in the
+ * watch costs one lstat per look: looking once a second cost ~50 lstats per certificate.
+ */
+const REFUSAL_RESCAN_TICKS = 10;
 const SWEEP_EVERY_MS = 30_000;
 /** A lock the spool cannot clear is retried after this, doubling up to BLOCKED_RETRY_MAX_MS. */
 const BLOCKED_RETRY_MIN_MS = 1000;
@@ -53,6 +59,7 @@ class Spool {
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastScanError = "";
+  private rescans = 0;
   /** Back-off while the lock is blocked by something the spool cannot remove (0: not blocked). */
   private blockedDelay = 0;
   private blockedUntil = 0;
@@ -74,8 +81,8 @@ class Spool {
       dir: this.dir,
       rescanMs: RESCAN_MS,
       onHint: () => this.kick(),
-      onRescan: () => {
-        this.checkRefusals();
+      onRescan: (eventsLost) => {
+        if (eventsLost || ++this.rescans % REFUSAL_RESCAN_TICKS === 0) this.checkRefusals();
         this.kick();
       },
       onMarker: (requestId) => this.checkRefusal(requestId),
@@ -332,9 +339,9 @@ class Spool {
   }
 
   /**
-   * Every published result still watched (the rescan tick: a marker whose inotify event was lost
-   * is seen within RESCAN_MS); the watch of a result ends after REFUSAL_WATCH_MS. Not on every
-   * hint: with many results in the window that cost one lstat per result per event.
+   * Every published result still watched (when inotify reports lost events, and every
+   * REFUSAL_RESCAN_TICKS rescans); the watch of a result ends after REFUSAL_WATCH_MS. Not on
+   * every hint: with many results in the window that cost one lstat per result per event.
    */
   private checkRefusals(): void {
     const now = Date.now();

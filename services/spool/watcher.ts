@@ -75,8 +75,8 @@ export interface WatcherOptions {
   readonly dir: string;
   /** Called on every inotify event for `request`. Must not throw. */
   readonly onHint: () => void;
-  /** Called on the rescan tick, and when inotify could not name what changed. Must not throw. */
-  readonly onRescan: () => void;
+  /** Called on the rescan tick (`eventsLost` false), and when inotify could not name what changed (true). Must not throw. */
+  readonly onRescan: (eventsLost: boolean) => void;
   /** Called when the client's `.abandoned` marker of `requestId` may have appeared (inotify only). */
   readonly onMarker: (requestId: string) => void;
   readonly rescanMs: number;
@@ -93,7 +93,7 @@ export class SpoolWatcher {
   start(): void {
     try {
       this.watcher = fs.watch(this.opts.dir, { persistent: true }, (_event, filename) => {
-        if (filename === null) this.opts.onRescan();
+        if (filename === null) this.opts.onRescan(true);
         else if (filename === REQUEST_LINK) this.opts.onHint();
         else if (filename.endsWith(ABANDONED_SUFFIX)) this.opts.onMarker(filename.slice(0, -ABANDONED_SUFFIX.length));
       });
@@ -105,8 +105,8 @@ export class SpoolWatcher {
     } catch (err) {
       this.opts.onError(err as Error);
     }
-    this.timer = setInterval(() => this.opts.onRescan(), this.opts.rescanMs);
-    this.opts.onRescan();
+    this.timer = setInterval(() => this.opts.onRescan(false), this.opts.rescanMs);
+    this.opts.onRescan(true);
   }
 
   stop(): void {
