@@ -9,11 +9,11 @@ import type { Frame } from "../../proto/wire.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
-import { abandonedName, DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
+import { DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
 import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
 import { singleFlight } from "../common/single-flight.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
-import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
+import { derToPem, hasAbandonedMarker, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
@@ -359,11 +359,7 @@ class Spool {
   private checkRefusal(id: string): void {
     const p = this.published.get(id);
     if (!p || Date.now() > p.until) return;
-    try {
-      fs.lstatSync(path.join(this.dir, abandonedName(id)));
-    } catch {
-      return; // no marker (yet)
-    }
+    if (!hasAbandonedMarker(this.dir, id)) return; // no marker (yet)
     if (p.serial !== undefined && resultInode(this.dir, id) === p.ino) return;
     this.published.delete(id);
     if (p.serial !== undefined) {
