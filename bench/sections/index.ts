@@ -15,4 +15,5 @@ export const SECTIONS: readonly Section[] = [
   (await import("./events.js")).section,
   (await import("./h2h.js")).section,
   (await import("./myproxy.js")).section,
+  (await import("./cpuprof.js")).section,
 ];
