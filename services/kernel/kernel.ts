@@ -20,6 +20,7 @@ import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
 import { writeStatus, type StatusSnapshot } from "./status.js";
 import type { Supervisor } from "./supervisor.js";
+import { QueueRefusal, SignQueue, type Ticket } from "./sign-queue.js";
 
 const REQUEST_ID = /^req\.[A-Za-z0-9]{8,32}$/;
 const MAX_PUBLIC_KEY = 8192;
@@ -72,7 +73,7 @@ interface FenceMark {
 }
 /** A request at the signer: the token as it was at dispatch, and its fence once started. */
 interface Issuing {
-  readonly at: FenceMark;
+  at: FenceMark;
   fence?: Promise<boolean>;
 }
 type PresenceAnswer = Frame<"presence">["message"];
@@ -124,6 +125,8 @@ export class Kernel {
   private configFault: string | undefined;
   /** The monitor's word on why the token is absent (which token KEY looked for, what it found). */
   private tokenDetail = "";
+  /** Requests waiting for the token, in arrival order (sign-queue.ts). */
+  private readonly signQueue: SignQueue;
 
   constructor(
     private readonly config: Config,
@@ -131,7 +134,9 @@ export class Kernel {
     private readonly console: OperatorConsole,
     private readonly log: Logger,
     private readonly userNames: Record<ServiceName, string>,
-  ) {}
+  ) {
+    this.signQueue = new SignQueue({ signTimeoutMs: config.SIGN_TIMEOUT, onHung: (ids, waited) => this.onSignerHung(ids, waited) });
+  }
 
   get currentState(): KernelState {
     return this.state;
@@ -159,6 +164,7 @@ export class Kernel {
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.crlTimer) clearInterval(this.crlTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.signQueue.stop();
     this.wipePin();
     this.console.abortPrompt();
     await this.supervisor.stopAll();
@@ -173,7 +179,11 @@ export class Kernel {
     this.log.notice("state change", { from: this.state, to, event });
     this.state = to;
     this.stateSince = Date.now();
-    if (to !== "READY") this.wipePin();
+    this.signQueue.setOpen(to === "READY");
+    if (to !== "READY") {
+      this.wipePin();
+      this.signQueue.refuseWaiting("token.not_available", NOT_AVAILABLE);
+    }
     this.showState();
     this.writeStatus();
   }
@@ -203,6 +213,7 @@ export class Kernel {
       trustedTokenSerial: this.trustedSerial ?? null,
       counters: { ...this.counters },
       queueDepth: this.issuing.size,
+      signMs: this.signQueue.times.stats(),
       crl: this.crl,
       lastHookFailure: this.lastHookFailure,
       logWritesDropped: droppedLogWrites(),
@@ -270,6 +281,7 @@ export class Kernel {
     }
     if (name === "signer") {
       this.signerReady = false;
+      this.signQueue.setOpen(false); // until the restarted signer is logged in again
       // a PIN typed now would reach no signer: close the prompt, open it when one is up
       if (this.state === "NEED_PIN" && this.console.prompting) {
         this.console.abortPrompt();
@@ -323,6 +335,12 @@ export class Kernel {
       case "delivered":
         this.onDelivered(frame as Frame<"delivered">);
         return;
+      case "withdrawn": {
+        // the client gave up: a request still queued is dropped; one at the signer ends undelivered
+        const id = (frame as Frame<"withdrawn">).message.requestId;
+        if (REQUEST_ID.test(id) && this.signQueue.withdraw(id)) this.log.info("request withdrawn by its client before signing", { request: id });
+        return;
+      }
       default:
         this.supervisor.securityEvent("spool", `invalid message from spool: ${frame.type}: fatal`);
     }
@@ -335,6 +353,7 @@ export class Kernel {
         // request timed out here) needs nothing: its Issued answer will find no taker either.
         const requestId = (frame as Frame<"signed">).message.requestId;
         const entry = this.issuing.get(requestId);
+        this.signQueue.signed(requestId);
         if (entry && !entry.fence) {
           entry.fence = this.fence(entry.at);
           this.log.debug("presence fence started on Signed", { request: requestId });
@@ -407,16 +426,20 @@ export class Kernel {
     if (this.state !== "READY") return fail("token.not_available", NOT_AVAILABLE);
     const now = Date.now();
     if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
-    const signer = this.supervisor.channel("signer");
-    if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
     if (this.issuing.has(m.requestId) || this.handouts.phaseOf(m.requestId) !== undefined) {
       this.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
       return fail("request.duplicate", "this request is already being served");
     }
     const entry: Issuing = { at: { epoch: this.token.epoch, generation: this.tokenGeneration } };
     this.issuing.set(m.requestId, entry);
+    let ticket: Ticket | undefined;
     try {
-      const issued = await signer.request(
+      ticket = await this.signQueue.enter(m.requestId, m.deadline);
+      // the token as it is when the request goes to the signer is what its fence compares
+      entry.at = { epoch: this.token.epoch, generation: this.tokenGeneration };
+      const signer = this.supervisor.channel("signer");
+      if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
+      const answer = signer.request(
         "issueRequest",
         {
           requestId: m.requestId,
@@ -430,11 +453,15 @@ export class Kernel {
           fenceEpoch: entry.at.epoch,
         },
         "issued",
-        Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
+        // past this the spool would not deliver it; a token that hangs is the queue's watchdog's
+        Math.max(1, m.deadline - Date.now()) + DELIVERY_GRACE_MS,
         // signed after we stopped waiting: the client was told it failed; nobody gets it
         { onLateAnswer: (late) => this.onLateIssued(late) },
       );
+      const issued = await Promise.race([answer, ticket.aborted]);
       const cert = issued.message;
+      this.signQueue.signed(m.requestId);
+      this.signQueue.times.add(cert.signMs);
       if (cert.requestId !== m.requestId || !/^[0-9A-F]{2,64}$/.test(cert.serial) || cert.certificate.length === 0) {
         this.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
@@ -476,10 +503,11 @@ export class Kernel {
         this.revokeUndelivered(h.serial, "the spool never reported whether it delivered the certificate");
       });
     } catch (err) {
-      if (err instanceof RemoteFailure) return fail(err.code, err.message);
+      if (err instanceof RemoteFailure || err instanceof QueueRefusal) return fail(err.code, err.message);
       this.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
       return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
     } finally {
+      ticket?.done();
       this.issuing.delete(m.requestId);
       // signed, and neither returned nor revoked above (an unexpected error): it must not stay valid
       if (this.handouts.phaseOf(m.requestId) === "fencing") {
@@ -542,6 +570,7 @@ export class Kernel {
   }
 
   private onLateIssued(late: Frame): void {
+    if (late.type === "issued") this.signQueue.times.add((late as Frame<"issued">).message.signMs);
     const serial = late.type === "issued" ? (late as Frame<"issued">).message.serial : "";
     if (/^[0-9A-F]{2,64}$/.test(serial)) this.revokeUndelivered(serial, "signed after the kernel had stopped waiting for it");
   }
@@ -831,12 +860,26 @@ export class Kernel {
         this.considerPrompt();
       } else {
         this.log.notice("restarted signer logged in again");
+        if (this.state === "READY") this.signQueue.setOpen(true);
       }
     } catch (err) {
       this.log.error("re-login of the restarted signer failed", { error: describeError(err) });
     } finally {
       copy.fill(0);
     }
+  }
+
+  /** The token did not finish a signature within SIGN_TIMEOUT: its requests failed (sign-queue.ts); replace the signer. */
+  private onSignerHung(requestIds: string[], waitedMs: number): void {
+    const seconds = Math.round(this.config.SIGN_TIMEOUT / 100) / 10;
+    const why = `no answer to a signature within SIGN_TIMEOUT (${seconds} s): the token hangs`;
+    this.log.error("the token did not finish a signature in time: replacing the signer", { requests: requestIds.join(" "), waitedMs, signTimeoutMs: this.config.SIGN_TIMEOUT });
+    this.console.say(`signer: ${why}; replacing it (the PIN is kept for the new one)`);
+    this.notify("signer-hung", `the CA token did not answer a signature within ${seconds} s; the signer was killed and restarted, ${requestIds.length} request(s) failed`, {
+      requests: String(requestIds.length),
+    });
+    this.supervisor.kill("signer", `killed: ${why}`);
+    this.writeStatus();
   }
 
   // ---- revocation and CRLs --------------------------------------------------------------------

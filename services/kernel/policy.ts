@@ -18,6 +18,8 @@ export const POLICY = {
     undelivered: RUNNING,
     // checked against the requests the kernel returned to this spool (kernel.ts); any other is a violation
     delivered: RUNNING,
+    // the client gave up (its .abandoned marker): the kernel drops the request if still queued
+    withdrawn: RUNNING,
   },
   signer: {
     signerFault: ["NEED_PIN", "READY", "SUSPENDED"],

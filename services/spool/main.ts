@@ -40,6 +40,8 @@ class Spool {
   private readonly clientUid: number;
   private readonly dn: DnTemplate;
   private readonly inFlight = new Set<string>();
+  /** Requests the kernel has not answered yet (it may still hold them in its queue for the token). */
+  private readonly awaitingKernel = new Set<string>();
   private readonly published = new Map<string, Published>();
   private readonly watcher: SpoolWatcher;
   private scanning = false;
@@ -275,11 +277,14 @@ class Spool {
         Math.max(1, req.deadline + DELIVERY_GRACE_MS + KERNEL_ANSWER_SLACK_MS - Date.now()),
       );
       log.info("request forwarded", { requestId: id, username: req.username, keyBits: req.keyBits, proxyLifetime: req.proxyLifetime });
+      this.awaitingKernel.add(id);
       answer = await answering;
     } catch (err) {
       log.warning("no answer from the kernel", { requestId: id, error: describeError(err) });
       await this.deliverError(id, "request.no_answer", "the CA did not answer before the request's deadline");
       return;
+    } finally {
+      this.awaitingKernel.delete(id);
     }
     if (answer.type === "failure") {
       const f = (answer as Frame<"failure">).message;
@@ -341,6 +346,7 @@ class Spool {
    * still holds the spool's own file (a client that gave up just as it arrived uses it).
    */
   private checkRefusals(): void {
+    this.checkWithdrawals();
     const now = Date.now();
     for (const [id, p] of this.published) {
       if (now > p.until) {
@@ -359,6 +365,27 @@ class Spool {
         this.undelivered(id, p.serial, "the client refused the result it found (not the certificate the spool published)");
       }
       void removeAbandoned(this.dir, id);
+    }
+  }
+
+  /**
+   * A client that gave up while the kernel still has its request: told once, so that a request
+   * still queued for the token is dropped rather than signed (and then revoked as undelivered).
+   */
+  private checkWithdrawals(): void {
+    for (const id of this.awaitingKernel) {
+      try {
+        fs.lstatSync(path.join(this.dir, abandonedName(id)));
+      } catch {
+        continue; // no marker
+      }
+      this.awaitingKernel.delete(id);
+      try {
+        this.ctx.channel.send("withdrawn", { requestId: id });
+        this.ctx.log.info("request withdrawn: the client gave up while it waited", { requestId: id });
+      } catch {
+        // channel closed: the service is stopping
+      }
     }
   }
 
