@@ -1,7 +1,8 @@
 // The kernel's queue in front of the token. The token signs one request at a time, so requests
-// wait here, in arrival order, and go to the signer only as the token can take them: PIPELINE
-// not yet signed at once (the one signing and the next, already validated at the signer, so the
-// token never waits for the kernel). Here, and nowhere else:
+// wait here, in arrival order, and go to the signer only as the token can take them: a few not
+// yet signed at once (at least the one signing and the next, already validated at the signer, so
+// the token never waits for the kernel; about PIPELINE_MS of signing for a fast token, whose
+// round trips would otherwise cost more than its signatures). Here, and nowhere else:
 //   - admission: a request that cannot be signed before its deadline at the measured sign time
 //     (queue length × p50 of the last signatures) is refused at once as "CA busy";
 //   - a request whose deadline passed, or whose client gave up (withdraw), while it waited is
@@ -14,8 +15,12 @@ import { EtokenError } from "../common/errors.js";
 /** Why the queue did not (or no longer) let a request reach the token; the message is for the client. */
 export class QueueRefusal extends EtokenError {}
 
-/** Requests at the signer not yet signed: the one at the token and the next one. */
-export const PIPELINE = 2;
+/** Requests at the signer not yet signed: at least the one at the token and the next one... */
+const MIN_PIPELINE = 2;
+/** ...or as many as make this much signing (ms) at the measured sign time... */
+const PIPELINE_MS = 10;
+/** ...but no more (also before the first measurement). */
+const MAX_PIPELINE = 8;
 /** Recent signatures the status figures (p50, max) cover. */
 const STATS_WINDOW = 1000;
 /** Recent signatures the admission estimate covers (their median: one slow outlier does not count). */
@@ -166,9 +171,17 @@ export class SignQueue {
     return this.atSigner.filter((e) => !e.signed);
   }
 
+  /** How many unsigned requests the signer may hold now. */
+  private pipeline(): number {
+    const est = this.times.estimate();
+    if (est === undefined || est <= 0) return MAX_PIPELINE;
+    return Math.min(MAX_PIPELINE, Math.max(MIN_PIPELINE, Math.ceil(PIPELINE_MS / est)));
+  }
+
   private pump(): void {
     const now = this.now();
-    while (this.open && this.waiting.length > 0 && this.unsigned().length < PIPELINE) {
+    const depth = this.pipeline();
+    while (this.open && this.waiting.length > 0 && this.unsigned().length < depth) {
       const w = this.waiting.shift()!;
       if (now >= w.deadline) {
         w.refuse(new QueueRefusal("request.expired", "request expired in the CA's queue before the token could sign it; nothing was signed"));
