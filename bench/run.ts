@@ -21,6 +21,8 @@
 //   myproxy     (h4) myproxy-logon -Q latency: MyProxy's built-in CA (pkcs11 engine on a byte
 //               copy of the same token) vs certificate_issuer_program = etoken-ca-client, and
 //               `node -e ''` in the same run (ETCA_BENCH_KEEP=1 keeps its directory, for debugging)
+//   slowtoken   (issue 18) the eToken-like module at 250 ms per signature and 40 call-outs at once:
+//               utilisation, p50/p99 wait, requests refused early, signatures wasted (slowtoken.ts)
 //
 // Requests are injected exactly as etoken-ca-client does it (services/common/spool-protocol.ts):
 // request file (O_EXCL, 0644, not fsynced, owned by CLIENT_USER), then the `request` symlink (the lock,
@@ -61,6 +63,7 @@ import { createSoftToken, reinsertToken, removeToken, type SoftToken } from "../
 import { addTrustedCa, createTrustAndHost, MYPROXY_LOGON, MYPROXY_SERVER, MYPROXY_USER, myproxyLogon, startMyProxy, writeIssuerWrapper, type MyProxyServer } from "../test/fixtures/myproxy.js";
 import { useNativeBackend, useOpensslBackend } from "../test/fixtures/openssl-ca.js";
 import { copyTokenFor } from "./myproxy-ca.js";
+import { secSlowToken } from "./slowtoken.js";
 import { ensureUser } from "../test/fixtures/users.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -1183,6 +1186,7 @@ async function main(): Promise<void> {
     ["detect", secDetect],
     ["h2h", secH2h],
     ["myproxy", secMyProxy],
+    ["slowtoken", () => secSlowToken({ fig, note, quick: QUICK })],
   ];
   for (const [name, f] of sections) {
     if (!want(name)) continue;

@@ -9,7 +9,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
-import { countPrompts, createInstallation, pinAgain, readStatus, runClient, startReady, waitFor, waitForState, type ClientResult } from "../fixtures/server.js";
+import { BIN, countPrompts, createInstallation, pinAgain, readStatus, runClient, runCommand, startReady, waitFor, waitForState, type ClientResult } from "../fixtures/server.js";
 import { calloutInput, makeCsr, verifyCert } from "../fixtures/pki.js";
 import { simOf } from "../fixtures/etoken-sim.js";
 
@@ -176,4 +176,7 @@ t.test("40 call-outs at once on a 250 ms token: all served, in arrival order, st
   t.ok(st.signMs, "status has the measured sign time");
   t.ok(st.signMs!.count >= 45, `count covers every signature (${st.signMs!.count})`);
   t.ok(st.signMs!.p50 > 0 && st.signMs!.p50 <= st.signMs!.max, `p50 ${st.signMs!.p50} <= max ${st.signMs!.max}`);
+  const shown = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
+  t.match(shown.stdout, /^queue depth: +0 requests waiting for the token or being signed$/m);
+  t.match(shown.stdout, new RegExp(`^sign time: +p50 ${st.signMs!.p50} ms, max ${st.signMs!.max} ms \\(C_Sign, last \\d+ of ${st.signMs!.count} signatures\\)$`, "m"), "etoken-ca status shows the sign time");
 });
