@@ -92,7 +92,7 @@ t.test("a C_Sign that hangs: the signer is replaced, the request fails clearly, 
   t.match(r.stderr, /CA token did not answer a signature within SIGN_TIMEOUT/, `a clear error: ${r.stderr.trim()}`);
   t.notMatch(r.stdout, /BEGIN CERTIFICATE/);
   const signer = await waitFor("the signer restarted", () => (signerOf().restarts > restartsBefore && signerOf().up ? signerOf() : undefined), 30_000);
-  t.match(signer.lastError ?? "", /SIGN_TIMEOUT/, "status says why the signer was replaced");
+  t.match(signer.lastError ?? "", /SIGN_TIMEOUT/, `status says why the signer was replaced: ${signer.lastError}`);
   t.ok(
     logRecords().some((l) => l["msg"] === "event" && l["event"] === "signer-hung"),
     "a signer-hung event went to the notifier",
