@@ -374,11 +374,8 @@ class Spool {
    */
   private checkWithdrawals(): void {
     for (const id of this.awaitingKernel) {
-      try {
-        fs.lstatSync(path.join(this.dir, abandonedName(id)));
-      } catch {
-        continue; // no marker
-      }
+      // called on every hint: no exception (costly) for the usual absent marker
+      if (!fs.lstatSync(path.join(this.dir, abandonedName(id)), { throwIfNoEntry: false })) continue;
       this.awaitingKernel.delete(id);
       try {
         this.ctx.channel.send("withdrawn", { requestId: id });
