@@ -6,8 +6,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { syncDirectory, writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
-import { pemEncode } from "../common/pem.js";
-import type { CaCertificate } from "./certificate.js";
+import { pemEncode } from "../common/x509/pem.js";
+import type { CaCertificate } from "../common/x509/certificate.js";
 import type { CaDatabase } from "./cadb.js";
 import { assembleCrl, buildTbsCrl } from "./crl.js";
 

@@ -40,15 +40,15 @@ import * as path from "node:path";
 import type { Writable } from "node:stream";
 import { execa, execaSync } from "execa";
 import { ConfigError, EtokenError, RequestError, TokenError } from "../common/errors.js";
-import { pemDecode, pemEncode } from "../common/pem.js";
+import { pemDecode, pemEncode } from "../common/x509/pem.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./backend.js";
 import { Serializer } from "./backend.js";
 import type { CaDatabase } from "./cadb.js";
-import { formatTime } from "./index-format.js";
+import { formatTime } from "../common/ca-dir/index-format.js";
 import type { PublishedCrl } from "./crl-publisher.js";
 import { BACKDATE_SECONDS } from "../common/config-schema.js";
-import { parseName } from "../common/dn.js";
+import { parseName } from "../common/x509/dn.js";
 import { NativeBackend, type BackendContext } from "./native-backend.js";
 
 export const DEFAULT_OPENSSL = "/usr/bin/openssl";

@@ -11,15 +11,13 @@
 // "issued" log stamps.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { calloutInput, makeCsr } from "../test/fixtures/pki.js";
-import { createInstallation, readStatus, runClient, startReady, waitFor, type ClientResult, type Installation, type RunningServer } from "../test/fixtures/server.js";
-import { simOf } from "../test/fixtures/etoken-sim.js";
-
-export interface BenchReport {
-  fig(id: string, what: string, value: string, goal?: string, pass?: boolean): void;
-  note(s: string): void;
-  readonly quick: boolean;
-}
+import { calloutInput, makeCsr } from "../../test/fixtures/pki.js";
+import { createInstallation, readStatus, runClient, startReady, waitFor, type ClientResult, type Installation, type RunningServer } from "../../test/fixtures/server.js";
+import { simOf } from "../../test/fixtures/etoken-sim.js";
+import { QUICK } from "../lib/options.js";
+import { fig, note } from "../lib/report.js";
+import { q as quantile } from "../lib/stats.js";
+import type { Section } from "./section.js";
 
 const SIGN_MS = 250;
 const CLIENT_TIMEOUT_S = 20;
@@ -34,11 +32,6 @@ interface Batch {
   /** the spool's "request failed" stamps (ms) and codes by request id */
   failed: Map<string, { at: number; code: string }>;
 }
-
-const quantile = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))]! : Number.NaN;
-};
 
 async function freshStatus(inst: Installation) {
   const asked = Date.now();
@@ -83,8 +76,7 @@ async function batch(inst: Installation, server: RunningServer, csrPem: string, 
   return { results, signatures: after - before, ...fromLogs(server, from) };
 }
 
-export async function secSlowToken(report: BenchReport): Promise<void> {
-  const { fig, note } = report;
+async function run(): Promise<void> {
   const inst = createInstallation({ prefix: "etca-bslow", token: { pkcs11: "etoken-sim" }, extraConfig: { CLIENT_TIMEOUT: String(CLIENT_TIMEOUT_S) } });
   const sim = simOf(inst.token);
   let server: RunningServer | undefined;
@@ -96,7 +88,7 @@ export async function secSlowToken(report: BenchReport): Promise<void> {
     const { csrPem } = makeCsr(work, "bench");
     for (let i = 0; i < 5; i++) await runClient(inst, calloutInput({ username: `warm-${i}`, passphrase: "irrelevant-passphrase", csrPem })); // the kernel measures the token
 
-    const crowd = report.quick ? 20 : 40;
+    const crowd = QUICK ? 20 : 40;
     const a = await batch(inst, server, csrPem, "crowd", crowd);
     const signMs = (await freshStatus(inst)).signMs;
     const okA = a.results.filter((r) => r.code === 0);
@@ -120,7 +112,7 @@ export async function secSlowToken(report: BenchReport): Promise<void> {
     const wastedA = a.signatures - okA.length;
     fig("st4", "slow token: signatures wasted (signed, not delivered)", `${wastedA} of ${a.signatures}`, "0", wastedA === 0);
 
-    const over = Math.round((1.5 * CLIENT_TIMEOUT_S * 1000) / SIGN_MS / (report.quick ? 2 : 1));
+    const over = Math.round((1.5 * CLIENT_TIMEOUT_S * 1000) / SIGN_MS / (QUICK ? 2 : 1));
     const b = await batch(inst, server, csrPem, "over", over);
     const okB = b.results.filter((r) => r.code === 0);
     const busy = b.results.filter((r) => r.code !== 0 && /CA busy/.test(r.stderr));
@@ -147,3 +139,9 @@ export async function secSlowToken(report: BenchReport): Promise<void> {
     inst.cleanup();
   }
 }
+
+export const section: Section = {
+  name: "slowtoken",
+  title: "(issue 18) the eToken-like module at 250 ms per signature, 40 call-outs at once and an overload: utilisation, p50/p99 wait, requests refused early, signatures wasted",
+  run,
+};
