@@ -31,6 +31,8 @@ interface Batch {
   forwarded: Map<string, number>;
   /** the spool's "request failed" stamps (ms) and codes by request id */
   failed: Map<string, { at: number; code: string }>;
+  /** the kernel's "CA busy" refusal stamps (ms) by request id */
+  busyAt: Map<string, number>;
 }
 
 async function freshStatus(inst: Installation) {
@@ -41,10 +43,11 @@ async function freshStatus(inst: Installation) {
   }, 15_000);
 }
 
-function fromLogs(server: RunningServer, from: number): Pick<Batch, "issued" | "forwarded" | "failed"> {
+function fromLogs(server: RunningServer, from: number): Pick<Batch, "issued" | "forwarded" | "failed" | "busyAt"> {
   const issued: number[] = [];
   const forwarded = new Map<string, number>();
   const failed = new Map<string, { at: number; code: string }>();
+  const busyAt = new Map<string, number>();
   for (const line of server.logs()) {
     let j: Record<string, unknown>;
     try {
@@ -58,8 +61,9 @@ function fromLogs(server: RunningServer, from: number): Pick<Batch, "issued" | "
     if (j["svc"] === "signer" && j["msg"] === "issued") issued.push(at);
     else if (j["svc"] === "spool" && j["msg"] === "request forwarded") forwarded.set(id, at);
     else if (j["svc"] === "spool" && j["msg"] === "request failed") failed.set(id, { at, code: String(j["code"]) });
+    else if (j["svc"] === "kernel" && j["msg"] === "request refused: CA busy") busyAt.set(String(j["request"]), at);
   }
-  return { issued: issued.sort((a, b) => a - b), forwarded, failed };
+  return { issued: issued.sort((a, b) => a - b), forwarded, failed, busyAt };
 }
 
 async function batch(inst: Installation, server: RunningServer, csrPem: string, prefix: string, n: number): Promise<Batch> {
@@ -95,7 +99,9 @@ async function run(): Promise<void> {
     // while requests queue: the signatures after the last request reached the kernel (before
     // that, on a loaded machine, the token may idle for call-outs still starting up)
     const allIn = Math.max(...a.forwarded.values());
-    const stamps = a.issued.filter((x) => x > allIn);
+    // the signer logs "issued" once the record is synced, which its next C_Sign (synchronous)
+    // holds back; the last one is not held: leave it out so that every interval is alike
+    const stamps = a.issued.filter((x) => x > allIn).slice(0, -1);
     const rate = stamps.length > 1 ? (stamps.length - 1) / ((stamps[stamps.length - 1]! - stamps[0]!) / 1000) : Number.NaN;
     const p50Sign = signMs?.p50 ?? Number.NaN;
     const util = (rate * p50Sign) / 1000;
@@ -127,8 +133,14 @@ async function run(): Promise<void> {
       otherB.length === 0,
     );
     const busyAnswer = [...b.failed].filter(([, f]) => f.code === "ca.busy").map(([id, f]) => f.at - (b.forwarded.get(id) ?? Number.NaN)).filter(Number.isFinite);
+    const inKernel = [...b.busyAt].map(([id, at]) => at - (b.forwarded.get(id) ?? Number.NaN)).filter(Number.isFinite);
     if (busyAnswer.length) {
-      fig("st6", "slow token: CA busy, spool forwarded → refusal back (log stamps) p50 / max", `${quantile(busyAnswer, 0.5)} ms / ${Math.max(...busyAnswer)} ms`, "at once");
+      fig(
+        "st6",
+        "slow token: CA busy, spool forwarded → kernel refuses / → refusal back at the spool (log stamps) p50, max",
+        `${quantile(inKernel, 0.5)} ms, ${Math.max(...inKernel)} ms / ${quantile(busyAnswer, 0.5)} ms, ${Math.max(...busyAnswer)} ms`,
+        "at once",
+      );
       fig("st6b", "slow token: CA busy, whole call-out p50 / max (start-up and spool lock included)", `${(quantile(busy.map((r) => r.ms), 0.5) / 1000).toFixed(2)} s / ${(Math.max(...busy.map((r) => r.ms)) / 1000).toFixed(2)} s`, `< CLIENT_TIMEOUT (${CLIENT_TIMEOUT_S} s)`);
     }
     const wastedB = b.signatures - okB.length;

@@ -503,6 +503,7 @@ export class Kernel {
         this.revokeUndelivered(h.serial, "the spool never reported whether it delivered the certificate");
       });
     } catch (err) {
+      if (err instanceof QueueRefusal && err.code === "ca.busy") this.log.info("request refused: CA busy", { request: m.requestId, queueDepth: this.signQueue.depth });
       if (err instanceof RemoteFailure || err instanceof QueueRefusal) return fail(err.code, err.message);
       this.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
       return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
