@@ -5,8 +5,8 @@
 import * as fs from "node:fs";
 import type { Frame } from "../../proto/wire.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
-import { isRevocationReason, type RevocationReason } from "../common/reasons.js";
-import { fatal, runService, type ServiceContext } from "../common/service.js";
+import type { RevocationReason } from "../common/reasons.js";
+import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
@@ -24,10 +24,6 @@ interface SignerState {
   /** CA_CERT's key as a canonical SubjectPublicKeyInfo: never certified for a request */
   caSpki: Buffer;
 }
-
-const SERIAL = /^[0-9A-F]{2,64}$/;
-/** More serials than this in one ConfirmDelivery or SettleUndelivered is not a kernel talking. */
-const MAX_SERIALS = 100_000;
 
 let state: SignerState | undefined;
 
@@ -50,28 +46,29 @@ await runService("signer", {
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },
 
+  accepts: ["login", "logout", "issueRequest", "revoke", "makeCrl", "getSignerStatus", "confirmDelivery", "settleUndelivered"],
   dispatch(frame, ctx) {
     switch (frame.type) {
       case "login":
-        return login(frame as Frame<"login">, ctx);
+        return login(frame, ctx);
       case "logout":
-        logout(ctx, (frame as Frame<"logout">).message.reason);
+        logout(ctx, frame.message.reason);
         ctx.channel.reply(frame, "ack", {});
         return;
       case "issueRequest":
-        return issue(frame as Frame<"issueRequest">, ctx);
+        return issue(frame, ctx);
       case "revoke":
-        return revoke(frame as Frame<"revoke">, ctx);
+        return revoke(frame, ctx);
       case "makeCrl":
-        return makeCrl(frame as Frame<"makeCrl">, ctx);
+        return makeCrl(frame, ctx);
       case "getSignerStatus":
-        return status(frame as Frame<"getSignerStatus">, ctx);
+        return status(frame, ctx);
       case "confirmDelivery":
-        return confirmDelivery(frame as Frame<"confirmDelivery">, ctx);
+        return confirmDelivery(frame, ctx);
       case "settleUndelivered":
-        return settleUndelivered(frame as Frame<"settleUndelivered">, ctx);
+        return settleUndelivered(frame, ctx);
       default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+        unhandled(frame);
     }
   },
 
@@ -164,14 +161,11 @@ async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void
   const st = s();
   const list: { serialHex: string; reason: Parameters<CaDatabase["revoke"]>[0][number]["reason"]; revokedAt: Date; queueFile: string }[] = [];
   const results: { queueFile: string; serial: string; applied: boolean; message: string }[] = [];
+  // serials, reasons and queue names were checked against the contract on receipt (proto/contract.ts)
   for (const e of frame.message.entries) {
-    const serial = String(e.serial ?? "").toUpperCase();
-    const reason = String(e.reason ?? "unspecified");
+    const serial = String(e.serial);
+    const reason = e.reason as RevocationReason;
     const queueFile = String(e.queueFile ?? "");
-    if (!/^[0-9A-F]{2,64}$/.test(serial) || !isRevocationReason(reason)) {
-      results.push({ queueFile, serial, applied: false, message: `invalid revocation entry (serial ${JSON.stringify(serial.slice(0, 70))}, reason ${JSON.stringify(reason.slice(0, 40))})` });
-      continue;
-    }
     const at = Number(e.queuedAt ?? 0);
     list.push({ serialHex: serial, reason, revokedAt: new Date(at > 0 && at <= Date.now() ? at : Date.now()), queueFile });
   }
@@ -219,16 +213,10 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
   });
 }
 
-/** Serials from the kernel: upper-case hex, a sane number of them; anything else is a broken kernel. */
-function serialList(list: readonly string[], ctx: ServiceContext, what: string): string[] {
-  if (list.length > MAX_SERIALS || !list.every((x) => SERIAL.test(x))) fatal(ctx.log, `invalid ${what} from kernel: fatal`);
-  return [...list];
-}
-
 /** The kernel confirms that these certificates reached their clients. */
 async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext): Promise<void> {
   const st = s();
-  const serials = serialList(frame.message.serials, ctx, "confirmDelivery");
+  const serials = [...frame.message.serials]; // the contract checked them
   try {
     await st.backend.exclusive(() => st.journal.confirm(serials));
     ctx.channel.reply(frame, "ack", {});
@@ -244,7 +232,7 @@ async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceCont
  */
 async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext): Promise<void> {
   const st = s();
-  const inFlight = new Set(serialList(frame.message.inFlight, ctx, "settleUndelivered"));
+  const inFlight = new Set(frame.message.inFlight); // the contract checked them
   const reason = ctx.config.UNDELIVERED_REVOKE_REASON as RevocationReason; // the configuration checked it
   try {
     const revoked = await st.backend.exclusive((db) => {
