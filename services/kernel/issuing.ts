@@ -43,10 +43,14 @@ export class IssuingPath {
   );
 
   /** Requests waiting for the token, in arrival order; its watchdog catches a hung token. */
-  private readonly queue: SignQueue;
+  private signQueue: SignQueue | undefined;
 
-  constructor(private readonly core: KernelCore) {
-    this.queue = new SignQueue({ signTimeoutMs: core.config.SIGN_TIMEOUT, onHung: (ids, waited) => this.onSignerHung(ids, waited) });
+  constructor(private readonly core: KernelCore) {}
+
+  /** Made on first use: the kernel builds its parts before its own fields (config) are set. */
+  private get queue(): SignQueue {
+    this.signQueue ??= new SignQueue({ signTimeoutMs: this.core.config.SIGN_TIMEOUT, onHung: (ids, waited) => this.onSignerHung(ids, waited) });
+    return this.signQueue;
   }
 
   /** The token's measured signature times (the status file's signMs). */
