@@ -4,13 +4,14 @@
 // pkcs11js path or `openssl ca` through the PKCS#11 engine; the checks here are the same.
 import * as fs from "node:fs";
 import type { Frame } from "../../proto/wire.js";
+import { dnTemplateOf } from "../common/config.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
 import type { RevocationReason } from "../common/reasons.js";
 import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../common/x509/dn.js";
+import { buildSubject, splitUsername, type DnTemplate } from "../common/x509/dn.js";
 import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "../common/x509/certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
@@ -19,7 +20,7 @@ import { provenPublicKey } from "./possession.js";
 
 interface SignerState {
   backend: SigningBackend;
-  dn: ReturnType<typeof compileDnFormat>;
+  dn: DnTemplate;
   journal: DeliveryJournal;
   /** CA_CERT's key as a canonical SubjectPublicKeyInfo: never certified for a request */
   caSpki: Buffer;
@@ -41,7 +42,7 @@ await runService("signer", {
     // loaded only when chosen: it brings execa, ~14 MiB that the native signer does not need
     const backend: SigningBackend = c.SIGNER_BACKEND === "openssl" ? new (await import("./openssl-backend.js")).OpensslBackend(bctx) : new NativeBackend(bctx);
     const journal = DeliveryJournal.open(db);
-    state = { backend, dn: compileDnFormat(c.DN_FORMAT, c.USERNAME_RDN_TYPES), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
+    state = { backend, dn: dnTemplateOf(c), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }) };
     const unconfirmed = journal.toSettle(new Set()).length;
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },
@@ -79,7 +80,7 @@ await runService("signer", {
   },
 });
 
-async function login(frame: Frame<"login">, ctx: ServiceContext): Promise<void> {
+async function login(frame: Frame<"login">, ctx: ServiceContext<"signer">): Promise<void> {
   const pin = frame.message.pin as Buffer;
   const expectedSerial = frame.message.expectedSerial;
   const st = s();
@@ -101,7 +102,7 @@ async function login(frame: Frame<"login">, ctx: ServiceContext): Promise<void> 
   }
 }
 
-function logout(ctx: ServiceContext, reason: string | null | undefined): void {
+function logout(ctx: ServiceContext<"signer">, reason: string | null | undefined): void {
   const st = state;
   if (!st?.backend.loggedIn) return;
   st.backend.logout();
@@ -109,11 +110,11 @@ function logout(ctx: ServiceContext, reason: string | null | undefined): void {
 }
 
 /** A token error during signing: tell the kernel when the device is gone. */
-function reportTokenFailure(ctx: ServiceContext, e: TokenError): void {
+function reportTokenFailure(ctx: ServiceContext<"signer">, e: TokenError): void {
   if (e.deviceLost) ctx.channel.send("signerFault", { code: e.code, message: e.message, deviceLost: true });
 }
 
-async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise<void> {
+async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const m = frame.message;
   const fail = (code: string, message: string): void => ctx.channel.fail(frame, code, message);
@@ -157,7 +158,7 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise
   }
 }
 
-async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void> {
+async function revoke(frame: Frame<"revoke">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const list: { serialHex: string; reason: Parameters<CaDatabase["revoke"]>[0][number]["reason"]; revokedAt: Date; queueFile: string }[] = [];
   const results: { queueFile: string; serial: string; applied: boolean; message: string }[] = [];
@@ -184,7 +185,7 @@ async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void
   ctx.channel.reply(frame, "revokeResults", { results });
 }
 
-async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext): Promise<void> {
+async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   if (!st.backend.loggedIn) return ctx.channel.fail(frame, "token.not_logged_in", "no CRL without the PIN: not logged in");
   try {
@@ -198,7 +199,7 @@ async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext): Promise<vo
   }
 }
 
-function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
+function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext<"signer">): void {
   const st = s();
   const latest = st.backend.latestCrl();
   const db = st.backend.database();
@@ -214,7 +215,7 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
 }
 
 /** The kernel confirms that these certificates reached their clients. */
-async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext): Promise<void> {
+async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const serials = [...frame.message.serials]; // the contract checked them
   try {
@@ -230,7 +231,7 @@ async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceCont
  * On every signer start: the certificates signed before it and never confirmed delivered are
  * revoked, except those the kernel still has in flight (it settles them itself).
  */
-async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext): Promise<void> {
+async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const inFlight = new Set(frame.message.inFlight); // the contract checked them
   const reason = ctx.config.UNDELIVERED_REVOKE_REASON as RevocationReason; // the configuration checked it
