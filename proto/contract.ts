@@ -91,6 +91,8 @@ const serials = (what: string, list: readonly string[]): Problem =>
 const reason = (v: string): Problem => (isRevocationReason(v) ? undefined : reasonProblem(v));
 const crlInfo = (c: Message<"crlInfo">): Problem => first(u64("CRL number", c.number), u64("thisUpdate", c.thisUpdate), u64("nextUpdate", c.nextUpdate));
 const tokenText = (serial: string, label: string): Problem => first(text("token serial", serial, MAX_TOKEN_TEXT), text("token label", label, MAX_TOKEN_TEXT));
+/** A C_Sign duration (ms): 0 from a kernel's own answer to the spool, at most a day from a signer. */
+const signMs = (v: number): Problem => (Number.isFinite(v) && v >= 0 && v <= 86_400_000 ? undefined : `sign time ${String(v)} ms is not between 0 and a day`);
 const pinFlags = (v: number): Problem => ((v & ~PIN_FLAG_BITS) === 0 ? undefined : `PIN flags ${v} hold unknown bits`);
 
 export const VALIDATORS: Validators = {
@@ -110,12 +112,14 @@ export const VALIDATORS: Validators = {
       u64("deadline", m.deadline) ?? (m.deadline === 0 ? "invalid deadline 0" : undefined),
       u64("fence epoch", m.fenceEpoch),
     ),
-  issued: (m) => first(requestId(m.requestId), serialProblem(m.serial), m.certificate.length === 0 ? "empty certificate" : undefined, u64("notAfter", m.notAfter)),
+  issued: (m) =>
+    first(requestId(m.requestId), serialProblem(m.serial), m.certificate.length === 0 ? "empty certificate" : undefined, u64("notAfter", m.notAfter), signMs(m.signMs)),
   presenceCheck: (m) => u64("epoch", m.epoch),
   presence: (m) => first(u64("epoch", m.epoch), tokenText(m.serial, m.label)),
   undelivered: (m) => first(requestId(m.requestId), serialProblem(m.serial)),
   requestRejected: () => undefined, // names what the spool refused: any text, logged cut short
   signed: (m) => requestId(m.requestId),
+  withdrawn: (m) => requestId(m.requestId),
   delivered: (m) => requestId(m.requestId),
   confirmDelivery: (m) => serials("confirmDelivery", m.serials),
   settleUndelivered: (m) => serials("settleUndelivered", m.inFlight),

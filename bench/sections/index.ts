@@ -16,4 +16,5 @@ export const SECTIONS: readonly Section[] = [
   (await import("./h2h.js")).section,
   (await import("./myproxy.js")).section,
   (await import("./cpuprof.js")).section,
+  (await import("./slowtoken.js")).section,
 ];

@@ -101,6 +101,7 @@ export class Kernel implements KernelCore {
     onRequestRejected: (frame) => this.onRequestRejected(frame),
     onUndelivered: (frame) => this.issuing.onUndelivered(frame),
     onDelivered: (frame) => this.issuing.onDelivered(frame),
+    onWithdrawn: (frame) => this.issuing.onWithdrawn(frame),
     onSigned: (frame) => this.issuing.onSigned(frame),
     onSignerFault: (frame) => this.onSignerFault(frame),
     onTokenEvent: (frame) => this.onTokenEvent(frame),
@@ -146,6 +147,7 @@ export class Kernel implements KernelCore {
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.crlTimer) clearInterval(this.crlTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.issuing.stop();
     this.pin.wipe();
     this.console.abortPrompt();
     await this.supervisor.stopAll();
@@ -167,6 +169,7 @@ export class Kernel implements KernelCore {
     this.current = to;
     this.stateSince = Date.now();
     if (to !== "READY") this.pin.wipe();
+    this.issuing.stateChanged(to === "READY");
     this.showState();
     this.writeStatus();
   }
@@ -189,6 +192,7 @@ export class Kernel implements KernelCore {
       trustedTokenSerial: this.pin.trustedSerial ?? null,
       counters: { ...this.counters },
       queueDepth: this.issuing.depth,
+      signMs: this.issuing.signTimes(),
       crl: this.revocations.crl,
       lastHookFailure: this.lastHookFailure,
       logWritesDropped: droppedLogWrites(),
@@ -258,6 +262,7 @@ export class Kernel implements KernelCore {
     }
     if (name === "signer") {
       this.signerReady = false;
+      this.issuing.signerDown(); // requests wait for the restarted signer's login
       // a PIN typed now would reach no signer: close the prompt, open it when one is up
       if (this.current === "NEED_PIN" && this.console.prompting) {
         this.console.abortPrompt();

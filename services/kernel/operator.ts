@@ -100,7 +100,9 @@ async function status(argv: string[]): Promise<number> {
   lines.push(`token:        ${running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`}`);
   const c = snap.counters;
   lines.push(`issued:       ${plural(c.issued, "certificate")}, ${plural(c.failed, "request")} failed, ${c.rejected} rejected by the spool, ${c.fenceRevoked} revoked by the presence fence`);
-  lines.push(`queue depth:  ${plural(snap.queueDepth, "request")} being signed`);
+  lines.push(`queue depth:  ${plural(snap.queueDepth, "request")} waiting for the token or being signed`);
+  const sm = snap.signMs;
+  lines.push(`sign time:    ${sm ? `p50 ${sm.p50} ms, max ${sm.max} ms (C_Sign, last ${Math.min(sm.count, 1000)} of ${sm.count} signatures)` : "not measured yet (no signature since the server started)"}`);
   const waiting = snap.revokedSinceCrl ? `, ${snap.revokedSinceCrl} recorded and waiting for a CRL${snap.state === "READY" ? "" : " (made when the PIN is typed)"}` : "";
   lines.push(`revocations:  ${queuedRevocations === null ? "unknown (cannot read REVOKE_DIR)" : `${queuedRevocations} queued`}${waiting}`);
   lines.push(

@@ -23,14 +23,14 @@ export interface StatusSnapshot {
   trustedTokenSerial: string | null;
   counters: { issued: number; failed: number; rejected: number; fenceRevoked: number; undelivered: number };
   queueDepth: number;
+  /** the token's measured signature time (ms, C_Sign as the signer timed it) over recent signatures; null before the first */
+  signMs?: { p50: number; max: number; count: number } | null;
   crl: { number: number; thisUpdate: number; nextUpdate: number; entries: number; path: string } | null;
   lastHookFailure: string | null;
   /** log lines dropped because stdout/stderr could not be written (their reader went away) */
   logWritesDropped?: number;
   /** revocations recorded in the CA database that no published CRL carries yet */
   revokedSinceCrl?: number;
-  /** measured C_Sign time of the recent certificates (ms); null before the first one */
-  signMs?: { p50: number; max: number; count: number } | null;
   services: ServiceStatus[];
 }
 

@@ -47,6 +47,8 @@ export interface IssueOutput {
   certificateDer: Buffer;
   notAfter: Date;
   subjectSlash: string;
+  /** How long the token took to sign (ms): C_Sign for the native backend, the `openssl ca` run for openssl's */
+  signMs: number;
 }
 
 export interface SigningBackend {

@@ -142,7 +142,14 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">
       }
       throw err;
     }
-    ctx.channel.reply(frame, "issued", { requestId: m.requestId, serial: out.serialHex, certificate: out.certificateDer, notAfter: out.notAfter.getTime(), subject: out.subjectSlash });
+    ctx.channel.reply(frame, "issued", {
+      requestId: m.requestId,
+      serial: out.serialHex,
+      certificate: out.certificateDer,
+      notAfter: out.notAfter.getTime(),
+      subject: out.subjectSlash,
+      signMs: out.signMs,
+    });
     ctx.log.info("issued", { serial: out.serialHex, subject: out.subjectSlash, lifetime, info: user.info, emails: user.emails.join(" ") });
   } catch (err) {
     if (err instanceof RequestError) return fail(err.code, err.message);

@@ -148,17 +148,19 @@ export class NativeBackend implements SigningBackend {
     const serial = this.c.db.newSerial();
     const tbs = this.template.tbs({ serial, subjectDer: input.subject.der, publicKey: input.publicKey, emails: [...input.emails], notBefore, notAfter });
     let signature: Buffer;
+    const started = performance.now();
     try {
       signature = token.sign(tbs);
     } catch (err) {
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
+    const signMs = performance.now() - started;
     input.onSigned?.();
     const certificate = assembleCertificate(tbs, signature);
     // Answered only once the index line is on disk; concurrent requests share one flush.
     return this.c.db
       .recordGroupCommit({ serial, notAfter, subject: input.subject.slash, certificate })
-      .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash }));
+      .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash, signMs }));
   }
 
   makeCrl(lifetimeMs: number): Promise<PublishedCrl> {

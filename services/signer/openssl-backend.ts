@@ -341,6 +341,7 @@ export class OpensslBackend implements SigningBackend {
     try {
       fs.writeFileSync(csrFile, pemEncode(input.csr, "CERTIFICATE REQUEST"), { mode: 0o600 });
       fs.writeFileSync(extFile, extensionFile({ policies: cfg.CA_OIDS, crlUrls: cfg.CRL_URLS, emails: input.emails }), { mode: 0o600 });
+      const started = performance.now();
       const r = await this.run([
         "ca", "-batch", "-config", cfg.OPENSSL_CA_CONF,
         ...this.keyArgs("-keyfile"),
@@ -351,6 +352,7 @@ export class OpensslBackend implements SigningBackend {
         "-startdate", formatTime(notBefore), "-enddate", formatTime(notAfter),
         "-extfile", extFile, "-extensions", EXT_SECTION,
       ]);
+      const signMs = performance.now() - started;
       if (r.exitCode !== 0) {
         const e = this.failure(r, "openssl ca could not sign the request");
         this.refreshQuietly();
@@ -369,7 +371,7 @@ export class OpensslBackend implements SigningBackend {
       if (entry.subject !== input.subject.slash) {
         this.c.log.warning("openssl ca wrote another subject than the profile's", { serial: entry.serialHex, expected: input.subject.slash, written: entry.subject });
       }
-      return { serialHex: entry.serialHex, certificateDer: der, notAfter: new Date(cert.validTo), subjectSlash: entry.subject };
+      return { serialHex: entry.serialHex, certificateDer: der, notAfter: new Date(cert.validTo), subjectSlash: entry.subject, signMs };
     } finally {
       for (const f of [csrFile, extFile, outFile]) fs.rmSync(f, { force: true });
     }

@@ -50,6 +50,8 @@ class Spool {
   private readonly clientUid: number;
   private readonly dn: DnTemplate;
   private readonly inFlight = new Set<string>();
+  /** Requests the kernel has not answered yet (it may still hold them in its queue for the token). */
+  private readonly awaitingKernel = new Set<string>();
   private readonly published = new Map<string, Published>();
   private readonly watcher: SpoolWatcher;
   /** scan() once at a time; a hint during a scan asks for one more */
@@ -85,10 +87,14 @@ class Spool {
       rescanMs: RESCAN_MS,
       onHint: () => this.kick(),
       onRescan: (eventsLost) => {
+        this.checkWithdrawals();
         if (eventsLost || ++this.rescans % REFUSAL_RESCAN_TICKS === 0) this.checkRefusals();
         this.kick();
       },
-      onMarker: (requestId) => this.checkRefusal(requestId),
+      onMarker: (requestId) => {
+        this.checkWithdrawal(requestId);
+        this.checkRefusal(requestId);
+      },
       onError: (err) => ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) }),
     });
   }
@@ -281,11 +287,14 @@ class Spool {
         Math.max(1, req.deadline + DELIVERY_GRACE_MS + KERNEL_ANSWER_SLACK_MS - Date.now()),
       );
       log.info("request forwarded", { requestId: id, username: req.username, keyBits: req.keyBits, proxyLifetime: req.proxyLifetime });
+      this.awaitingKernel.add(id);
       answer = await answering;
     } catch (err) {
       log.warning("no answer from the kernel", { requestId: id, error: describeError(err) });
       await this.deliverError(id, "request.no_answer", "the CA did not answer before the request's deadline");
       return;
+    } finally {
+      this.awaitingKernel.delete(id);
     }
     if (answer.type === "failure") {
       const f = answer.message;
@@ -371,6 +380,26 @@ class Spool {
     }
     void removeAbandoned(this.dir, id);
   }
+
+  /**
+   * A client that gave up while the kernel still has its request: told once, so that a request
+   * still queued for the token is dropped rather than signed (and then revoked as undelivered).
+   */
+  private checkWithdrawals(): void {
+    for (const id of this.awaitingKernel) this.checkWithdrawal(id);
+  }
+
+  private checkWithdrawal(id: string): void {
+    if (!this.awaitingKernel.has(id) || !hasAbandonedMarker(this.dir, id)) return;
+    this.awaitingKernel.delete(id);
+    try {
+      this.ctx.channel.send("withdrawn", { requestId: id });
+      this.ctx.log.info("request withdrawn: the client gave up while it waited", { requestId: id });
+    } catch {
+      // channel closed: the service is stopping
+    }
+  }
+
 
   /** The result is the client's now (the link won): the kernel stops holding it for revocation. */
   private delivered(requestId: string, serial: string): void {
