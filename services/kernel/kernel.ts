@@ -13,7 +13,8 @@ import type { ServiceName } from "../common/service-table.js";
 import { DELIVERY_GRACE_MS, MAX_REASON, MAX_USERNAME_BYTES, oneLine } from "../common/spool-protocol.js";
 import { NO_MATCHING_TOKEN } from "../common/token-match.js";
 import type { OperatorConsole } from "./console.js";
-import { crlAction, crlCheckIntervalMs } from "./crl-schedule.js";
+import { crlAction, crlCheckIntervalMs, crlCheckpointDue } from "./crl-schedule.js";
+import type { RevocationOrigin, TOKEN_AUDIT_EVENTS } from "../common/audit/trail.js";
 import { Handouts } from "./handouts.js";
 import { isPermitted } from "./policy.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
@@ -451,7 +452,7 @@ export class Kernel {
         this.counters.fenceRevoked++;
         const tokenGone = !this.token.present || this.token.serial !== this.trustedSerial || this.state !== "READY";
         this.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
-        await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence");
+        await this.revokeInDatabase(cert.serial, this.config.FENCE_REVOKE_REASON, "presence fence", "presence-fence");
         this.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
           serial: cert.serial,
         });
@@ -551,7 +552,7 @@ export class Kernel {
     this.scheduleStatus();
     this.log.warning("certificate not delivered to its client: revoking", { serial, reason: why });
     this.notify("undelivered-revoked", `certificate ${serial} was signed but did not reach its client (${why}); it is revoked`, { serial });
-    void this.revokeInDatabase(serial, this.config.UNDELIVERED_REVOKE_REASON, "not delivered");
+    void this.revokeInDatabase(serial, this.config.UNDELIVERED_REVOKE_REASON, "not delivered", "undelivered");
   }
 
   /**
@@ -635,7 +636,7 @@ export class Kernel {
       });
   }
 
-  private async revokeInDatabase(serial: string, reason: string, why: string): Promise<void> {
+  private async revokeInDatabase(serial: string, reason: string, why: string, origin: RevocationOrigin): Promise<void> {
     const signer = this.supervisor.channel("signer");
     if (!signer) {
       // never confirmed delivered: the signer's journal has it, and the signer revokes it when it starts
@@ -643,7 +644,7 @@ export class Kernel {
       return;
     }
     try {
-      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now() }] }, "revokeResults", SIGNER_TIMEOUT_MS);
+      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now(), origin }] }, "revokeResults", SIGNER_TIMEOUT_MS);
       const result = r.message.results[0];
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
       this.crlDirty = true;
@@ -676,7 +677,10 @@ export class Kernel {
     this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
-      if (before.present) this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+      if (before.present) {
+        this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+        this.auditToken("removed", before.serial, before.label, detail);
+      }
       this.tokenLost("token removed", "token-absent");
       return;
     }
@@ -686,17 +690,31 @@ export class Kernel {
         serial: ev.serial,
         expected: this.trustedSerial,
       });
+      this.auditToken("refused", ev.serial, ev.label, `expected serial ${this.trustedSerial}`);
       this.tokenLost("another token", "token-refused");
       return;
     }
     if (before.present && before.serial !== ev.serial && this.state === "READY") {
+      this.auditToken("replaced", ev.serial, ev.label, `token ${before.serial} replaced while READY`);
       this.tokenLost("token replaced", "token-refused");
       return;
     }
-    if (!before.present) this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+    if (!before.present) {
+      this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+      this.auditToken("inserted", ev.serial, ev.label, detail);
+    }
     if (this.state === "SUSPENDED") this.transition("token-present");
     this.considerPrompt();
     this.writeStatus();
+  }
+
+  /** The signer writes the audit trail: tell it what happened to the token (no reply expected). */
+  private auditToken(event: (typeof TOKEN_AUDIT_EVENTS)[number], serial: string, label: string, detail: string): void {
+    try {
+      this.supervisor.channel("signer")?.send("tokenAudit", { event, serial, label, detail: detail.slice(0, 300) });
+    } catch (err) {
+      this.log.warning("cannot tell the signer about a token event for the audit trail", { event, error: describeError(err) });
+    }
   }
 
   private tokenLost(why: string, event: KernelEvent): void {
@@ -876,7 +894,7 @@ export class Kernel {
       const q = await readRevokeQueue(dir, this.log);
       if (q.entries.length === 0) return 0;
       const revokedAt = Date.now();
-      const entries = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: revokedAt }));
+      const entries = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: revokedAt, origin: "revoke-queue" }));
       const r = await signer.request("revoke", { entries }, "revokeResults", SIGNER_TIMEOUT_MS);
       const done: string[] = [];
       const queued = new Set(entries.map((e) => e.queueFile));
@@ -954,12 +972,14 @@ export class Kernel {
       ready: this.state === "READY",
       now,
       nextUpdate: this.crl?.nextUpdate,
+      thisUpdate: this.crl?.thisUpdate,
+      checkpointIntervalMs: this.config.AUDIT_CHECKPOINT_INTERVAL,
       dirty: this.crlDirty,
       reissueBeforeMs: this.config.CRL_REISSUE_BEFORE,
       lastWarning: this.lastCrlWarning,
     });
     if (action === "make") {
-      await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
+      await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : crlCheckpointDue(now, this.crl.thisUpdate, this.config.AUDIT_CHECKPOINT_INTERVAL) ? "audit checkpoint (AUDIT_CHECKPOINT_INTERVAL)" : "scheduled re-issue");
     } else if (action === "warn" && this.crl) {
       this.lastCrlWarning = now;
       const hours = Math.max(0, Math.floor((this.crl.nextUpdate - now) / 3_600_000));

@@ -9,6 +9,7 @@ import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./ba
 import type { CaDatabase } from "./cadb.js";
 import { assembleCertificate, publicKeyMatches, type CaCertificate } from "./certificate.js";
 import type { CrlPublisher, PublishedCrl } from "./crl-publisher.js";
+import type { ChainHead } from "../common/audit/trail.js";
 import { mapPkcs11Error } from "./pkcs11-errors.js";
 import { CertificateTemplate } from "./profile.js";
 import { Token } from "./token.js";
@@ -161,7 +162,7 @@ export class NativeBackend implements SigningBackend {
       .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash }));
   }
 
-  makeCrl(lifetimeMs: number): Promise<PublishedCrl> {
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {
     try {
       const token = this.readyToken();
       const info = this.c.crls.publish(this.c.db, lifetimeMs, (tbs) => {
@@ -170,7 +171,7 @@ export class NativeBackend implements SigningBackend {
         } catch (err) {
           throw this.tokenFailure(err, "signing the CRL");
         }
-      });
+      }, checkpoint());
       return Promise.resolve(info);
     } catch (err) {
       return Promise.reject(err);
