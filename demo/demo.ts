@@ -3,8 +3,8 @@
 // A whole etoken-ca on this machine, everything under one throwaway directory: a SoftHSM2 token
 // with a fresh CA key and CA certificate, the service users, etoken-ca-server as root with its
 // console on a pseudo-terminal, a MyProxy server in CA mode on 127.0.0.1 whose
-// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL
-// and `etoken-ca status`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
+// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL,
+// `etoken-ca status` and `etoken-ca audit verify`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
 // same code paths as the test suite.
 //
 //   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE] [--log-file FILE]
@@ -338,6 +338,13 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
 
   step("6. etoken-ca status");
   show([path.join(ROOT, "bin/etoken-ca"), "status", "--config", inst.configPath], { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } });
+
+  step("7. The audit trail: each line chained to the one before, each CRL the token signs commits to its head");
+  const opEnv = { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } };
+  show([path.join(ROOT, "bin/etoken-ca"), "audit", "verify", "--config", inst.configPath], opEnv);
+  const serial = spawnSync("openssl", ["x509", "-in", certFile, "-noout", "-serial"], { encoding: "utf8" }).stdout.trim().replace(/^serial=/, "");
+  show([path.join(ROOT, "bin/etoken-ca"), "audit", "show", "--serial", serial, "--config", inst.configPath], opEnv);
+  show([path.join(ROOT, "bin/etoken-ca"), "check-db", "--config", inst.configPath], opEnv);
 
   if (KEEP) {
     step("Left running (--keep)");
