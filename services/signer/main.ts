@@ -106,7 +106,8 @@ function openAudit(c: ServiceContext["config"], db: CaDatabase): AuditLog {
   }
   const audit = AuditLog.open(c.AUDIT_LOG, { rotateBytes: c.AUDIT_ROTATE_SIZE > 0 ? c.AUDIT_ROTATE_SIZE : Number.POSITIVE_INFINITY });
   if (audit.isNew) {
-    audit.append("trail-begin", { indexLines: db.size, note: `the trail begins here; index.txt's first ${db.size} lines predate it` }, { sync: true });
+    const note = db.size ? `index.txt's first ${db.size} lines predate the trail` : "the trail begins with the CA database";
+    audit.append("trail-begin", { indexLines: db.size, note }, { sync: true });
   }
   return audit;
 }
