@@ -8,11 +8,11 @@ import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
-import { pemDecode } from "../services/common/pem.js";
-import { parseCsr } from "../services/spool/csr.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../services/common/dn.js";
+import { pemDecode } from "../services/common/x509/pem.js";
+import { parseCsr } from "../services/common/x509/csr.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../services/common/x509/dn.js";
 import { CertificateTemplate } from "../services/signer/profile.js";
-import { loadCaCertificate } from "../services/signer/certificate.js";
+import { loadCaCertificate } from "../services/common/x509/certificate.js";
 import { buildTbsCrl, type CrlEntry } from "../services/signer/crl.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-bench-build-"));

@@ -8,8 +8,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CaDatabase } from "../services/signer/cadb.js";
-import { serialToHex } from "../services/signer/index-format.js";
-import { findSerialLine } from "../services/signer/index-reader.js";
+import { serialToHex } from "../services/common/ca-dir/index-format.js";
+import { findSerialLine } from "../services/common/ca-dir/index-reader.js";
 
 const base = fs.mkdtempSync(path.join(process.argv[2] ?? os.tmpdir(), "etca-bench-cadb-"));
 // CPU time next to wall time: on a loaded machine wall-clock figures mislead.

@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { VERSION as CLIENT_VERSION } from "../services/common/cli.js";
 import { configPathFromArgs, loadConfig } from "../services/common/config.js";
-import { compileDnFormat } from "../services/common/dn.js";
+import { compileDnFormat } from "../services/common/x509/dn.js";
 import {
   abandonedName,
   certificateMismatch,

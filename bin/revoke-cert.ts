@@ -18,8 +18,8 @@ import { SecurityError, UsageError } from "../services/common/errors.js";
 import { requireRoot } from "../services/common/identity.js";
 import { canonicalReason, isRevocationReason, reasonProblem, REVOCATION_REASONS, type RevocationReason } from "../services/common/reasons.js";
 import { safeReadFile } from "../services/common/safe-open.js";
-import { INDEX } from "../services/signer/index-format.js";
-import { findSerialLine } from "../services/signer/index-reader.js";
+import { INDEX } from "../services/common/ca-dir/index-format.js";
+import { findSerialLine } from "../services/common/ca-dir/index-reader.js";
 import {
   formatRevokeEntry,
   MAX_REVOKE_BYTES,

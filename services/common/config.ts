@@ -3,7 +3,7 @@ import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
 import { BACKDATE_SECONDS, CONFIG_SCHEMA, RETIRED_KEYS, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
-import { compileDnFormat, parseUsernameRdnTypes } from "./dn.js";
+import { compileDnFormat, parseUsernameRdnTypes } from "./x509/dn.js";
 import { isRevocationReason, reasonProblem } from "./reasons.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/sysconfig/etoken-ca";

@@ -34,10 +34,10 @@
 // REVOKE_DIR (root 0700): rev.<ms>.<random> queue entries, root-owned 0600, written by
 // revoke-cert (tmp + fsync + rename), read and, once applied, deleted by the kernel (root) itself.
 // No service can reach it; it must not lie inside SPOOL_DIR or any tree CLIENT_USER can write.
-import { buildSubject, parseName, splitUsername, type DnTemplate, type SplitUsername } from "./dn.js";
-import { children, contextTag, parseDer, TAG } from "./der.js";
+import { buildSubject, parseName, splitUsername, type DnTemplate, type SplitUsername } from "./x509/dn.js";
+import { children, contextTag, parseDer, TAG } from "./x509/der.js";
 import { RequestError } from "./errors.js";
-import { pemDecode } from "./pem.js";
+import { pemDecode } from "./x509/pem.js";
 import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
 
 export const SPOOL_FORMAT_VERSION = 1;

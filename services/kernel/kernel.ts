@@ -11,7 +11,7 @@ import { droppedLogWrites, type Logger } from "../common/log.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 import type { ServiceName } from "../common/service-table.js";
 import { DELIVERY_GRACE_MS, MAX_REASON, MAX_USERNAME_BYTES, oneLine } from "../common/spool-protocol.js";
-import { NO_MATCHING_TOKEN } from "../common/token-match.js";
+import { NO_MATCHING_TOKEN } from "../common/pkcs11/token-match.js";
 import type { OperatorConsole } from "./console.js";
 import { crlAction, crlCheckIntervalMs, crlCheckpointDue } from "./crl-schedule.js";
 import type { RevocationOrigin, TOKEN_AUDIT_EVENTS } from "../common/audit/trail.js";

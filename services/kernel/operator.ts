@@ -124,7 +124,7 @@ async function status(argv: string[]): Promise<number> {
 async function checkDb(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { config: "value" }, USAGE);
   const config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
-  const { checkDatabase } = await import("../signer/check-db.js");
+  const { checkDatabase } = await import("../common/ca-dir/check-db.js");
   const report = checkDatabase(config.CA_DIR, config.AUDIT_LOG);
   for (const p of report.problems) process.stdout.write(`${p}\n`);
   const n = report.counts;

@@ -17,7 +17,7 @@ import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import { describeKeyRef, describeNoMatch, keyMatches, slotIdOf } from "../common/token-match.js";
+import { describeKeyRef, describeNoMatch, keyMatches, slotIdOf } from "../common/pkcs11/token-match.js";
 import type { SourceState, TokenSource } from "./source.js";
 
 /** CKF_* token flags -> proto PinFlag bits. */

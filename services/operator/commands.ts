@@ -28,7 +28,7 @@ export async function trustFilesCommand(argv: string[]): Promise<number> {
   }, TRUST_FILES_USAGE);
   if (!o.out) throw new UsageError(`--out DIR is required\n${TRUST_FILES_USAGE}`);
   const config = loadConfig(o.config ?? DEFAULT_CONFIG_FILE);
-  const { loadCaCertificate } = await import("../signer/certificate.js");
+  const { loadCaCertificate } = await import("../common/x509/certificate.js");
   const ca = loadCaCertificate(fs.readFileSync(config.CA_CERT), config.CA_CERT);
   const t = buildTrustFiles(ca, config.DN_FORMAT, config.CRL_URLS, { alias: o.alias, url: o.url, email: o.email, status: o.status });
   writeTrustFiles(o.out, t);

@@ -4,11 +4,11 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { TAG, oid, seq, set, tlv } from "../common/der.js";
+import { TAG, oid, seq, set, tlv } from "../common/x509/der.js";
 import { ConfigError } from "../common/errors.js";
-import { pemEncode } from "../common/pem.js";
-import type { CaCertificate } from "../signer/certificate.js";
-import { compileDnFormat, parseName } from "../common/dn.js";
+import { pemEncode } from "../common/x509/pem.js";
+import type { CaCertificate } from "../common/x509/certificate.js";
+import { compileDnFormat, parseName } from "../common/x509/dn.js";
 
 /** IGTF .info fields the operator must supply; `@NAME@` placeholders are written for the missing. */
 export const INFO_FIELDS_TO_FILL = ["alias", "url", "email", "status"] as const;

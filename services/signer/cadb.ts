@@ -51,9 +51,9 @@ import { normalizeSerial } from "../common/spool-protocol.js";
 import {
   CRLNUMBER, INDEX, INDEX_ATTR, NEWCERTS, SERIAL, formatTime, lineToEntry, revokedEntryOf, scanIndex, serialFieldIs, serialToHex,
   type IndexEntry, type RevokedEntry,
-} from "./index-format.js";
+} from "../common/ca-dir/index-format.js";
 import { IndexLines } from "./index-lines.js";
-import { ioError, readLinePieces } from "./index-reader.js";
+import { ioError, readLinePieces } from "../common/ca-dir/index-reader.js";
 
 /** The `serial` file is rewritten at most this often (see scheduleSerialFile). */
 const SERIAL_FILE_DELAY_MS = 1000;

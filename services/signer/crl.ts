@@ -11,9 +11,9 @@
 import {
   TAG, bitString, contextTag, enumerated, explicit, headerSize, integer, octetString, oid, seq, timeSize, tlv,
   writeHeader, writeTime,
-} from "../common/der.js";
+} from "../common/x509/der.js";
 import { DatabaseError } from "../common/errors.js";
-import { SHA256_WITH_RSA_ALG_ID } from "./certificate.js";
+import { SHA256_WITH_RSA_ALG_ID } from "../common/x509/certificate.js";
 
 export interface CrlEntry {
   /** serial number in hex (index.txt form; case and leading zeros do not matter) */

@@ -22,7 +22,7 @@ import * as path from "node:path";
 import { writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
 import type { CaDatabase } from "./cadb.js";
-import { ioError } from "./index-reader.js";
+import { ioError } from "../common/ca-dir/index-reader.js";
 
 export const DELIVERY_JOURNAL = "delivery.journal";
 /** Confirmations between compactions. */

@@ -6,7 +6,7 @@ import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import { describeError } from "../common/errors.js";
 import { configFromEnvironment } from "../common/service.js";
-import { describeKeyRef } from "../common/token-match.js";
+import { describeKeyRef } from "../common/pkcs11/token-match.js";
 import { Token } from "./token.js";
 
 function stripZeros(b: Buffer): Buffer {

@@ -12,16 +12,16 @@ import { fatal, runService, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../common/dn.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../common/x509/dn.js";
 import { clampLifetime } from "./profile.js";
-import { loadCaCertificate } from "./certificate.js";
+import { loadCaCertificate } from "../common/x509/certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
 import { NativeBackend } from "./native-backend.js";
 import { provenPublicKey } from "./possession.js";
 import { AuditLog } from "./audit-log.js";
 import { REVOCATION_ORIGINS, TOKEN_AUDIT_EVENTS, type ChainHead } from "../common/audit/trail.js";
 import { oneLine } from "../common/spool-protocol.js";
-import { INDEX } from "./index-format.js";
+import { INDEX } from "../common/ca-dir/index-format.js";
 
 interface SignerState {
   backend: SigningBackend;

@@ -7,10 +7,10 @@ import type { Logger } from "../common/log.js";
 import { PinFlag } from "../../proto/wire.js";
 import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./backend.js";
 import type { CaDatabase } from "./cadb.js";
-import { assembleCertificate, publicKeyMatches, type CaCertificate } from "./certificate.js";
+import { assembleCertificate, publicKeyMatches, type CaCertificate } from "../common/x509/certificate.js";
 import type { CrlPublisher, PublishedCrl } from "./crl-publisher.js";
 import type { ChainHead } from "../common/audit/trail.js";
-import { mapPkcs11Error } from "./pkcs11-errors.js";
+import { mapPkcs11Error } from "../common/pkcs11/ckr.js";
 import { CertificateTemplate } from "./profile.js";
 import { Token } from "./token.js";
 

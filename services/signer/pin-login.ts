@@ -29,7 +29,7 @@ export function loadPinLogin(): void {
 /**
  * C_Login(session, userType, pin) through the module at `modulePath`, which pkcs11js must have
  * loaded in this process. A CK_RV other than CKR_OK is thrown as { code: CK_RV }, which
- * pkcs11-errors.ts maps like pkcs11js' own errors.
+ * common/pkcs11/ckr.ts maps like pkcs11js' own errors.
  */
 export function loginWithBuffer(modulePath: string, session: Buffer, userType: number, pin: Buffer): void {
   loadPinLogin();

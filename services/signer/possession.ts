@@ -3,7 +3,7 @@
 // (IssueRequest.csr); its self-signature must verify, its key must be the key to certify, and
 // that key must not be the CA's own.
 import { RequestError } from "../common/errors.js";
-import { parseCsr } from "../spool/csr.js";
+import { parseCsr } from "../common/x509/csr.js";
 
 /** Returns the key to certify (the CSR's canonical SubjectPublicKeyInfo); a RequestError otherwise. */
 export function provenPublicKey(csr: Uint8Array | null | undefined, publicKey: Uint8Array, caSpki: Buffer, minKeyBits: number): Buffer {

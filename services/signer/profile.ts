@@ -20,10 +20,10 @@ import crypto from "node:crypto";
 import {
   TAG, bitString, boolean, contextTag, explicit, headerSize, integer, isIa5, oid, octetString, seq, timeSize, tlv,
   writeHeader, writeTime, type ErrorFactory,
-} from "../common/der.js";
+} from "../common/x509/der.js";
 import { BACKDATE_SECONDS } from "../common/config-schema.js";
 import { ConfigError, RequestError } from "../common/errors.js";
-import { SHA256_WITH_RSA_ALG_ID, subjectPublicKeyBits, type CaCertificate } from "./certificate.js";
+import { SHA256_WITH_RSA_ALG_ID, subjectPublicKeyBits, type CaCertificate } from "../common/x509/certificate.js";
 
 /**
  * Certificate lifetime in seconds from the issuing time: the smallest of the requested lifetime

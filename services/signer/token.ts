@@ -6,15 +6,15 @@
 // of the same loaded module, on pkcs11js' session, reading the caller's Buffer in place. The
 // caller zeroes its Buffer; no other copy of the PIN is made in this process.
 //
-// Slots: which token KEY means is decided by common/token-match.ts, as in the monitor.
+// Slots: which token KEY means is decided by common/pkcs11/token-match.ts, as in the monitor.
 // KeyRef.slot is an index into the list of slots holding an *initialised* token (SoftHSM
 // always shows one extra empty "free" slot, which is skipped); KeyRef.slotId is PKCS#11's
 // CK_SLOT_ID. TokenInfo.slot is that index, TokenInfo.slotId the CK_SLOT_ID.
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
-import { describeKeyRef, keyMatches, slotIdOf } from "../common/token-match.js";
-import { CKR, ckrName, mapPkcs11Error } from "./pkcs11-errors.js";
+import { describeKeyRef, keyMatches, slotIdOf } from "../common/pkcs11/token-match.js";
+import { CKR, ckrName, mapPkcs11Error } from "../common/pkcs11/ckr.js";
 import { loadPinLogin, loginWithBuffer } from "./pin-login.js";
 
 export interface TokenInfo {

@@ -10,7 +10,7 @@ import { ConfigError, describeError, errorCode, RequestError } from "../common/e
 import { lookupUser } from "../common/identity.js";
 import { fatal, runService, type ServiceContext } from "../common/service.js";
 import { abandonedName, DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
-import { compileDnFormat, type DnTemplate } from "../common/dn.js";
+import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";

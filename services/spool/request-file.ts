@@ -4,7 +4,7 @@
 // to the client.
 import { RequestError } from "../common/errors.js";
 import { safeReadFile, SafeOpenError } from "../common/safe-open.js";
-import type { DnTemplate } from "../common/dn.js";
+import type { DnTemplate } from "../common/x509/dn.js";
 import {
   checkUsername,
   DEADLINE_SLACK_MS,
@@ -17,7 +17,7 @@ import {
   usernameProblem,
   type RequestFile,
 } from "../common/spool-protocol.js";
-import { parseCsr } from "./csr.js";
+import { parseCsr } from "../common/x509/csr.js";
 
 export interface RequestPolicy {
   /** Unix time in ms. */

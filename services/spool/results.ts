@@ -5,7 +5,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { pemEncode } from "../common/pem.js";
+import { pemEncode } from "../common/x509/pem.js";
 import {
   abandonedName,
   formatErrorResult,

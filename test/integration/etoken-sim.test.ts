@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import pkcs11js from "pkcs11js";
-import { slotIdOf } from "../../services/common/token-match.js";
+import { slotIdOf } from "../../services/common/pkcs11/token-match.js";
 import { ETOKEN_SIM_LIBRARY, simOf } from "../fixtures/etoken-sim.js";
 import { createSoftToken, SOFTHSM_MODULE } from "../fixtures/softhsm.js";
 

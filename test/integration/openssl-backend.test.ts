@@ -12,9 +12,9 @@ import { calloutInput, certField, certText, makeCsr, openssl, verifyCert } from 
 import { findInMemory } from "../fixtures/memory.js";
 import { recordingOpenssl, useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { extensionFile, subjArgument } from "../../services/signer/openssl-backend.js";
-import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
-import { bitString, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/der.js";
-import { pemEncode } from "../../services/common/pem.js";
+import { buildSubject, compileDnFormat } from "../../services/common/x509/dn.js";
+import { bitString, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/x509/der.js";
+import { pemEncode } from "../../services/common/x509/pem.js";
 
 const PIN = "pin-5e1f0a77";
 const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d" } });

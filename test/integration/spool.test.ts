@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import t, { type Test } from "tap";
 import type { Frame } from "../../proto/wire.js";
-import { pemEncode } from "../../services/common/pem.js";
+import { pemEncode } from "../../services/common/x509/pem.js";
 import { DELIVERY_GRACE_MS, formatRequestFile, MAX_REQUEST_BYTES, MAX_USERNAME_BYTES } from "../../services/common/spool-protocol.js";
 import { dirContents, makeCsr, myproxyInput, runClient, SpoolHarness } from "../fixtures/spool-harness.js";
 

@@ -8,7 +8,7 @@ import { parseKeySpec } from "../../services/common/config.js";
 import type { KeyRef } from "../../services/common/config-schema.js";
 import { TokenError } from "../../services/common/errors.js";
 import { Token } from "../../services/signer/token.js";
-import { mapPkcs11Error } from "../../services/signer/pkcs11-errors.js";
+import { mapPkcs11Error } from "../../services/common/pkcs11/ckr.js";
 import { addKey, createSoftToken, reinsertToken, removeToken, replaceToken, slotIdOfToken, type SoftToken } from "../fixtures/softhsm.js";
 import { maybeSimOf } from "../fixtures/etoken-sim.js";
 import { thrown } from "../fixtures/thrown.js";

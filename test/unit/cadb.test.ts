@@ -7,9 +7,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { DatabaseError } from "../../services/common/errors.js";
 import { CaDatabase } from "../../services/signer/cadb.js";
-import { formatTime, parseTime } from "../../services/signer/index-format.js";
-import { checkDatabase } from "../../services/signer/check-db.js";
-import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
+import { formatTime, parseTime } from "../../services/common/ca-dir/index-format.js";
+import { checkDatabase } from "../../services/common/ca-dir/check-db.js";
+import { buildSubject, compileDnFormat } from "../../services/common/x509/dn.js";
 import { thrown } from "../fixtures/thrown.js";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-cadb-"));

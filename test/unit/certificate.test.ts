@@ -6,11 +6,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync, spawnSync } from "node:child_process";
-import { pemDecode, pemEncode } from "../../services/common/pem.js";
-import { parseCsr } from "../../services/spool/csr.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../../services/common/dn.js";
+import { pemDecode, pemEncode } from "../../services/common/x509/pem.js";
+import { parseCsr } from "../../services/common/x509/csr.js";
+import { buildSubject, compileDnFormat, splitUsername } from "../../services/common/x509/dn.js";
 import { CertificateTemplate, clampLifetime } from "../../services/signer/profile.js";
-import { assembleCertificate, loadCaCertificate, publicKeyMatches } from "../../services/signer/certificate.js";
+import { assembleCertificate, loadCaCertificate, publicKeyMatches } from "../../services/common/x509/certificate.js";
 import { ConfigError, RequestError } from "../../services/common/errors.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-cert-"));

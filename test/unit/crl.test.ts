@@ -5,11 +5,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync, spawnSync } from "node:child_process";
-import { pemEncode } from "../../services/common/pem.js";
+import { pemEncode } from "../../services/common/x509/pem.js";
 import { assembleCrl, buildTbsCrl, type CrlEntry } from "../../services/signer/crl.js";
 import { CertificateTemplate } from "../../services/signer/profile.js";
-import { assembleCertificate, loadCaCertificate } from "../../services/signer/certificate.js";
-import { buildSubject, compileDnFormat } from "../../services/common/dn.js";
+import { assembleCertificate, loadCaCertificate } from "../../services/common/x509/certificate.js";
+import { buildSubject, compileDnFormat } from "../../services/common/x509/dn.js";
 import { DatabaseError } from "../../services/common/errors.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-crl-"));

@@ -5,9 +5,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
-import { pemDecode, pemEncode } from "../../services/common/pem.js";
-import { bitString, contextTag, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/der.js";
-import { checkRsaPublicKey, parseCsr } from "../../services/spool/csr.js";
+import { pemDecode, pemEncode } from "../../services/common/x509/pem.js";
+import { bitString, contextTag, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/x509/der.js";
+import { checkRsaPublicKey, parseCsr } from "../../services/common/x509/csr.js";
 import { RequestError } from "../../services/common/errors.js";
 import { thrown } from "../fixtures/thrown.js";
 

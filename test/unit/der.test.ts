@@ -8,8 +8,8 @@ import {
   DerSequence, TAG, bitString, boolean, children, decodeBoolean, decodeOid, decodeTime, decodeUnsigned, explicit, ia5String,
   implicit, integer, MAX_OID_ARC_BYTES, MAX_OID_BYTES, nul, octetString, oid, parseDer, printableString, seq, set, time, tlv,
   utf8String, walk,
-} from "../../services/common/der.js";
-import { pemDecode, pemEncode } from "../../services/common/pem.js";
+} from "../../services/common/x509/der.js";
+import { pemDecode, pemEncode } from "../../services/common/x509/pem.js";
 import { RequestError } from "../../services/common/errors.js";
 import { thrown } from "../fixtures/thrown.js";
 

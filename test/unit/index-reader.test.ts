@@ -7,7 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { DatabaseError } from "../../services/common/errors.js";
 import { CaDatabase } from "../../services/signer/cadb.js";
-import { findSerialLine, PIECE_BYTES, readLinePieces } from "../../services/signer/index-reader.js";
+import { findSerialLine, PIECE_BYTES, readLinePieces } from "../../services/common/ca-dir/index-reader.js";
 import { thrown } from "../fixtures/thrown.js";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-index-reader-"));

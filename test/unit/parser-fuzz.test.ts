@@ -15,11 +15,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { children, integer, nul, oid, parseDer, seq, set, TAG, tlv, walk, bitString, contextTag, octetString, boolean, type Tlv } from "../../services/common/der.js";
+import { children, integer, nul, oid, parseDer, seq, set, TAG, tlv, walk, bitString, contextTag, octetString, boolean, type Tlv } from "../../services/common/x509/der.js";
 import { RequestError } from "../../services/common/errors.js";
-import { pemDecode } from "../../services/common/pem.js";
-import { parseName } from "../../services/common/dn.js";
-import { parseCsr } from "../../services/spool/csr.js";
+import { pemDecode } from "../../services/common/x509/pem.js";
+import { parseName } from "../../services/common/x509/dn.js";
+import { parseCsr } from "../../services/common/x509/csr.js";
 import { ROOT } from "../fixtures/server.js";
 
 const SEEDS = [0x5eed0001, 0x5eed0002, 0x5eed0003, 0x5eed0004];

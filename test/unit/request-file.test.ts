@@ -20,7 +20,7 @@ import {
   SPOOL_FILE,
 } from "../../services/common/spool-protocol.js";
 import { checkCsr, checkDeadline, parseRequestFile } from "../../services/spool/request-file.js";
-import { compileDnFormat } from "../../services/common/dn.js";
+import { compileDnFormat } from "../../services/common/x509/dn.js";
 import { thrown } from "../fixtures/thrown.js";
 
 const CSR = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\nBBBB\n-----END CERTIFICATE REQUEST-----\n";

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { loadCaCertificate } from "../../services/signer/certificate.js";
+import { loadCaCertificate } from "../../services/common/x509/certificate.js";
 import { buildTrustFiles, subjectHash, subjectHashOld, writeTrustFiles } from "../../services/operator/trust-files.js";
 import { ConfigError } from "../../services/common/errors.js";
 import { mustOpenssl } from "../fixtures/pki.js";

@@ -12,7 +12,7 @@
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import {
   DerSequence, TAG, children, contextTag, decodeOid, decodeSmallInt, decodeUnsigned, expectTag, integer, octetString, oid, parseDer, seq,
-} from "../der.js";
+} from "../x509/der.js";
 import type { ChainHead } from "./trail.js";
 
 export const AUDIT_CHECKPOINT_UUID = "f2973299-abc9-4d74-95b1-66bf7eecf5c8";

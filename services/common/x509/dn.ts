@@ -21,11 +21,11 @@
 // `openssl ca` writes): short names, `\/` and `\+` inside values, `\xHH` for every byte
 // outside printable ASCII (UTF-8 is shown byte by byte).
 
-import { ConfigError, RequestError } from "./errors.js";
+import { ConfigError, RequestError } from "../errors.js";
 import {
   DerSequence, TAG, children, decodeOid, isIa5, isPrintable, oid, parseDer, seq, set, tlv, type ErrorFactory,
 } from "./der.js";
-import { MAX_USERNAME_BYTES } from "./spool-protocol.js";
+import { MAX_USERNAME_BYTES } from "../spool-protocol.js";
 
 type Encoding = "directory" | "printable" | "ia5" | "country";
 

@@ -15,8 +15,8 @@ import crypto from "node:crypto";
 import {
   DerSequence, TAG, bitString, contextTag, decodeOctetAlignedBitString, decodeOid, decodeSmallInt, decodeUnsigned,
   integer, nul, oid, parseDer, readTlv, seq, walk, type ErrorFactory, type Tlv,
-} from "../common/der.js";
-import { RequestError } from "../common/errors.js";
+} from "./der.js";
+import { RequestError } from "../errors.js";
 
 export interface CsrPolicy {
   minKeyBits: number;

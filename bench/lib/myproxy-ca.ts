@@ -3,7 +3,7 @@
 // own softhsm2.conf. The server itself is test/fixtures/myproxy.ts's startMyProxy with caLines.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { SoftToken } from "../test/fixtures/softhsm.js";
+import type { SoftToken } from "../../test/fixtures/softhsm.js";
 
 /**
  * A byte copy of `token`'s SoftHSM token directory under `dir` (same serial, key and PIN),

@@ -1,7 +1,7 @@
 // Which token KEY designates, for the signer (which logs in to it) and the monitor (which
 // watches it): one rule, so that both always mean the same token. The candidates are the slots
 // holding an initialised token, in the module's order (SoftHSM's spare empty slot is not one).
-import type { KeyRef } from "./config-schema.js";
+import type { KeyRef } from "../config-schema.js";
 
 export interface SlotCandidate {
   /** position among the initialised tokens: what KEY=SLOT:ID counts (0 = the first) */

@@ -3,7 +3,7 @@
 // puts a dump before it), but exactly one BEGIN/END pair must be present, with the expected
 // label, and nothing but base64 between them.
 
-import { RequestError } from "./errors.js";
+import { RequestError } from "../errors.js";
 
 /** Builds the error for a refused input; defaults to RequestError (client input). */
 export type PemErrorFactory = (message: string) => Error;

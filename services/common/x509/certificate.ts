@@ -7,10 +7,10 @@ import crypto from "node:crypto";
 import {
   DerSequence, TAG, bitString, contextTag, decodeBoolean, decodeOctetAlignedBitString, decodeOid, decodeTime,
   nul, oid, parseDer, readTlv, seq, tlv, type ErrorFactory,
-} from "../common/der.js";
-import { ConfigError } from "../common/errors.js";
-import { pemDecode } from "../common/pem.js";
-import { nameToSlash } from "../common/dn.js";
+} from "./der.js";
+import { ConfigError } from "../errors.js";
+import { pemDecode } from "./pem.js";
+import { nameToSlash } from "./dn.js";
 
 export interface CaCertificate {
   der: Buffer;

@@ -1,7 +1,7 @@
 // PKCS#11 return values -> TokenError with a message an operator can act on.
 // pkcs11js throws Pkcs11Error (message = "CKR_NAME", .code = the CK_RV number, .method = the
 // C_ function) for Cryptoki errors, and NativeError / TypeError for everything else.
-import { TokenError } from "../common/errors.js";
+import { TokenError } from "../errors.js";
 
 interface MappedCkr {
   /** TokenError code suffix: the error's code is "token.<code>" */

@@ -2,7 +2,7 @@
 // never in memory at once), and finding the one line of a serial by searching the bytes for it
 // (revoke-cert's lookup), which checks that line alone.
 import * as fs from "node:fs";
-import { DatabaseError } from "../common/errors.js";
+import { DatabaseError } from "../errors.js";
 import { lineToEntry, scanIndex, serialFieldIs, type IndexEntry } from "./index-format.js";
 
 /** index.txt is read in pieces of this size (whole lines; a longer line is carried over). */

@@ -1,8 +1,8 @@
 // index.txt as `openssl ca` writes it: the files of its directory, the fields of a line,
 // serials and times in its notation, and a strict scanner that reports each bad line with its
 // number and what was expected. No state and no I/O: cadb.ts and check-db.ts read the files.
-import { DatabaseError } from "../common/errors.js";
-import { INDEX_ONLY_REASONS, REVOCATION_REASONS } from "../common/reasons.js";
+import { DatabaseError } from "../errors.js";
+import { INDEX_ONLY_REASONS, REVOCATION_REASONS } from "../reasons.js";
 
 export type IndexStatus = "V" | "R" | "E";
 

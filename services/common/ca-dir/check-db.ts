@@ -2,13 +2,13 @@
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { nameToSlash } from "../common/dn.js";
-import { normalizeSerial } from "../common/spool-protocol.js";
-import { certificateSubjectDer } from "./certificate.js";
+import { nameToSlash } from "../x509/dn.js";
+import { normalizeSerial } from "../spool-protocol.js";
+import { certificateSubjectDer } from "../x509/certificate.js";
 import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
 import { countLineEnds } from "./index-reader.js";
-import { crossCheck, trailFacts } from "../common/audit/cross-check.js";
-import { readTrail, trailFiles } from "../common/audit/trail.js";
+import { crossCheck, trailFacts } from "../audit/cross-check.js";
+import { readTrail, trailFiles } from "../audit/trail.js";
 
 export interface CheckCounts {
   lines: number;

@@ -1,0 +1,76 @@
+// One installation per section: created, brought up to READY (the PIN typed on its console),
+// measured with sequential requests, stopped and removed.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { makeCsr } from "../../test/fixtures/pki.js";
+import { createInstallation, startServer, countPrompts, typePin, waitForState, type Installation, type RunningServer } from "../../test/fixtures/server.js";
+import { SpoolDriver } from "./spool-driver.js";
+
+// ---------------------------------------------------------------------------------------------
+// installations
+
+export interface Running {
+  inst: Installation;
+  server: RunningServer;
+  driver: SpoolDriver;
+  csrPem: string;
+}
+
+/** Starts the kernel of an installation and types the PIN; resolves when READY. */
+export async function bringUp(inst: Installation): Promise<RunningServer> {
+  fs.rmSync(inst.config.STATUS_FILE, { force: true }); // no stale state from an earlier run
+  const server = startServer(inst);
+  try {
+    await waitForState(inst, "NEED_PIN", 120_000);
+    await typePin(inst, inst.token.userPin, countPrompts(inst) + (inst.consoleText().endsWith(": ") ? 0 : 1));
+    await waitForState(inst, "READY", 120_000);
+  } catch (err) {
+    const tail = server.logs().slice(-6).join(" / ").slice(0, 1500);
+    await server.stop();
+    throw new Error(`${(err as Error).message}; server log: ${tail}`);
+  }
+  return server;
+}
+
+export async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void): Promise<Running> {
+  const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...extra } });
+  prepare?.(inst);
+  let server: RunningServer;
+  try {
+    server = await bringUp(inst);
+  } catch (err) {
+    inst.cleanup();
+    throw err;
+  }
+  const work = path.join(inst.dir, "work");
+  fs.mkdirSync(work, { mode: 0o755 });
+  const { csrPem } = makeCsr(work, "bench");
+  return { inst, server, driver: new SpoolDriver(inst), csrPem };
+}
+export async function stop(r: Running): Promise<void> {
+  r.driver.close();
+  await r.server.stop();
+  r.inst.cleanup();
+}
+
+/** Sequential requests; returns link->result and write->result samples (ms) and the ids. */
+export async function sequential(r: Running, n: number, warm = 10): Promise<{ lat: number[]; full: number[]; bad: number; ids: string[]; firstText: string }> {
+  for (let i = 0; i < warm; i++) await r.driver.issue(`warm ${i}`, r.csrPem);
+  const lat: number[] = [];
+  const full: number[] = [];
+  const ids: string[] = [];
+  let bad = 0;
+  let firstText = "";
+  for (let i = 0; i < n; i++) {
+    const x = await r.driver.issue(`seq ${i} email=u${i}@example.org`, r.csrPem);
+    if (!x.ok) {
+      bad++;
+      firstText ||= x.text;
+      continue;
+    }
+    lat.push(x.done - x.linked);
+    full.push(x.done - x.t0);
+    ids.push(x.id);
+  }
+  return { lat, full, bad, ids, firstText };
+}

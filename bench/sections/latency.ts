@@ -1,0 +1,67 @@
+import { N_LAT } from "../lib/options.js";
+import type { Section } from "./section.js";
+import { fig, note } from "../lib/report.js";
+import { q, ms } from "../lib/stats.js";
+import { start, stop, sequential } from "../lib/installation.js";
+import { rssOf, cpuOf, cpuPerCert } from "../lib/processes.js";
+import { measured } from "../lib/measured.js";
+
+/** Per-stage mean from the services' JSON log lines (ms timestamps). */
+function stages(logs: string[], ids: Set<string>): string | undefined {
+  const at = new Map<string, Record<string, number>>();
+  let signerIssued: number[] = [];
+  for (const line of logs) {
+    let j: Record<string, unknown>;
+    try {
+      j = JSON.parse(line.slice(line.indexOf("{")));
+    } catch {
+      continue;
+    }
+    const t = Date.parse(String(j["time"] ?? j["ts"] ?? j["timestamp"] ?? ""));
+    if (!Number.isFinite(t)) continue;
+    const id = String(j["requestId"] ?? "");
+    const msg = String(j["msg"] ?? j["message"] ?? "");
+    if (msg === "issued" && !id) signerIssued.push(t);
+    if (!ids.has(id)) continue;
+    const rec = at.get(id) ?? {};
+    rec[msg] = t;
+    at.set(id, rec);
+  }
+  const d: Record<string, number[]> = { pickup: [], sign: [], deliver: [] };
+  const fwd = [...at.values()].filter((r) => r["request forwarded"] && r["certificate delivered"]).sort((a, b) => a["request forwarded"]! - b["request forwarded"]!);
+  signerIssued = signerIssued.sort((a, b) => a - b);
+  for (const r of fwd) {
+    const f = r["request forwarded"]!;
+    const issued = signerIssued.find((t) => t >= f);
+    const del = r["certificate delivered"]!;
+    if (issued === undefined || issued > del) continue;
+    d.sign!.push(issued - f);
+    d.deliver!.push(del - issued);
+  }
+  if (!d.sign!.length) return undefined;
+  const mean = (xs: number[]): string => (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(2);
+  return `spool forwarded -> signer issued ${mean(d.sign!)} ms, signer issued -> spool delivered ${mean(d.deliver!)} ms (means of ms log stamps, n=${d.sign!.length})`;
+}
+
+async function secLatency(): Promise<void> {
+  console.log(`[latency] request file -> result file, ${N_LAT} sequential requests, empty database`);
+  const r = await start("etca-bench-lat");
+  try {
+    await sequential(r, 0, 10);
+    const c0 = cpuOf(r.server.pid);
+    const s = await sequential(r, N_LAT, 0);
+    note(`CPU ms per certificate during (b) (utime+stime, 10 ms ticks): ${cpuPerCert(c0, cpuOf(r.server.pid), N_LAT)}`);
+    if (s.bad) note(`latency: ${s.bad} requests failed, e.g. ${s.firstText.trim().slice(0, 160)}`);
+    measured.b50 = q(s.lat, 0.5);
+    fig("(b)", "server-side: symlink made -> result file seen", `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`, "p50 <= 3 ms", q(s.lat, 0.5) <= 3);
+    fig("(b')", "incl. writing the request file", `p50 ${ms(q(s.full, 0.5))} p99 ${ms(q(s.full, 0.99))}`);
+    const br = stages(r.server.logs(), new Set(s.ids));
+    if (br) note(`breakdown: ${br}`);
+    const rss = rssOf(r.server.pid);
+    fig("rss", "peak RSS (VmHWM) after the latency run, MiB", `${rss.total.toFixed(0)} (${rss.rows.join(", ")})`, "< 300 MiB", rss.total < 300);
+  } finally {
+    await stop(r);
+  }
+}
+
+export const section: Section = { name: "latency", title: "(b) request file -> result file, p50/p99, sequential; per-stage breakdown from the services' log timestamps; CPU per certificate per process; RSS of every process", run: secLatency };
