@@ -4,7 +4,7 @@
 // commit to is fdatasynced first (checkpoint()), and so are revocations, CRLs and token events;
 // an issuance line is synced within SYNC_DELAY_MS (its index.txt line is synced before the
 // certificate leaves; a crash in between is repaired at the next start from index.txt, see
-// recoverFromIndex). A crash mid-append leaves an incomplete last line: at the next open it is
+// recoverFromIndex; check-db cross-checks the whole trail). A crash mid-append leaves an incomplete last line: at the next open it is
 // cut off and recorded in a `torn-line` line (its bytes kept there), so the chain stays whole.
 // A signer restart, and `openssl ca` rewriting index.txt, continue the chain: the head is the
 // last line of the file(s).
@@ -12,8 +12,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { syncDirectory } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
-import { crossCheck, readTrailFacts, type IndexRow } from "../common/audit/cross-check.js";
-import { formatLine, GENESIS, lineHash, parseLine, rotatedName, trailFiles, type AuditEvent, type ChainHead } from "../common/audit/trail.js";
+import { formatLine, GENESIS, lineHash, parseLine, readTrailBackwards, rotatedName, trailFiles, type AuditEvent, type ChainHead } from "../common/audit/trail.js";
+import type { IndexEntry } from "../common/ca-dir/index-format.js";
+
+/** What the recovery at start reads of the CA database (CaDatabase). */
+export interface IndexView {
+  get(serialHex: string): IndexEntry | undefined;
+  linesFrom(first: number): { serialHex: string }[];
+  revokedEntries(): readonly { serialHex: string; revokedAt: Date }[];
+}
 
 const SYNC_DELAY_MS = 1000;
 const TAIL_CHUNK = 64 * 1024;
@@ -233,22 +240,45 @@ export class AuditLog {
   /**
    * At start: the certificates and revocations index.txt has and the trail lacks (the signer
    * stopped between the index line and its audit line) get their lines now, marked recovered.
-   * Returns how many were written.
+   * Reads the trail backwards only as far as it must: to its last `issued` line (the index lines
+   * after that one's are the missing ones: both are appended in the same order) and past the
+   * newest revocation date in index.txt. Returns how many lines were written.
    */
-  recoverFromIndex(rows: IndexRow[], indexFile: string): number {
+  recoverFromIndex(db: IndexView): number {
+    const revoked = db.revokedEntries();
+    const newestRevocation = revoked.reduce((m, e) => Math.max(m, e.revokedAt.getTime()), Number.NEGATIVE_INFINITY);
+    const revokedSeen = new Set<string>();
+    let lastIssued: IndexEntry | undefined;
+    let horizon = Number.POSITIVE_INFINITY;
+    let begin: { indexLines: number; time: number } | undefined;
+    for (const r of readTrailBackwards(this.file)) {
+      if (typeof r === "string") return 0; // a damaged trail: audit verify and check-db report it
+      horizon = Date.parse(r.time);
+      if (r.event === "revoked" && typeof r.serial === "string") revokedSeen.add(r.serial);
+      if (r.event === "issued" && !lastIssued && typeof r.serial === "string") lastIssued = db.get(r.serial);
+      if (r.event === "trail-begin") begin = { indexLines: Number(r.indexLines) || 0, time: horizon };
+      if (begin || (lastIssued && (revoked.length === 0 || horizon < newestRevocation - 1000))) break;
+    }
+    if (!lastIssued && !begin) return 0;
     let n = 0;
-    for (const d of crossCheck(rows, readTrailFacts(this.file), indexFile, this.file)) {
-      const recovered = `index.txt line ${d.kind === "issue-missing" || d.kind === "revocation-missing" ? d.row.line : "?"} had no audit line (the signer stopped before writing it)`;
-      if (d.kind === "issue-missing") {
-        this.append("issued", { serial: d.row.serial, subject: d.row.subject, notAfter: d.row.notAfter?.toISOString(), recovered });
-        n++;
-      }
-      if (d.kind === "revocation-missing") {
-        this.append("revoked", { serial: d.row.serial, reason: d.row.reason ?? "unspecified", revokedAt: d.row.revokedAt?.toISOString(), by: "unknown", recovered });
-        n++;
-      }
+    const note = (line: number) => `index.txt line ${line} had no audit line (the signer stopped before writing it)`;
+    const first = Math.max(lastIssued ? lastIssued.line : 0, begin?.indexLines ?? 0);
+    for (const l of db.linesFrom(first)) {
+      const e = db.get(l.serialHex);
+      if (!e) continue;
+      this.append("issued", { serial: e.serialHex, subject: e.subject, notAfter: e.notAfter.toISOString(), recovered: note(e.line) });
+      n++;
+    }
+    for (const r of revoked) {
+      // index.txt's dates are whole seconds: a revocation of the horizon's second may be after it
+      if (r.revokedAt.getTime() + 1000 <= horizon || revokedSeen.has(r.serialHex)) continue;
+      const e = db.get(r.serialHex);
+      if (!e) continue;
+      this.append("revoked", { serial: e.serialHex, reason: e.reason ?? "unspecified", revokedAt: r.revokedAt.toISOString(), by: "unknown", recovered: note(e.line) });
+      n++;
     }
     if (n) this.sync();
     return n;
   }
+
 }

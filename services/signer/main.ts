@@ -21,7 +21,6 @@ import { provenPublicKey } from "./possession.js";
 import { AuditLog } from "./audit-log.js";
 import { REVOCATION_ORIGINS, TOKEN_AUDIT_EVENTS, type ChainHead } from "../common/audit/trail.js";
 import { oneLine } from "../common/spool-protocol.js";
-import { INDEX } from "../common/ca-dir/index-format.js";
 
 interface SignerState {
   backend: SigningBackend;
@@ -55,7 +54,7 @@ await runService("signer", {
     const journal = DeliveryJournal.open(db);
     const audit = openAudit(c, db);
     state = { backend, dn: compileDnFormat(c.DN_FORMAT, c.USERNAME_RDN_TYPES), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }), audit };
-    const recovered = audit.recoverFromIndex([...db.entries()].map((e) => ({ line: e.line, serial: e.serialHex, status: e.status, subject: e.subject, revokedAt: e.revokedAt, reason: e.reason, notAfter: e.notAfter })), path.join(c.CA_DIR, INDEX));
+    const recovered = audit.recoverFromIndex(db);
     if (recovered) ctx.log.warning("audit trail: lines recovered from index.txt (the signer had stopped before writing them)", { recovered });
     audit.append("signer-start", { backend: backend.name, ca: ca.subjectSlash, certificates: db.size, revoked: db.revokedCount, recovered }, { sync: true });
     const unconfirmed = journal.toSettle(new Set()).length;

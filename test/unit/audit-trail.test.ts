@@ -316,10 +316,17 @@ t.test("the trail and index.txt agree; what a crash left out is recovered from i
   const missing = crossCheck(rows(), readTrailFacts(s.logPath), "index.txt", s.logPath);
   t.equal(missing.length, 1);
   t.equal(missing[0]!.message, `index.txt:3: serial ${e.serialHex} has no issued line in the audit trail ${s.logPath}`);
-  t.equal(s.audit.recoverFromIndex(rows(), "index.txt"), 1);
+  t.equal(s.audit.recoverFromIndex(s.db), 1);
   t.same(crossCheck(rows(), readTrailFacts(s.logPath), "index.txt", s.logPath), [], "after the recovery they agree");
   const last = JSON.parse(lines(s.logPath).at(-1)!) as Record<string, unknown>;
   t.match(last, { event: "issued", serial: e.serialHex, recovered: /index.txt line 3 had no audit line/ });
+  // a revocation recorded in index.txt whose audit line was never written
+  s.db.revoke([{ serialHex: e.serialHex, reason: "superseded", revokedAt: new Date() }]);
+  t.equal(crossCheck(rows(), readTrailFacts(s.logPath), "index.txt", s.logPath).length, 1, "the revocation is missing");
+  t.equal(s.audit.recoverFromIndex(s.db), 1, "and recovered");
+  t.match(JSON.parse(lines(s.logPath).at(-1)!), { event: "revoked", serial: e.serialHex, reason: "superseded", recovered: /index.txt line 3/ });
+  t.same(crossCheck(rows(), readTrailFacts(s.logPath), "index.txt", s.logPath), []);
+  t.equal(s.audit.recoverFromIndex(s.db), 0, "nothing more to recover");
   // a line in the trail for a certificate index.txt does not have
   s.audit.append("issued", { serial: "0123456789ABCDEF", subject: "/CN=ghost" });
   const ghost = crossCheck(rows(), readTrailFacts(s.logPath), "index.txt", s.logPath);

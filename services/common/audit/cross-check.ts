@@ -44,11 +44,15 @@ export type Disagreement =
   | { kind: "revocation-missing"; row: IndexRow; message: string }
   | { kind: "not-in-index" | "revoked-not-in-index" | "subject-differs"; serial: string; seq: number; message: string };
 
-export function crossCheck(rows: Iterable<IndexRow>, facts: TrailFacts, indexFile: string, logPath: string): Disagreement[] {
+/**
+ * `indexOnly`: only what index.txt has and the trail lacks (the signer's recovery at start: it
+ * keeps no row, so a database of a million lines costs one pass and no memory).
+ */
+export function crossCheck(rows: Iterable<IndexRow>, facts: TrailFacts, indexFile: string, logPath: string, opts: { indexOnly?: boolean } = {}): Disagreement[] {
   const out: Disagreement[] = [];
-  const indexed = new Map<string, IndexRow>();
+  const indexed = new Map<string, Pick<IndexRow, "line" | "status">>();
   for (const row of rows) {
-    indexed.set(row.serial, row);
+    if (!opts.indexOnly) indexed.set(row.serial, { line: row.line, status: row.status });
     const adopted = row.line <= facts.adoptedLines;
     const issued = facts.issued.get(row.serial);
     if (!issued && !adopted) out.push({ kind: "issue-missing", row, message: `${indexFile}:${row.line}: serial ${row.serial} has no issued line in the audit trail ${logPath}` });
@@ -59,6 +63,7 @@ export function crossCheck(rows: Iterable<IndexRow>, facts: TrailFacts, indexFil
       out.push({ kind: "revocation-missing", row, message: `${indexFile}:${row.line}: serial ${row.serial} is revoked but the audit trail ${logPath} has no revoked line for it` });
     }
   }
+  if (opts.indexOnly) return out;
   for (const [serial, { seq }] of facts.issued) {
     if (!indexed.has(serial)) out.push({ kind: "not-in-index", serial, seq, message: `${logPath}: line ${seq}: serial ${serial} was issued, but ${indexFile} has no line for it` });
   }

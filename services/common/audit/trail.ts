@@ -131,3 +131,16 @@ export function* readTrail(logPath: string, onTorn?: (file: string, lineNo: numb
     }
   }
 }
+
+/** The trail's complete lines from the last backwards (the newest file first), parsed. */
+export function* readTrailBackwards(logPath: string): Generator<AuditRecord | string> {
+  for (const file of trailFiles(logPath).reverse()) {
+    const data = fs.readFileSync(file);
+    let end = data.lastIndexOf(10); // anything after the last LF is an incomplete line
+    while (end > 0) {
+      const start = data.lastIndexOf(10, end - 1) + 1;
+      yield parseLine(data.toString("utf8", start, end));
+      end = start - 1;
+    }
+  }
+}
