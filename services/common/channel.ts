@@ -1,6 +1,7 @@
 // A typed message channel over one socketpair end: framing, request/answer matching with
 // expect(type), timeouts. A protocol violation closes the channel; the owner decides the rest.
 import type * as net from "node:net";
+import { contractProblem } from "../../proto/contract.js";
 import type { Frame, MessageType, Payload } from "../../proto/wire.js";
 import { EtokenError, ProtocolError } from "./errors.js";
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "./framing.js";
@@ -135,6 +136,12 @@ export class Channel {
     }
     for (const frame of frames) {
       if (this.closed) return;
+      // the contract's grammar (proto/contract.ts): breaking it is a violation, like garbage
+      const problem = contractProblem(frame.type, frame.message);
+      if (problem !== undefined) {
+        this.violation(new ProtocolError("invalid", `${this.peer} sent ${problem}`));
+        return;
+      }
       if (frame.replyTo !== 0) {
         this.onAnswer(frame);
       } else {
@@ -161,8 +168,7 @@ export class Channel {
     if (p.expect.includes(frame.type)) {
       p.resolve(frame);
     } else if (frame.type === "failure") {
-      const f = frame as Frame<"failure">;
-      p.reject(new RemoteFailure(f.message.code || "remote.failure", f.message.message || "request failed"));
+      p.reject(new RemoteFailure(frame.message.code || "remote.failure", frame.message.message || "request failed"));
     } else {
       const err = new ProtocolError("unexpected_reply", `${this.peer} answered with ${frame.type}, expected ${p.expect.join(" or ")}`);
       p.reject(err);

@@ -103,5 +103,35 @@ function decodeBody(body: Buffer): Frame {
   const type = env.body as MessageType | undefined;
   if (!type) throw new ProtocolError("empty", "frame without a message body");
   if (!Number.isInteger(env.id) || env.id <= 0) throw new ProtocolError("bad_id", `frame with invalid id ${env.id}`);
-  return { id: env.id, replyTo: env.replyTo, type, message: (env as unknown as Record<string, unknown>)[type] } as Frame;
+  const message = (env as unknown as Record<string, unknown>)[type] as Record<string, unknown>;
+  plainNumbers(message);
+  return { id: env.id, replyTo: env.replyTo, type, message } as unknown as Frame;
+}
+
+/** protobufjs' 64-bit value: a Long when the `long` package is installed, also as a field default. */
+interface LongLike {
+  readonly low: number;
+  readonly high: number;
+  readonly unsigned: boolean;
+}
+const isLong = (v: unknown): v is LongLike =>
+  typeof v === "object" && v !== null && typeof (v as LongLike).low === "number" && typeof (v as LongLike).high === "number" && typeof (v as LongLike).unsigned === "boolean";
+
+/**
+ * 64-bit fields travel as plain numbers (etoken_ca.proto: milliseconds, epochs, counters, all
+ * below 2^53; proto/contract.ts refuses larger ones). protobufjs decodes them as Long objects
+ * whenever the `long` package is present, defaults included (inherited from the prototype):
+ * every one becomes a number here, with no global setting that depends on import order.
+ */
+function plainNumbers(message: Record<string, unknown>): void {
+  for (const key in message) {
+    const v = message[key];
+    if (isLong(v)) {
+      message[key] = (v.high >>> 0) * 2 ** 32 + (v.low >>> 0);
+    } else if (Array.isArray(v)) {
+      for (const item of v as unknown[]) if (typeof item === "object" && item !== null && !ArrayBuffer.isView(item)) plainNumbers(item as Record<string, unknown>);
+    } else if (typeof v === "object" && v !== null && !ArrayBuffer.isView(v)) {
+      plainNumbers(v as Record<string, unknown>);
+    }
+  }
 }

@@ -2,7 +2,7 @@
 // say Hello, serve. The kernel's ping and shutdown are answered here; everything else goes to
 // the service's dispatch function, which must end in "invalid message from kernel: fatal".
 import * as net from "node:net";
-import type { Frame } from "../../proto/wire.js";
+import type { Frame, MessageType } from "../../proto/wire.js";
 import { Channel } from "./channel.js";
 import { VERSION } from "./cli.js";
 import type { Config } from "./config-schema.js";
@@ -22,11 +22,13 @@ export interface ServiceContext {
   readonly identity: Identity;
 }
 
-export interface ServiceImpl {
+export interface ServiceImpl<In extends MessageType> {
   /** Called once after Hello was sent. */
   start?(ctx: ServiceContext): void | Promise<void>;
-  /** A request or unsolicited message from the kernel (never ping/shutdown). */
-  dispatch(frame: Frame, ctx: ServiceContext): void | Promise<void>;
+  /** What the kernel may ask of this service besides ping and shutdown; anything else is fatal. */
+  readonly accepts: readonly In[];
+  /** A request or unsolicited message from the kernel, one of `accepts` (a `switch` ends in unhandled()). */
+  dispatch(frame: Frame<In>, ctx: ServiceContext): void | Promise<void>;
   /** Called on shutdown or when the kernel goes away; release resources (token session, timers). */
   stop?(ctx: ServiceContext): void | Promise<void>;
 }
@@ -41,6 +43,12 @@ export function configFromEnvironment(): Config {
 export function fatal(log: Logger, message: string): never {
   log.error(message);
   process.exit(70);
+}
+
+/** The end of a service's dispatch switch: the compiler proves every accepted type has its case. */
+export function unhandled(what: never): never {
+  const type = typeof what === "string" ? what : String((what as { type?: unknown }).type); // never the message: it may hold the PIN
+  throw new ProtocolError("unhandled", `no handler for ${type}`);
 }
 
 /**
@@ -62,7 +70,7 @@ async function sayWhy(channel: Channel, err: unknown): Promise<void> {
   });
 }
 
-export async function runService(name: ServiceName, impl: ServiceImpl): Promise<void> {
+export async function runService<In extends MessageType>(name: ServiceName, impl: ServiceImpl<In>): Promise<void> {
   const log = createLogger(name);
   let ctx: ServiceContext | undefined;
   try {
@@ -99,15 +107,16 @@ export async function runService(name: ServiceName, impl: ServiceImpl): Promise<
     channel.onFrame((frame) => {
       switch (frame.type) {
         case "ping":
-          channel.reply(frame, "pong", { nonce: (frame as Frame<"ping">).message.nonce });
+          channel.reply(frame, "pong", { nonce: frame.message.nonce });
           return;
         case "shutdown":
           channel.reply(frame, "ack", {});
           void stop("shutdown requested by the kernel", 0);
           return;
         default:
+          if (!(impl.accepts as readonly MessageType[]).includes(frame.type)) fatal(log, `invalid message from kernel: ${frame.type}: fatal`);
           startedPromise
-            .then(() => impl.dispatch(frame, context))
+            .then(() => impl.dispatch(frame as Frame<In>, context))
             .catch((err) => {
               if (err instanceof ProtocolError) {
                 log.error("invalid message from kernel: fatal", { error: err.message });

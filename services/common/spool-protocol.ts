@@ -39,18 +39,22 @@ import { children, contextTag, parseDer, TAG } from "./x509/der.js";
 import { RequestError } from "./errors.js";
 import { pemDecode } from "./x509/pem.js";
 import { isRevocationReason, reasonProblem, type RevocationReason } from "./reasons.js";
+import { MAX_LIFETIME_SECONDS, REQUEST_ID, REVOKE_ENTRY_NAME, SERIAL, serialProblem, usernameProblem } from "../../proto/contract.js";
+
+// the value rules are the wire contract's (proto/contract.ts): the same for every process
+export { DELIVERY_GRACE_MS, MAX_LIFETIME_SECONDS, MAX_REASON, MAX_USERNAME_BYTES, REFUSAL_WATCH_MS, usernameProblem } from "../../proto/contract.js";
 
 export const SPOOL_FORMAT_VERSION = 1;
 
 /** The fixed-name symlink that is the lock. */
 export const REQUEST_LINK = "request";
-/** A request file name: a plain basename, nothing else. */
-export const REQUEST_NAME = /^req\.[A-Za-z0-9]{8,32}$/;
+/** A request file name: a plain basename, nothing else (the request id). */
+export const REQUEST_NAME = REQUEST_ID;
 export const RESULT_SUFFIX = ".result";
 export const RESULT_TMP_INFIX = ".result.tmp";
 export const ABANDONED_SUFFIX = ".abandoned";
 /** Any file the spool protocol puts in SPOOL_DIR (for the sweeper). */
-export const SPOOL_FILE = /^req\.[A-Za-z0-9]{8,32}(\.result|\.result\.tmp[A-Za-z0-9]{1,32}|\.abandoned)?$/;
+export const SPOOL_FILE = new RegExp(`^${REQUEST_ID.source.slice(1, -1)}(\\.result|\\.result\\.tmp[A-Za-z0-9]{1,32}|\\.abandoned)?$`);
 /** Where the spool moves a directory that blocks the lock (never emptied: the client owns its content). */
 export const ASIDE_PREFIX = "aside.";
 export const ASIDE_NAME = /^aside\.[A-Za-z0-9]{16}$/;
@@ -69,29 +73,13 @@ export const MAX_STDIN_BYTES = 64 * 1024;
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Largest result file the client reads. */
 export const MAX_RESULT_BYTES = 64 * 1024;
-/**
- * Longest username (bytes, UTF-8), MyProxy's email=/info: suffixes included: the one limit
- * that the client, the spool, the kernel and the signer apply. A DN-suffix username with a
- * few 64-character RDNs, some addresses and an info: suffix fits.
- */
-export const MAX_USERNAME_BYTES = 1024;
-/** Lifetimes above this (10 years, in seconds) are absurd, not a request to clamp. */
-export const MAX_LIFETIME_SECONDS = 10 * 366 * 24 * 3600;
 /** A deadline further than CLIENT_TIMEOUT + this into the future is refused (clock skew slack). */
 export const DEADLINE_SLACK_MS = 60_000;
-/** After its deadline the client still waits this long for a certificate signed in time. */
-export const DELIVERY_GRACE_MS = 5_000;
-/**
- * How long after publishing a result the spool watches for the client's refusal (see above):
- * the client reads a result within milliseconds, and the kernel accepts an `undelivered` up to
- * 60 s after the `delivered` (services/kernel/handouts.ts).
- */
-export const REFUSAL_WATCH_MS = 50_000;
 /** Largest revoke queue entry. */
 export const MAX_REVOKE_BYTES = 4 * 1024;
 
 /** Revoke queue entry name: rev.<ms since epoch>.<random>. */
-export const REVOKE_NAME = /^rev\.[0-9]{13}\.[A-Za-z0-9]{8,32}$/;
+export const REVOKE_NAME = REVOKE_ENTRY_NAME;
 /** Refused queue entries are renamed with this prefix (reported once, kept for the operator). */
 export const REVOKE_REJECTED_PREFIX = "bad.";
 
@@ -140,15 +128,6 @@ function lifetime(name: string, value: string, fail: (m: string) => never): numb
   const n = Number(value);
   if (n > MAX_LIFETIME_SECONDS) fail(`${name}=${value}: more than ${MAX_LIFETIME_SECONDS} seconds is not a plausible lifetime`);
   return n;
-}
-
-/** Checks a username as both sides accept it; returns an error text or undefined. */
-export function usernameProblem(username: string): string | undefined {
-  if (username === "" || username === "NULL") return "empty username";
-  if (Buffer.byteLength(username, "utf8") > MAX_USERNAME_BYTES) return `username longer than ${MAX_USERNAME_BYTES} bytes`;
-  if (/[\x00-\x1f\x7f]/.test(username)) return "control character in the username";
-  if (username.includes("\uFFFD")) return "username is not valid UTF-8";
-  return undefined;
 }
 
 const PASSPHRASE_PREFIX = Buffer.from("passphrase=");
@@ -323,9 +302,6 @@ export function formatRequestFile(r: RequestFile): string {
 
 export type ResultFile = { ok: true; certificatePem: string } | { ok: false; code: string; message: string };
 
-/** The longest reason a service gives the kernel for its exit (Failure before exit 78). */
-export const MAX_REASON = 400;
-
 /** One safe line: no control characters, bounded length. */
 export function oneLine(s: string, max = 300): string {
   const flat = s.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
@@ -359,15 +335,14 @@ export interface RevokeQueueEntry {
   queuedAt: number;
 }
 
-export const SERIAL_HEX = /^[0-9A-F]{1,64}$/;
-
-/** Normalises a serial as an operator may type it (0x prefix, colons, lower case) to index.txt form. */
+/** Normalises a serial as an operator may type it (0x prefix, colons, lower case) to index.txt form (SERIAL). */
 export function normalizeSerial(input: string): string | undefined {
   let s = input.trim().replace(/:/g, "").toUpperCase();
   if (s.startsWith("0X")) s = s.slice(2);
-  if (!SERIAL_HEX.test(s)) return undefined;
+  if (!/^[0-9A-F]+$/.test(s)) return undefined;
   s = s.replace(/^0+(?=.)/, "");
-  return s.length % 2 === 1 ? "0" + s : s;
+  if (s.length % 2 === 1) s = "0" + s;
+  return SERIAL.test(s) ? s : undefined;
 }
 
 export function formatRevokeEntry(e: RevokeQueueEntry): string {
@@ -401,7 +376,8 @@ export function parseRevokeEntry(text: string): RevokeQueueEntry {
   }
   if (values.get("version") !== String(SPOOL_FORMAT_VERSION)) fail(`version must be ${SPOOL_FORMAT_VERSION}`);
   const serial = values.get("serial") ?? "";
-  if (!SERIAL_HEX.test(serial)) fail(`serial ${JSON.stringify(serial.slice(0, 70))} is not upper-case hex`);
+  const bad = serialProblem(serial);
+  if (bad) fail(bad);
   const reason = values.get("reason") ?? "";
   if (!isRevocationReason(reason)) fail(reasonProblem(reason));
   const q = values.get("queued_at") ?? "";

@@ -3,11 +3,11 @@
 // accepted: physical access to the machine is the point.
 import * as fs from "node:fs";
 import * as tty from "node:tty";
+import { MAX_PIN_BYTES } from "../../proto/contract.js";
 import { ConfigError } from "../common/errors.js";
 import { secretBuffer } from "../common/secret-buffer.js";
 
 const VT_MAJOR = 4;
-const MAX_PIN_BYTES = 128;
 
 function majorMinor(rdev: number): [number, number] {
   return [((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff), (rdev & 0xff) | ((rdev >>> 12) & ~0xff)];

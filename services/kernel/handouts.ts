@@ -10,6 +10,7 @@
 // refuses its certificate (a key that is not its own) is still reported as `undelivered`.
 // Everything here is lost when the kernel dies; the signer's delivery journal then revokes every
 // certificate never confirmed (services/signer/delivery-journal.ts).
+import { UNDELIVERED_ACCEPTED_MS } from "../../proto/contract.js";
 import type { Channel } from "../common/channel.js";
 
 export type HandoutPhase = "fencing" | "returned" | "confirming";
@@ -24,7 +25,7 @@ export interface Handout {
 }
 
 /** How long a delivered request can still be reported undelivered (the client's checks take milliseconds). */
-export const RECENT_MS = 60_000;
+export const RECENT_MS = UNDELIVERED_ACCEPTED_MS;
 
 export class Handouts {
   private readonly open = new Map<string, Handout>();

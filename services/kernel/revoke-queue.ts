@@ -5,6 +5,7 @@
 // refused entry is renamed to bad.<name>: reported once, kept for the operator to inspect.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { MAX_QUEUE_ENTRIES } from "../../proto/contract.js";
 import { describeError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { safeReadFile } from "../common/safe-open.js";
@@ -26,7 +27,7 @@ export interface QueueScan {
 }
 
 /** Largest number of entries applied per pass (the rest comes with the next SIGUSR1 or start). */
-export const MAX_QUEUE_ENTRIES = 1000;
+export { MAX_QUEUE_ENTRIES };
 
 export async function readRevokeQueue(dir: string, log: Logger, owner = 0): Promise<QueueScan> {
   const entries: QueueEntry[] = [];

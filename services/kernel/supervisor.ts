@@ -12,6 +12,7 @@ import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
 import { INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
 import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
+import { ONCE } from "./policy.js";
 
 const START_SCRIPT = fileURLToPath(new URL("../common/start.js", import.meta.url));
 const HELLO_TIMEOUT_MS = 15_000;
@@ -156,13 +157,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.emit("up", name, restarted);
         return;
       }
-      if (frame.type === "hello") {
+      if (frame.type === ONCE) {
         this.securityEvent(name, "second Hello");
         return;
       }
       if (frame.type === "failure") {
         // a service that cannot start says why before it exits (services/common/service.ts)
-        const m = (frame as Frame<"failure">).message;
+        const m = frame.message;
         r.farewell = oneLine(m.message, MAX_REASON) || oneLine(m.code, 64) || "no reason given";
         return;
       }
@@ -211,8 +212,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private checkHello(r: ServiceRecord, frame: Frame): string | undefined {
-    if (frame.type !== "hello") return `first message was ${frame.type}, expected hello`;
-    const h = (frame as Frame<"hello">).message;
+    if (frame.type !== ONCE) return `first message was ${frame.type}, expected hello`;
+    const h = frame.message;
     if (h.service !== r.name) return `Hello names service ${JSON.stringify(h.service)}`;
     if (h.pid !== r.pid) return `Hello claims pid ${h.pid}, process is ${r.pid}`;
     if (h.uid !== r.user.uid || h.gid !== r.user.gid) return `Hello claims uid/gid ${h.uid}/${h.gid}, expected ${r.user.uid}/${r.user.gid}`;

@@ -1,7 +1,6 @@
 // The monitor service: watches the CA token (PKCS#11 presence, USB hot-plug) and reports every
 // change to the kernel as a tokenEvent; answers the kernel's presence fence.
-import type { Frame } from "../../proto/wire.js";
-import { fatal, runService } from "../common/service.js";
+import { fatal, runService, unhandled } from "../common/service.js";
 import { loadModule, Pkcs11Source } from "./pkcs11-source.js";
 import { TokenMonitor } from "./monitor.js";
 import { openRealUsbBus, UsbSource } from "./usb-source.js";
@@ -17,18 +16,19 @@ await runService("monitor", {
     monitor = new TokenMonitor(pkcs11, usb, (ev) => channel.send("tokenEvent", ev), log);
     monitor.start();
   },
+  accepts: ["presenceCheck"],
   async dispatch(frame, ctx) {
     switch (frame.type) {
       case "presenceCheck": {
         if (!monitor) fatal(ctx.log, "invalid message from kernel: presenceCheck before start: fatal");
         const answer = await monitor.presenceCheck();
-        const asked = Number((frame as Frame<"presenceCheck">).message.epoch);
+        const asked = Number(frame.message.epoch);
         if (asked !== answer.epoch) ctx.log.info("presence fence: epoch moved", { asked, epoch: answer.epoch, present: answer.present });
         ctx.channel.reply(frame, "presence", answer);
         return;
       }
       default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+        unhandled(frame.type);
     }
   },
   stop() {

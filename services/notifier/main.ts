@@ -1,18 +1,18 @@
 // The notifier service: validates the kernel's notify frames and hands them to the Notifier
 // (hooks and e-mail); failures go back to the kernel as unsolicited hookFailed frames.
 import type { Frame } from "../../proto/wire.js";
-import { fatal, runService, type ServiceContext } from "../common/service.js";
+import { runService, unhandled } from "../common/service.js";
 import { Notifier } from "./notifier.js";
 
 let notifier: Notifier | undefined;
 
-function dispatch(frame: Frame, ctx: ServiceContext): void {
+function dispatch(frame: Frame<"notify">): void {
   switch (frame.type) {
     case "notify":
-      notifier!.handle(frame as Frame<"notify">);
+      notifier!.handle(frame);
       return;
     default:
-      fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+      unhandled(frame.type);
   }
 }
 
@@ -23,6 +23,7 @@ await runService("notifier", {
       ctx.channel.send("hookFailed", { hook, event, message });
     });
   },
+  accepts: ["notify"],
   dispatch,
   stop() {
     notifier?.stop();

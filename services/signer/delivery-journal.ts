@@ -19,6 +19,7 @@
 // bounded by the certificates since then, not by the size of the database.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { SERIAL } from "../../proto/contract.js";
 import { writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
 import type { CaDatabase } from "./cadb.js";
@@ -29,7 +30,6 @@ export const DELIVERY_JOURNAL = "delivery.journal";
 const COMPACT_AFTER = 20_000;
 /** Confirmations are made durable (fdatasync) at most this long after they were written. */
 const FLUSH_MS = 1000;
-const SERIAL = /^[0-9A-F]{2,64}$/;
 
 export class DeliveryJournal {
   private fd: number | undefined;

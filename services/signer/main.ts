@@ -7,8 +7,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Frame } from "../../proto/wire.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
-import { isRevocationReason, type RevocationReason } from "../common/reasons.js";
-import { fatal, runService, type ServiceContext } from "../common/service.js";
+import type { RevocationReason } from "../common/reasons.js";
+import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
@@ -19,7 +19,8 @@ import { CrlPublisher } from "./crl-publisher.js";
 import { NativeBackend } from "./native-backend.js";
 import { provenPublicKey } from "./possession.js";
 import { AuditLog } from "./audit-log.js";
-import { REVOCATION_ORIGINS, TOKEN_AUDIT_EVENTS, type ChainHead } from "../common/audit/trail.js";
+import { REVOKED_BY, type ChainHead } from "../common/audit/trail.js";
+import type { RevocationOrigin } from "../../proto/contract.js";
 import { oneLine } from "../common/spool-protocol.js";
 
 interface SignerState {
@@ -31,10 +32,6 @@ interface SignerState {
   /** the audit trail (AUDIT_LOG) */
   audit: AuditLog;
 }
-
-const SERIAL = /^[0-9A-F]{2,64}$/;
-/** More serials than this in one ConfirmDelivery or SettleUndelivered is not a kernel talking. */
-const MAX_SERIALS = 100_000;
 
 let state: SignerState | undefined;
 
@@ -61,30 +58,31 @@ await runService("signer", {
     ctx.log.info("signer ready", { certificates: db.size, revoked: db.revokedCount, ca: ca.subjectSlash, backend: backend.name, unconfirmedDeliveries: unconfirmed });
   },
 
+  accepts: ["login", "logout", "issueRequest", "revoke", "makeCrl", "getSignerStatus", "confirmDelivery", "settleUndelivered", "tokenAudit"],
   dispatch(frame, ctx) {
     switch (frame.type) {
       case "login":
-        return login(frame as Frame<"login">, ctx);
+        return login(frame, ctx);
       case "logout":
-        logout(ctx, (frame as Frame<"logout">).message.reason);
+        logout(ctx, frame.message.reason);
         ctx.channel.reply(frame, "ack", {});
         return;
       case "issueRequest":
-        return issue(frame as Frame<"issueRequest">, ctx);
+        return issue(frame, ctx);
       case "revoke":
-        return revoke(frame as Frame<"revoke">, ctx);
+        return revoke(frame, ctx);
       case "makeCrl":
-        return makeCrl(frame as Frame<"makeCrl">, ctx);
+        return makeCrl(frame, ctx);
       case "getSignerStatus":
-        return status(frame as Frame<"getSignerStatus">, ctx);
+        return status(frame, ctx);
       case "confirmDelivery":
-        return confirmDelivery(frame as Frame<"confirmDelivery">, ctx);
+        return confirmDelivery(frame, ctx);
       case "settleUndelivered":
-        return settleUndelivered(frame as Frame<"settleUndelivered">, ctx);
+        return settleUndelivered(frame, ctx);
       case "tokenAudit":
-        return tokenAudit(frame as Frame<"tokenAudit">, ctx);
+        return tokenAudit(frame, ctx);
       default:
-        fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
+        unhandled(frame);
     }
   },
 
@@ -224,17 +222,14 @@ async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void
   const st = s();
   const list: { serialHex: string; reason: Parameters<CaDatabase["revoke"]>[0][number]["reason"]; revokedAt: Date; queueFile: string; by: string }[] = [];
   const results: { queueFile: string; serial: string; applied: boolean; message: string }[] = [];
+  // serials, reasons and queue names were checked against the contract on receipt (proto/contract.ts)
   for (const e of frame.message.entries) {
-    const serial = String(e.serial ?? "").toUpperCase();
-    const reason = String(e.reason ?? "unspecified");
+    const serial = String(e.serial);
+    const reason = e.reason as RevocationReason;
     const queueFile = String(e.queueFile ?? "");
-    const origin = String(e.origin ?? "");
-    if (!/^[0-9A-F]{2,64}$/.test(serial) || !isRevocationReason(reason) || !Object.hasOwn(REVOCATION_ORIGINS, origin)) {
-      results.push({ queueFile, serial, applied: false, message: `invalid revocation entry (serial ${JSON.stringify(serial.slice(0, 70))}, reason ${JSON.stringify(reason.slice(0, 40))}, origin ${JSON.stringify(origin.slice(0, 40))})` });
-      continue;
-    }
+    const origin = e.origin as RevocationOrigin;
     const at = Number(e.queuedAt ?? 0);
-    const by = `${REVOCATION_ORIGINS[origin as keyof typeof REVOCATION_ORIGINS]}${queueFile ? `: ${oneLine(queueFile, 80)}` : ""}`;
+    const by = `${REVOKED_BY[origin]}${queueFile ? `: ${queueFile}` : ""}`;
     list.push({ serialHex: serial, reason, revokedAt: new Date(at > 0 && at <= Date.now() ? at : Date.now()), queueFile, by });
   }
   const outcome = list.length ? await st.backend.exclusive((db) => db.revoke(list)) : [];
@@ -295,16 +290,10 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
   });
 }
 
-/** Serials from the kernel: upper-case hex, a sane number of them; anything else is a broken kernel. */
-function serialList(list: readonly string[], ctx: ServiceContext, what: string): string[] {
-  if (list.length > MAX_SERIALS || !list.every((x) => SERIAL.test(x))) fatal(ctx.log, `invalid ${what} from kernel: fatal`);
-  return [...list];
-}
-
 /** The kernel confirms that these certificates reached their clients. */
 async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext): Promise<void> {
   const st = s();
-  const serials = serialList(frame.message.serials, ctx, "confirmDelivery");
+  const serials = [...frame.message.serials]; // the contract checked them
   try {
     await st.backend.exclusive(() => st.journal.confirm(serials));
     ctx.channel.reply(frame, "ack", {});
@@ -320,7 +309,7 @@ async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceCont
  */
 async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext): Promise<void> {
   const st = s();
-  const inFlight = new Set(serialList(frame.message.inFlight, ctx, "settleUndelivered"));
+  const inFlight = new Set(frame.message.inFlight); // the contract checked them
   const reason = ctx.config.UNDELIVERED_REVOKE_REASON as RevocationReason; // the configuration checked it
   try {
     const revoked = await st.backend.exclusive((db) => {
@@ -342,14 +331,10 @@ async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: Service
   }
 }
 
-/** The token as the kernel saw it (TokenAudit), for the audit trail; anything else is a broken kernel. */
+/** The token as the kernel saw it (TokenAudit, checked by the contract), for the audit trail. */
 function tokenAudit(frame: Frame<"tokenAudit">, ctx: ServiceContext): void {
   const m = frame.message;
-  const event = String(m.event ?? "");
-  if (!(TOKEN_AUDIT_EVENTS as readonly string[]).includes(event) || String(m.serial ?? "").length > 64 || String(m.label ?? "").length > 64) {
-    fatal(ctx.log, `invalid tokenAudit from kernel: ${JSON.stringify(event.slice(0, 40))}: fatal`);
-  }
-  auditQuietly(ctx, "token", { token: event, tokenSerial: oneLine(String(m.serial)), tokenLabel: oneLine(String(m.label)), detail: oneLine(String(m.detail ?? ""), 300) });
+  auditQuietly(ctx, "token", { token: m.event, tokenSerial: m.serial, tokenLabel: m.label, detail: oneLine(m.detail, 300) });
 }
 
 /**

@@ -5,11 +5,13 @@
 // client (when the name is valid), a requestRejected to the kernel and a log line.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { SERIAL } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
-import { fatal, runService, type ServiceContext } from "../common/service.js";
-import { abandonedName, DELIVERY_GRACE_MS, oneLine, REFUSAL_WATCH_MS, REQUEST_LINK } from "../common/spool-protocol.js";
+import { runService, unhandled, type ServiceContext } from "../common/service.js";
+import { DELIVERY_GRACE_MS, REFUSAL_WATCH_MS } from "../../proto/contract.js";
+import { abandonedName, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
 import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
@@ -282,12 +284,12 @@ class Spool {
       return;
     }
     if (answer.type === "failure") {
-      const f = (answer as Frame<"failure">).message;
+      const f = answer.message;
       log.notice("request failed", { requestId: id, code: f.code, reason: f.message });
       await this.deliverError(id, f.code || "failure", f.message || "the CA refused the request");
       return;
     }
-    const issued = (answer as Frame<"issued">).message;
+    const issued = answer.message;
     const serial = issued.serial;
     if (issued.requestId !== id || issued.certificate.length === 0) {
       log.error("the kernel answered with a certificate for another request, or an empty one", { requestId: id, answeredFor: issued.requestId, serial });
@@ -372,7 +374,7 @@ class Spool {
   }
 
   private undelivered(requestId: string, serial: string, reason: string): void {
-    if (!/^[0-9A-F]{2,64}$/.test(serial)) {
+    if (!SERIAL.test(serial)) {
       // Nothing the kernel could revoke; it would (rightly) treat a malformed serial as a violation.
       this.ctx.log.error("undelivered certificate without a usable serial", { requestId, serial: serial.slice(0, 80), reason });
       return;
@@ -403,9 +405,8 @@ await runService("spool", {
     spool = new Spool(ctx);
     spool.start();
   },
-  dispatch(frame, ctx) {
-    fatal(ctx.log, `invalid message from kernel: ${frame.type}: fatal`);
-  },
+  accepts: [], // the spool only asks; the kernel answers
+  dispatch: unhandled,
   stop() {
     spool?.stop();
   },

@@ -96,7 +96,7 @@ t.test("the fence sees a removal before the next poll and reports the event firs
   const p = await fence(k, 1);
   t.equal(p.message.present, false, "the fence's own check saw the removal");
   t.equal(Number(p.message.epoch), 2);
-  const ev = k.frames.find((f) => f.type === "tokenEvent") as Frame<"tokenEvent"> | undefined;
+  const ev = k.frames.find((f): f is Frame<"tokenEvent"> => f.type === "tokenEvent");
   t.ok(ev, "the tokenEvent arrived before the presence answer");
   t.equal(ev?.message.presence, TokenPresence.TOKEN_ABSENT);
   t.equal(Number(ev?.message.epoch), 2);

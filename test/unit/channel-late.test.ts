@@ -1,27 +1,13 @@
 // A late answer (after the request timed out) goes to the request's onLateAnswer: the kernel
 // revokes a certificate the signer recorded after the kernel stopped waiting for it.
 import t from "tap";
-import * as fs from "node:fs";
-import * as net from "node:net";
-import * as os from "node:os";
-import * as path from "node:path";
 import type { Frame } from "../../proto/wire.js";
 import { Channel } from "../../services/common/channel.js";
+import { socketPair } from "../fixtures/socket-pair.js";
 
 async function pair(): Promise<[Channel, Channel, () => void]> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-channel-"));
-  const file = path.join(dir, "s");
-  const accepted = new Promise<net.Socket>((resolve) => {
-    const server = net.createServer((s) => {
-      server.close();
-      resolve(s);
-    });
-    server.listen(file);
-  });
-  await new Promise((r) => setTimeout(r, 20));
-  const client = net.connect(file);
-  const server = await accepted;
-  return [new Channel(client, "signer"), new Channel(server, "kernel"), () => fs.rmSync(dir, { recursive: true, force: true })];
+  const [client, server, cleanup] = await socketPair();
+  return [new Channel(client, "signer"), new Channel(server, "kernel"), cleanup];
 }
 
 t.test("a late answer reaches onLateAnswer; without one it is dropped quietly", async (t) => {

@@ -1,5 +1,6 @@
 import t from "tap";
-import { isPermitted, POLICY } from "../../services/kernel/policy.js";
+import { SERVICE_NAMES } from "../../services/common/service-table.js";
+import { isPermitted, KERNEL_TABLE, ONCE } from "../../services/kernel/policy.js";
 import { KERNEL_STATES, nextState } from "../../services/kernel/states.js";
 
 t.test("policy table: default deny", async (t) => {
@@ -25,10 +26,21 @@ t.test("policy table: default deny", async (t) => {
     t.notOk(isPermitted(svc, "undelivered", "READY"), `only the spool reports non-deliveries, not the ${svc}`);
   }
   t.notOk(isPermitted("signer", "hello", "READY"), "hello is handled once by the supervisor, never by the table");
-  for (const svc of Object.keys(POLICY) as (keyof typeof POLICY)[]) {
+  t.equal(ONCE, "hello", "the one message permitted once, as the first frame");
+  t.notOk(KERNEL_TABLE.some((r) => r.type === ONCE), "no row repeats it");
+  for (const svc of SERVICE_NAMES) {
     for (const type of ["login", "issued", "makeCrl", "revoke", "logout", "shutdown", "ping", "confirmDelivery", "settleUndelivered", "undeliveredRevoked"] as const) {
       t.notOk(isPermitted(svc, type, "READY"), `${svc} may not send ${type}`);
     }
+  }
+});
+
+t.test("the kernel's table: one row per sender and message, each naming its handler", async (t) => {
+  const keys = KERNEL_TABLE.map((r) => `${r.sender}/${r.type}`);
+  t.equal(new Set(keys).size, keys.length, "no message has two rows for one sender");
+  for (const r of KERNEL_TABLE) {
+    t.ok(r.states.length > 0 && !r.states.includes("STOPPING"), `${r.sender}/${r.type}: permitted in some states, never while stopping`);
+    t.match(r.handler, /^on[A-Z]/, `${r.sender}/${r.type}: handled by ${r.handler}`);
   }
 });
 

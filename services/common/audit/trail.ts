@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { RevocationOrigin } from "../../../proto/contract.js";
 
 export const GENESIS = "0".repeat(64);
 
@@ -36,16 +37,12 @@ export const AUDIT_EVENTS = [
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 
-/** Who revoked (RevokeEntry.origin), as the trail's `by` says it. */
-export const REVOCATION_ORIGINS = {
+/** Who revoked (RevokeEntry.origin, proto/contract.ts), as the trail's `by` says it. */
+export const REVOKED_BY: Readonly<Record<RevocationOrigin, string>> = {
   "revoke-queue": "revoke-cert (revoke queue entry)",
   "presence-fence": "the presence fence (signed while the token was being removed)",
   undelivered: "the kernel (signed, not delivered to its client)",
-} as const;
-export type RevocationOrigin = keyof typeof REVOCATION_ORIGINS;
-
-/** What the kernel tells the signer about the token (TokenAudit.event). */
-export const TOKEN_AUDIT_EVENTS = ["inserted", "removed", "refused", "replaced"] as const;
+};
 
 export function lineHash(line: string | Buffer): string {
   return createHash("sha256").update(line).digest("hex");

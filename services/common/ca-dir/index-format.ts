@@ -1,6 +1,7 @@
 // index.txt as `openssl ca` writes it: the files of its directory, the fields of a line,
 // serials and times in its notation, and a strict scanner that reports each bad line with its
 // number and what was expected. No state and no I/O: cadb.ts and check-db.ts read the files.
+import { SERIAL as SERIAL_GRAMMAR } from "../../../proto/contract.js";
 import { DatabaseError } from "../errors.js";
 import { INDEX_ONLY_REASONS, REVOCATION_REASONS } from "../reasons.js";
 
@@ -36,7 +37,6 @@ export const NEWCERTS = "newcerts";
 
 const FIELDS_TEXT = "status, expiry, revocation date, serial, file name, subject";
 const TIME_RE = /^(?:[0-9]{12}|[0-9]{14})Z$/;
-const SERIAL_RE = /^(?:[0-9A-F]{2})+$/;
 
 /** Reason names openssl writes in index.txt -> RFC 5280 codes (openssl's extras included). */
 const REASON_CODES: Readonly<Record<string, number>> = {
@@ -196,8 +196,8 @@ export function scanIndex(bytes: Buffer, file: string, visit: (l: ScannedLine) =
         fail(lineNo, `revocation field ${JSON.stringify(utf8(rev))} on a ${status} line: expected it empty`);
         continue;
       }
-      if (!SERIAL_RE.test(serial)) {
-        fail(lineNo, `bad serial ${JSON.stringify(utf8(serial))}: expected upper-case hex with an even number of digits`);
+      if (!SERIAL_GRAMMAR.test(serial)) {
+        fail(lineNo, `bad serial ${JSON.stringify(utf8(serial))}: expected upper-case hex with an even number of digits (1 to 32 bytes)`);
         continue;
       }
       if (fileName === "") {

@@ -16,6 +16,7 @@ import {
   DerSequence, TAG, bitString, contextTag, decodeOctetAlignedBitString, decodeOid, decodeSmallInt, decodeUnsigned,
   integer, nul, oid, parseDer, readTlv, seq, walk, type ErrorFactory, type Tlv,
 } from "./der.js";
+import { MAX_CSR_BYTES } from "../../../proto/contract.js";
 import { RequestError } from "../errors.js";
 
 export interface CsrPolicy {
@@ -31,8 +32,8 @@ export interface ParsedCsr {
 }
 
 export const DEFAULT_MAX_KEY_BITS = 16384;
-/** A CSR with a 16384-bit key and a few extensions stays far below this. */
-export const MAX_CSR_BYTES = 64 * 1024;
+/** A CSR with a 16384-bit key and a few extensions stays far below it. */
+export { MAX_CSR_BYTES };
 
 const RSA_ENCRYPTION = "1.2.840.113549.1.1.1";
 

@@ -1,0 +1,316 @@
+// The issuing path: requests in flight at the signer, the presence fence (one check shared by
+// every certificate waiting: the group fence), revoke-and-withhold when the token may have gone
+// while signing, and delivery: every certificate from the signer ends confirmed delivered or
+// revoked (handouts.ts, the signer's delivery journal).
+import type { Frame } from "../../proto/wire.js";
+import { DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
+import { RemoteFailure } from "../common/channel.js";
+import { describeError, errorCode, EtokenError } from "../common/errors.js";
+import { singleFlight } from "../common/single-flight.js";
+import { Handouts } from "./handouts.js";
+import type { KernelCore } from "./kernel.js";
+import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
+
+/** A spool that has said neither `delivered` nor `undelivered` this long after the client's deadline: revoked. */
+const SPOOL_REPORT_SLACK_MS = 60_000;
+const NOT_AVAILABLE = "CA token not available: issuing is suspended (token removed or PIN not yet entered); try again later";
+
+/** What the token looked like when a request went to the signer (compared by its fence). */
+interface FenceMark {
+  readonly epoch: number;
+  readonly generation: number;
+}
+/** A request at the signer: the token as it was at dispatch, and its fence once started. */
+interface InFlight {
+  readonly at: FenceMark;
+  fence?: Promise<boolean>;
+}
+type PresenceAnswer = Frame<"presence">["message"];
+
+export class IssuingPath {
+  /** Requests sent to the signer, by request id: where their presence fence stands. */
+  private readonly inFlight = new Map<string, InFlight>();
+  /** Certificates from the signer whose delivery is not settled (handouts.ts). */
+  readonly handouts = new Handouts();
+  /** Delivered serials to confirm to the signer in the next batch, by request id. */
+  private confirmBatch = new Map<string, string>();
+  /** Group fence: callers waiting for a presence check that starts after they asked. */
+  private fenceWaiters: ((p: PresenceAnswer | undefined) => void)[] = [];
+  private readonly presenceRun = singleFlight(
+    () => this.presenceCheck(),
+    (err) => this.core.log.error("presence fence check failed", { error: describeError(err) }),
+  );
+
+  constructor(private readonly core: KernelCore) {}
+
+  /** Requests at the signer now (the status file's queueDepth). */
+  get depth(): number {
+    return this.inFlight.size;
+  }
+
+  /**
+   * Starts the fence while the signer syncs the record. An id we are not waiting for (its
+   * request timed out here) needs nothing: its Issued answer will find no taker either.
+   */
+  onSigned(frame: Frame<"signed">): void {
+    const requestId = frame.message.requestId;
+    const entry = this.inFlight.get(requestId);
+    if (entry && !entry.fence) {
+      entry.fence = this.fence(entry.at);
+      this.core.log.debug("presence fence started on Signed", { request: requestId });
+    }
+  }
+
+
+  /** The channel checked the request against the contract (proto/contract.ts) on receipt. */
+  async onIssueRequest(frame: Frame<"issueRequest">): Promise<void> {
+    const spool = this.core.supervisor.channel("spool");
+    if (!spool) return;
+    const m = frame.message;
+    const fail = (code: string, message: string): void => {
+      this.core.counters.failed++;
+      this.core.scheduleStatus();
+      spool.fail(frame, code, message);
+    };
+    if (this.core.state !== "READY") return fail("token.not_available", NOT_AVAILABLE);
+    const now = Date.now();
+    if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
+    const signer = this.core.supervisor.channel("signer");
+    if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
+    if (this.inFlight.has(m.requestId) || this.handouts.phaseOf(m.requestId) !== undefined) {
+      this.core.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
+      return fail("request.duplicate", "this request is already being served");
+    }
+    const entry: InFlight = { at: { epoch: this.core.token.epoch, generation: this.core.tokenGeneration } };
+    this.inFlight.set(m.requestId, entry);
+    try {
+      const issued = await signer.request(
+        "issueRequest",
+        {
+          requestId: m.requestId,
+          username: m.username,
+          proxyLifetime: m.proxyLifetime,
+          maxCertLifetime: m.maxCertLifetime,
+          publicKey: m.publicKey,
+          csr: m.csr,
+          deadline: m.deadline,
+          clientUid: m.clientUid,
+          fenceEpoch: entry.at.epoch,
+        },
+        "issued",
+        Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
+        // signed after we stopped waiting: the client was told it failed; nobody gets it
+        { onLateAnswer: (late) => this.onLateIssued(late) },
+      );
+      const cert = issued.message;
+      if (cert.requestId !== m.requestId) {
+        this.core.supervisor.securityEvent("signer", "issued answer does not match the request");
+        return fail("internal", "the signer gave an invalid answer");
+      }
+      // from here on the certificate exists: it ends delivered (confirmed) or revoked
+      const handout = this.handouts.signed(m.requestId, cert.serial, spool);
+      // the fence Signed started (or, from a backend that does not send it, one started now)
+      if (!entry.fence) {
+        entry.fence = this.fence(entry.at);
+        this.core.log.debug("presence fence started after Issued", { request: m.requestId });
+      }
+      if (!((await entry.fence) && this.tokenUnchangedSince(entry.at))) {
+        this.handouts.drop(m.requestId);
+        this.core.counters.fenceRevoked++;
+        const tokenGone = !this.core.token.present || this.core.token.serial !== this.core.pin.trustedSerial || this.core.state !== "READY";
+        this.core.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
+        await this.revokeInDatabase(cert.serial, this.core.config.FENCE_REVOKE_REASON, "presence fence", "presence-fence");
+        this.core.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
+          serial: cert.serial,
+        });
+        return tokenGone
+          ? fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued")
+          : fail("token.unconfirmed", "the CA could not confirm its token after signing (token monitor restarting); nothing was issued, try again");
+      }
+      if (spool.closed) {
+        this.handouts.drop(m.requestId);
+        this.revokeUndelivered(cert.serial, "the spool that asked for it stopped before the certificate was returned");
+        return;
+      }
+      spool.reply(frame, "issued", {
+        requestId: cert.requestId,
+        serial: cert.serial,
+        certificate: cert.certificate,
+        notAfter: cert.notAfter,
+        subject: cert.subject,
+      });
+      this.handouts.returned(handout, Math.max(0, m.deadline - Date.now()) + DELIVERY_GRACE_MS + SPOOL_REPORT_SLACK_MS, (h) => {
+        this.handouts.drop(h.requestId);
+        this.revokeUndelivered(h.serial, "the spool never reported whether it delivered the certificate");
+      });
+    } catch (err) {
+      if (err instanceof RemoteFailure) return fail(err.code, err.message);
+      this.core.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
+      return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
+    } finally {
+      this.inFlight.delete(m.requestId);
+      // signed, and neither returned nor revoked above (an unexpected error): it must not stay valid
+      if (this.handouts.phaseOf(m.requestId) === "fencing") {
+        const serial = this.handouts.serialOf(m.requestId)!;
+        this.handouts.drop(m.requestId);
+        this.revokeUndelivered(serial, "issuing failed after the signature");
+      }
+    }
+  }
+
+  // ---- delivery: every certificate from the signer ends confirmed delivered or revoked --------
+
+  /**
+   * `undelivered` counts only for a request this spool process got a certificate for: the
+   * serial revoked is the one the kernel returned, and the message must name that one.
+   */
+  onUndelivered(frame: Frame<"undelivered">): void {
+    const m = frame.message;
+    const spool = this.core.supervisor.channel("spool");
+    const known = spool && this.handouts.find(m.requestId, spool, true);
+    if (!known) {
+      this.core.supervisor.securityEvent("spool", `undelivered for request ${JSON.stringify(m.requestId.slice(0, 40))}, which the kernel did not return to this spool`);
+      return;
+    }
+    this.handouts.drop(m.requestId);
+    this.revokeUndelivered(known.serial, m.reason.slice(0, 200));
+    if (m.serial !== known.serial) {
+      this.core.supervisor.securityEvent("spool", `undelivered names serial ${JSON.stringify(m.serial.slice(0, 70))}, but the kernel returned ${known.serial} for request ${m.requestId}`);
+    }
+  }
+
+  onDelivered(frame: Frame<"delivered">): void {
+    const requestId = frame.message.requestId;
+    const spool = this.core.supervisor.channel("spool");
+    const known = spool && this.handouts.find(requestId, spool, false);
+    if (!known?.handout) {
+      this.core.supervisor.securityEvent("spool", `delivered for request ${JSON.stringify(requestId.slice(0, 40))}, which the kernel did not return to this spool`);
+      return;
+    }
+    this.handouts.confirming(known.handout);
+    this.core.counters.issued++;
+    this.core.scheduleStatus();
+    this.confirmBatch.set(requestId, known.serial);
+    if (this.confirmBatch.size === 1) setImmediate(() => void this.sendConfirmations());
+  }
+
+  /** Tells the signer which certificates reached their clients (one message per turn of the loop). */
+  private async sendConfirmations(): Promise<void> {
+    const batch = this.confirmBatch;
+    this.confirmBatch = new Map();
+    const signer = this.core.supervisor.channel("signer");
+    if (!signer || batch.size === 0) return; // a restarted signer gets them after settling (settleUndelivered)
+    try {
+      await signer.request("confirmDelivery", { serials: [...batch.values()] }, "ack", SIGNER_TIMEOUT_MS);
+      for (const id of batch.keys()) this.handouts.confirmed(id);
+    } catch (err) {
+      // kept as `confirming`: listed in flight when the signer settles, and sent again after
+      this.core.log.warning("the signer did not record delivered certificates; sent again when it restarts", { count: batch.size, error: describeError(err) });
+    }
+  }
+
+  private onLateIssued(late: Frame): void {
+    // a late answer is checked against the contract too: its serial is one
+    if (late.type === "issued") this.revokeUndelivered(late.message.serial, "signed after the kernel had stopped waiting for it");
+  }
+
+  revokeUndelivered(serial: string, why: string): void {
+    this.core.counters.undelivered++;
+    this.core.scheduleStatus();
+    this.core.log.warning("certificate not delivered to its client: revoking", { serial, reason: why });
+    this.core.notify("undelivered-revoked", `certificate ${serial} was signed but did not reach its client (${why}); it is revoked`, { serial });
+    void this.revokeInDatabase(serial, this.core.config.UNDELIVERED_REVOKE_REASON, "not delivered", "undelivered");
+  }
+
+  /**
+   * Every signer start: the signer revokes what was signed before it and never confirmed
+   * delivered, except what is still in flight here; then the confirmations it missed.
+   */
+  async settleUndelivered(): Promise<void> {
+    const signer = this.core.supervisor.channel("signer");
+    if (!signer) return;
+    try {
+      const r = await signer.request("settleUndelivered", { inFlight: this.handouts.inFlightSerials() }, "undeliveredRevoked", SIGNER_TIMEOUT_MS);
+      const revoked = r.message.serials;
+      if (revoked.length > 0) {
+        this.core.counters.undelivered += revoked.length;
+        this.core.revocations.recorded(0);
+        this.core.log.warning("certificates signed but never delivered (a process died): revoked", { count: revoked.length, serials: revoked.slice(0, 50).join(" "), reason: r.message.reason });
+        this.core.notify("undelivered-revoked", `${revoked.length} certificate(s) signed before a restart never reached their clients; revoked (${r.message.reason})`, {
+          serial: revoked.slice(0, 50).join(" "),
+          count: String(revoked.length),
+        });
+        if (this.core.state === "READY") void this.core.revocations.makeCrl("certificates never delivered");
+        this.core.scheduleStatus();
+      }
+      const missed = this.handouts.unconfirmed();
+      if (missed.length > 0) {
+        for (const h of missed) this.confirmBatch.set(h.requestId, h.serial);
+        void this.sendConfirmations();
+      }
+    } catch (err) {
+      this.core.log.error("the signer could not settle the certificates never delivered; they are settled at its next start", { error: describeError(err) });
+    }
+  }
+
+  private tokenUnchangedSince(at: FenceMark): boolean {
+    return this.core.state === "READY" && this.core.tokenGeneration === at.generation && this.core.token.epoch === at.epoch;
+  }
+
+  /**
+   * True only if the monitor confirms, by a check started after the signature (the caller asks
+   * after it), the same token in the same epoch, and nothing about the token changed (or the
+   * monitor restarted) since dispatch.
+   */
+  private async fence(at: FenceMark): Promise<boolean> {
+    if (!this.tokenUnchangedSince(at)) return false;
+    const p = await this.freshPresence();
+    return p !== undefined && p.present && p.epoch === at.epoch && this.tokenUnchangedSince(at);
+  }
+
+  /**
+   * A presence check that starts after this call. Callers that arrive while one is running
+   * share the next one (a group fence: under load one check covers many certificates).
+   */
+  private freshPresence(): Promise<PresenceAnswer | undefined> {
+    return new Promise((resolve) => {
+      this.fenceWaiters.push(resolve);
+      this.presenceRun();
+    });
+  }
+
+  /** One presence check for every caller waiting when it starts. */
+  private async presenceCheck(): Promise<void> {
+    const batch = this.fenceWaiters.splice(0);
+    const monitor = this.core.supervisor.channel("monitor");
+    let answer: PresenceAnswer | undefined;
+    if (monitor) {
+      try {
+        answer = (await monitor.request("presenceCheck", { epoch: this.core.token.epoch }, "presence", FENCE_TIMEOUT_MS)).message;
+      } catch (err) {
+        this.core.log.error("presence fence check failed", { error: describeError(err) });
+      }
+    }
+    for (const w of batch) w(answer);
+  }
+
+  private async revokeInDatabase(serial: string, reason: string, why: string, origin: RevocationOrigin): Promise<void> {
+    const signer = this.core.supervisor.channel("signer");
+    if (!signer) {
+      // never confirmed delivered: the signer's journal has it, and the signer revokes it when it starts
+      this.core.log.error("cannot revoke now: signer not running; it revokes the certificate when it starts", { serial, why });
+      return;
+    }
+    try {
+      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now(), origin }] }, "revokeResults", SIGNER_TIMEOUT_MS);
+      const result = r.message.results[0];
+      if (!result || !result.applied) throw new Error(result?.message ?? "no result");
+      this.core.revocations.recorded(1);
+      this.core.log.notice("certificate revoked", { serial, reason, why });
+      if (this.core.state === "READY") void this.core.revocations.makeCrl(why);
+      else this.core.log.notice("the revocation goes into the next CRL (no PIN now)", { serial });
+    } catch (err) {
+      this.core.log.error("revocation failed: revoke it by hand with revoke-cert", { serial, why, error: describeError(err) });
+    }
+  }
+}
