@@ -144,11 +144,11 @@ export const VALIDATORS: Validators = {
       : first(
           ...m.entries.map(({ queueFile = "", serial = "", reason: why = "", queuedAt = 0, origin = "" }) =>
             first(
-              (REVOCATION_ORIGINS as readonly string[]).includes(origin ?? "") ? undefined : `origin ${JSON.stringify(String(origin).slice(0, 40))} is not one of ${REVOCATION_ORIGINS.join(", ")}`,
               queueFile === "" || REVOKE_ENTRY_NAME.test(queueFile ?? "") ? undefined : `queue file ${JSON.stringify(String(queueFile).slice(0, 60))} is not rev.<ms>.<random>`,
               serialProblem(serial ?? ""),
               reason(why ?? ""),
               u64("queuedAt", queuedAt ?? 0),
+              (REVOCATION_ORIGINS as readonly string[]).includes(origin ?? "") ? undefined : `origin ${JSON.stringify(String(origin).slice(0, 40))} is not one of ${REVOCATION_ORIGINS.join(", ")}`,
             ),
           ),
         ),
