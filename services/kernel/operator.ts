@@ -7,7 +7,7 @@ import { configWarnings, DEFAULT_CONFIG_FILE, loadConfig } from "../common/confi
 import type { Config } from "../common/config-schema.js";
 import { describeError, UsageError } from "../common/errors.js";
 import { isRoot, type UserInfo } from "../common/identity.js";
-import { SERVICE_ENV } from "../common/service-table.js";
+import { configFor, SERVICE_ENV } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
 import { checkStartConfiguration } from "./start-checks.js";
 import { kernelAlive, type StatusSnapshot } from "./status.js";
@@ -166,7 +166,7 @@ function probeToken(config: Config, signer: UserInfo): string[] {
     uid: signer.uid,
     gid: signer.gid,
     cwd: "/",
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8", [SERVICE_ENV.config]: JSON.stringify(config), ...config.PKCS11_ENV },
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8", [SERVICE_ENV.config]: JSON.stringify(configFor("signer", config)), ...config.PKCS11_ENV },
     encoding: "utf8",
     timeout: PROBE_TIMEOUT_MS,
     maxBuffer: 64 * 1024,

@@ -17,18 +17,11 @@ import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { ckrName } from "../common/pkcs11/ckr.js";
+import { CKF_TOKEN_INITIALIZED, CKF_TOKEN_PRESENT, pinFlagsOf } from "../common/pkcs11/flags.js";
 import { describeKeyRef, describeNoMatch, keyMatches, slotIdOf } from "../common/pkcs11/token-match.js";
 import type { SourceState, TokenSource } from "./source.js";
 
-/** CKF_* token flags -> proto PinFlag bits. */
-const PIN_FLAG_BITS: readonly (readonly [number, number])[] = [
-  [0x00010000, 1], // CKF_USER_PIN_COUNT_LOW -> PIN_COUNT_LOW
-  [0x00020000, 2], // CKF_USER_PIN_FINAL_TRY -> PIN_FINAL_TRY
-  [0x00040000, 4], // CKF_USER_PIN_LOCKED -> PIN_LOCKED
-  [0x00080000, 8], // CKF_USER_PIN_TO_BE_CHANGED -> PIN_TO_BE_CHANGED
-];
-const CKF_TOKEN_INITIALIZED = 0x00000400;
-const CKF_TOKEN_PRESENT = 0x00000001;
 /** C_GetTokenInfo answers that mean the reader is empty, not that the module is in trouble. */
 const TOKEN_NOT_THERE = new Set(["CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_REMOVED"]);
 /** Pause before the second look that confirms a removal. */
@@ -45,12 +38,6 @@ const LOOK_ALLOWANCE_MS = 15;
  */
 export function pollPeriodMs(intervalMs: number): number {
   return Math.max(intervalMs - CONFIRM_MS - LOOK_ALLOWANCE_MS, intervalMs / 2);
-}
-
-export function pinFlagsOf(ckFlags: number): number {
-  let bits = 0;
-  for (const [ck, bit] of PIN_FLAG_BITS) if ((ckFlags & ck) !== 0) bits |= bit;
-  return bits;
 }
 
 /** The minimal slice of pkcs11js the source uses (lets the bench and tests count calls). */
@@ -76,9 +63,9 @@ function trim(s: string): string {
   return s.replace(/[\s\0]+$/, "");
 }
 
+/** The CKR_* name of a failed call, or what it said. */
 function ckrOf(err: unknown): string {
-  const m = /CKR_[A-Z_]+/.exec(err instanceof Error ? err.message : String(err));
-  return m ? m[0] : err instanceof Error ? err.message : String(err);
+  return ckrName(err) ?? (err instanceof Error ? err.message : String(err));
 }
 
 export class Pkcs11Source implements TokenSource {

@@ -6,13 +6,14 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Frame } from "../../proto/wire.js";
+import { dnTemplateOf } from "../common/config.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
 import type { RevocationReason } from "../common/reasons.js";
 import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
 import { CaDatabase } from "./cadb.js";
 import { DeliveryJournal } from "./delivery-journal.js";
-import { buildSubject, compileDnFormat, splitUsername } from "../common/x509/dn.js";
+import { buildSubject, splitUsername, type DnTemplate } from "../common/x509/dn.js";
 import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "../common/x509/certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
@@ -25,7 +26,7 @@ import { oneLine } from "../common/spool-protocol.js";
 
 interface SignerState {
   backend: SigningBackend;
-  dn: ReturnType<typeof compileDnFormat>;
+  dn: DnTemplate;
   journal: DeliveryJournal;
   /** CA_CERT's key as a canonical SubjectPublicKeyInfo: never certified for a request */
   caSpki: Buffer;
@@ -50,7 +51,7 @@ await runService("signer", {
     const backend: SigningBackend = c.SIGNER_BACKEND === "openssl" ? new (await import("./openssl-backend.js")).OpensslBackend(bctx) : new NativeBackend(bctx);
     const journal = DeliveryJournal.open(db);
     const audit = openAudit(c, db);
-    state = { backend, dn: compileDnFormat(c.DN_FORMAT, c.USERNAME_RDN_TYPES), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }), audit };
+    state = { backend, dn: dnTemplateOf(c), journal, caSpki: ca.publicKey.export({ type: "spki", format: "der" }), audit };
     const recovered = audit.recoverFromIndex(db);
     if (recovered) ctx.log.warning("audit trail: lines recovered from index.txt (the signer had stopped before writing them)", { recovered });
     audit.append("signer-start", { backend: backend.name, ca: ca.subjectSlash, certificates: db.size, revoked: db.revokedCount, recovered }, { sync: true });
@@ -95,7 +96,7 @@ await runService("signer", {
 });
 
 /** Opens AUDIT_LOG (its directory is made by the kernel; made here when the signer runs alone). */
-function openAudit(c: ServiceContext["config"], db: CaDatabase): AuditLog {
+function openAudit(c: ServiceContext<"signer">["config"], db: CaDatabase): AuditLog {
   try {
     fs.mkdirSync(path.dirname(c.AUDIT_LOG), { recursive: true, mode: 0o700 });
   } catch {
@@ -114,7 +115,7 @@ function openAudit(c: ServiceContext["config"], db: CaDatabase): AuditLog {
  * and thrown on (the caller fails the request; the certificate is withheld and, never confirmed
  * delivered, revoked at the signer's next start).
  */
-function audited(ctx: ServiceContext, write: () => void): void {
+function audited(ctx: ServiceContext<"signer">, write: () => void): void {
   try {
     write();
   } catch (err) {
@@ -123,7 +124,7 @@ function audited(ctx: ServiceContext, write: () => void): void {
   }
 }
 
-async function login(frame: Frame<"login">, ctx: ServiceContext): Promise<void> {
+async function login(frame: Frame<"login">, ctx: ServiceContext<"signer">): Promise<void> {
   const pin = frame.message.pin as Buffer;
   const expectedSerial = frame.message.expectedSerial;
   const st = s();
@@ -153,7 +154,7 @@ async function login(frame: Frame<"login">, ctx: ServiceContext): Promise<void> 
   }
 }
 
-function logout(ctx: ServiceContext, reason: string | null | undefined): void {
+function logout(ctx: ServiceContext<"signer">, reason: string | null | undefined): void {
   const st = state;
   if (!st?.backend.loggedIn) return;
   st.backend.logout();
@@ -162,11 +163,11 @@ function logout(ctx: ServiceContext, reason: string | null | undefined): void {
 }
 
 /** A token error during signing: tell the kernel when the device is gone. */
-function reportTokenFailure(ctx: ServiceContext, e: TokenError): void {
+function reportTokenFailure(ctx: ServiceContext<"signer">, e: TokenError): void {
   if (e.deviceLost) ctx.channel.send("signerFault", { code: e.code, message: e.message, deviceLost: true });
 }
 
-async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise<void> {
+async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const m = frame.message;
   const fail = (code: string, message: string): void => ctx.channel.fail(frame, code, message);
@@ -218,7 +219,7 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext): Promise
   }
 }
 
-async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void> {
+async function revoke(frame: Frame<"revoke">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const list: { serialHex: string; reason: Parameters<CaDatabase["revoke"]>[0][number]["reason"]; revokedAt: Date; queueFile: string; by: string }[] = [];
   const results: { queueFile: string; serial: string; applied: boolean; message: string }[] = [];
@@ -251,7 +252,7 @@ async function revoke(frame: Frame<"revoke">, ctx: ServiceContext): Promise<void
   ctx.channel.reply(frame, "revokeResults", { results });
 }
 
-async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext): Promise<void> {
+async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   if (!st.backend.loggedIn) return ctx.channel.fail(frame, "token.not_logged_in", "no CRL without the PIN: not logged in");
   try {
@@ -275,7 +276,7 @@ async function makeCrl(frame: Frame<"makeCrl">, ctx: ServiceContext): Promise<vo
   }
 }
 
-function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
+function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext<"signer">): void {
   const st = s();
   const latest = st.backend.latestCrl();
   const db = st.backend.database();
@@ -291,7 +292,7 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext): void {
 }
 
 /** The kernel confirms that these certificates reached their clients. */
-async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext): Promise<void> {
+async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const serials = [...frame.message.serials]; // the contract checked them
   try {
@@ -307,7 +308,7 @@ async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceCont
  * On every signer start: the certificates signed before it and never confirmed delivered are
  * revoked, except those the kernel still has in flight (it settles them itself).
  */
-async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext): Promise<void> {
+async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: ServiceContext<"signer">): Promise<void> {
   const st = s();
   const inFlight = new Set(frame.message.inFlight); // the contract checked them
   const reason = ctx.config.UNDELIVERED_REVOKE_REASON as RevocationReason; // the configuration checked it
@@ -332,7 +333,7 @@ async function settleUndelivered(frame: Frame<"settleUndelivered">, ctx: Service
 }
 
 /** The token as the kernel saw it (TokenAudit, checked by the contract), for the audit trail. */
-function tokenAudit(frame: Frame<"tokenAudit">, ctx: ServiceContext): void {
+function tokenAudit(frame: Frame<"tokenAudit">, ctx: ServiceContext<"signer">): void {
   const m = frame.message;
   auditQuietly(ctx, "token", { token: m.event, tokenSerial: m.serial, tokenLabel: m.label, detail: oneLine(m.detail, 300) });
 }
@@ -341,7 +342,7 @@ function tokenAudit(frame: Frame<"tokenAudit">, ctx: ServiceContext): void {
  * An audit line nothing waits for: a failure is logged (the next append retries the file; a
  * line lost here is recovered from index.txt at the next start). No event: sync what was written.
  */
-function auditQuietly(ctx: ServiceContext, event: Parameters<AuditLog["append"]>[0] | undefined, fields: Record<string, unknown>, sync = true): void {
+function auditQuietly(ctx: ServiceContext<"signer">, event: Parameters<AuditLog["append"]>[0] | undefined, fields: Record<string, unknown>, sync = true): void {
   try {
     if (event === undefined) s().audit.sync();
     else s().audit.append(event, fields, { sync });

@@ -1,7 +1,7 @@
 // The native signing backend (SIGNER_BACKEND=pkcs11): one pkcs11js session logged in for as
 // long as the kernel holds the PIN; certificates and CRLs are encoded here (profile.ts,
 // crl.ts) and only the signature comes from the token. Moved out of main.ts unchanged.
-import type { Config } from "../common/config-schema.js";
+import type { ServiceConfig } from "../common/service-table.js";
 import { EtokenError, TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { PinFlag } from "../../proto/wire.js";
@@ -15,7 +15,7 @@ import { CertificateTemplate } from "./profile.js";
 import { Token } from "./token.js";
 
 export interface BackendContext {
-  config: Config;
+  config: ServiceConfig<"signer">;
   log: Logger;
   ca: CaCertificate;
   db: CaDatabase;

@@ -7,12 +7,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { SERIAL } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
+import { dnTemplateOf } from "../common/config.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
 import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, REFUSAL_WATCH_MS } from "../../proto/contract.js";
 import { abandonedName, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
-import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
+import type { DnTemplate } from "../common/x509/dn.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
@@ -54,10 +55,10 @@ class Spool {
   private blockedUntil = 0;
   private blockedTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly ctx: ServiceContext) {
+  constructor(private readonly ctx: ServiceContext<"spool">) {
     this.dir = ctx.config.SPOOL_DIR;
     this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
-    this.dn = compileDnFormat(ctx.config.DN_FORMAT, ctx.config.USERNAME_RDN_TYPES);
+    this.dn = dnTemplateOf(ctx.config);
     try {
       fs.accessSync(this.dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
     } catch (err) {

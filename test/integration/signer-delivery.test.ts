@@ -99,7 +99,10 @@ t.test("proof of possession: the signer itself refuses what a compromised spool 
 t.test("signed, never confirmed delivered: revoked at the signer's next start unless still in flight", async (t) => {
   const csr = der(good.csrPem);
   const key = spkiOf(good.csrPem);
-  const [delivered, inFlight, lost] = [await issue(signer!, csr, key), await issue(signer!, csr, key), await issue(signer!, csr, key)].map((r) => r.serial!);
+  const signed = async (): Promise<string> => (await issue(signer!, csr, key)).serial!;
+  const delivered = await signed();
+  const inFlight = await signed();
+  const lost = await signed();
   await signer!.channel.request("confirmDelivery", { serials: [delivered] }, "ack", 10_000);
   signer!.kill();
   await signer!.exited;

@@ -9,7 +9,8 @@ import { TokenPresence } from "../../proto/wire.js";
 import type { KeyRef } from "../../services/common/config-schema.js";
 import { createLogger, setLogSink } from "../../services/common/log.js";
 import { TokenMonitor, type TokenEventPayload } from "../../services/monitor/monitor.js";
-import { loadModule, Pkcs11Source, pinFlagsOf, pollPeriodMs } from "../../services/monitor/pkcs11-source.js";
+import { loadModule, Pkcs11Source, pollPeriodMs } from "../../services/monitor/pkcs11-source.js";
+import { pinFlagsOf } from "../../services/common/pkcs11/flags.js";
 import { openRealUsbBus, UsbSource, type UsbBus, type UsbEvent, type UsbIds, type UsbListener } from "../../services/monitor/usb-source.js";
 import { createSoftToken, removeToken, reinsertToken, slotIdOfToken } from "../fixtures/softhsm.js";
 
