@@ -64,7 +64,7 @@ export const CONFIG_SCHEMA = {
   SMTP_URL: { kind: "smtpUrl", default: "smtp://localhost:25", section: "notify", doc: "SMTP server for notification e-mail (smtp:// or smtps://)" },
   NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval" },
   // monitor
-  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look (accepts ms, e.g. 500ms)" },
+  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look; where the module has slot events, these polls are a safety net ten times less often (accepts ms, e.g. 500ms)" },
   // backend
   SIGNER_BACKEND: { kind: "backend", default: "pkcs11", section: "backend", doc: "pkcs11 (native) or openssl (openssl ca with the pkcs11 engine)" },
   OPENSSL_CA_CONF: { kind: "optionalPath", default: "", section: "backend", doc: "openssl.cnf for SIGNER_BACKEND=openssl" },

@@ -254,18 +254,20 @@ export class IssuingPath {
   }
 
   private tokenUnchangedSince(at: FenceMark): boolean {
-    return this.core.state === "READY" && this.core.tokenGeneration === at.generation && this.core.token.epoch === at.epoch;
+    return this.core.state === "READY" && this.core.tokenGeneration === at.generation;
   }
 
   /**
    * True only if the monitor confirms, by a check started after the signature (the caller asks
-   * after it), the same token in the same epoch, and nothing about the token changed (or the
+   * after it), the same token, and nothing about the token but its PIN flags changed (or the
    * monitor restarted) since dispatch.
    */
   private async fence(at: FenceMark): Promise<boolean> {
     if (!this.tokenUnchangedSince(at)) return false;
     const p = await this.freshPresence();
-    return p !== undefined && p.present && p.epoch === at.epoch && this.tokenUnchangedSince(at);
+    // the monitor reports a change before it answers: its epoch is the kernel's latest, and any
+    // change since dispatch other than PIN flags has moved the generation
+    return p !== undefined && p.present && p.epoch === this.core.token.epoch && this.tokenUnchangedSince(at);
   }
 
   /**

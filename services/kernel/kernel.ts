@@ -67,7 +67,7 @@ export class Kernel implements KernelCore {
   private stateSince = Date.now();
   token: TokenView = { present: false, serial: "", label: "", pinFlags: 0, epoch: 0, usbAvailable: false };
   /**
-   * Bumped on every token event and on every monitor (re)start: the presence fence compares it,
+   * Bumped on every token event but a PIN-flags-only one, and on every monitor (re)start: the presence fence compares it,
    * since a restarted monitor counts its epochs from 1 again and saw nothing in between.
    */
   tokenGeneration = 0;
@@ -327,9 +327,12 @@ export class Kernel implements KernelCore {
       return;
     }
     this.monitorEpoch = ev.epoch;
-    this.tokenGeneration++;
     const before = this.token;
     const present = ev.presence === TokenPresence.TOKEN_PRESENT;
+    // PIN flags alone (the counter a successful login resets) are not another token: in-flight
+    // signatures keep their fence; any other change (presence, serial, label, USB) breaks it
+    const sameToken = before.present && present && before.serial === ev.serial && before.label === ev.label && before.usbAvailable === ev.usbAvailable;
+    if (!sameToken) this.tokenGeneration++;
     this.token = { present, serial: ev.serial, label: ev.label, pinFlags: ev.pinFlags, epoch: ev.epoch, usbAvailable: ev.usbAvailable };
     const detail = oneLine(ev.detail, MAX_REASON);
     if (!present && detail !== this.tokenDetail && detail.startsWith(NO_MATCHING_TOKEN)) {

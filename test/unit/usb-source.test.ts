@@ -171,16 +171,16 @@ t.test("KEY's slot-id is the PKCS#11 slot ID, not a position (RFC 7512)", async 
 
 t.test("TOKEN_POLL_INTERVAL bounds detection: the looks come sooner by the confirmation pause and an allowance", async (t) => {
   const delays: number[] = [];
-  const realSetInterval = globalThis.setInterval;
-  globalThis.setInterval = ((fn: () => void, ms: number) => {
+  const realSetTimeout = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms: number) => {
     delays.push(ms);
-    return realSetInterval(fn, 3_600_000);
-  }) as typeof setInterval;
+    return realSetTimeout(fn, 3_600_000);
+  }) as typeof setTimeout;
   const sources = [300, 2000, 40].map((interval) => new Pkcs11Source(module, KEY0, interval, log));
   try {
     for (const s of sources) s.start(() => {});
   } finally {
-    globalThis.setInterval = realSetInterval;
+    globalThis.setTimeout = realSetTimeout;
     for (const s of sources) s.stop();
   }
   t.same(delays, [260, 1960, 20], "300 ms -> every 260 ms (a removal just after a look, confirmed 25 ms later, is still seen within 300 ms); never more often than twice per interval");
