@@ -3,8 +3,8 @@
 // A whole etoken-ca on this machine, everything under one throwaway directory: a SoftHSM2 token
 // with a fresh CA key and CA certificate, the service users, etoken-ca-server as root with its
 // console on a pseudo-terminal, a MyProxy server in CA mode on 127.0.0.1 whose
-// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL
-// and `etoken-ca status`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
+// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL,
+// `etoken-ca status` and `etoken-ca audit verify`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
 // same code paths as the test suite.
 //
 //   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE] [--log-file FILE]
@@ -369,6 +369,13 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
   const caughtUp = (m: string): boolean => m.includes(`etoken_ca_crl_number ${now?.crl?.number}\n`) && m.includes(`etoken_ca_certificates_issued_total ${now?.counters.issued}\n`);
   await waitFor("METRICS_FILE to follow the status", () => (fs.existsSync(metricsFileOf(inst)) && caughtUp(fs.readFileSync(metricsFileOf(inst), "utf8")) ? true : undefined), 10_000);
   show(["grep", "-E", '^etoken_ca_(state\\{state="READY"|token_present|certificates_issued_total|requests_failed_total|request_duration_seconds_count|sign_duration_seconds_count|crl_number|crl_next_update)', metricsFileOf(inst)], { allowFail: true });
+
+  step("7. The audit trail: each line chained to the one before, each CRL the token signs commits to its head");
+  const opEnv = { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } };
+  show([path.join(ROOT, "bin/etoken-ca"), "audit", "verify", "--config", inst.configPath], opEnv);
+  const serial = spawnSync("openssl", ["x509", "-in", certFile, "-noout", "-serial"], { encoding: "utf8" }).stdout.trim().replace(/^serial=/, "");
+  show([path.join(ROOT, "bin/etoken-ca"), "audit", "show", "--serial", serial, "--config", inst.configPath], opEnv);
+  show([path.join(ROOT, "bin/etoken-ca"), "check-db", "--config", inst.configPath], opEnv);
 
   if (KEEP) {
     step("Left running (--keep)");

@@ -55,6 +55,13 @@ export const TOKEN_PRESENCE_VALUES: readonly number[] = [0, 1, 2];
 export const MAX_REASON = 400;
 /** More serials than this in one ConfirmDelivery or SettleUndelivered is not a kernel talking. */
 export const MAX_SERIALS_PER_MESSAGE = 100_000;
+/** Who revoked, for the audit trail (RevokeEntry.origin). */
+export const REVOCATION_ORIGINS = ["revoke-queue", "presence-fence", "undelivered"] as const;
+export type RevocationOrigin = (typeof REVOCATION_ORIGINS)[number];
+/** What the kernel tells the signer about the token for the audit trail (TokenAudit.event). */
+export const TOKEN_AUDIT_EVENTS = ["inserted", "removed", "refused", "replaced"] as const;
+/** The longest detail of a TokenAudit (the monitor's words). */
+export const MAX_TOKEN_AUDIT_DETAIL = 300;
 /** Largest number of revoke queue entries applied per pass (the rest comes with the next pass). */
 export const MAX_QUEUE_ENTRIES = 1000;
 
@@ -139,15 +146,22 @@ export const VALIDATORS: Validators = {
     m.entries.length > MAX_QUEUE_ENTRIES
       ? `${m.entries.length} revocations, more than ${MAX_QUEUE_ENTRIES}`
       : first(
-          ...m.entries.map(({ queueFile = "", serial = "", reason: why = "", queuedAt = 0 }) =>
+          ...m.entries.map(({ queueFile = "", serial = "", reason: why = "", queuedAt = 0, origin = "" }) =>
             first(
               queueFile === "" || REVOKE_ENTRY_NAME.test(queueFile ?? "") ? undefined : `queue file ${JSON.stringify(String(queueFile).slice(0, 60))} is not rev.<ms>.<random>`,
               serialProblem(serial ?? ""),
               reason(why ?? ""),
               u64("queuedAt", queuedAt ?? 0),
+              (REVOCATION_ORIGINS as readonly string[]).includes(origin ?? "") ? undefined : `origin ${JSON.stringify(String(origin).slice(0, 40))} is not one of ${REVOCATION_ORIGINS.join(", ")}`,
             ),
           ),
         ),
+  tokenAudit: (m) =>
+    first(
+      (TOKEN_AUDIT_EVENTS as readonly string[]).includes(m.event) ? undefined : `token event ${JSON.stringify(m.event.slice(0, 40))} is not one of ${TOKEN_AUDIT_EVENTS.join(", ")}`,
+      tokenText(m.serial, m.label),
+      text("detail", m.detail, MAX_TOKEN_AUDIT_DETAIL),
+    ),
   revokeResults: (m) => (m.results.length > MAX_QUEUE_ENTRIES ? `${m.results.length} results, more than ${MAX_QUEUE_ENTRIES}` : undefined),
   makeCrl: () => undefined,
   crlInfo,

@@ -53,6 +53,10 @@ export const CONFIG_SCHEMA = {
   // CRLs
   CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL; above 30 days is warned" },
   CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour" },
+  // audit trail
+  AUDIT_LOG: { kind: "path", default: "/var/log/etoken-ca/audit.log", section: "audit", doc: "Tamper-evident audit trail (JSON lines, hash-chained) written by the signer: issuances, revocations, CRLs, logins, token events; its directory is the signer's, 0700. Every CRL commits to its head; check it with etoken-ca audit verify" },
+  AUDIT_CHECKPOINT_INTERVAL: { kind: "duration", default: "1d", section: "audit", doc: "While the PIN is there, a new CRL (and with it a checkpoint of the audit trail) is made at least this often" },
+  AUDIT_ROTATE_SIZE: { kind: "integer", default: "67108864", section: "audit", doc: "The audit trail's file is renamed to AUDIT_LOG.<first line number> once it would grow past this many bytes (0: never); the chain continues in the new file" },
   // hooks and mail
   NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
   POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the numbered DER file (CRL_DIR/crl-NNNNNN.der) as argument and CRL_URLS in ETOKEN_CRL_URLS" },

@@ -41,6 +41,7 @@ const USER_KEYS: Record<keyof Users, ConfigKey> = {
 export const DIRECTORY_RULES: readonly DirectoryRule[] = [
   { key: "CA_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o700, forbidden: 0o077, why: "the CA database belongs to the signer alone", usedBy: ["signer"] },
   { key: "CRL_DIR", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o755, forbidden: 0o022, why: "CRLs are written by the signer and public to read", usedBy: ["signer", "notifier"] },
+  { key: "AUDIT_LOG", owner: (u) => u.signer.uid, group: (u) => u.signer.gid, mode: 0o700, forbidden: 0o077, why: "the audit trail is written by the signer alone and names the certificates' holders", parentOf: true, usedBy: ["signer"] },
   { key: "SPOOL_DIR", owner: (u) => u.spool.uid, group: (u) => u.client.gid, mode: 0o2770, forbidden: 0o007, why: "the spool is shared by the client and the spool service only", usedBy: ["spool", "client"] },
   { key: "REVOKE_DIR", owner: () => 0, group: () => 0, mode: 0o700, forbidden: 0o077, why: "the revoke queue is root's: written by revoke-cert, read by the kernel", usedBy: [] },
   { key: "PIDFILE", owner: () => 0, group: () => 0, mode: 0o755, forbidden: 0o022, why: "the pid file is root's", parentOf: true, usedBy: [] },

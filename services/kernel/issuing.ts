@@ -3,13 +3,12 @@
 // while signing, and delivery: every certificate from the signer ends confirmed delivered or
 // revoked (handouts.ts, the signer's delivery journal).
 import type { Frame } from "../../proto/wire.js";
-import { DELIVERY_GRACE_MS } from "../../proto/contract.js";
+import { DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
 import { RemoteFailure } from "../common/channel.js";
 import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
 import { Handouts } from "./handouts.js";
 import type { KernelCore } from "./kernel.js";
-import type { RevocationOrigin } from "./metrics.js";
 import { QueueRefusal, SignQueue, type SignStats, type Ticket } from "./sign-queue.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
@@ -185,7 +184,7 @@ export class IssuingPath {
         this.core.counters.fenceRevoked++;
         const tokenGone = !this.core.token.present || this.core.token.serial !== this.core.pin.trustedSerial || this.core.state !== "READY";
         this.core.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
-        await this.revokeInDatabase(cert.serial, this.core.config.FENCE_REVOKE_REASON, "presence fence", "fence");
+        await this.revokeInDatabase(cert.serial, this.core.config.FENCE_REVOKE_REASON, "presence fence", "presence-fence");
         this.core.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
           serial: cert.serial,
         });
@@ -376,7 +375,7 @@ export class IssuingPath {
       return;
     }
     try {
-      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now() }] }, "revokeResults", SIGNER_TIMEOUT_MS);
+      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now(), origin }] }, "revokeResults", SIGNER_TIMEOUT_MS);
       const result = r.message.results[0];
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
       this.core.revocations.recorded(1);

@@ -3,7 +3,7 @@
 // and the status file. What it owns besides lives in its parts: the issuing path (issuing.ts),
 // the PIN (pin.ts), the revoke queue and CRLs (revocations.ts). It parses nothing untrusted:
 // every frame was checked against the contract (proto/contract.ts) before it gets here.
-import { MAX_REASON } from "../../proto/contract.js";
+import { MAX_REASON, MAX_TOKEN_AUDIT_DETAIL, type TOKEN_AUDIT_EVENTS } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
 import { TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
@@ -356,7 +356,10 @@ export class Kernel implements KernelCore {
     this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
-      if (before.present) this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+      if (before.present) {
+        this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+        this.auditToken("removed", before.serial, before.label, detail);
+      }
       this.tokenLost("token removed", "token-absent");
       return;
     }
@@ -366,17 +369,31 @@ export class Kernel implements KernelCore {
         serial: ev.serial,
         expected: this.pin.trustedSerial,
       });
+      this.auditToken("refused", ev.serial, ev.label, `expected serial ${this.pin.trustedSerial}`);
       this.tokenLost("another token", "token-refused");
       return;
     }
     if (before.present && before.serial !== ev.serial && this.current === "READY") {
+      this.auditToken("replaced", ev.serial, ev.label, `token ${before.serial} replaced while READY`);
       this.tokenLost("token replaced", "token-refused");
       return;
     }
-    if (!before.present) this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+    if (!before.present) {
+      this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+      this.auditToken("inserted", ev.serial, ev.label, detail);
+    }
     if (this.current === "SUSPENDED") this.transition("token-present");
     this.pin.considerPrompt();
     this.writeStatus();
+  }
+
+  /** The signer writes the audit trail: tell it what happened to the token (no reply expected). */
+  private auditToken(event: (typeof TOKEN_AUDIT_EVENTS)[number], serial: string, label: string, detail: string): void {
+    try {
+      this.supervisor.channel("signer")?.send("tokenAudit", { event, serial, label, detail: detail.slice(0, MAX_TOKEN_AUDIT_DETAIL) });
+    } catch (err) {
+      this.log.warning("cannot tell the signer about a token event for the audit trail", { event, error: describeError(err) });
+    }
   }
 
   private tokenLost(why: string, event: KernelEvent): void {

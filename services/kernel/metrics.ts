@@ -20,7 +20,7 @@ const SIGN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 /** A reason label is a failure code as the services write them; anything else is counted as "other". */
 const REASON = /^[a-z][a-z0-9_.-]{0,63}$/;
 
-export type RevocationOrigin = "queue" | "fence" | "undelivered";
+import type { RevocationOrigin } from "../../proto/contract.js";
 
 class Histogram {
   readonly counts: number[];

@@ -16,7 +16,9 @@ const USAGE = `usage: etoken-ca status [--json] [--config FILE]
        etoken-ca check-config [--config FILE]
        etoken-ca check-db [--config FILE]
        etoken-ca check [-w S] [-c S] [thresholds, see etoken-ca(8)] [--status-file FILE | --config FILE]
-       etoken-ca trust-files --out DIR [--alias NAME] [--url URL] [--email ADDR] [--status STATUS] [--config FILE]`;
+       etoken-ca trust-files --out DIR [--alias NAME] [--url URL] [--email ADDR] [--status STATUS] [--config FILE]
+       etoken-ca audit verify [--from N] [--crl-dir DIR] [--log FILE] [--config FILE]
+       etoken-ca audit show --serial SERIAL [--json] [--log FILE] [--config FILE]`;
 const KEY_PROBE = fileURLToPath(new URL("../signer/key-probe.js", import.meta.url));
 const PROBE_TIMEOUT_MS = 60_000;
 const MAX_PROBE_LINES = 20;
@@ -125,10 +127,11 @@ async function checkDb(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { config: "value" }, USAGE);
   const config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
   const { checkDatabase } = await import("../common/ca-dir/check-db.js");
-  const report = checkDatabase(config.CA_DIR);
+  const report = checkDatabase(config.CA_DIR, config.AUDIT_LOG);
   for (const p of report.problems) process.stdout.write(`${p}\n`);
   const n = report.counts;
-  const summary = `${plural(n.lines, "line")} in ${config.CA_DIR}/index.txt (${n.valid} valid, ${n.revoked} revoked, ${n.expired} expired) and ${plural(n.certificateFiles, "certificate file")} in newcerts/`;
+  const trail = report.auditLines === undefined ? `; no audit trail at ${config.AUDIT_LOG} yet` : `; the audit trail's ${plural(report.auditLines, "line")} cross-checked`;
+  const summary = `${plural(n.lines, "line")} in ${config.CA_DIR}/index.txt (${n.valid} valid, ${n.revoked} revoked, ${n.expired} expired) and ${plural(n.certificateFiles, "certificate file")} in newcerts/${trail}`;
   process.stdout.write(report.problems.length === 0 ? `OK: ${summary}.\n` : `${plural(report.problems.length, "problem")} found; ${summary}.\n`);
   return report.problems.length === 0 ? 0 : 1;
 }

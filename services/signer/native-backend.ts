@@ -9,6 +9,7 @@ import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./ba
 import type { CaDatabase } from "./cadb.js";
 import { assembleCertificate, publicKeyMatches, type CaCertificate } from "../common/x509/certificate.js";
 import type { CrlPublisher, PublishedCrl } from "./crl-publisher.js";
+import type { ChainHead } from "../common/audit/trail.js";
 import { mapPkcs11Error } from "../common/pkcs11/ckr.js";
 import { CertificateTemplate } from "./profile.js";
 import { Token } from "./token.js";
@@ -163,7 +164,7 @@ export class NativeBackend implements SigningBackend {
       .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash, signMs }));
   }
 
-  makeCrl(lifetimeMs: number): Promise<PublishedCrl> {
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {
     try {
       const token = this.readyToken();
       const info = this.c.crls.publish(this.c.db, lifetimeMs, (tbs) => {
@@ -172,7 +173,7 @@ export class NativeBackend implements SigningBackend {
         } catch (err) {
           throw this.tokenFailure(err, "signing the CRL");
         }
-      });
+      }, checkpoint());
       return Promise.resolve(info);
     } catch (err) {
       return Promise.reject(err);

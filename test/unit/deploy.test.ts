@@ -180,7 +180,7 @@ t.test("tmpfiles.d, sysusers.d and the unit agree with the schema and the kernel
   t.same(setting("StandardInput"), ["null"], "systemd leaves the console to the kernel");
   t.same(setting("TTYPath"), [], "no TTYPath=");
   const writable = setting("ReadWritePaths").join(" ").split(/\s+/).map((p) => p.replace(/^-/, ""));
-  for (const key of ["CA_DIR", "CRL_DIR", "SPOOL_DIR", "REVOKE_DIR"] as const) {
+  for (const key of ["CA_DIR", "CRL_DIR", "SPOOL_DIR", "REVOKE_DIR", "AUDIT_LOG"] as const) {
     t.ok(writable.some((w) => defaults[key].startsWith(w + "/")), `${key} (${defaults[key]}) is below a ReadWritePaths= entry`);
   }
   for (const key of ["PIDFILE", "STATUS_FILE"] as const) {

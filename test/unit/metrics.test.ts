@@ -38,8 +38,8 @@ function busyMetrics(): KernelMetrics {
   m.requestRejected("request.bad_owner");
   m.certificateReturned(80, 12.5);
   m.certificateReturned(1500, 0); // a backend that does not measure C_Sign: no sign-time sample
-  m.revoked("queue", 2);
-  m.revoked("fence");
+  m.revoked("revoke-queue", 2);
+  m.revoked("presence-fence");
   m.revoked("undelivered", 0);
   m.crlSigned();
   return m;
@@ -76,8 +76,8 @@ t.test("the values: state enum, PIN-needed since, counters by reason, histograms
   t.equal(sample(text, 'etoken_ca_requests_rejected_total{reason="request.bad_owner"}'), "1");
   t.equal(sample(text, "etoken_ca_fence_revoked_total"), "1");
   t.equal(sample(text, "etoken_ca_undelivered_total"), "4");
-  t.equal(sample(text, 'etoken_ca_revocations_total{origin="queue"}'), "2");
-  t.equal(sample(text, 'etoken_ca_revocations_total{origin="fence"}'), "1");
+  t.equal(sample(text, 'etoken_ca_revocations_total{origin="revoke-queue"}'), "2");
+  t.equal(sample(text, 'etoken_ca_revocations_total{origin="presence-fence"}'), "1");
   t.equal(sample(text, 'etoken_ca_revocations_total{origin="undelivered"}'), undefined, "no revocation of that origin yet: no series");
   t.equal(sample(text, "etoken_ca_revocations_pending_crl"), "1");
   t.equal(sample(text, "etoken_ca_crls_signed_total"), "1");
