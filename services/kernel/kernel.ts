@@ -15,14 +15,14 @@ import type { ServiceName } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
 import { NO_MATCHING_TOKEN } from "../common/pkcs11/token-match.js";
 import type { OperatorConsole } from "./console.js";
-import { crlCheckIntervalMs } from "./crl-schedule.js";
+import { crlCheckIntervalMs } from "../common/crl-schedule.js";
 import { IssuingPath } from "./issuing.js";
 import { KernelMetrics, MetricsFile } from "./metrics.js";
 import { pinFlagNames, PinKeeper } from "./pin.js";
 import { permittedRow, runRow, type KernelHandlers } from "./policy.js";
 import { Revocations } from "./revocations.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
-import { writeStatus, type StatusSnapshot } from "./status.js";
+import { writeStatus, type StatusSnapshot } from "../common/status-file.js";
 import type { Supervisor } from "./supervisor.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 

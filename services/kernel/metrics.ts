@@ -8,7 +8,7 @@ import { describeError } from "../common/errors.js";
 import { writeFileAtomic } from "../common/durable-file.js";
 import type { Logger } from "../common/log.js";
 import { KERNEL_STATES } from "./states.js";
-import type { StatusSnapshot } from "./status.js";
+import type { StatusSnapshot } from "../common/status-file.js";
 
 /** Readable by node_exporter whatever user it runs as: the file holds no secret (like the status file). */
 export const METRICS_FILE_MODE = 0o644;

@@ -2,10 +2,10 @@
 // login and SIGUSR1), what no published CRL carries yet, and a new CRL well before nextUpdate.
 import { describeError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
-import { crlAction, crlCheckpointDue } from "./crl-schedule.js";
+import { crlAction, crlCheckpointDue } from "../common/crl-schedule.js";
 import type { KernelCore } from "./kernel.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
-import type { StatusSnapshot } from "./status.js";
+import type { StatusSnapshot } from "../common/status-file.js";
 import { CRL_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
 export class Revocations {

@@ -1,6 +1,6 @@
 // The monitoring probe's decision table: each rule looks at the status file's facts and the
 // thresholds and may raise a level. The worst level wins; its exit code is the Nagios one.
-import type { StatusSnapshot } from "../kernel/status.js";
+import type { StatusSnapshot } from "../common/status-file.js";
 
 export const LEVELS = ["OK", "WARNING", "CRITICAL", "UNKNOWN"] as const;
 export type Level = (typeof LEVELS)[number];

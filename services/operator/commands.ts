@@ -3,8 +3,8 @@ import * as fs from "node:fs";
 import { isHelpRequest, parseArgs } from "../common/cli.js";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
 import { describeError, UsageError } from "../common/errors.js";
-import { kernelAlive, type StatusSnapshot } from "../kernel/status.js";
-import { crlReissueAt } from "../kernel/crl-schedule.js";
+import { kernelAlive, type StatusSnapshot } from "../common/status-file.js";
+import { crlReissueAt } from "../common/crl-schedule.js";
 import { checkLine, exitCodeOf, type Thresholds } from "./check-rules.js";
 import { buildTrustFiles, writeTrustFiles } from "./trust-files.js";
 

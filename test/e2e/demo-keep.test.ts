@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { CLEAN_PATH, ROOT, waitFor } from "../fixtures/server.js";
-import type { StatusSnapshot } from "../../services/kernel/status.js";
+import type { StatusSnapshot } from "../../services/common/status-file.js";
 
 const alive = (pid: number): boolean => {
   try {

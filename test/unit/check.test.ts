@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { checkLine, decide, type Facts, type Thresholds } from "../../services/operator/check-rules.js";
-import type { StatusSnapshot } from "../../services/kernel/status.js";
+import type { StatusSnapshot } from "../../services/common/status-file.js";
 import { BIN } from "../fixtures/server.js";
 
 const NOW = Date.parse("2026-12-03T12:00:00Z");

@@ -1,7 +1,7 @@
 // The CRL schedule: a new CRL is in place at least CRL_REISSUE_BEFORE before nextUpdate, whatever
 // the phase of the kernel's periodic check.
 import t from "tap";
-import { crlAction, crlCheckIntervalMs, crlReissueAt } from "../../services/kernel/crl-schedule.js";
+import { crlAction, crlCheckIntervalMs, crlReissueAt } from "../../services/common/crl-schedule.js";
 
 const DAY = 86_400_000;
 

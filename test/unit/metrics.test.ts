@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { promtool, sample } from "../fixtures/prometheus.js";
 import { KernelMetrics, MetricsFile, METRICS_FILE_MODE } from "../../services/kernel/metrics.js";
-import type { StatusSnapshot } from "../../services/kernel/status.js";
+import type { StatusSnapshot } from "../../services/common/status-file.js";
 import { createLogger, setLogSink } from "../../services/common/log.js";
 
 const NOW = Date.parse("2026-12-03T12:00:00Z");
