@@ -1,4 +1,4 @@
-// The benchmark runner: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results]`.
+// The benchmark runner: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]`.
 // Starts real installations (as root: real users, SoftHSM2 token, the kernel and its four
 // services), measures from the outside where the goals say so, and prints one table of figures
 // with the goals and PASS/MISS. It never asserts and always exits 0 unless it cannot run at all.
@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { machine } from "./lib/machine.js";
-import { ONLY, QUICK, WRITE } from "./lib/options.js";
+import { CPU_PROF, ONLY, QUICK, WRITE } from "./lib/options.js";
 import { figures, note, notes } from "./lib/report.js";
 import { sharedCleanup } from "./lib/shared-installation.js";
 import { SECTIONS } from "./sections/index.js";
@@ -19,7 +19,9 @@ import type { Section } from "./sections/section.js";
 
 const SRC_BENCH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bench");
 
-const wanted = (s: Section): boolean => ONLY === undefined || [s.name, ...(s.aliases ?? [])].some((n) => ONLY!.includes(n));
+const named = (s: Section): boolean => ONLY !== undefined && [s.name, ...(s.aliases ?? [])].some((n) => ONLY!.includes(n));
+/** --cpu-prof alone runs only the profile section; with --only, the named ones too */
+const wanted = (s: Section): boolean => named(s) || (s.name === "cpuprof" ? CPU_PROF : ONLY === undefined && !CPU_PROF && !s.onRequest);
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {

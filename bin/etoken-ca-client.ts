@@ -12,8 +12,7 @@ import "../services/common/no-inspector.js"; // first: before anything else runs
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { VERSION as CLIENT_VERSION } from "../services/common/cli.js";
-import { configPathFromArgs, loadConfig } from "../services/common/config.js";
-import { compileDnFormat } from "../services/common/x509/dn.js";
+import { configPathFromArgs, dnTemplateOf, loadConfig } from "../services/common/config.js";
 import {
   abandonedName,
   certificateMismatch,
@@ -341,7 +340,7 @@ async function main(argv: string[]): Promise<void> {
   try {
     parsed = parseMyproxyInput(input);
     // the spool's own rules (spool-protocol.ts): what it would refuse is refused here, at once
-    mine = { publicKey: csrPublicKey(decodeCsrPem(parsed.csrPem)), subject: checkUsername(parsed.username, compileDnFormat(config.DN_FORMAT, config.USERNAME_RDN_TYPES)).subject };
+    mine = { publicKey: csrPublicKey(decodeCsrPem(parsed.csrPem)), subject: checkUsername(parsed.username, dnTemplateOf(config)).subject };
   } catch (err) {
     fail((err as Error).message);
   } finally {

@@ -12,7 +12,7 @@ import { randomBytes, X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs, runCli } from "../services/common/cli.js";
-import { configPathFromArgs, loadConfig } from "../services/common/config.js";
+import { DEFAULT_CONFIG_FILE, loadConfig } from "../services/common/config.js";
 import { writeFileAtomic } from "../services/common/durable-file.js";
 import { SecurityError, UsageError } from "../services/common/errors.js";
 import { requireRoot } from "../services/common/identity.js";
@@ -120,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if ((args.serial === undefined) === (args.cert === undefined)) throw new UsageError(`give exactly one of --serial and --cert\n${USAGE}`);
-  const reason = canonicalReason((args.reason as string | undefined) ?? "unspecified");
+  const reason = canonicalReason(args.reason ?? "unspecified");
   if (!isRevocationReason(reason)) throw new UsageError(reasonProblem(reason));
   requireRoot(PROGRAM);
 
@@ -134,11 +134,11 @@ async function main(argv: string[]): Promise<number> {
     }
     serialIn = cert.serialNumber;
   } else {
-    serialIn = args.serial as string;
+    serialIn = args.serial!;
   }
   const serial = normalizeSerial(serialIn);
   if (!serial) throw new UsageError(`serial ${JSON.stringify(serialIn)} is not hexadecimal`);
-  const config = loadConfig(configPathFromArgs(argv));
+  const config = loadConfig(args.config ?? DEFAULT_CONFIG_FILE);
 
   const found = findSerialLine(path.join(config.CA_DIR, INDEX), serial);
   if (!found) throw new UsageError(`serial ${serial} is not in the CA database ${config.CA_DIR}`);

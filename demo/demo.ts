@@ -3,15 +3,15 @@
 // A whole etoken-ca on this machine, everything under one throwaway directory: a SoftHSM2 token
 // with a fresh CA key and CA certificate, the service users, etoken-ca-server as root with its
 // console on a pseudo-terminal, a MyProxy server in CA mode on 127.0.0.1 whose
-// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL
-// and `etoken-ca status`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
+// certificate_issuer_program is etoken-ca-client, then one myproxy-logon, a revocation, the CRL,
+// `etoken-ca status` and `etoken-ca audit verify`. It reuses the test fixtures (test/fixtures/*), so the demo runs the
 // same code paths as the test suite.
 //
 //   node dist/demo/demo.js [--keep] [--interactive] [--ready-file FILE] [--log-file FILE]
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
-import { addTrustedCa, myproxyLogon, startMyProxy, writeIssuerWrapper, MYPROXY_USER, type MyProxyServer } from "../test/fixtures/myproxy.js";
+import { myproxyLogon, startMyProxy, writeIssuerWrapper, MYPROXY_USER, type MyProxyServer } from "../test/fixtures/myproxy.js";
 import { BIN, CLEAN_PATH, ROOT, countPrompts, createInstallation, readStatus, startServer, waitFor, waitForState, type Installation, type RunningServer } from "../test/fixtures/server.js";
 import { TEST_USERS } from "../test/fixtures/users.js";
 import { lookupUser } from "../services/common/identity.js";
@@ -102,7 +102,9 @@ async function cleanup(): Promise<void> {
     say(`   removing this demo's log ${LOG_FILE}`);
     fs.rmSync(LOG_FILE, { force: true });
   }
-  say(`   kept: the Debian packages, node_modules/ and dist/, and the users ${Object.values(TEST_USERS).join(", ")} (remove them with userdel if you like)`);
+  const serviceUsers = [TEST_USERS.SIGNER_USER, TEST_USERS.SPOOL_USER, TEST_USERS.MONITOR_USER, TEST_USERS.NOTIFIER_USER];
+  say(`   kept: the Debian packages, node_modules/ and dist/, and the service users ${serviceUsers.join(", ")} (remove them with userdel if you like;`);
+  say(`   the client ran as ${MYPROXY_USER}, the user of Debian's myproxy-server)`);
 }
 
 function preflight(): void {
@@ -240,6 +242,8 @@ async function main(): Promise<void> {
   step("1. Users, SoftHSM2 token with a fresh CA key and certificate, configuration");
   const inst = createDemoInstallation();
   running.inst = inst;
+  // Prometheus metrics for node_exporter's textfile collector (a directory of its own in a real installation)
+  fs.appendFileSync(inst.configPath, `METRICS_FILE='${metricsFileOf(inst)}'\n`);
   say(`   directory:     ${inst.dir}`);
   say(`   configuration: ${inst.configPath}`);
   say(`   token:         SoftHSM2 "${inst.token.label}", serial ${inst.token.serial} (${inst.token.confPath})`);
@@ -290,6 +294,22 @@ async function logonAndShow(mp: MyProxyServer, user: string, work: string, name:
   return certFile;
 }
 
+const metricsFileOf = (inst: Installation): string => path.join(inst.dir, "run/etoken_ca.prom");
+
+/** Runs bin/etoken-ca (the operator's command) and shows it. */
+function etokenCa(args: string[], opts: { asNobody?: boolean; allowFail?: boolean } = {}): { code: number | null; out: string } {
+  const env = { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" };
+  const cmd = [path.join(ROOT, "bin/etoken-ca"), ...args];
+  return show(opts.asNobody ? ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", ...cmd] : cmd, { env, allowFail: opts.allowFail });
+}
+
+/** What relying parties install for this CA (<hash>.0, .signing_policy, .namespaces, .crl_url, .info), from etoken-ca trust-files. */
+function trustFiles(inst: Installation, dir: string): void {
+  etokenCa(["trust-files", "--out", dir, "--config", inst.configPath, "--alias", "etoken-ca-demo", "--url", "http://localhost/etoken-ca-demo/", "--email", "root@localhost", "--status", "experimental"]);
+  const policy = fs.readdirSync(dir).find((f) => f.endsWith(".signing_policy") && !fs.lstatSync(path.join(dir, f)).isSymbolicLink() && fs.readFileSync(path.join(dir, f), "utf8").includes("etoken-ca DEMO CA"));
+  if (policy) show(["grep", "^cond_subjects", path.join(dir, policy)]);
+}
+
 function inst(): Installation {
   return running.inst!;
 }
@@ -302,11 +322,11 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
   const issuer = writeIssuerWrapper(path.join(mpDir, "etoken-ca-issuer"), [process.execPath, BIN.client, "--config", inst.configPath]);
   const mp = await startMyProxy({ dir: mpDir, issuerProgram: issuer, maxCertLifetimeHours: 12, users: [{ name: DEMO_USER, password: DEMO_PASSWORD }, { name: DEMO_SUFFIX_USER, password: DEMO_PASSWORD }] });
   running.mp = mp;
-  addTrustedCa(mp.trustDir, inst.token.caCertPath, "/DC=org/DC=example");
   say(`   myproxy-server pid ${mp.pid} as ${MYPROXY_USER}, port ${mp.port}, config ${mp.configPath}`);
   say(`   issuer program ${issuer}:`);
   say(indent(fs.readFileSync(issuer, "utf8"), "      "));
-  say(`   trust directory (X509_CERT_DIR) ${mp.trustDir}: the host's CA and ours, each with a signing_policy`);
+  say(`   trust directory (X509_CERT_DIR) ${mp.trustDir}: the host's CA, and ours as relying parties install it:`);
+  trustFiles(inst, mp.trustDir);
   say(`   demo MyProxy accounts: "${DEMO_USER}" and "${DEMO_SUFFIX_USER}", password "${DEMO_PASSWORD}" (checked by a PAM service of the demo's own)`);
 
   step(`4. myproxy-logon fetches a certificate (DN_FORMAT=${DEMO_DN_FORMAT}: the user name is the CN value)`);
@@ -323,6 +343,8 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
   const text = fs.readFileSync(inst.configPath, "utf8").split("\n").map((l) => (l.startsWith("DN_FORMAT=") ? `DN_FORMAT='${DEMO_SUFFIX_DN_FORMAT}'` : l)).join("\n");
   fs.writeFileSync(inst.configPath, text);
   show(["grep", "^DN_FORMAT=", inst.configPath]);
+  say("   The namespace relying parties accept for this CA follows DN_FORMAT: the trust files are made again.");
+  trustFiles(inst, mp.trustDir);
   await startCa(inst, 2);
   restarting = false;
   await logonAndShow(mp, DEMO_SUFFIX_USER, work, "jane", logFile);
@@ -336,8 +358,24 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
   show(["openssl", "crl", "-in", crl, "-noout", "-verify", "-CAfile", inst.token.caCertPath]);
   show(["openssl", "verify", "-crl_check", "-CAfile", inst.token.caCertPath, "-CRLfile", crl, certFile], { allowFail: true });
 
-  step("6. etoken-ca status");
-  show([path.join(ROOT, "bin/etoken-ca"), "status", "--config", inst.configPath], { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } });
+  step("6. etoken-ca status, and etoken-ca check: the monitoring probe (Nagios plugin output and exit code)");
+  etokenCa(["status", "--config", inst.configPath]);
+  say("   As NRPE would run it (user nobody; it reads only STATUS_FILE):");
+  const probe = etokenCa(["check", "--config", inst.configPath], { asNobody: true, allowFail: true });
+  say(`   exit code ${probe.code} (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)`);
+  say("   METRICS_FILE, for node_exporter's textfile collector (some of its lines):");
+  // written at most once a second: wait until it shows what the status file shows
+  const now = readStatus(inst);
+  const caughtUp = (m: string): boolean => m.includes(`etoken_ca_crl_number ${now?.crl?.number}\n`) && m.includes(`etoken_ca_certificates_issued_total ${now?.counters.issued}\n`);
+  await waitFor("METRICS_FILE to follow the status", () => (fs.existsSync(metricsFileOf(inst)) && caughtUp(fs.readFileSync(metricsFileOf(inst), "utf8")) ? true : undefined), 10_000);
+  show(["grep", "-E", '^etoken_ca_(state\\{state="READY"|token_present|certificates_issued_total|requests_failed_total|request_duration_seconds_count|sign_duration_seconds_count|crl_number|crl_next_update)', metricsFileOf(inst)], { allowFail: true });
+
+  step("7. The audit trail: each line chained to the one before, each CRL the token signs commits to its head");
+  const opEnv = { env: { PATH: `${path.dirname(process.execPath)}:${CLEAN_PATH}`, LANG: "C" } };
+  show([path.join(ROOT, "bin/etoken-ca"), "audit", "verify", "--config", inst.configPath], opEnv);
+  const serial = spawnSync("openssl", ["x509", "-in", certFile, "-noout", "-serial"], { encoding: "utf8" }).stdout.trim().replace(/^serial=/, "");
+  show([path.join(ROOT, "bin/etoken-ca"), "audit", "show", "--serial", serial, "--config", inst.configPath], opEnv);
+  show([path.join(ROOT, "bin/etoken-ca"), "check-db", "--config", inst.configPath], opEnv);
 
   if (KEEP) {
     step("Left running (--keep)");
@@ -347,8 +385,9 @@ async function afterStart(inst: Installation, logFile: string): Promise<void> {
     say(`   revoke:         bin/revoke-cert --config ${inst.configPath} --cert FILE`);
     say(`   CA log:         ${logFile}`);
     const accounts = path.join(mpDir, "pam/passwd");
-    say(`   add an account: printf '%s:%s\\n' NAME "$(printf %s PASSWORD | sha256sum | cut -d' ' -f1)" >> ${accounts}`);
-    say(`                   (the demo's PAM checker reads NAME:SHA-256-of-the-password lines; passwords of 6 characters or more)`);
+    say(`   add an account: printf '%s\\t%s\\n' NAME "$(printf %s PASSWORD | sha256sum | cut -d' ' -f1)" >> ${accounts}`);
+    say(`                   (the demo's PAM checker reads lines NAME<tab>SHA-256 of the password; passwords of 6 characters or more;`);
+    say(`                   with DN_FORMAT=${DEMO_SUFFIX_DN_FORMAT} NAME is a DN suffix, e.g. '/O=etoken-ca demo/CN=Bob')`);
     const parked = path.join(inst.dir, "token/parked");
     say(`   pull the token: mkdir -p ${parked} && mv ${inst.token.tokenDir}/* ${parked}/   (state SUSPENDED; move it back for NEED_PIN)`);
     say(`   the PIN is asked for again after the token comes back: ${INTERACTIVE ? "type it here" : "the demo types it again"}`);

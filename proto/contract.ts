@@ -55,6 +55,13 @@ export const TOKEN_PRESENCE_VALUES: readonly number[] = [0, 1, 2];
 export const MAX_REASON = 400;
 /** More serials than this in one ConfirmDelivery or SettleUndelivered is not a kernel talking. */
 export const MAX_SERIALS_PER_MESSAGE = 100_000;
+/** Who revoked, for the audit trail (RevokeEntry.origin). */
+export const REVOCATION_ORIGINS = ["revoke-queue", "presence-fence", "undelivered"] as const;
+export type RevocationOrigin = (typeof REVOCATION_ORIGINS)[number];
+/** What the kernel tells the signer about the token for the audit trail (TokenAudit.event). */
+export const TOKEN_AUDIT_EVENTS = ["inserted", "removed", "refused", "replaced"] as const;
+/** The longest detail of a TokenAudit (the monitor's words). */
+export const MAX_TOKEN_AUDIT_DETAIL = 300;
 /** Largest number of revoke queue entries applied per pass (the rest comes with the next pass). */
 export const MAX_QUEUE_ENTRIES = 1000;
 
@@ -91,6 +98,8 @@ const serials = (what: string, list: readonly string[]): Problem =>
 const reason = (v: string): Problem => (isRevocationReason(v) ? undefined : reasonProblem(v));
 const crlInfo = (c: Message<"crlInfo">): Problem => first(u64("CRL number", c.number), u64("thisUpdate", c.thisUpdate), u64("nextUpdate", c.nextUpdate));
 const tokenText = (serial: string, label: string): Problem => first(text("token serial", serial, MAX_TOKEN_TEXT), text("token label", label, MAX_TOKEN_TEXT));
+/** A C_Sign duration (ms): 0 from a kernel's own answer to the spool, at most a day from a signer. */
+const signMs = (v: number): Problem => (Number.isFinite(v) && v >= 0 && v <= 86_400_000 ? undefined : `sign time ${String(v)} ms is not between 0 and a day`);
 const pinFlags = (v: number): Problem => ((v & ~PIN_FLAG_BITS) === 0 ? undefined : `PIN flags ${v} hold unknown bits`);
 
 export const VALIDATORS: Validators = {
@@ -110,12 +119,14 @@ export const VALIDATORS: Validators = {
       u64("deadline", m.deadline) ?? (m.deadline === 0 ? "invalid deadline 0" : undefined),
       u64("fence epoch", m.fenceEpoch),
     ),
-  issued: (m) => first(requestId(m.requestId), serialProblem(m.serial), m.certificate.length === 0 ? "empty certificate" : undefined, u64("notAfter", m.notAfter)),
+  issued: (m) =>
+    first(requestId(m.requestId), serialProblem(m.serial), m.certificate.length === 0 ? "empty certificate" : undefined, u64("notAfter", m.notAfter), signMs(m.signMs)),
   presenceCheck: (m) => u64("epoch", m.epoch),
   presence: (m) => first(u64("epoch", m.epoch), tokenText(m.serial, m.label)),
   undelivered: (m) => first(requestId(m.requestId), serialProblem(m.serial)),
   requestRejected: () => undefined, // names what the spool refused: any text, logged cut short
   signed: (m) => requestId(m.requestId),
+  withdrawn: (m) => requestId(m.requestId),
   delivered: (m) => requestId(m.requestId),
   confirmDelivery: (m) => serials("confirmDelivery", m.serials),
   settleUndelivered: (m) => serials("settleUndelivered", m.inFlight),
@@ -135,15 +146,22 @@ export const VALIDATORS: Validators = {
     m.entries.length > MAX_QUEUE_ENTRIES
       ? `${m.entries.length} revocations, more than ${MAX_QUEUE_ENTRIES}`
       : first(
-          ...m.entries.map(({ queueFile = "", serial = "", reason: why = "", queuedAt = 0 }) =>
+          ...m.entries.map(({ queueFile = "", serial = "", reason: why = "", queuedAt = 0, origin = "" }) =>
             first(
               queueFile === "" || REVOKE_ENTRY_NAME.test(queueFile ?? "") ? undefined : `queue file ${JSON.stringify(String(queueFile).slice(0, 60))} is not rev.<ms>.<random>`,
               serialProblem(serial ?? ""),
               reason(why ?? ""),
               u64("queuedAt", queuedAt ?? 0),
+              (REVOCATION_ORIGINS as readonly string[]).includes(origin ?? "") ? undefined : `origin ${JSON.stringify(String(origin).slice(0, 40))} is not one of ${REVOCATION_ORIGINS.join(", ")}`,
             ),
           ),
         ),
+  tokenAudit: (m) =>
+    first(
+      (TOKEN_AUDIT_EVENTS as readonly string[]).includes(m.event) ? undefined : `token event ${JSON.stringify(m.event.slice(0, 40))} is not one of ${TOKEN_AUDIT_EVENTS.join(", ")}`,
+      tokenText(m.serial, m.label),
+      text("detail", m.detail, MAX_TOKEN_AUDIT_DETAIL),
+    ),
   revokeResults: (m) => (m.results.length > MAX_QUEUE_ENTRIES ? `${m.results.length} results, more than ${MAX_QUEUE_ENTRIES}` : undefined),
   makeCrl: () => undefined,
   crlInfo,

@@ -17,9 +17,9 @@ export interface Running {
 }
 
 /** Starts the kernel of an installation and types the PIN; resolves when READY. */
-export async function bringUp(inst: Installation): Promise<RunningServer> {
+export async function bringUp(inst: Installation, serverArgs: string[] = [], nodeArgs: string[] = []): Promise<RunningServer> {
   fs.rmSync(inst.config.STATUS_FILE, { force: true }); // no stale state from an earlier run
-  const server = startServer(inst);
+  const server = startServer(inst, serverArgs, nodeArgs);
   try {
     await waitForState(inst, "NEED_PIN", 120_000);
     await typePin(inst, inst.token.userPin, countPrompts(inst) + (inst.consoleText().endsWith(": ") ? 0 : 1));
@@ -32,12 +32,13 @@ export async function bringUp(inst: Installation): Promise<RunningServer> {
   return server;
 }
 
-export async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void): Promise<Running> {
+/** `launch`: extra arguments of etoken-ca-server and of the kernel's node (the --cpu-prof mode). */
+export async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void, launch: { serverArgs?: string[]; nodeArgs?: string[] } = {}): Promise<Running> {
   const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...extra } });
   prepare?.(inst);
   let server: RunningServer;
   try {
-    server = await bringUp(inst);
+    server = await bringUp(inst, launch.serverArgs, launch.nodeArgs);
   } catch (err) {
     inst.cleanup();
     throw err;

@@ -3,18 +3,38 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { processTree } from "../../test/fixtures/server.js";
 
-export function procInfo(pid: number): { name: string; hwmMiB: number; cpuMs: number } | undefined {
+/** The name of one of our processes: its service title (kernel, spool, ...) or its script. */
+function ourName(pid: number): string | undefined {
+  const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+  const title = /^etoken-ca: (\w+)/.exec(cmd[0] ?? "")?.[1]; // process titles set by the services
+  const js = cmd.findIndex((c) => c.endsWith(".js"));
+  if (!title && js < 0) return undefined;
+  return title ?? (cmd[js]!.endsWith("start.js") ? (cmd[js + 1] ?? "service") : path.basename(cmd[js]!, ".js").replace("etoken-ca-server", "kernel"));
+}
+
+/**
+ * CPU time of a process in ns: the sum over its threads (main, V8's workers, libuv's pool) of
+ * the scheduler's run time, /proc/PID/task/TID/schedstat field 1 (not the 10 ms ticks of stat).
+ */
+export function cpuNsOf(pid: number): number {
+  let ns = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns;
+}
+
+export function procInfo(pid: number): { name: string; hwmMiB: number; cpuNs: number } | undefined {
   try {
-    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
-    const title = /^etoken-ca: (\w+)/.exec(cmd[0] ?? "")?.[1]; // process titles set by the services
-    const js = cmd.findIndex((c) => c.endsWith(".js"));
-    if (!title && js < 0) return undefined;
-    const name = title ?? (cmd[js]!.endsWith("start.js") ? (cmd[js + 1] ?? "service") : path.basename(cmd[js]!, ".js").replace("etoken-ca-server", "kernel"));
+    const name = ourName(pid);
+    if (!name) return undefined;
     const st = fs.readFileSync(`/proc/${pid}/status`, "utf8");
     const hwmMiB = Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
-    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    const cpuMs = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, USER_HZ 100
-    return { name, hwmMiB, cpuMs };
+    return { name, hwmMiB, cpuNs: cpuNsOf(pid) };
   } catch {
     return undefined;
   }
@@ -32,19 +52,20 @@ export function rssOf(root: number): { total: number; rows: string[] } {
   return { total, rows };
 }
 
-/** CPU ms used so far by each process of the installation, by name. */
+/** CPU ns used so far by each process of the installation, by name. */
 export function cpuOf(root: number): Record<string, number> {
   const out: Record<string, number> = {};
   for (const pid of processTree(root)) {
     const p = procInfo(pid);
-    if (p) out[p.name] = (out[p.name] ?? 0) + p.cpuMs;
+    if (p) out[p.name] = (out[p.name] ?? 0) + p.cpuNs;
   }
   return out;
 }
-export function cpuPerCert(before: Record<string, number>, after: Record<string, number>, n: number): string {
-  return Object.keys(after)
-    .map((k) => `${k} ${((after[k]! - (before[k] ?? 0)) / n).toFixed(2)}`)
-    .join(", ");
+
+/** ms of CPU per certificate of each process between two cpuOf() readings, and their total. */
+export function cpuPerCert(before: Record<string, number>, after: Record<string, number>, n: number): { total: number; rows: string } {
+  const per = Object.keys(after).map((k) => [k, (after[k]! - (before[k] ?? 0)) / 1e6 / n] as const);
+  return { total: per.reduce((a, [, v]) => a + v, 0), rows: per.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") };
 }
 
 /** Name of one of our processes (service title, script) or the program (openssl children). */

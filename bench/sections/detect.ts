@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Channel } from "../../services/common/channel.js";
 import { parseConfig } from "../../services/common/config.js";
+import { configFor } from "../../services/common/service-table.js";
 import { makeBaseDir, countPrompts, typePin, waitForState } from "../../test/fixtures/server.js";
 import { createSoftToken, reinsertToken, removeToken } from "../../test/fixtures/softhsm.js";
 import { ensureUser } from "../../test/fixtures/users.js";
@@ -26,7 +27,7 @@ async function fenceRtt(): Promise<number[]> {
     gid: mon.gid,
     cwd: "/",
     stdio: ["ignore", "ignore", "ignore", "pipe"],
-    env: { PATH: "/usr/bin:/bin", ETOKEN_CA_SERVICE: "monitor", ETOKEN_CA_CONFIG: JSON.stringify(config), ETOKEN_CA_UID: String(mon.uid), ETOKEN_CA_GID: String(mon.gid), SOFTHSM2_CONF: tok.confPath },
+    env: { PATH: "/usr/bin:/bin", ETOKEN_CA_SERVICE: "monitor", ETOKEN_CA_CONFIG: JSON.stringify(configFor("monitor", config)), ETOKEN_CA_UID: String(mon.uid), ETOKEN_CA_GID: String(mon.gid), SOFTHSM2_CONF: tok.confPath },
   });
   try {
     const ch = new Channel(child.stdio[3] as net.Socket, "monitor");

@@ -12,6 +12,9 @@ export const SECTIONS: readonly Section[] = [
   (await import("./index1m.js")).section,
   (await import("./crl.js")).section,
   (await import("./detect.js")).section,
+  (await import("./events.js")).section,
   (await import("./h2h.js")).section,
   (await import("./myproxy.js")).section,
+  (await import("./cpuprof.js")).section,
+  (await import("./slowtoken.js")).section,
 ];

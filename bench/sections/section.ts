@@ -6,5 +6,7 @@ export interface Section {
   aliases?: readonly string[];
   /** one line: what it measures */
   title: string;
+  /** runs only when asked for by name (or by its mode flag, e.g. --cpu-prof), not in a plain run */
+  onRequest?: boolean;
   run(): Promise<void>;
 }

@@ -28,6 +28,7 @@ async function secSign(): Promise<void> {
     }
     const rate = N / ((now() - t0) / 1000);
     measured.signRate = rate;
+    measured.signP50 = q(t, 0.5);
     fig("(a)", "C_Sign rate, one session", `${rate.toFixed(0)} /s (p50 ${ms(q(t, 0.5), 3)})`);
     tok.close();
   } finally {

@@ -28,7 +28,8 @@ async function secThroughput(): Promise<void> {
     );
     const secs = (now() - t0) / 1000;
     const rate = ok / secs;
-    note(`CPU ms per certificate during (c): ${cpuPerCert(c0, cpuOf(r.server.pid), ok)}`);
+    const cpu = cpuPerCert(c0, cpuOf(r.server.pid), ok);
+    note(`CPU ms per certificate during (c) (schedstat, all threads): ${cpu.total.toFixed(2)} (${cpu.rows})`);
     const goal = measured.signRate ? rate >= measured.signRate / 2 : undefined;
     fig("(c)", `sustained issuance, ${writers} writers (${ok}/${writers * per} ok)`, `${rate.toFixed(0)} certs/s (latency p50 ${ms(q(lat, 0.5), 1)})`, measured.signRate ? `>= ${(measured.signRate / 2).toFixed(0)}/s (half of (a))` : ">= half of (a)", goal);
     const rss = rssOf(r.server.pid);

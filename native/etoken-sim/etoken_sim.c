@@ -30,6 +30,9 @@
  *                      CKR_DEVICE_ERROR / CKR_GENERAL_ERROR, or hangs S seconds and then
  *                      completes (even if the token was pulled meanwhile: the signature a
  *                      presence fence must catch)
+ *   wait_error=device_error | general_error
+ *                      C_WaitForSlotEvent answers CKR_DEVICE_ERROR / CKR_GENERAL_ERROR (a module
+ *                      whose event call is broken)
  * C_WaitForSlotEvent (blocking or CKF_DONT_BLOCK) reports a change of present/insertion since
  * C_Initialize or the last event, as the first slot holding an initialised token.
  */
@@ -65,6 +68,7 @@ struct control {
   enum fault_kind fault_kind;
   CK_RV fault_rv;
   long fault_hang_s;
+  CK_RV wait_rv; /* CKR_OK: C_WaitForSlotEvent works */
 };
 
 enum session_state { SESSION_FREE, SESSION_LIVE, SESSION_GONE_UNREPORTED, SESSION_GONE_REPORTED };
@@ -139,6 +143,10 @@ static void read_control(struct control *c) {
     else if (strcmp(key, "sign_fault") == 0) {
       if (strlen(value) >= sizeof c->fault_text || parse_fault(value, c) != CKR_OK) goto bad;
       strcpy(c->fault_text, value);
+    } else if (strcmp(key, "wait_error") == 0) {
+      if (strcmp(value, "device_error") == 0) c->wait_rv = CKR_DEVICE_ERROR;
+      else if (strcmp(value, "general_error") == 0) c->wait_rv = CKR_GENERAL_ERROR;
+      else goto bad;
     } else goto bad;
     continue;
   bad:
@@ -398,6 +406,11 @@ static CK_RV sim_C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID
       return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
     sync_control();
+    if (ctl.wait_rv != CKR_OK) {
+      CK_RV rv = ctl.wait_rv;
+      pthread_mutex_unlock(&lock);
+      return rv;
+    }
     int changed = ctl.present != event_present || ctl.insertion != event_insertion;
     if (changed) {
       event_present = ctl.present;

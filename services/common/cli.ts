@@ -1,5 +1,6 @@
 // What every command-line entry point shares: one-line errors, no stack traces, --help and -h
 // (usage on stdout, exit 0), --version (exit 0), usage errors with exit 64 and only those.
+import { parseArgs as nodeParseArgs } from "node:util";
 import { describeError, UsageError } from "./errors.js";
 
 export const VERSION = "0.1.0";
@@ -35,25 +36,48 @@ export function runCli(program: string, main: (argv: string[]) => Promise<number
     });
 }
 
-/** Parses `--flag`, `--key value` and `--key=value` against an allow-list. */
-export function parseArgs(argv: readonly string[], spec: Record<string, "flag" | "value">, usage: string): Record<string, string | true> {
-  const out: Record<string, string | true> = {};
+export type OptionSpec = Readonly<Record<string, "flag" | "value" | { kind: "flag" | "value"; short: string }>>;
+/** What parseArgs returns for a spec: true for a flag given, the text for a value given. */
+export type ParsedOptions<S extends OptionSpec> = { [K in keyof S]?: (S[K] extends { kind: infer T } ? T : S[K]) extends "flag" ? true : string };
+
+/** --help was asked for: runCli prints the usage (a command that catches errors lets this one through). */
+export function isHelpRequest(err: unknown): boolean {
+  return err instanceof HelpRequested;
+}
+
+/**
+ * Parses `--flag`, `--key value` and `--key=value` (and declared one-letter aliases such as -w)
+ * against an allow-list, with util.parseArgs; every mistake is a UsageError followed by `usage`.
+ */
+export function parseArgs<S extends OptionSpec>(argv: readonly string[], spec: S, usage: string): ParsedOptions<S> {
   if (argv.includes("--help") && spec.help === undefined) throw new HelpRequested(usage);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith("--")) throw new UsageError(`unexpected argument ${JSON.stringify(a)}\n${usage}`);
-    const eq = a.indexOf("=");
-    const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
-    const kind = spec[name];
-    if (!kind) throw new UsageError(`unknown option --${name}\n${usage}`);
+  const kindOf = (name: string): "flag" | "value" | undefined => {
+    const s = Object.prototype.hasOwnProperty.call(spec, name) ? spec[name] : undefined;
+    return typeof s === "object" ? s.kind : s;
+  };
+  const options = Object.fromEntries(
+    Object.entries(spec).map(([name, s]) => [name, { type: (typeof s === "object" ? s.kind : s) === "flag" ? ("boolean" as const) : ("string" as const), ...(typeof s === "object" ? { short: s.short } : {}) }]),
+  );
+  const { tokens } = nodeParseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  const usageError = (message: string): never => {
+    throw new UsageError(`${message}\n${usage}`);
+  };
+  const out: Record<string, string | true> = {};
+  for (const token of tokens) {
+    if (token.kind === "positional") usageError(`unexpected argument ${JSON.stringify(token.value)}`);
+    if (token.kind === "option-terminator") usageError("unknown option --");
+    if (token.kind !== "option") continue;
+    const kind = kindOf(token.name);
+    const declared = token.rawName.startsWith("--") || (kind !== undefined && typeof spec[token.name] === "object");
+    if (!declared) usageError(`unexpected argument ${JSON.stringify(argv[token.index])}`);
+    if (kind === undefined) usageError(`unknown option ${token.rawName}`);
     if (kind === "flag") {
-      if (eq > 0) throw new UsageError(`--${name} takes no value\n${usage}`);
-      out[name] = true;
+      if (token.value !== undefined) usageError(`${token.rawName} takes no value`);
+      out[token.name] = true;
     } else {
-      const v = eq > 0 ? a.slice(eq + 1) : argv[++i];
-      if (v === undefined || v === "") throw new UsageError(`--${name} needs a value\n${usage}`);
-      out[name] = v;
+      if (token.value === undefined || token.value === "") usageError(`${token.rawName} needs a value`);
+      out[token.name] = token.value!;
     }
   }
-  return out;
+  return out as ParsedOptions<S>;
 }

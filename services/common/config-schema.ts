@@ -33,6 +33,7 @@ export const CONFIG_SCHEMA = {
   REVOKE_DIR: { kind: "path", default: "/var/cache/etoken-ca/revoke", section: "paths", doc: "Revocation queue written by root (revoke-cert) and read by the kernel; root 0700, no service can reach it" },
   PIDFILE: { kind: "path", default: "/run/etoken-ca/etoken-ca-server.pid", section: "paths", doc: "Kernel pid file (revoke-cert signals it)" },
   STATUS_FILE: { kind: "path", default: "/run/etoken-ca/status.json", section: "paths", doc: "Status (JSON, no secrets) read by 'etoken-ca status'" },
+  METRICS_FILE: { kind: "optionalPath", default: "", section: "paths", doc: "Prometheus metrics in the text format, for node_exporter's textfile collector (a NAME.prom file in its --collector.textfile.directory); written 0644 by the kernel, at most once a second; empty = off" },
   // users
   SIGNER_USER: { kind: "user", default: "causer", section: "users", doc: "Runs the signer (token session, CA database)" },
   SPOOL_USER: { kind: "user", default: "etoken-spool", section: "users", doc: "Runs the spool watcher" },
@@ -46,11 +47,16 @@ export const CONFIG_SCHEMA = {
   MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest validity (notAfter - notBefore, the 5-minute backdating of notBefore included) of a certificate (seconds, or with s/m/h/d); above 13 months is refused, above 1000000 s (the IGTF ceiling for short-lived credentials) warned" },
   MIN_KEY_BITS: { kind: "integer", default: "2048", section: "issuing", doc: "Smallest RSA modulus accepted in a request" },
   CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it" },
+  SIGN_TIMEOUT: { kind: "duration", default: "10s", section: "issuing", doc: "Longest the token may take over one signature (C_Sign) before the kernel declares the signer hung: the waiting request fails, the signer is killed and restarted, and the PIN the kernel holds logs the new one in" },
   FENCE_REVOKE_REASON: { kind: "reason", default: "unspecified", section: "issuing", doc: "Revocation reason for certificates signed while the token was being removed" },
   UNDELIVERED_REVOKE_REASON: { kind: "reason", default: "cessationOfOperation", section: "issuing", doc: "Revocation reason for certificates signed but never handed to their client (client gave up, a process died)" },
   // CRLs
   CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL; above 30 days is warned" },
   CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour" },
+  // audit trail
+  AUDIT_LOG: { kind: "path", default: "/var/log/etoken-ca/audit.log", section: "audit", doc: "Tamper-evident audit trail (JSON lines, hash-chained) written by the signer: issuances, revocations, CRLs, logins, token events; its directory is the signer's, 0700. Every CRL commits to its head; check it with etoken-ca audit verify" },
+  AUDIT_CHECKPOINT_INTERVAL: { kind: "duration", default: "1d", section: "audit", doc: "While the PIN is there, a new CRL (and with it a checkpoint of the audit trail) is made at least this often" },
+  AUDIT_ROTATE_SIZE: { kind: "integer", default: "67108864", section: "audit", doc: "The audit trail's file is renamed to AUDIT_LOG.<first line number> once it would grow past this many bytes (0: never); the chain continues in the new file" },
   // hooks and mail
   NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
   POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the numbered DER file (CRL_DIR/crl-NNNNNN.der) as argument and CRL_URLS in ETOKEN_CRL_URLS" },
@@ -60,7 +66,7 @@ export const CONFIG_SCHEMA = {
   SMTP_URL: { kind: "smtpUrl", default: "smtp://localhost:25", section: "notify", doc: "SMTP server for notification e-mail (smtp:// or smtps://)" },
   NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval" },
   // monitor
-  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look (accepts ms, e.g. 500ms)" },
+  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look; where the module has slot events, these polls are a safety net ten times less often (accepts ms, e.g. 500ms)" },
   // backend
   SIGNER_BACKEND: { kind: "backend", default: "pkcs11", section: "backend", doc: "pkcs11 (native) or openssl (openssl ca with the pkcs11 engine)" },
   OPENSSL_CA_CONF: { kind: "optionalPath", default: "", section: "backend", doc: "openssl.cnf for SIGNER_BACKEND=openssl" },

@@ -3,7 +3,7 @@ import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
 import { BACKDATE_SECONDS, CONFIG_SCHEMA, RETIRED_KEYS, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
-import { compileDnFormat, parseUsernameRdnTypes } from "./x509/dn.js";
+import { compileDnFormat, parseUsernameRdnTypes, type DnTemplate } from "./x509/dn.js";
 import { isRevocationReason, reasonProblem } from "./reasons.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/sysconfig/etoken-ca";
@@ -379,6 +379,11 @@ export function loadConfig(file: string = DEFAULT_CONFIG_FILE): Config {
     throw new ConfigError("unreadable", `cannot read configuration: ${why}`, { file });
   }
   return parseConfig(text, file);
+}
+
+/** The subject template every process builds and checks names with: DN_FORMAT, USERNAME_RDN_TYPES. */
+export function dnTemplateOf(config: Pick<Config, "DN_FORMAT" | "USERNAME_RDN_TYPES">): DnTemplate {
+  return compileDnFormat(config.DN_FORMAT, config.USERNAME_RDN_TYPES);
 }
 
 /** `--config FILE` from argv (or the default), for every program. */

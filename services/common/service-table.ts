@@ -1,6 +1,6 @@
 // The service table: every process the kernel may start, as data. A child started with a name
 // that is not here exits at once.
-import type { ConfigKey } from "./config-schema.js";
+import type { Config, ConfigKey } from "./config-schema.js";
 
 // Node/V8 flags. Every service: a small young generation (small messages; five processes share
 // the machine). The spool, monitor and notifier run interpreter-only (--lite-mode): their
@@ -23,12 +23,24 @@ export const INSPECT_PORT_NOWHERE = "--inspect-port=[ff02::1]:9229";
 const SIGNER = ["--max-semi-space-size=2", "--optimize-for-size"] as const;
 const LITE = ["--max-semi-space-size=2", "--lite-mode", "--no-expose-wasm"] as const;
 
+// Each service's configuration: the keys it reads, and no others (SMTP_URL may carry a
+// credential; PKCS11_ENV is the token's). The kernel hands over only these (configFor), and
+// LOG_LEVEL to every service.
+const SPOOL_KEYS = ["DN_FORMAT", "USERNAME_RDN_TYPES", "SPOOL_DIR", "CLIENT_USER", "CLIENT_TIMEOUT", "MIN_KEY_BITS"] as const;
+const SIGNER_KEYS = [
+  "DN_FORMAT", "USERNAME_RDN_TYPES", "CA_OIDS", "CRL_URLS", "KEY", "PKCS11_MODULE", "PKCS11_ENV", "CA_CERT", "CA_DIR", "CRL_DIR",
+  "MAX_LIFETIME", "MIN_KEY_BITS", "UNDELIVERED_REVOKE_REASON", "CRL_LIFETIME", "SIGNER_BACKEND", "OPENSSL_CA_CONF",
+  "CLIENT_TIMEOUT", "AUDIT_LOG", "AUDIT_ROTATE_SIZE",
+] as const;
+const MONITOR_KEYS = ["KEY", "PKCS11_MODULE", "USB_DEVICE", "TOKEN_POLL_INTERVAL"] as const;
+const NOTIFIER_KEYS = ["NOTIFY_HOOK", "POST_CRL_HOOK", "HOOK_TIMEOUT", "NOTIFY_EMAIL", "NOTIFY_FROM", "SMTP_URL", "NOTIFY_RATE_LIMIT"] as const;
+
 export const SERVICES = {
-  spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: LITE },
-  signer: { userKey: "SIGNER_USER", entry: "services/signer/main.js", title: "etoken-ca: signer", pkcs11Env: true, nodeFlags: SIGNER },
-  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: LITE },
-  notifier: { userKey: "NOTIFIER_USER", entry: "services/notifier/main.js", title: "etoken-ca: notifier", pkcs11Env: false, nodeFlags: LITE },
-} as const satisfies Record<string, { userKey: ConfigKey; entry: string; title: string; pkcs11Env: boolean; nodeFlags: readonly string[] }>;
+  spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: LITE, configKeys: SPOOL_KEYS },
+  signer: { userKey: "SIGNER_USER", entry: "services/signer/main.js", title: "etoken-ca: signer", pkcs11Env: true, nodeFlags: SIGNER, configKeys: SIGNER_KEYS },
+  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: LITE, configKeys: MONITOR_KEYS },
+  notifier: { userKey: "NOTIFIER_USER", entry: "services/notifier/main.js", title: "etoken-ca: notifier", pkcs11Env: false, nodeFlags: LITE, configKeys: NOTIFIER_KEYS },
+} as const satisfies Record<string, { userKey: ConfigKey; entry: string; title: string; pkcs11Env: boolean; nodeFlags: readonly string[]; configKeys: readonly ConfigKey[] }>;
 
 export type ServiceName = keyof typeof SERVICES;
 export const SERVICE_NAMES = Object.keys(SERVICES) as ServiceName[];
@@ -44,3 +56,21 @@ export const SERVICE_ENV = {
   uid: "ETOKEN_CA_UID",
   gid: "ETOKEN_CA_GID",
 } as const;
+
+/** Keys every service receives besides its own. */
+const EVERY_SERVICE_KEYS = ["LOG_LEVEL"] as const;
+
+/** The part of the configuration service N receives (and the file it came from, for messages). */
+export type ServiceConfig<N extends ServiceName> = Pick<Config, (typeof SERVICES)[N]["configKeys"][number] | (typeof EVERY_SERVICE_KEYS)[number] | "sourceFile">;
+
+/** The keys service N receives. */
+export function configKeysOf(name: ServiceName): readonly ConfigKey[] {
+  return [...EVERY_SERVICE_KEYS, ...SERVICES[name].configKeys];
+}
+
+/** What the kernel puts in a service's ETOKEN_CA_CONFIG: its own keys only. */
+export function configFor<N extends ServiceName>(name: N, config: Config): ServiceConfig<N> {
+  const own: Record<string, unknown> = { sourceFile: config.sourceFile };
+  for (const key of configKeysOf(name)) own[key] = config[key];
+  return own as ServiceConfig<N>;
+}

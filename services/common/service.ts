@@ -5,39 +5,41 @@ import * as net from "node:net";
 import type { Frame, MessageType } from "../../proto/wire.js";
 import { Channel } from "./channel.js";
 import { VERSION } from "./cli.js";
-import type { Config } from "./config-schema.js";
 import { describeError, errorCode, ProtocolError, SecurityError } from "./errors.js";
 import { disableCoreDumps, verifyDroppedTo, type Identity } from "./identity.js";
 import { createLogger, setLogLevel, type Logger } from "./log.js";
-import { SERVICE_ENV, SERVICES, type ServiceName } from "./service-table.js";
+import { configKeysOf, SERVICE_ENV, SERVICES, type ServiceConfig, type ServiceName } from "./service-table.js";
 import { MAX_REASON, oneLine } from "./spool-protocol.js";
 
 export { VERSION };
 
-export interface ServiceContext {
-  readonly name: ServiceName;
-  readonly config: Config;
+export interface ServiceContext<N extends ServiceName = ServiceName> {
+  readonly name: N;
+  readonly config: ServiceConfig<N>;
   readonly channel: Channel;
   readonly log: Logger;
   readonly identity: Identity;
 }
 
-export interface ServiceImpl<In extends MessageType> {
+export interface ServiceImpl<N extends ServiceName, In extends MessageType> {
   /** Called once after Hello was sent. */
-  start?(ctx: ServiceContext): void | Promise<void>;
+  start?(ctx: ServiceContext<N>): void | Promise<void>;
   /** What the kernel may ask of this service besides ping and shutdown; anything else is fatal. */
   readonly accepts: readonly In[];
   /** A request or unsolicited message from the kernel, one of `accepts` (a `switch` ends in unhandled()). */
-  dispatch(frame: Frame<In>, ctx: ServiceContext): void | Promise<void>;
+  dispatch(frame: Frame<In>, ctx: ServiceContext<N>): void | Promise<void>;
   /** Called on shutdown or when the kernel goes away; release resources (token session, timers). */
-  stop?(ctx: ServiceContext): void | Promise<void>;
+  stop?(ctx: ServiceContext<N>): void | Promise<void>;
 }
 
-/** Reads the configuration the kernel handed over in the environment. */
-export function configFromEnvironment(): Config {
+/** Reads the configuration the kernel handed over in the environment: service N's keys (configFor). */
+export function configFromEnvironment<N extends ServiceName>(name: N): ServiceConfig<N> {
   const raw = process.env[SERVICE_ENV.config];
   if (!raw) throw new SecurityError("no_config", `started without ${SERVICE_ENV.config}: services are started by etoken-ca-server only`);
-  return Object.freeze(JSON.parse(raw) as Config);
+  const config = JSON.parse(raw) as Record<string, unknown>;
+  const missing = configKeysOf(name).filter((key) => !(key in config));
+  if (missing.length > 0) throw new SecurityError("no_config", `${SERVICE_ENV.config} lacks ${missing.join(", ")}: services are started by etoken-ca-server only`);
+  return Object.freeze(config) as ServiceConfig<N>;
 }
 
 export function fatal(log: Logger, message: string): never {
@@ -70,20 +72,20 @@ async function sayWhy(channel: Channel, err: unknown): Promise<void> {
   });
 }
 
-export async function runService<In extends MessageType>(name: ServiceName, impl: ServiceImpl<In>): Promise<void> {
+export async function runService<N extends ServiceName, In extends MessageType>(name: N, impl: ServiceImpl<N, In>): Promise<void> {
   const log = createLogger(name);
-  let ctx: ServiceContext | undefined;
+  let ctx: ServiceContext<N> | undefined;
   try {
     process.title = SERVICES[name].title;
     disableCoreDumps();
-    const config = configFromEnvironment();
+    const config = configFromEnvironment(name);
     setLogLevel(config.LOG_LEVEL);
     // 1. identity
     const identity = verifyDroppedTo(Number(process.env[SERVICE_ENV.uid]), Number(process.env[SERVICE_ENV.gid]));
     // 2. fd 3
     const socket = new net.Socket({ fd: 3, readable: true, writable: true });
     const channel = new Channel(socket, "kernel");
-    const context: ServiceContext = { name, config, channel, log, identity };
+    const context: ServiceContext<N> = { name, config, channel, log, identity };
     ctx = context;
     let stopping = false;
     // Requests wait for start() (which may load modules asynchronously after the Hello).

@@ -3,12 +3,13 @@
 // while signing, and delivery: every certificate from the signer ends confirmed delivered or
 // revoked (handouts.ts, the signer's delivery journal).
 import type { Frame } from "../../proto/wire.js";
-import { DELIVERY_GRACE_MS } from "../../proto/contract.js";
+import { DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
 import { RemoteFailure } from "../common/channel.js";
 import { describeError, errorCode, EtokenError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
 import { Handouts } from "./handouts.js";
 import type { KernelCore } from "./kernel.js";
+import { QueueRefusal, SignQueue, type SignStats, type Ticket } from "./sign-queue.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
 /** A spool that has said neither `delivered` nor `undelivered` this long after the client's deadline: revoked. */
@@ -22,7 +23,7 @@ interface FenceMark {
 }
 /** A request at the signer: the token as it was at dispatch, and its fence once started. */
 interface InFlight {
-  readonly at: FenceMark;
+  at: FenceMark;
   fence?: Promise<boolean>;
 }
 type PresenceAnswer = Frame<"presence">["message"];
@@ -41,9 +42,63 @@ export class IssuingPath {
     (err) => this.core.log.error("presence fence check failed", { error: describeError(err) }),
   );
 
+  /** Requests waiting for the token, in arrival order; its watchdog catches a hung token. */
+  private signQueue: SignQueue | undefined;
+
   constructor(private readonly core: KernelCore) {}
 
-  /** Requests at the signer now (the status file's queueDepth). */
+  /** Made on first use: the kernel builds its parts before its own fields (config) are set. */
+  private get queue(): SignQueue {
+    this.signQueue ??= new SignQueue({ signTimeoutMs: this.core.config.SIGN_TIMEOUT, onHung: (ids, waited) => this.onSignerHung(ids, waited) });
+    return this.signQueue;
+  }
+
+  /** The token's measured signature times (the status file's signMs). */
+  signTimes(): SignStats | null {
+    return this.queue.times.stats();
+  }
+
+  /** The kernel's state changed: requests go to the signer only in READY; outside it, those waiting fail. */
+  stateChanged(ready: boolean): void {
+    this.queue.setOpen(ready);
+    if (!ready) this.queue.refuseWaiting("token.not_available", NOT_AVAILABLE);
+  }
+
+  /** The signer is down: requests wait for its successor's login (signerLoggedIn). */
+  signerDown(): void {
+    this.queue.setOpen(false);
+  }
+
+  /** A restarted signer is logged in with the held PIN. */
+  signerLoggedIn(): void {
+    if (this.core.state === "READY") this.queue.setOpen(true);
+  }
+
+  stop(): void {
+    this.queue.stop();
+  }
+
+  /** The client gave up: a request still queued is dropped; one at the signer ends undelivered. */
+  onWithdrawn(frame: Frame<"withdrawn">): void {
+    const id = frame.message.requestId;
+    if (this.queue.withdraw(id)) this.core.log.info("request withdrawn by its client before signing", { request: id });
+  }
+
+  /** The token did not finish a signature within SIGN_TIMEOUT: its requests failed (sign-queue.ts); replace the signer. */
+  private onSignerHung(requestIds: string[], waitedMs: number): void {
+    const k = this.core;
+    const seconds = Math.round(k.config.SIGN_TIMEOUT / 100) / 10;
+    const why = `no answer to a signature within SIGN_TIMEOUT (${seconds} s): the token hangs`;
+    k.log.error("the token did not finish a signature in time: replacing the signer", { requests: requestIds.join(" "), waitedMs, signTimeoutMs: k.config.SIGN_TIMEOUT });
+    k.console.say(`signer: ${why}; replacing it (the PIN is kept for the new one)`);
+    k.notify("signer-hung", `the CA token did not answer a signature within ${seconds} s; the signer was killed and restarted, ${requestIds.length} request(s) failed`, {
+      requests: String(requestIds.length),
+    });
+    k.supervisor.kill("signer", `killed: ${why}`);
+    k.writeStatus();
+  }
+
+  /** Requests in the kernel now, queued for the token or at the signer (the status file's queueDepth). */
   get depth(): number {
     return this.inFlight.size;
   }
@@ -55,6 +110,7 @@ export class IssuingPath {
   onSigned(frame: Frame<"signed">): void {
     const requestId = frame.message.requestId;
     const entry = this.inFlight.get(requestId);
+    this.queue.signed(requestId);
     if (entry && !entry.fence) {
       entry.fence = this.fence(entry.at);
       this.core.log.debug("presence fence started on Signed", { request: requestId });
@@ -67,24 +123,29 @@ export class IssuingPath {
     const spool = this.core.supervisor.channel("spool");
     if (!spool) return;
     const m = frame.message;
+    const now = Date.now();
     const fail = (code: string, message: string): void => {
       this.core.counters.failed++;
+      this.core.metrics.requestFailed(code);
       this.core.scheduleStatus();
       spool.fail(frame, code, message);
     };
     if (this.core.state !== "READY") return fail("token.not_available", NOT_AVAILABLE);
-    const now = Date.now();
-    if (m.deadline <= now) return fail("request.expired", "request expired before it could be signed");
-    const signer = this.core.supervisor.channel("signer");
-    if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
+    if (m.deadline <= Date.now()) return fail("request.expired", "request expired before it could be signed");
     if (this.inFlight.has(m.requestId) || this.handouts.phaseOf(m.requestId) !== undefined) {
       this.core.supervisor.securityEvent("spool", "issueRequest for a request id already being issued");
       return fail("request.duplicate", "this request is already being served");
     }
     const entry: InFlight = { at: { epoch: this.core.token.epoch, generation: this.core.tokenGeneration } };
     this.inFlight.set(m.requestId, entry);
+    let ticket: Ticket | undefined;
     try {
-      const issued = await signer.request(
+      ticket = await this.queue.enter(m.requestId, m.deadline);
+      // the token as it is when the request goes to the signer is what its fence compares
+      entry.at = { epoch: this.core.token.epoch, generation: this.core.tokenGeneration };
+      const signer = this.core.supervisor.channel("signer");
+      if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
+      const answer = signer.request(
         "issueRequest",
         {
           requestId: m.requestId,
@@ -98,11 +159,15 @@ export class IssuingPath {
           fenceEpoch: entry.at.epoch,
         },
         "issued",
-        Math.min(SIGNER_TIMEOUT_MS, Math.max(1, m.deadline - now + 1000)),
+        // past this the spool would not deliver it; a token that hangs is the queue's watchdog's
+        Math.max(1, m.deadline - Date.now()) + DELIVERY_GRACE_MS,
         // signed after we stopped waiting: the client was told it failed; nobody gets it
         { onLateAnswer: (late) => this.onLateIssued(late) },
       );
+      const issued = await Promise.race([answer, ticket.aborted]);
       const cert = issued.message;
+      this.queue.signed(m.requestId);
+      this.queue.times.add(cert.signMs);
       if (cert.requestId !== m.requestId) {
         this.core.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
@@ -119,7 +184,7 @@ export class IssuingPath {
         this.core.counters.fenceRevoked++;
         const tokenGone = !this.core.token.present || this.core.token.serial !== this.core.pin.trustedSerial || this.core.state !== "READY";
         this.core.log.warning("presence fence: token presence not confirmed after signing; certificate revoked and withheld", { serial: cert.serial, tokenGone });
-        await this.revokeInDatabase(cert.serial, this.core.config.FENCE_REVOKE_REASON, "presence fence");
+        await this.revokeInDatabase(cert.serial, this.core.config.FENCE_REVOKE_REASON, "presence fence", "presence-fence");
         this.core.notify("fence-revoked", `certificate ${cert.serial} was signed while the token was being removed; it was revoked and not handed out`, {
           serial: cert.serial,
         });
@@ -139,15 +204,18 @@ export class IssuingPath {
         notAfter: cert.notAfter,
         subject: cert.subject,
       });
+      this.core.metrics.certificateReturned(Date.now() - now, cert.signMs);
       this.handouts.returned(handout, Math.max(0, m.deadline - Date.now()) + DELIVERY_GRACE_MS + SPOOL_REPORT_SLACK_MS, (h) => {
         this.handouts.drop(h.requestId);
         this.revokeUndelivered(h.serial, "the spool never reported whether it delivered the certificate");
       });
     } catch (err) {
-      if (err instanceof RemoteFailure) return fail(err.code, err.message);
+      if (err instanceof QueueRefusal && err.code === "ca.busy") this.core.log.info("request refused: CA busy", { request: m.requestId, queueDepth: this.queue.depth });
+      if (err instanceof RemoteFailure || err instanceof QueueRefusal) return fail(err.code, err.message);
       this.core.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
       return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
     } finally {
+      ticket?.done();
       this.inFlight.delete(m.requestId);
       // signed, and neither returned nor revoked above (an unexpected error): it must not stay valid
       if (this.handouts.phaseOf(m.requestId) === "fencing") {
@@ -211,7 +279,9 @@ export class IssuingPath {
 
   private onLateIssued(late: Frame): void {
     // a late answer is checked against the contract too: its serial is one
-    if (late.type === "issued") this.revokeUndelivered(late.message.serial, "signed after the kernel had stopped waiting for it");
+    if (late.type !== "issued") return;
+    this.queue.times.add(late.message.signMs);
+    this.revokeUndelivered(late.message.serial, "signed after the kernel had stopped waiting for it");
   }
 
   revokeUndelivered(serial: string, why: string): void {
@@ -219,7 +289,7 @@ export class IssuingPath {
     this.core.scheduleStatus();
     this.core.log.warning("certificate not delivered to its client: revoking", { serial, reason: why });
     this.core.notify("undelivered-revoked", `certificate ${serial} was signed but did not reach its client (${why}); it is revoked`, { serial });
-    void this.revokeInDatabase(serial, this.core.config.UNDELIVERED_REVOKE_REASON, "not delivered");
+    void this.revokeInDatabase(serial, this.core.config.UNDELIVERED_REVOKE_REASON, "not delivered", "undelivered");
   }
 
   /**
@@ -234,6 +304,7 @@ export class IssuingPath {
       const revoked = r.message.serials;
       if (revoked.length > 0) {
         this.core.counters.undelivered += revoked.length;
+        this.core.metrics.revoked("undelivered", revoked.length);
         this.core.revocations.recorded(0);
         this.core.log.warning("certificates signed but never delivered (a process died): revoked", { count: revoked.length, serials: revoked.slice(0, 50).join(" "), reason: r.message.reason });
         this.core.notify("undelivered-revoked", `${revoked.length} certificate(s) signed before a restart never reached their clients; revoked (${r.message.reason})`, {
@@ -254,18 +325,20 @@ export class IssuingPath {
   }
 
   private tokenUnchangedSince(at: FenceMark): boolean {
-    return this.core.state === "READY" && this.core.tokenGeneration === at.generation && this.core.token.epoch === at.epoch;
+    return this.core.state === "READY" && this.core.tokenGeneration === at.generation;
   }
 
   /**
    * True only if the monitor confirms, by a check started after the signature (the caller asks
-   * after it), the same token in the same epoch, and nothing about the token changed (or the
+   * after it), the same token, and nothing about the token but its PIN flags changed (or the
    * monitor restarted) since dispatch.
    */
   private async fence(at: FenceMark): Promise<boolean> {
     if (!this.tokenUnchangedSince(at)) return false;
     const p = await this.freshPresence();
-    return p !== undefined && p.present && p.epoch === at.epoch && this.tokenUnchangedSince(at);
+    // the monitor reports a change before it answers: its epoch is the kernel's latest, and any
+    // change since dispatch other than PIN flags has moved the generation
+    return p !== undefined && p.present && p.epoch === this.core.token.epoch && this.tokenUnchangedSince(at);
   }
 
   /**
@@ -294,7 +367,7 @@ export class IssuingPath {
     for (const w of batch) w(answer);
   }
 
-  private async revokeInDatabase(serial: string, reason: string, why: string): Promise<void> {
+  private async revokeInDatabase(serial: string, reason: string, why: string, origin: RevocationOrigin): Promise<void> {
     const signer = this.core.supervisor.channel("signer");
     if (!signer) {
       // never confirmed delivered: the signer's journal has it, and the signer revokes it when it starts
@@ -302,10 +375,11 @@ export class IssuingPath {
       return;
     }
     try {
-      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now() }] }, "revokeResults", SIGNER_TIMEOUT_MS);
+      const r = await signer.request("revoke", { entries: [{ queueFile: "", serial, reason, queuedAt: Date.now(), origin }] }, "revokeResults", SIGNER_TIMEOUT_MS);
       const result = r.message.results[0];
       if (!result || !result.applied) throw new Error(result?.message ?? "no result");
       this.core.revocations.recorded(1);
+      this.core.metrics.revoked(origin);
       this.core.log.notice("certificate revoked", { serial, reason, why });
       if (this.core.state === "READY") void this.core.revocations.makeCrl(why);
       else this.core.log.notice("the revocation goes into the next CRL (no PIN now)", { serial });

@@ -3,7 +3,7 @@
 // and the status file. What it owns besides lives in its parts: the issuing path (issuing.ts),
 // the PIN (pin.ts), the revoke queue and CRLs (revocations.ts). It parses nothing untrusted:
 // every frame was checked against the contract (proto/contract.ts) before it gets here.
-import { MAX_REASON } from "../../proto/contract.js";
+import { MAX_REASON, MAX_TOKEN_AUDIT_DETAIL, type TOKEN_AUDIT_EVENTS } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
 import { TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
@@ -15,13 +15,14 @@ import type { ServiceName } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
 import { NO_MATCHING_TOKEN } from "../common/pkcs11/token-match.js";
 import type { OperatorConsole } from "./console.js";
-import { crlCheckIntervalMs } from "./crl-schedule.js";
+import { crlCheckIntervalMs } from "../common/crl-schedule.js";
 import { IssuingPath } from "./issuing.js";
+import { KernelMetrics, MetricsFile } from "./metrics.js";
 import { pinFlagNames, PinKeeper } from "./pin.js";
 import { permittedRow, runRow, type KernelHandlers } from "./policy.js";
 import { Revocations } from "./revocations.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
-import { writeStatus, type StatusSnapshot } from "./status.js";
+import { writeStatus, type StatusSnapshot } from "../common/status-file.js";
 import type { Supervisor } from "./supervisor.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
@@ -55,6 +56,8 @@ export interface KernelCore {
   readonly pin: PinKeeper;
   readonly issuing: IssuingPath;
   readonly revocations: Revocations;
+  /** Counters and histograms for METRICS_FILE beyond the status snapshot (metrics.ts). */
+  readonly metrics: KernelMetrics;
   transition(event: KernelEvent): void;
   notify(event: string, message: string, details: Record<string, string>): void;
   showState(): void;
@@ -67,7 +70,7 @@ export class Kernel implements KernelCore {
   private stateSince = Date.now();
   token: TokenView = { present: false, serial: "", label: "", pinFlags: 0, epoch: 0, usbAvailable: false };
   /**
-   * Bumped on every token event and on every monitor (re)start: the presence fence compares it,
+   * Bumped on every token event but a PIN-flags-only one, and on every monitor (re)start: the presence fence compares it,
    * since a restarted monitor counts its epochs from 1 again and saw nothing in between.
    */
   tokenGeneration = 0;
@@ -89,6 +92,8 @@ export class Kernel implements KernelCore {
   readonly pin: PinKeeper = new PinKeeper(this);
   readonly issuing: IssuingPath = new IssuingPath(this);
   readonly revocations: Revocations = new Revocations(this);
+  readonly metrics = new KernelMetrics(() => this.scheduleStatus());
+  private metricsFile: MetricsFile | undefined;
 
   /** The handler of every row of the kernel's table (policy.ts). */
   private readonly handlers: KernelHandlers = {
@@ -96,6 +101,7 @@ export class Kernel implements KernelCore {
     onRequestRejected: (frame) => this.onRequestRejected(frame),
     onUndelivered: (frame) => this.issuing.onUndelivered(frame),
     onDelivered: (frame) => this.issuing.onDelivered(frame),
+    onWithdrawn: (frame) => this.issuing.onWithdrawn(frame),
     onSigned: (frame) => this.issuing.onSigned(frame),
     onSignerFault: (frame) => this.onSignerFault(frame),
     onTokenEvent: (frame) => this.onTokenEvent(frame),
@@ -126,6 +132,7 @@ export class Kernel implements KernelCore {
       this.notify("policy-violation", `service ${name} broke the protocol and was killed: ${reason}`, { service: name }),
     );
     this.console.say(`etoken-ca: starting (${this.config.sourceFile})`);
+    if (this.config.METRICS_FILE) this.metricsFile = new MetricsFile(this.config.METRICS_FILE, this.metrics, this.log);
     this.supervisor.startAll();
     this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
     this.crlTimer = setInterval(() => void this.revocations.checkCrl(), crlCheckIntervalMs(this.config.CRL_REISSUE_BEFORE));
@@ -140,10 +147,12 @@ export class Kernel implements KernelCore {
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.crlTimer) clearInterval(this.crlTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.issuing.stop();
     this.pin.wipe();
     this.console.abortPrompt();
     await this.supervisor.stopAll();
     this.writeStatus();
+    this.metricsFile?.flush();
   }
 
   /** SIGUSR1: apply the revoke queue, then make a CRL when the PIN is there. */
@@ -160,6 +169,7 @@ export class Kernel implements KernelCore {
     this.current = to;
     this.stateSince = Date.now();
     if (to !== "READY") this.pin.wipe();
+    this.issuing.stateChanged(to === "READY");
     this.showState();
     this.writeStatus();
   }
@@ -182,6 +192,7 @@ export class Kernel implements KernelCore {
       trustedTokenSerial: this.pin.trustedSerial ?? null,
       counters: { ...this.counters },
       queueDepth: this.issuing.depth,
+      signMs: this.issuing.signTimes(),
       crl: this.revocations.crl,
       lastHookFailure: this.lastHookFailure,
       logWritesDropped: droppedLogWrites(),
@@ -211,11 +222,13 @@ export class Kernel implements KernelCore {
   }
 
   writeStatus(): void {
+    const snapshot = this.snapshot();
     try {
-      writeStatus(this.config.STATUS_FILE, this.snapshot());
+      writeStatus(this.config.STATUS_FILE, snapshot);
     } catch (err) {
       this.log.error("cannot write the status file", { file: this.config.STATUS_FILE, error: describeError(err) });
     }
+    this.metricsFile?.update(snapshot);
   }
 
   // ---- services coming and going ------------------------------------------------------------
@@ -249,6 +262,7 @@ export class Kernel implements KernelCore {
     }
     if (name === "signer") {
       this.signerReady = false;
+      this.issuing.signerDown(); // requests wait for the restarted signer's login
       // a PIN typed now would reach no signer: close the prompt, open it when one is up
       if (this.current === "NEED_PIN" && this.console.prompting) {
         this.console.abortPrompt();
@@ -299,6 +313,7 @@ export class Kernel implements KernelCore {
   private onRequestRejected(frame: Frame<"requestRejected">): void {
     const m = frame.message;
     this.counters.rejected++;
+    this.metrics.requestRejected(String(m.code));
     this.scheduleStatus();
     this.log.info("request rejected by the spool", { request: String(m.requestId).slice(0, 64), code: String(m.code).slice(0, 64) });
   }
@@ -327,9 +342,12 @@ export class Kernel implements KernelCore {
       return;
     }
     this.monitorEpoch = ev.epoch;
-    this.tokenGeneration++;
     const before = this.token;
     const present = ev.presence === TokenPresence.TOKEN_PRESENT;
+    // PIN flags alone (the counter a successful login resets) are not another token: in-flight
+    // signatures keep their fence; any other change (presence, serial, label, USB) breaks it
+    const sameToken = before.present && present && before.serial === ev.serial && before.label === ev.label && before.usbAvailable === ev.usbAvailable;
+    if (!sameToken) this.tokenGeneration++;
     this.token = { present, serial: ev.serial, label: ev.label, pinFlags: ev.pinFlags, epoch: ev.epoch, usbAvailable: ev.usbAvailable };
     const detail = oneLine(ev.detail, MAX_REASON);
     if (!present && detail !== this.tokenDetail && detail.startsWith(NO_MATCHING_TOKEN)) {
@@ -338,7 +356,10 @@ export class Kernel implements KernelCore {
     this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
-      if (before.present) this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+      if (before.present) {
+        this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+        this.auditToken("removed", before.serial, before.label, detail);
+      }
       this.tokenLost("token removed", "token-absent");
       return;
     }
@@ -348,17 +369,31 @@ export class Kernel implements KernelCore {
         serial: ev.serial,
         expected: this.pin.trustedSerial,
       });
+      this.auditToken("refused", ev.serial, ev.label, `expected serial ${this.pin.trustedSerial}`);
       this.tokenLost("another token", "token-refused");
       return;
     }
     if (before.present && before.serial !== ev.serial && this.current === "READY") {
+      this.auditToken("replaced", ev.serial, ev.label, `token ${before.serial} replaced while READY`);
       this.tokenLost("token replaced", "token-refused");
       return;
     }
-    if (!before.present) this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+    if (!before.present) {
+      this.notify("token-inserted", `CA token ${ev.serial} inserted`, { serial: ev.serial });
+      this.auditToken("inserted", ev.serial, ev.label, detail);
+    }
     if (this.current === "SUSPENDED") this.transition("token-present");
     this.pin.considerPrompt();
     this.writeStatus();
+  }
+
+  /** The signer writes the audit trail: tell it what happened to the token (no reply expected). */
+  private auditToken(event: (typeof TOKEN_AUDIT_EVENTS)[number], serial: string, label: string, detail: string): void {
+    try {
+      this.supervisor.channel("signer")?.send("tokenAudit", { event, serial, label, detail: detail.slice(0, MAX_TOKEN_AUDIT_DETAIL) });
+    } catch (err) {
+      this.log.warning("cannot tell the signer about a token event for the audit trail", { event, error: describeError(err) });
+    }
   }
 
   private tokenLost(why: string, event: KernelEvent): void {

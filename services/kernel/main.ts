@@ -12,17 +12,20 @@ import { OperatorConsole } from "./console.js";
 import { Kernel } from "./kernel.js";
 import { isServerProcess, lockInstance } from "./instance-lock.js";
 import { checkStartConfiguration } from "./start-checks.js";
+import { checkCpuProfileDir } from "./cpu-profile.js";
 import { Supervisor } from "./supervisor.js";
 
 const USAGE = "usage: etoken-ca-server [--config FILE]";
 
 export async function startServer(argv: string[]): Promise<number | void> {
-  const args = parseArgs(argv, { config: "value", help: "flag" }, USAGE);
+  // --cpu-prof-dir: benchmark diagnostics, root's command line only (cpu-profile.ts); not in USAGE
+  const args = parseArgs(argv, { config: "value", help: "flag", "cpu-prof-dir": "value" }, USAGE);
   if (args.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
   requireRoot("etoken-ca-server");
+  const cpuProfileDir = args["cpu-prof-dir"] === undefined ? undefined : checkCpuProfileDir(args["cpu-prof-dir"] as string);
   const config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
   setLogLevel(config.LOG_LEVEL);
   const log = createLogger("kernel");
@@ -44,7 +47,8 @@ export async function startServer(argv: string[]): Promise<number | void> {
     locks.release();
     throw err;
   }
-  const supervisor = new Supervisor(config, users, log);
+  if (cpuProfileDir) log.notice("services write CPU profiles (--cpu-prof-dir)", { dir: cpuProfileDir });
+  const supervisor = new Supervisor(config, users, log, cpuProfileDir ? { cpuProfileDir } : {});
   const userNames = Object.fromEntries(SERVICE_NAMES.map((n) => [n, users[n].name])) as Record<ServiceName, string>;
   const kernel = new Kernel(config, supervisor, console, log, userNames);
 

@@ -7,16 +7,18 @@ import { configWarnings, DEFAULT_CONFIG_FILE, loadConfig } from "../common/confi
 import type { Config } from "../common/config-schema.js";
 import { describeError, UsageError } from "../common/errors.js";
 import { isRoot, type UserInfo } from "../common/identity.js";
-import { SERVICE_ENV } from "../common/service-table.js";
+import { configFor, SERVICE_ENV } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
 import { checkStartConfiguration } from "./start-checks.js";
-import { kernelAlive, type StatusSnapshot } from "./status.js";
+import { kernelAlive, type StatusSnapshot } from "../common/status-file.js";
 
 const USAGE = `usage: etoken-ca status [--json] [--config FILE]
        etoken-ca check-config [--config FILE]
        etoken-ca check-db [--config FILE]
        etoken-ca check [-w S] [-c S] [thresholds, see etoken-ca(8)] [--status-file FILE | --config FILE]
-       etoken-ca trust-files --out DIR [--alias NAME] [--url URL] [--email ADDR] [--status STATUS] [--config FILE]`;
+       etoken-ca trust-files --out DIR [--alias NAME] [--url URL] [--email ADDR] [--status STATUS] [--config FILE]
+       etoken-ca audit verify [--from N] [--crl-dir DIR] [--log FILE] [--config FILE]
+       etoken-ca audit show --serial SERIAL [--json] [--log FILE] [--config FILE]`;
 const KEY_PROBE = fileURLToPath(new URL("../signer/key-probe.js", import.meta.url));
 const PROBE_TIMEOUT_MS = 60_000;
 const MAX_PROBE_LINES = 20;
@@ -100,7 +102,9 @@ async function status(argv: string[]): Promise<number> {
   lines.push(`token:        ${running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`}`);
   const c = snap.counters;
   lines.push(`issued:       ${plural(c.issued, "certificate")}, ${plural(c.failed, "request")} failed, ${c.rejected} rejected by the spool, ${c.fenceRevoked} revoked by the presence fence`);
-  lines.push(`queue depth:  ${plural(snap.queueDepth, "request")} being signed`);
+  lines.push(`queue depth:  ${plural(snap.queueDepth, "request")} waiting for the token or being signed`);
+  const sm = snap.signMs;
+  lines.push(`sign time:    ${sm ? `p50 ${sm.p50} ms, max ${sm.max} ms (C_Sign, last ${Math.min(sm.count, 1000)} of ${sm.count} signatures)` : "not measured yet (no signature since the server started)"}`);
   const waiting = snap.revokedSinceCrl ? `, ${snap.revokedSinceCrl} recorded and waiting for a CRL${snap.state === "READY" ? "" : " (made when the PIN is typed)"}` : "";
   lines.push(`revocations:  ${queuedRevocations === null ? "unknown (cannot read REVOKE_DIR)" : `${queuedRevocations} queued`}${waiting}`);
   lines.push(
@@ -123,10 +127,11 @@ async function checkDb(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { config: "value" }, USAGE);
   const config = loadConfig((args.config as string | undefined) ?? DEFAULT_CONFIG_FILE);
   const { checkDatabase } = await import("../common/ca-dir/check-db.js");
-  const report = checkDatabase(config.CA_DIR);
+  const report = checkDatabase(config.CA_DIR, config.AUDIT_LOG);
   for (const p of report.problems) process.stdout.write(`${p}\n`);
   const n = report.counts;
-  const summary = `${plural(n.lines, "line")} in ${config.CA_DIR}/index.txt (${n.valid} valid, ${n.revoked} revoked, ${n.expired} expired) and ${plural(n.certificateFiles, "certificate file")} in newcerts/`;
+  const trail = report.auditLines === undefined ? `; no audit trail at ${config.AUDIT_LOG} yet` : `; the audit trail's ${plural(report.auditLines, "line")} cross-checked`;
+  const summary = `${plural(n.lines, "line")} in ${config.CA_DIR}/index.txt (${n.valid} valid, ${n.revoked} revoked, ${n.expired} expired) and ${plural(n.certificateFiles, "certificate file")} in newcerts/${trail}`;
   process.stdout.write(report.problems.length === 0 ? `OK: ${summary}.\n` : `${plural(report.problems.length, "problem")} found; ${summary}.\n`);
   return report.problems.length === 0 ? 0 : 1;
 }
@@ -163,7 +168,7 @@ function probeToken(config: Config, signer: UserInfo): string[] {
     uid: signer.uid,
     gid: signer.gid,
     cwd: "/",
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8", [SERVICE_ENV.config]: JSON.stringify(config), ...config.PKCS11_ENV },
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8", [SERVICE_ENV.config]: JSON.stringify(configFor("signer", config)), ...config.PKCS11_ENV },
     encoding: "utf8",
     timeout: PROBE_TIMEOUT_MS,
     maxBuffer: 64 * 1024,

@@ -163,6 +163,7 @@ export class PinKeeper {
         this.considerPrompt();
       } else {
         k.log.notice("restarted signer logged in again");
+        k.issuing.signerLoggedIn();
       }
     } catch (err) {
       k.log.error("re-login of the restarted signer failed", { error: describeError(err) });

@@ -18,6 +18,7 @@ export interface KernelHandlers {
   readonly onRequestRejected: (frame: Frame<"requestRejected">) => void;
   readonly onUndelivered: (frame: Frame<"undelivered">) => void;
   readonly onDelivered: (frame: Frame<"delivered">) => void;
+  readonly onWithdrawn: (frame: Frame<"withdrawn">) => void;
   readonly onSigned: (frame: Frame<"signed">) => void;
   readonly onSignerFault: (frame: Frame<"signerFault">) => void;
   readonly onTokenEvent: (frame: Frame<"tokenEvent">) => void;
@@ -45,6 +46,8 @@ export const KERNEL_TABLE: readonly TableRow[] = [
   // checked against the requests the kernel returned to this spool; any other is a violation
   { sender: "spool", type: "undelivered", states: RUNNING, handler: "onUndelivered" },
   { sender: "spool", type: "delivered", states: RUNNING, handler: "onDelivered" },
+  // the client gave up (its .abandoned marker): a request still queued for the token is dropped
+  { sender: "spool", type: "withdrawn", states: RUNNING, handler: "onWithdrawn" },
   // a signature can complete just as the token goes away (the state leaves READY)
   { sender: "signer", type: "signed", states: ["NEED_PIN", "READY", "SUSPENDED"], handler: "onSigned" },
   { sender: "signer", type: "signerFault", states: ["NEED_PIN", "READY", "SUSPENDED"], handler: "onSignerFault" },

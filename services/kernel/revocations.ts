@@ -2,10 +2,10 @@
 // login and SIGUSR1), what no published CRL carries yet, and a new CRL well before nextUpdate.
 import { describeError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
-import { crlAction } from "./crl-schedule.js";
+import { crlAction, crlCheckpointDue } from "../common/crl-schedule.js";
 import type { KernelCore } from "./kernel.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
-import type { StatusSnapshot } from "./status.js";
+import type { StatusSnapshot } from "../common/status-file.js";
 import { CRL_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
 export class Revocations {
@@ -66,7 +66,7 @@ export class Revocations {
       const q = await readRevokeQueue(dir, k.log);
       if (q.entries.length === 0) return 0;
       const revokedAt = Date.now();
-      const entries = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: revokedAt }));
+      const entries = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: revokedAt, origin: "revoke-queue" }));
       const r = await signer.request("revoke", { entries }, "revokeResults", SIGNER_TIMEOUT_MS);
       const done: string[] = [];
       const queued = new Set(entries.map((e) => e.queueFile));
@@ -76,6 +76,7 @@ export class Revocations {
         if (res.queueFile && queued.has(res.queueFile)) done.push(res.queueFile);
       }
       await removeQueueFiles(dir, done, k.log);
+      k.metrics.revoked("revoke-queue", applied);
       k.log.notice("revoke queue processed", { trigger, applied, entries: entries.length });
     } catch (err) {
       k.log.error("revoke queue processing failed; the queue is kept", { dir, error: describeError(err) });
@@ -96,6 +97,7 @@ export class Revocations {
       const c = r.message;
       this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
       this.revokedSinceCrl -= carried;
+      k.metrics.crlSigned();
       k.log.notice("CRL updated", { number: c.number, entries: c.entries, nextUpdate: new Date(c.nextUpdate).toISOString(), reason });
       k.notify("crl-updated", `CRL #${c.number} with ${c.entries} entries, valid until ${new Date(c.nextUpdate).toISOString()}`, {
         path: c.path,
@@ -123,12 +125,21 @@ export class Revocations {
       ready: k.state === "READY",
       now,
       nextUpdate: this.crl?.nextUpdate,
+      thisUpdate: this.crl?.thisUpdate,
+      checkpointIntervalMs: k.config.AUDIT_CHECKPOINT_INTERVAL,
       dirty: this.crlDirty,
       reissueBeforeMs: k.config.CRL_REISSUE_BEFORE,
       lastWarning: this.lastCrlWarning,
     });
     if (action === "make") {
-      await this.makeCrl(!this.crl ? "no CRL yet" : this.crlDirty ? "revocations since the last CRL" : "scheduled re-issue");
+      const why = !this.crl
+        ? "no CRL yet"
+        : this.crlDirty
+          ? "revocations since the last CRL"
+          : crlCheckpointDue(now, this.crl.thisUpdate, k.config.AUDIT_CHECKPOINT_INTERVAL)
+            ? "audit checkpoint (AUDIT_CHECKPOINT_INTERVAL)"
+            : "scheduled re-issue";
+      await this.makeCrl(why);
     } else if (action === "warn" && this.crl) {
       this.lastCrlWarning = now;
       const hours = Math.max(0, Math.floor((this.crl.nextUpdate - now) / 3_600_000));

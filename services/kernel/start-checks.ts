@@ -32,7 +32,7 @@ export function checkStartConfiguration(config: Config, opts: { create: boolean;
   const client = step(() => lookupUser(config.CLIENT_USER, "CLIENT_USER", config.sourceFile));
   for (const key of ["CA_CERT", "PKCS11_MODULE"] as const) step(() => checkReadable(config, key));
   if (!users || !client) return undefined; // the directories' owners are these users
-  step(() => prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client }, { create: opts.create }));
+  step(() => prepareDirectories(config, { signer: users.signer, spool: users.spool, monitor: users.monitor, notifier: users.notifier, client }, { create: opts.create, onProblem: opts.onProblem }));
   return { users, client };
 }
 

@@ -4,13 +4,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
 import type * as net from "node:net";
 import { fileURLToPath } from "node:url";
+import { cpuProfileFlags } from "./cpu-profile.js";
 import type { Frame } from "../../proto/wire.js";
 import { Channel } from "../common/channel.js";
 import type { Config } from "../common/config-schema.js";
 import { ProtocolError } from "../common/errors.js";
 import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
-import { INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import { configFor, INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
 import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
 import { ONCE } from "./policy.js";
 
@@ -53,12 +54,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private pingTimer: NodeJS.Timeout | undefined;
   private pingNonce = 1;
 
-  /** `startScript` and `scriptArgs` exist for tests that start a misbehaving service. */
+  /**
+   * `startScript` and `scriptArgs` exist for tests that start a misbehaving service;
+   * `cpuProfileDir` is the root operator's --cpu-prof-dir (cpu-profile.ts).
+   */
   constructor(
     private readonly config: Config,
     users: Record<ServiceName, UserInfo>,
     private readonly log: Logger,
-    private readonly spawnOptions: { startScript?: string; scriptArgs?: Partial<Record<ServiceName, string[]>> } = {},
+    private readonly spawnOptions: { startScript?: string; scriptArgs?: Partial<Record<ServiceName, string[]>>; cpuProfileDir?: string } = {},
   ) {
     super();
     for (const name of SERVICE_NAMES) {
@@ -112,7 +116,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
       LANG: "C.UTF-8",
       [SERVICE_ENV.name]: name,
-      [SERVICE_ENV.config]: JSON.stringify(this.config),
+      [SERVICE_ENV.config]: JSON.stringify(configFor(name, this.config)),
       [SERVICE_ENV.uid]: String(r.user.uid),
       [SERVICE_ENV.gid]: String(r.user.gid),
       ...(spec.pkcs11Env ? this.config.PKCS11_ENV : {}),
@@ -121,7 +125,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       const script = this.spawnOptions.startScript ?? START_SCRIPT;
       const extra = this.spawnOptions.scriptArgs?.[name] ?? [];
-      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags, script, name, ...extra], {
+      const profile = this.spawnOptions.cpuProfileDir ? cpuProfileFlags(this.spawnOptions.cpuProfileDir, name, r.user) : [];
+      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags, ...profile, script, name, ...extra], {
         uid: r.user.uid,
         gid: r.user.gid,
         cwd: "/",

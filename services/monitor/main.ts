@@ -3,15 +3,17 @@
 import { fatal, runService, unhandled } from "../common/service.js";
 import { loadModule, Pkcs11Source } from "./pkcs11-source.js";
 import { TokenMonitor } from "./monitor.js";
+import { SlotEventThread } from "./slot-events.js";
 import { openRealUsbBus, UsbSource } from "./usb-source.js";
 
 let monitor: TokenMonitor | undefined;
+let pkcs11: Pkcs11Source | undefined;
 
 await runService("monitor", {
   async start(ctx) {
     const { config, channel, log } = ctx;
     const module = loadModule(config.PKCS11_MODULE);
-    const pkcs11 = new Pkcs11Source(module, config.KEY, config.TOKEN_POLL_INTERVAL, log.child("pkcs11"));
+    pkcs11 = new Pkcs11Source(module, config.KEY, config.TOKEN_POLL_INTERVAL, log.child("pkcs11"), new SlotEventThread(config.PKCS11_MODULE));
     const usb = config.USB_DEVICE ? new UsbSource(await openRealUsbBus(), config.USB_DEVICE, log.child("usb")) : undefined;
     monitor = new TokenMonitor(pkcs11, usb, (ev) => channel.send("tokenEvent", ev), log);
     monitor.start();
@@ -31,7 +33,8 @@ await runService("monitor", {
         unhandled(frame.type);
     }
   },
-  stop() {
+  async stop() {
     monitor?.stop();
+    await pkcs11?.stopped(); // the process exits next: nothing may still be inside the module
   },
 });

@@ -13,22 +13,21 @@
 // module at 300 ms per C_Initialize and C_Finalize a removal cost 1.2 s of rescans, each empty
 // poll 0.6 s. SoftHSM never answers that way, so it keeps the rescans it needs.
 // All pkcs11js calls are synchronous: each poll is one short burst on the event loop.
+// Slot events (slot-events.ts): where the module has a blocking C_WaitForSlotEvent, each event
+// triggers the same look a poll makes (the state's detail then says "slot event"), and the
+// polls slow down to a safety net (SAFETY_POLL_FACTOR). Where it has none (SoftHSM2 answers
+// CKR_FUNCTION_NOT_SUPPORTED to a blocking wait, tpm2-pkcs11 to any) or the call fails, the
+// monitor says so once and polls every TOKEN_POLL_INTERVAL as before.
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { ckrName } from "../common/pkcs11/ckr.js";
+import { CKF_TOKEN_INITIALIZED, CKF_TOKEN_PRESENT, pinFlagsOf } from "../common/pkcs11/flags.js";
 import { describeKeyRef, describeNoMatch, keyMatches, slotIdOf } from "../common/pkcs11/token-match.js";
+import type { SlotEvents, WaitResult } from "./slot-events.js";
 import type { SourceState, TokenSource } from "./source.js";
 
-/** CKF_* token flags -> proto PinFlag bits. */
-const PIN_FLAG_BITS: readonly (readonly [number, number])[] = [
-  [0x00010000, 1], // CKF_USER_PIN_COUNT_LOW -> PIN_COUNT_LOW
-  [0x00020000, 2], // CKF_USER_PIN_FINAL_TRY -> PIN_FINAL_TRY
-  [0x00040000, 4], // CKF_USER_PIN_LOCKED -> PIN_LOCKED
-  [0x00080000, 8], // CKF_USER_PIN_TO_BE_CHANGED -> PIN_TO_BE_CHANGED
-];
-const CKF_TOKEN_INITIALIZED = 0x00000400;
-const CKF_TOKEN_PRESENT = 0x00000001;
 /** C_GetTokenInfo answers that mean the reader is empty, not that the module is in trouble. */
 const TOKEN_NOT_THERE = new Set(["CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_REMOVED"]);
 /** Pause before the second look that confirms a removal. */
@@ -37,6 +36,13 @@ const CONFIRM_MS = 25;
 export const RESCAN_EVERY = 15;
 /** Room left in each interval for the look itself and for telling the kernel. */
 const LOOK_ALLOWANCE_MS = 15;
+/** While slot events work, polls come this many times less often (a module whose events stop). */
+export const SAFETY_POLL_FACTOR = 10;
+const CKF_OS_LOCKING_OK = 0x00000002;
+/** C_Initialize answers meaning "not from several threads" (PKCS#11 2.40, 5.4). */
+const CANNOT_LOCK = new Set(["CKR_CANT_LOCK", "CKR_NEED_TO_CREATE_THREADS", "CKR_ARGUMENTS_BAD"]);
+/** A wait answered with this is woken by a C_Finalize (a rescan): wait again once initialised. */
+const WAIT_INTERRUPTED = "CKR_CRYPTOKI_NOT_INITIALIZED";
 
 /**
  * TOKEN_POLL_INTERVAL bounds how long a removal can go unnoticed, the confirming second look
@@ -47,15 +53,9 @@ export function pollPeriodMs(intervalMs: number): number {
   return Math.max(intervalMs - CONFIRM_MS - LOOK_ALLOWANCE_MS, intervalMs / 2);
 }
 
-export function pinFlagsOf(ckFlags: number): number {
-  let bits = 0;
-  for (const [ck, bit] of PIN_FLAG_BITS) if ((ckFlags & ck) !== 0) bits |= bit;
-  return bits;
-}
-
 /** The minimal slice of pkcs11js the source uses (lets the bench and tests count calls). */
 export interface Pkcs11Module {
-  C_Initialize(): void;
+  C_Initialize(options?: { flags: number }): void;
   C_Finalize(): void;
   C_GetSlotList(tokenPresent?: boolean): Buffer[];
   C_GetSlotInfo(slot: Buffer): { flags: number };
@@ -76,9 +76,9 @@ function trim(s: string): string {
   return s.replace(/[\s\0]+$/, "");
 }
 
+/** The CKR_* name of a failed call, or what it said. */
 function ckrOf(err: unknown): string {
-  const m = /CKR_[A-Z_]+/.exec(err instanceof Error ? err.message : String(err));
-  return m ? m[0] : err instanceof Error ? err.message : String(err);
+  return ckrName(err) ?? (err instanceof Error ? err.message : String(err));
 }
 
 export class Pkcs11Source implements TokenSource {
@@ -93,21 +93,77 @@ export class Pkcs11Source implements TokenSource {
   private lastProblem = "";
   /** Full rescans (C_Finalize + C_Initialize) so far: the bench reports it. */
   rescans = 0;
-  private polls = 0;
+  /** Polls and slot events so far (tests and the bench tell the two paths apart by them). */
+  polls = 0;
+  events = 0;
+  /** Why slot events are not used; undefined while they are (or may be). */
+  private eventsOff: string | undefined;
+  private waiting = false;
+  private running = false;
+  private closing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly module: Pkcs11Module,
     private readonly key: KeyRef,
     private readonly pollMs: number,
     private readonly log: Logger,
+    private readonly slotEvents?: SlotEvents,
   ) {
     this.state = this.absent("not looked yet");
+    if (!slotEvents) this.eventsOff = "no slot-event thread";
   }
 
   start(onChange: (s: SourceState) => void): void {
     this.onChange = onChange;
+    this.running = true;
     this.publish(this.rescan());
-    this.timer = setInterval(() => this.publish(this.poll()), pollPeriodMs(this.pollMs));
+    this.armEvents();
+    this.schedulePoll();
+  }
+
+  /** After stop(): resolves once the slot-event thread has left the module (exit or unload only then). */
+  stopped(): Promise<void> {
+    return this.closing;
+  }
+
+  /** Whether slot events are in use (a wait is armed or an event is being looked at). */
+  get eventDriven(): boolean {
+    return this.running && this.eventsOff === undefined;
+  }
+
+  private schedulePoll(): void {
+    const period = pollPeriodMs(this.pollMs) * (this.eventDriven ? SAFETY_POLL_FACTOR : 1);
+    this.timer = setTimeout(() => {
+      this.publish(this.poll());
+      this.armEvents();
+      this.schedulePoll();
+    }, period);
+  }
+
+  private armEvents(): void {
+    if (!this.slotEvents || !this.eventDriven || this.waiting || !this.initialised) return;
+    this.waiting = true;
+    this.slotEvents.arm((r) => this.waited(r));
+  }
+
+  private waited(r: WaitResult): void {
+    this.waiting = false;
+    if (!this.running) return;
+    if (r.kind === "event") {
+      this.events++;
+      const s = this.confirmAbsence(this.fastCheck());
+      this.log.debug("slot event", { slotId: r.slotId, present: s.present });
+      this.publish({ ...s, detail: `${s.detail} (slot event)` });
+    } else if (r.ckr !== WAIT_INTERRUPTED) {
+      this.eventsOff = r.ckr;
+      const how = { detail: `C_WaitForSlotEvent: ${r.ckr}`, pollMs: this.pollMs };
+      if (r.ckr === "CKR_FUNCTION_NOT_SUPPORTED") this.log.notice("the PKCS#11 module has no slot events; polling", how);
+      else this.log.warning("slot events failed; polling", how);
+      clearTimeout(this.timer);
+      this.schedulePoll(); // at the full rate from now on
+      return;
+    }
+    this.armEvents();
   }
 
   current(): SourceState {
@@ -182,12 +238,12 @@ export class Pkcs11Source implements TokenSource {
         this.module.C_Finalize();
       }
       try {
-        this.module.C_Initialize();
+        this.initialise();
       } catch (err) {
         // someone else in this process initialised the module (a second source, a test)
         if (ckrOf(err) !== "CKR_CRYPTOKI_ALREADY_INITIALIZED") throw err;
         this.module.C_Finalize();
-        this.module.C_Initialize();
+        this.initialise();
       }
       this.initialised = true;
     } catch (err) {
@@ -218,9 +274,31 @@ export class Pkcs11Source implements TokenSource {
     return { source: "pkcs11", available: true, present: true, serial: t.serial, label: t.label, pinFlags: pinFlagsOf(t.flags), slot: t.slot, detail: "token present" };
   }
 
+  /**
+   * C_Initialize; while slot events may be used, with CKF_OS_LOCKING_OK (the wait runs in
+   * another thread). A module that cannot lock gets no slot events.
+   */
+  private initialise(): void {
+    if (this.eventsOff !== undefined) {
+      this.module.C_Initialize();
+      return;
+    }
+    try {
+      this.module.C_Initialize({ flags: CKF_OS_LOCKING_OK });
+    } catch (err) {
+      const ckr = ckrOf(err);
+      if (!CANNOT_LOCK.has(ckr)) throw err;
+      this.eventsOff = `C_Initialize with CKF_OS_LOCKING_OK: ${ckr}`;
+      this.log.warning("slot events failed; polling", { detail: this.eventsOff, pollMs: this.pollMs });
+      this.module.C_Initialize();
+    }
+  }
+
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.closing = this.slotEvents?.close() ?? Promise.resolve();
     if (this.initialised) {
       this.initialised = false;
       try {

@@ -2,7 +2,7 @@
 // event, POST_CRL_HOOK on crl-updated) and operator e-mail. Nothing here ever waits for a hook
 // or a mail server: failures come back to the kernel as unsolicited hookFailed frames.
 import type { Frame } from "../../proto/wire.js";
-import type { Config } from "../common/config-schema.js";
+import type { ServiceConfig } from "../common/service-table.js";
 import type { Logger } from "../common/log.js";
 import { checkHook, hookEnvironment, HookRunner } from "./hooks.js";
 import { Mailer } from "./mailer.js";
@@ -16,7 +16,7 @@ export class Notifier {
   readonly mailer: Mailer | undefined;
 
   constructor(
-    private readonly config: Config,
+    private readonly config: ServiceConfig<"notifier">,
     private readonly log: Logger,
     private readonly report: (hook: string, event: string, message: string) => void,
   ) {

@@ -1,6 +1,6 @@
 // The monitoring probe's decision table: each rule looks at the status file's facts and the
 // thresholds and may raise a level. The worst level wins; its exit code is the Nagios one.
-import type { StatusSnapshot } from "../kernel/status.js";
+import type { StatusSnapshot } from "../common/status-file.js";
 
 export const LEVELS = ["OK", "WARNING", "CRITICAL", "UNKNOWN"] as const;
 export type Level = (typeof LEVELS)[number];
@@ -87,6 +87,8 @@ export function decide(f: Facts, t: Thresholds): Verdict {
   return { level, reasons };
 }
 
+const round1 = (v: number): number => Math.round(v * 10) / 10;
+
 /** 'label'=value[UOM];[warn];[crit];[min];[max] (Nagios plugin guidelines). */
 export function perfdata(f: Facts, t: Thresholds): string {
   const s = (ms: number): number => Math.round(ms / 1000);
@@ -103,6 +105,8 @@ export function perfdata(f: Facts, t: Thresholds): string {
     items.push(`'crl_age'=${s(f.now - f.snap.crl.thisUpdate)}s;;;0`);
     items.push(`'crl_next_update'=${s(f.snap.crl.nextUpdate - f.now)}s;${s(t.crlWarning)}:;${s(t.crlCritical)}:`);
   }
+  const sign = f.snap.signMs;
+  if (sign && sign.count > 0) items.push(`'sign_time'=${round1(sign.p50)}ms;;;0`, `'sign_time_max'=${round1(sign.max)}ms;;;0`);
   return items.join(" ");
 }
 

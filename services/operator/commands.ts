@@ -1,10 +1,10 @@
 // `etoken-ca trust-files` and `etoken-ca check` (also run as check_etoken_ca).
 import * as fs from "node:fs";
-import { parseArgs } from "node:util";
+import { isHelpRequest, parseArgs } from "../common/cli.js";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
 import { describeError, UsageError } from "../common/errors.js";
-import { kernelAlive, type StatusSnapshot } from "../kernel/status.js";
-import { crlReissueAt } from "../kernel/crl-schedule.js";
+import { kernelAlive, type StatusSnapshot } from "../common/status-file.js";
+import { crlReissueAt } from "../common/crl-schedule.js";
 import { checkLine, exitCodeOf, type Thresholds } from "./check-rules.js";
 import { buildTrustFiles, writeTrustFiles } from "./trust-files.js";
 
@@ -14,18 +14,8 @@ export const CHECK_USAGE =
   "                       [--restart-window S] [--hook-window S] [--failed-percent P] [--failed-minimum N]\n" +
   "                       [--status-file FILE | --config FILE]";
 
-function options<T extends Record<string, { type: "string" | "boolean"; short?: string }>>(argv: string[], spec: T, usage: string) {
-  try {
-    return parseArgs({ args: argv, options: spec, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
-}
-
 export async function trustFilesCommand(argv: string[]): Promise<number> {
-  const o = options(argv, {
-    out: { type: "string" }, alias: { type: "string" }, url: { type: "string" }, email: { type: "string" }, status: { type: "string" }, config: { type: "string" },
-  }, TRUST_FILES_USAGE);
+  const o = parseArgs(argv, { out: "value", alias: "value", url: "value", email: "value", status: "value", config: "value" }, TRUST_FILES_USAGE);
   if (!o.out) throw new UsageError(`--out DIR is required\n${TRUST_FILES_USAGE}`);
   const config = loadConfig(o.config ?? DEFAULT_CONFIG_FILE);
   const { loadCaCertificate } = await import("../common/x509/certificate.js");
@@ -53,17 +43,18 @@ export async function checkCommand(argv: string[]): Promise<number> {
   try {
     return await check(argv);
   } catch (err) {
+    if (isHelpRequest(err)) throw err;
     process.stdout.write(`ETOKEN-CA UNKNOWN - ${describeError(err).split("\n")[0]}\n`);
     return exitCodeOf("UNKNOWN");
   }
 }
 
 async function check(argv: string[]): Promise<number> {
-  const o = options(argv, {
-    warning: { type: "string", short: "w" }, critical: { type: "string", short: "c" },
-    "need-pin-critical": { type: "string" }, "crl-warning": { type: "string" }, "crl-critical": { type: "string" },
-    "restart-window": { type: "string" }, "hook-window": { type: "string" }, "failed-percent": { type: "string" }, "failed-minimum": { type: "string" },
-    "status-file": { type: "string" }, config: { type: "string" },
+  const o = parseArgs(argv, {
+    warning: { kind: "value", short: "w" }, critical: { kind: "value", short: "c" },
+    "need-pin-critical": "value", "crl-warning": "value", "crl-critical": "value",
+    "restart-window": "value", "hook-window": "value", "failed-percent": "value", "failed-minimum": "value",
+    "status-file": "value", config: "value",
   }, CHECK_USAGE);
   let statusFile = o["status-file"];
   let reissueBefore = 7 * 86400 * SECOND;

@@ -10,6 +10,7 @@
 import type { EtokenError } from "../common/errors.js";
 import type { CaDatabase } from "./cadb.js";
 import type { PublishedCrl } from "./crl-publisher.js";
+import type { ChainHead } from "../common/audit/trail.js";
 
 export type BackendName = "pkcs11" | "openssl";
 
@@ -47,6 +48,8 @@ export interface IssueOutput {
   certificateDer: Buffer;
   notAfter: Date;
   subjectSlash: string;
+  /** How long the token took to sign (ms): C_Sign for the native backend, the `openssl ca` run for openssl's */
+  signMs: number;
 }
 
 export interface SigningBackend {
@@ -65,8 +68,11 @@ export interface SigningBackend {
    * RequestError (refused), TokenError (device lost: `deviceLost`), others.
    */
   issue(input: IssueInput): Promise<IssueOutput>;
-  /** Makes, verifies and publishes a CRL from the database. */
-  makeCrl(lifetimeMs: number): Promise<PublishedCrl>;
+  /**
+   * Makes, verifies and publishes a CRL from the database. `checkpoint()` gives the audit
+   * trail's head (synced) at the moment the CRL is made; the CRL carries it.
+   */
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl>;
   /** The CRL the latest link points at. */
   latestCrl(): PublishedCrl | undefined;
   /**

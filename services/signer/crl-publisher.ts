@@ -10,6 +10,8 @@ import { pemEncode } from "../common/x509/pem.js";
 import type { CaCertificate } from "../common/x509/certificate.js";
 import type { CaDatabase } from "./cadb.js";
 import { assembleCrl, buildTbsCrl } from "./crl.js";
+import { checkpointExtension } from "../common/audit/checkpoint.js";
+import type { ChainHead } from "../common/audit/trail.js";
 
 export interface PublishedCrl {
   number: number;
@@ -69,7 +71,8 @@ export class CrlPublisher {
     return info;
   }
 
-  publish(db: CaDatabase, lifetimeMs: number, sign: (tbs: Buffer) => Buffer): PublishedCrl {
+  /** `checkpoint`: the audit trail's head, carried in the CRL (common/audit/checkpoint.ts). */
+  publish(db: CaDatabase, lifetimeMs: number, sign: (tbs: Buffer) => Buffer, checkpoint: ChainHead): PublishedCrl {
     const now = Date.now();
     const thisUpdate = new Date(Math.floor(now / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + lifetimeMs);
@@ -83,6 +86,7 @@ export class CrlPublisher {
       thisUpdate,
       nextUpdate,
       entries,
+      extensions: [checkpointExtension(checkpoint)],
     });
     const signature = sign(tbs);
     if (!crypto.verify("sha256", tbs, this.ca.publicKey, signature)) {

@@ -4,7 +4,7 @@
 // CertificateList ::= SEQUENCE { tbsCertList, sha256WithRSAEncryption, signature }
 // TBSCertList: version v2, signature, issuer, thisUpdate, nextUpdate,
 //   revokedCertificates (omitted when empty), crlExtensions [0] { authorityKeyIdentifier,
-//   cRLNumber }. An entry carries a reasonCode extension only when a reason other than
+//   cRLNumber, the audit checkpoint (common/audit/checkpoint.ts) }. An entry carries a reasonCode extension only when a reason other than
 //   unspecified (0) is given; an entry without extensions omits crlEntryExtensions.
 // The PEM form is pemEncode(der, "X509 CRL") (OpenSSL rejects "BEGIN CRL").
 
@@ -30,6 +30,8 @@ export interface TbsCrlInput {
   thisUpdate: Date;
   nextUpdate: Date;
   entries: Iterable<CrlEntry>;
+  /** further non-critical crlExtensions, each a whole Extension (the audit checkpoint) */
+  extensions?: readonly Buffer[];
 }
 
 const V2 = integer(1);
@@ -155,6 +157,7 @@ export function buildTbsCrl(input: TbsCrlInput): Buffer {
     seq(
       seq(oid("2.5.29.35"), octetString(seq(tlv(contextTag(0, false), input.authorityKeyId)))),
       seq(oid("2.5.29.20"), octetString(crlNumber)),
+      ...(input.extensions ?? []),
     ),
   );
   const revokedLen = out.pos;

@@ -16,7 +16,7 @@ function stripZeros(b: Buffer): Buffer {
 }
 
 function probe(): string[] {
-  const config = configFromEnvironment();
+  const config = configFromEnvironment("signer");
   const jwk = new X509Certificate(fs.readFileSync(config.CA_CERT)).publicKey.export({ format: "jwk" });
   const caModulus = jwk.n ? stripZeros(Buffer.from(jwk.n, "base64url")) : undefined;
   if (!caModulus) return [`CA_CERT=${config.CA_CERT}: not an RSA certificate`];

@@ -1,7 +1,7 @@
 // The native signing backend (SIGNER_BACKEND=pkcs11): one pkcs11js session logged in for as
 // long as the kernel holds the PIN; certificates and CRLs are encoded here (profile.ts,
 // crl.ts) and only the signature comes from the token. Moved out of main.ts unchanged.
-import type { Config } from "../common/config-schema.js";
+import type { ServiceConfig } from "../common/service-table.js";
 import { EtokenError, TokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { PinFlag } from "../../proto/wire.js";
@@ -9,12 +9,13 @@ import type { IssueInput, IssueOutput, LoginOutcome, SigningBackend } from "./ba
 import type { CaDatabase } from "./cadb.js";
 import { assembleCertificate, publicKeyMatches, type CaCertificate } from "../common/x509/certificate.js";
 import type { CrlPublisher, PublishedCrl } from "./crl-publisher.js";
+import type { ChainHead } from "../common/audit/trail.js";
 import { mapPkcs11Error } from "../common/pkcs11/ckr.js";
 import { CertificateTemplate } from "./profile.js";
 import { Token } from "./token.js";
 
 export interface BackendContext {
-  config: Config;
+  config: ServiceConfig<"signer">;
   log: Logger;
   ca: CaCertificate;
   db: CaDatabase;
@@ -148,20 +149,22 @@ export class NativeBackend implements SigningBackend {
     const serial = this.c.db.newSerial();
     const tbs = this.template.tbs({ serial, subjectDer: input.subject.der, publicKey: input.publicKey, emails: [...input.emails], notBefore, notAfter });
     let signature: Buffer;
+    const started = performance.now();
     try {
       signature = token.sign(tbs);
     } catch (err) {
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
+    const signMs = performance.now() - started;
     input.onSigned?.();
     const certificate = assembleCertificate(tbs, signature);
     // Answered only once the index line is on disk; concurrent requests share one flush.
     return this.c.db
       .recordGroupCommit({ serial, notAfter, subject: input.subject.slash, certificate })
-      .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash }));
+      .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash, signMs }));
   }
 
-  makeCrl(lifetimeMs: number): Promise<PublishedCrl> {
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {
     try {
       const token = this.readyToken();
       const info = this.c.crls.publish(this.c.db, lifetimeMs, (tbs) => {
@@ -170,7 +173,7 @@ export class NativeBackend implements SigningBackend {
         } catch (err) {
           throw this.tokenFailure(err, "signing the CRL");
         }
-      });
+      }, checkpoint());
       return Promise.resolve(info);
     } catch (err) {
       return Promise.reject(err);

@@ -10,7 +10,9 @@
 //              -extfile <per-request profile> -extensions etoken_ca_cert
 //
 // and each CRL one `openssl ca -gencrl ... -crl_lastupdate -crl_nextupdate`, published in the
-// CRL_DIR layout of crl-publisher.ts (numbered files, metadata, atomic latest links).
+// CRL_DIR layout of crl-publisher.ts (numbered files, metadata, atomic latest links). Its config
+// is a generated file that includes OPENSSL_CA_CONF and adds our -crlexts section (the audit
+// checkpoint; see crlConfig).
 //
 // The PIN: `openssl ca` logs in to the token on every run, so this backend keeps the PIN in
 // one Buffer of its own (secretBuffer: outside V8's heap, never moved) from login until logout,
@@ -50,6 +52,8 @@ import type { PublishedCrl } from "./crl-publisher.js";
 import { BACKDATE_SECONDS } from "../common/config-schema.js";
 import { parseName } from "../common/x509/dn.js";
 import { NativeBackend, type BackendContext } from "./native-backend.js";
+import { AUDIT_CHECKPOINT_OID, checkpointValue } from "../common/audit/checkpoint.js";
+import type { ChainHead } from "../common/audit/trail.js";
 
 export const DEFAULT_OPENSSL = "/usr/bin/openssl";
 export const OPENSSL_ENV_KEY = "ETOKEN_CA_OPENSSL";
@@ -141,6 +145,26 @@ export function checkCaConf(file: string): void {
       throw new ConfigError("openssl_conf", `copy_extensions = ${m[1]} would copy extensions from MyProxy's CSRs (a critical proxyCertInfo): expected none`, { file, line: i + 1, key: "OPENSSL_CA_CONF" });
     }
   });
+}
+
+/** The CRL extension section of the generated -gencrl configuration. */
+export const CRL_EXT_SECTION = "etoken_ca_crl";
+
+/**
+ * The configuration `openssl ca -gencrl` runs with: the operator's file included as it is, plus
+ * our CRL extensions (those of the native CRLs: authorityKeyIdentifier, and the audit trail's
+ * checkpoint as a non-critical DER extension). crlnumber and the database stay the operator's.
+ */
+export function crlConfig(operatorConf: string, head: ChainHead): string {
+  const value = checkpointValue(head).toString("hex").replace(/(..)(?!$)/g, "$1:");
+  return [
+    "# written by etoken-ca's openssl backend for one CRL",
+    `.include ${path.resolve(operatorConf)}`,
+    `[ ${CRL_EXT_SECTION} ]`,
+    "authorityKeyIdentifier = keyid:always",
+    `${AUDIT_CHECKPOINT_OID} = DER:${value}`,
+    "",
+  ].join("\n");
 }
 
 interface RunResult {
@@ -341,6 +365,7 @@ export class OpensslBackend implements SigningBackend {
     try {
       fs.writeFileSync(csrFile, pemEncode(input.csr, "CERTIFICATE REQUEST"), { mode: 0o600 });
       fs.writeFileSync(extFile, extensionFile({ policies: cfg.CA_OIDS, crlUrls: cfg.CRL_URLS, emails: input.emails }), { mode: 0o600 });
+      const started = performance.now();
       const r = await this.run([
         "ca", "-batch", "-config", cfg.OPENSSL_CA_CONF,
         ...this.keyArgs("-keyfile"),
@@ -351,6 +376,7 @@ export class OpensslBackend implements SigningBackend {
         "-startdate", formatTime(notBefore), "-enddate", formatTime(notAfter),
         "-extfile", extFile, "-extensions", EXT_SECTION,
       ]);
+      const signMs = performance.now() - started;
       if (r.exitCode !== 0) {
         const e = this.failure(r, "openssl ca could not sign the request");
         this.refreshQuietly();
@@ -369,7 +395,7 @@ export class OpensslBackend implements SigningBackend {
       if (entry.subject !== input.subject.slash) {
         this.c.log.warning("openssl ca wrote another subject than the profile's", { serial: entry.serialHex, expected: input.subject.slash, written: entry.subject });
       }
-      return { serialHex: entry.serialHex, certificateDer: der, notAfter: new Date(cert.validTo), subjectSlash: entry.subject };
+      return { serialHex: entry.serialHex, certificateDer: der, notAfter: new Date(cert.validTo), subjectSlash: entry.subject, signMs };
     } finally {
       for (const f of [csrFile, extFile, outFile]) fs.rmSync(f, { force: true });
     }
@@ -383,19 +409,21 @@ export class OpensslBackend implements SigningBackend {
     }
   }
 
-  makeCrl(lifetimeMs: number): Promise<PublishedCrl> {
-    return this.serializer.run(() => this.makeCrlNow(lifetimeMs));
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {
+    return this.serializer.run(() => this.makeCrlNow(lifetimeMs, checkpoint));
   }
 
-  private async makeCrlNow(lifetimeMs: number): Promise<PublishedCrl> {
+  private async makeCrlNow(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {
     if (!this.loggedIn) throw new TokenError("not_logged_in", "not logged in");
     const cfg = this.c.config;
     const thisUpdate = new Date(Math.floor(Date.now() / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + Math.max(1000, Math.floor(lifetimeMs / 1000) * 1000));
     const outFile = this.tmp(".crl");
+    const confFile = this.tmp(".cnf");
     try {
+      fs.writeFileSync(confFile, crlConfig(cfg.OPENSSL_CA_CONF, checkpoint()), { mode: 0o600 });
       const r = await this.run([
-        "ca", "-batch", "-gencrl", "-config", cfg.OPENSSL_CA_CONF,
+        "ca", "-batch", "-gencrl", "-config", confFile, "-crlexts", CRL_EXT_SECTION,
         ...this.keyArgs("-keyfile"),
         "-cert", cfg.CA_CERT, "-md", "sha256",
         "-crl_lastupdate", formatTime(thisUpdate), "-crl_nextupdate", formatTime(nextUpdate),
@@ -409,6 +437,7 @@ export class OpensslBackend implements SigningBackend {
       return this.c.crls.install(der, { number: info.number, thisUpdate: thisUpdate.getTime(), nextUpdate: nextUpdate.getTime(), entries: info.entries });
     } finally {
       fs.rmSync(outFile, { force: true });
+      fs.rmSync(confFile, { force: true });
     }
   }
 

@@ -15,6 +15,7 @@ import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
 import { describeKeyRef, keyMatches, slotIdOf } from "../common/pkcs11/token-match.js";
 import { CKR, ckrName, mapPkcs11Error } from "../common/pkcs11/ckr.js";
+import { CKF_LOGIN_REQUIRED, CKF_TOKEN_INITIALIZED, pinFlagsOf } from "../common/pkcs11/flags.js";
 import { loadPinLogin, loginWithBuffer } from "./pin-login.js";
 
 export interface TokenInfo {
@@ -31,19 +32,7 @@ export interface TokenInfo {
   loginRequired: boolean;
 }
 
-const CKF_LOGIN_REQUIRED = 0x00000004;
-const CKF_TOKEN_INITIALIZED = 0x00000400;
 const CKU_USER = 1;
-
-/** CKF_* token flags -> proto PinFlag bits. */
-export function pinFlagsOf(ckFlags: number): number {
-  let bits = 0;
-  if (ckFlags & 0x00010000) bits |= 1; // CKF_USER_PIN_COUNT_LOW
-  if (ckFlags & 0x00020000) bits |= 2; // CKF_USER_PIN_FINAL_TRY
-  if (ckFlags & 0x00040000) bits |= 4; // CKF_USER_PIN_LOCKED
-  if (ckFlags & 0x00080000) bits |= 8; // CKF_USER_PIN_TO_BE_CHANGED
-  return bits;
-}
 
 /** Words for the PIN flags, for the console and messages. */
 export function describePinFlags(bits: number): string {

@@ -7,19 +7,27 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { SERIAL } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
+import { dnTemplateOf } from "../common/config.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
 import { lookupUser } from "../common/identity.js";
-import { runService, unhandled, type ServiceContext } from "../common/service.js";
+import { fatal, runService, unhandled, type ServiceContext } from "../common/service.js";
 import { DELIVERY_GRACE_MS, REFUSAL_WATCH_MS } from "../../proto/contract.js";
-import { abandonedName, oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
-import { compileDnFormat, type DnTemplate } from "../common/x509/dn.js";
+import { oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
+import type { DnTemplate } from "../common/x509/dn.js";
+import { singleFlight } from "../common/single-flight.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
-import { derToPem, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
+import { derToPem, hasAbandonedMarker, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
 export const MAX_IN_FLIGHT = 256;
 const RESCAN_MS = 1000;
+/**
+ * Every watched result is looked at again every this many rescans (a marker whose inotify event
+ * was lost without an overflow report), well within REFUSAL_WATCH_MS; every certificate in the
+ * watch costs one lstat per look: looking once a second cost ~50 lstats per certificate.
+ */
+const REFUSAL_RESCAN_TICKS = 10;
 const SWEEP_EVERY_MS = 30_000;
 /** A lock the spool cannot clear is retried after this, doubling up to BLOCKED_RETRY_MAX_MS. */
 const BLOCKED_RETRY_MIN_MS = 1000;
@@ -42,22 +50,30 @@ class Spool {
   private readonly clientUid: number;
   private readonly dn: DnTemplate;
   private readonly inFlight = new Set<string>();
+  /** Requests the kernel has not answered yet (it may still hold them in its queue for the token). */
+  private readonly awaitingKernel = new Set<string>();
   private readonly published = new Map<string, Published>();
   private readonly watcher: SpoolWatcher;
-  private scanning = false;
-  private again = false;
+  /** scan() once at a time; a hint during a scan asks for one more */
+  private readonly scanOnce = singleFlight(
+    async () => {
+      if (!this.stopped && Date.now() >= this.blockedUntil) await this.scan();
+    },
+    (err) => fatal(this.ctx.log, `scanning the spool failed: ${describeError(err)}`),
+  );
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastScanError = "";
+  private rescans = 0;
   /** Back-off while the lock is blocked by something the spool cannot remove (0: not blocked). */
   private blockedDelay = 0;
   private blockedUntil = 0;
   private blockedTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly ctx: ServiceContext) {
+  constructor(private readonly ctx: ServiceContext<"spool">) {
     this.dir = ctx.config.SPOOL_DIR;
     this.clientUid = lookupUser(ctx.config.CLIENT_USER, "CLIENT_USER", ctx.config.sourceFile).uid;
-    this.dn = compileDnFormat(ctx.config.DN_FORMAT, ctx.config.USERNAME_RDN_TYPES);
+    this.dn = dnTemplateOf(ctx.config);
     try {
       fs.accessSync(this.dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
     } catch (err) {
@@ -69,11 +85,16 @@ class Spool {
     this.watcher = new SpoolWatcher({
       dir: this.dir,
       rescanMs: RESCAN_MS,
-      onHint: () => {
-        this.checkRefusals();
+      onHint: () => this.kick(),
+      onRescan: (eventsLost) => {
+        this.checkWithdrawals();
+        if (eventsLost || ++this.rescans % REFUSAL_RESCAN_TICKS === 0) this.checkRefusals();
         this.kick();
       },
-      onMarker: () => this.checkRefusals(),
+      onMarker: (requestId) => {
+        this.checkWithdrawal(requestId);
+        this.checkRefusal(requestId);
+      },
       onError: (err) => ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) }),
     });
   }
@@ -94,18 +115,7 @@ class Spool {
   /** A hint that the link may be there: scan (again). */
   kick(): void {
     if (this.stopped || Date.now() < this.blockedUntil) return;
-    if (this.scanning) {
-      this.again = true;
-      return;
-    }
-    this.scanning = true;
-    void this.scan().finally(() => {
-      this.scanning = false;
-      if (this.again) {
-        this.again = false;
-        this.kick();
-      }
-    });
+    this.scanOnce();
   }
 
   private async scan(): Promise<void> {
@@ -277,11 +287,14 @@ class Spool {
         Math.max(1, req.deadline + DELIVERY_GRACE_MS + KERNEL_ANSWER_SLACK_MS - Date.now()),
       );
       log.info("request forwarded", { requestId: id, username: req.username, keyBits: req.keyBits, proxyLifetime: req.proxyLifetime });
+      this.awaitingKernel.add(id);
       answer = await answering;
     } catch (err) {
       log.warning("no answer from the kernel", { requestId: id, error: describeError(err) });
       await this.deliverError(id, "request.no_answer", "the CA did not answer before the request's deadline");
       return;
+    } finally {
+      this.awaitingKernel.delete(id);
     }
     if (answer.type === "failure") {
       const f = answer.message;
@@ -334,7 +347,20 @@ class Spool {
 
   private watchRefusal(requestId: string, ino: number, serial: string | undefined): void {
     this.published.set(requestId, { ino, serial, until: Date.now() + REFUSAL_WATCH_MS });
-    this.checkRefusals(); // the client may have been quicker than this
+    this.checkRefusal(requestId); // the client may have been quicker than this
+  }
+
+  /**
+   * Every published result still watched (when inotify reports lost events, and every
+   * REFUSAL_RESCAN_TICKS rescans); the watch of a result ends after REFUSAL_WATCH_MS. Not on
+   * every hint: with many results in the window that cost one lstat per result per event.
+   */
+  private checkRefusals(): void {
+    const now = Date.now();
+    for (const [id, p] of this.published) {
+      if (now > p.until) this.published.delete(id);
+      else this.checkRefusal(id);
+    }
   }
 
   /**
@@ -342,27 +368,38 @@ class Spool {
    * (see spool-protocol.ts). A certificate is then reported undelivered, unless the result name
    * still holds the spool's own file (a client that gave up just as it arrived uses it).
    */
-  private checkRefusals(): void {
-    const now = Date.now();
-    for (const [id, p] of this.published) {
-      if (now > p.until) {
-        this.published.delete(id);
-        continue;
-      }
-      try {
-        fs.lstatSync(path.join(this.dir, abandonedName(id)));
-      } catch {
-        continue; // no marker (yet)
-      }
-      if (p.serial !== undefined && resultInode(this.dir, id) === p.ino) continue;
-      this.published.delete(id);
-      if (p.serial !== undefined) {
-        this.security("the client refused the result it found in place of the certificate the spool published: certificate not delivered", { requestId: id, serial: p.serial });
-        this.undelivered(id, p.serial, "the client refused the result it found (not the certificate the spool published)");
-      }
-      void removeAbandoned(this.dir, id);
+  private checkRefusal(id: string): void {
+    const p = this.published.get(id);
+    if (!p || Date.now() > p.until) return;
+    if (!hasAbandonedMarker(this.dir, id)) return; // no marker (yet)
+    if (p.serial !== undefined && resultInode(this.dir, id) === p.ino) return;
+    this.published.delete(id);
+    if (p.serial !== undefined) {
+      this.security("the client refused the result it found in place of the certificate the spool published: certificate not delivered", { requestId: id, serial: p.serial });
+      this.undelivered(id, p.serial, "the client refused the result it found (not the certificate the spool published)");
+    }
+    void removeAbandoned(this.dir, id);
+  }
+
+  /**
+   * A client that gave up while the kernel still has its request: told once, so that a request
+   * still queued for the token is dropped rather than signed (and then revoked as undelivered).
+   */
+  private checkWithdrawals(): void {
+    for (const id of this.awaitingKernel) this.checkWithdrawal(id);
+  }
+
+  private checkWithdrawal(id: string): void {
+    if (!this.awaitingKernel.has(id) || !hasAbandonedMarker(this.dir, id)) return;
+    this.awaitingKernel.delete(id);
+    try {
+      this.ctx.channel.send("withdrawn", { requestId: id });
+      this.ctx.log.info("request withdrawn: the client gave up while it waited", { requestId: id });
+    } catch {
+      // channel closed: the service is stopping
     }
   }
+
 
   /** The result is the client's now (the link won): the kernel stops holding it for revocation. */
   private delivered(requestId: string, serial: string): void {

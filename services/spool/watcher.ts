@@ -73,10 +73,12 @@ function removeNonLink(dir: string, link: string): Taken | undefined {
 
 export interface WatcherOptions {
   readonly dir: string;
-  /** Called on every hint (inotify event for `request`, or the rescan tick). Must not throw. */
+  /** Called on every inotify event for `request`. Must not throw. */
   readonly onHint: () => void;
-  /** Called when a client's `.abandoned` marker may have appeared (inotify only; the rescan tick calls onHint). */
-  readonly onMarker: () => void;
+  /** Called on the rescan tick (`eventsLost` false), and when inotify could not name what changed (true). Must not throw. */
+  readonly onRescan: (eventsLost: boolean) => void;
+  /** Called when the client's `.abandoned` marker of `requestId` may have appeared (inotify only). */
+  readonly onMarker: (requestId: string) => void;
   readonly rescanMs: number;
   readonly onError: (err: Error) => void;
 }
@@ -91,8 +93,9 @@ export class SpoolWatcher {
   start(): void {
     try {
       this.watcher = fs.watch(this.opts.dir, { persistent: true }, (_event, filename) => {
-        if (filename === null || filename === REQUEST_LINK) this.opts.onHint();
-        else if (filename.endsWith(ABANDONED_SUFFIX)) this.opts.onMarker();
+        if (filename === null) this.opts.onRescan(true);
+        else if (filename === REQUEST_LINK) this.opts.onHint();
+        else if (filename.endsWith(ABANDONED_SUFFIX)) this.opts.onMarker(filename.slice(0, -ABANDONED_SUFFIX.length));
       });
       this.watcher.on("error", (err) => {
         this.opts.onError(err);
@@ -102,8 +105,8 @@ export class SpoolWatcher {
     } catch (err) {
       this.opts.onError(err as Error);
     }
-    this.timer = setInterval(() => this.opts.onHint(), this.opts.rescanMs);
-    this.opts.onHint();
+    this.timer = setInterval(() => this.opts.onRescan(false), this.opts.rescanMs);
+    this.opts.onRescan(true);
   }
 
   stop(): void {

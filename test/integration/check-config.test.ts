@@ -43,6 +43,29 @@ t.test("a directory that would let the wrong users in", async (t) => {
   t.equal(r.stdout.trimEnd().split("\n").length, 1);
 });
 
+t.test("two broken directories: both named, one line each", async (t) => {
+  const spool = path.join(inst.dir, "spool-open2");
+  fs.mkdirSync(spool, { mode: 0o777 });
+  fs.chmodSync(spool, 0o777);
+  const crl = path.join(inst.dir, "crl-is-a-file");
+  fs.writeFileSync(crl, "not a directory\n");
+  const r = checkConfig(variant("two-dirs", inst, { SPOOL_DIR: spool, CRL_DIR: crl }));
+  t.equal(r.code, 1);
+  const lines = r.stdout.trimEnd().split("\n");
+  t.equal(lines.length, 2, r.stdout);
+  t.match(lines[0], `CRL_DIR=${crl}: exists but is not a directory`);
+  t.match(lines[1], new RegExp(`^SPOOL_DIR=${spool}: owned by uid 0, expected uid ${inst.users.SPOOL_USER.uid}`));
+  t.notMatch(r.stdout + r.stderr, /\n\s+at /, "no stack trace");
+});
+
+t.test("directories whose parents do not exist yet are fine (the server makes them), and nothing is created", async (t) => {
+  const ca = path.join(inst.dir, "not-yet/deeper/ca");
+  const r = checkConfig(variant("parents", inst, { CA_DIR: ca }));
+  t.equal(r.stdout, "", r.stderr);
+  t.equal(r.code, 0);
+  t.notOk(fs.existsSync(path.join(inst.dir, "not-yet")), "nothing created");
+});
+
 t.test("a configuration warning is shown, not failed", async (t) => {
   const r = checkConfig(variant("warn", inst, { MAX_LIFETIME: "20d" }));
   t.equal(r.stdout, "", "no problem");

@@ -22,6 +22,7 @@ if (process.getuid?.() !== 0) {
         REVOKE_DIR: path.join(srv, "x/spool/revoke"),
         PIDFILE: path.join(srv, "run/etoken-ca/pid"),
         STATUS_FILE: path.join(srv, "run/etoken-ca/status.json"),
+        AUDIT_LOG: path.join(srv, "log/etoken-ca/audit.log"),
         CLIENT_TIMEOUT: "10",
       },
     });

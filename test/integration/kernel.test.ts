@@ -5,7 +5,9 @@ import * as fs from "node:fs";
 import { BIN, createInstallation, processTree, procEnviron, procStatus, readStatus, runCommand, startServer, waitFor, waitForState } from "../fixtures/server.js";
 import { SERVICE_NAMES } from "../../services/common/service-table.js";
 
-const inst = createInstallation({ prefix: "etca-kernel" });
+/** A credential in SMTP_URL: only the notifier (which sends the mail) may see it. */
+const SMTP_SECRET = "fake-smtp-secret-4711";
+const inst = createInstallation({ prefix: "etca-kernel", extraConfig: { SMTP_URL: `smtp://etoken-ca:${SMTP_SECRET}@127.0.0.1:2525` } });
 const server = startServer(inst);
 t.teardown(async () => {
   await server.stop();
@@ -51,6 +53,27 @@ t.test("five processes under five identities", async (t) => {
   const json = JSON.parse(runCommand(process.execPath, [BIN.ca, "status", "--json", "--config", inst.configPath]).stdout);
   t.equal(json.running, true);
   t.equal(json.state, "NEED_PIN");
+});
+
+t.test("each service gets only its own configuration", async (t) => {
+  const status = await waitForState(inst, "NEED_PIN", 60_000);
+  /** Keys a service has no business with (SMTP_URL may carry a credential; PKCS11_* are the token's). */
+  const foreign = {
+    spool: ["SMTP_URL", "NOTIFY_EMAIL", "PKCS11_ENV", "PKCS11_MODULE", "KEY", "CA_DIR", "REVOKE_DIR", "CONSOLE"],
+    signer: ["SMTP_URL", "NOTIFY_EMAIL", "NOTIFY_HOOK", "SPOOL_DIR", "REVOKE_DIR", "CONSOLE"],
+    monitor: ["SMTP_URL", "NOTIFY_EMAIL", "CA_DIR", "SPOOL_DIR", "CONSOLE"],
+    notifier: ["PKCS11_ENV", "PKCS11_MODULE", "KEY", "CA_DIR", "SPOOL_DIR", "CONSOLE"],
+  } as const;
+  for (const name of SERVICE_NAMES) {
+    const pid = status.services.find((s) => s.name === name)!.pid!;
+    const raw = fs.readFileSync(`/proc/${pid}/environ`, "utf8");
+    const config = JSON.parse(procEnviron(pid).ETOKEN_CA_CONFIG ?? "{}") as Record<string, unknown>;
+    t.ok("LOG_LEVEL" in config, `${name} got a configuration`);
+    t.same(foreign[name].filter((k) => k in config), [], `${name}'s ETOKEN_CA_CONFIG holds none of ${foreign[name].join(", ")}`);
+    if (name === "notifier") t.match(config.SMTP_URL, SMTP_SECRET, "the notifier gets SMTP_URL");
+    else t.notOk(raw.includes(SMTP_SECRET), `the SMTP credential is nowhere in the ${name}'s environment`);
+    if (name === "notifier" || name === "spool") t.notOk(raw.includes(inst.token.env.SOFTHSM2_CONF!), `the token's environment is nowhere in the ${name}'s`);
+  }
 });
 
 t.test("kill -9 of any service: back within seconds, restart counted", async (t) => {

@@ -22,6 +22,7 @@ function second(name: string, shared: Record<string, string>): string {
     REVOKE_DIR: own("revoke"),
     PIDFILE: own("run/pid"),
     STATUS_FILE: own("run/status.json"),
+    AUDIT_LOG: own("log/audit.log"),
     CONSOLE: "/dev/null",
     ...shared,
   });

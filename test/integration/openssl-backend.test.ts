@@ -15,6 +15,7 @@ import { extensionFile, subjArgument } from "../../services/signer/openssl-backe
 import { buildSubject, compileDnFormat } from "../../services/common/x509/dn.js";
 import { bitString, integer, nul, oid, seq, set, TAG, tlv } from "../../services/common/x509/der.js";
 import { pemEncode } from "../../services/common/x509/pem.js";
+import { AUDIT_CHECKPOINT_OID } from "../../services/common/audit/checkpoint.js";
 
 const PIN = "pin-5e1f0a77";
 const inst = createInstallation({ prefix: "etca-ossl", extraConfig: { MAX_LIFETIME: "12h", CRL_LIFETIME: "2d", CRL_REISSUE_BEFORE: "1d" } });
@@ -160,6 +161,14 @@ t.test("CRLs from openssl ca -gencrl in the CRL_DIR layout", async (t) => {
   t.ok(st, "status shows the CRL");
   const s = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
   t.match(s.stdout, /state:\s+READY/);
+  // openssl ca's CRLs carry the audit trail's head too, and the trail verifies against them
+  t.match(text, AUDIT_CHECKPOINT_OID, "the audit checkpoint extension");
+  const audit = runCommand(process.execPath, [BIN.ca, "audit", "verify", "--config", inst.configPath]);
+  t.equal(audit.code, 0, audit.stdout + audit.stderr);
+  t.match(audit.stdout, /checkpoints: [1-9]\d* CRLs? signed by the CA key match the trail/);
+  const trail = fs.readFileSync(inst.config.AUDIT_LOG, "utf8");
+  t.match(trail, new RegExp(`"event":"issued","serial":"${serial}"`), "the issuance through openssl ca is in the trail");
+  t.notOk(trail.includes(PIN), "no PIN in the trail");
 });
 
 t.test("a configuration that copies CSR extensions is refused", async (t) => {

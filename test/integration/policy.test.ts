@@ -32,6 +32,7 @@ async function runWith(t: Test, modes: Record<ServiceName, string>) {
     PKCS11_MODULE: "/dev/null",
     CA_CERT: "/dev/null",
     STATUS_FILE: path.join(dir, "run/status.json"),
+    AUDIT_LOG: path.join(dir, "var/log/audit.log"),
     ...TEST_USERS,
   });
   const config = parseConfig(fs.readFileSync(configPath, "utf8"), configPath);

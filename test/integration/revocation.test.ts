@@ -157,6 +157,29 @@ t.test("unknown and already revoked serials are refused clearly", async (t) => {
   t.match(badReason.stderr, /reason/);
 });
 
+t.test("a queue entry with a serial outside index.txt's form is refused once, kept aside, and restarts nothing", async (t) => {
+  // issue 17: the queue took serial=A (1 to 64 hex digits), the signer refused it (whole bytes);
+  // the entry was deleted as "not applied". One grammar now (proto/contract.ts): the kernel refuses it.
+  const name = `rev.${Date.now()}.OddSerial0001`;
+  const file = path.join(inst.config.REVOKE_DIR, name);
+  fs.writeFileSync(file, `version=1\nserial=A\nreason=keyCompromise\nqueued_at=${Date.now()}\nend\n`, { mode: 0o600 });
+  const before = readStatus(inst)!;
+  let n = before.crl!.number;
+  for (let i = 0; i < 2; i++) {
+    process.kill(server.pid, "SIGUSR1");
+    n = await nextCrl(n);
+  }
+  t.notOk(fs.existsSync(file), "no longer in the queue");
+  t.ok(fs.existsSync(path.join(inst.config.REVOKE_DIR, `bad.${name}`)), "kept aside as bad.<name> for the operator");
+  const after = readStatus(inst)!;
+  t.same(
+    after.services.map((x) => [x.name, x.restarts, x.pid]),
+    before.services.map((x) => [x.name, x.restarts, x.pid]),
+    "no service was killed or restarted, at either SIGUSR1",
+  );
+  t.equal(after.state, "READY");
+});
+
 t.test("the latest link never points at a partial file", async (t) => {
   let reads = 0;
   let bad = 0;

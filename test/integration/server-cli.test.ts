@@ -20,6 +20,7 @@ const good: Record<string, string> = {
   REVOKE_DIR: path.join(dir, "revoke"),
   PIDFILE: path.join(dir, "run/pid"),
   STATUS_FILE: path.join(dir, "run/status.json"),
+  AUDIT_LOG: path.join(dir, "log/audit.log"),
   ...TEST_USERS,
   CONSOLE: "/dev/null",
 };

@@ -99,7 +99,10 @@ t.test("proof of possession: the signer itself refuses what a compromised spool 
 t.test("signed, never confirmed delivered: revoked at the signer's next start unless still in flight", async (t) => {
   const csr = der(good.csrPem);
   const key = spkiOf(good.csrPem);
-  const [delivered, inFlight, lost] = [await issue(signer!, csr, key), await issue(signer!, csr, key), await issue(signer!, csr, key)].map((r) => r.serial!);
+  const signed = async (): Promise<string> => (await issue(signer!, csr, key)).serial!;
+  const delivered = await signed();
+  const inFlight = await signed();
+  const lost = await signed();
   await signer!.channel.request("confirmDelivery", { serials: [delivered] }, "ack", 10_000);
   signer!.kill();
   await signer!.exited;
@@ -119,4 +122,26 @@ t.test("signed, never confirmed delivered: revoked at the signer's next start un
   const again = await signer.channel.request("settleUndelivered", { inFlight: [] }, "undeliveredRevoked", 10_000);
   t.same(again.message.serials, [], "nothing left to settle");
   t.match(status(inFlight), /^V /);
+});
+
+t.test("the audit trail: who revoked (RevokeEntry.origin) and the kernel's token events; anything else is refused", async (t) => {
+  const trail = (): Record<string, unknown>[] => fs.readFileSync(inst.config.AUDIT_LOG, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const serial = indexLines().map((l) => l.split("\t")).find((f) => f[0] === "V")![3]!;
+  const revoke = (origin: string) =>
+    signer!.channel.request("revoke", { entries: [{ queueFile: "", serial, reason: "keyCompromise", queuedAt: Date.now(), origin }] }, "revokeResults", 10_000);
+  const bad = revoke("somebody").catch((err: unknown) => err);
+  t.not(await signer!.exited, 0, "an origin the contract does not know is a broken kernel: the signer stops");
+  await bad;
+  t.notOk(trail().some((x) => x.event === "revoked" && x.serial === serial), "and revokes nothing");
+  signer = await startSigner();
+  const good = await revoke("presence-fence");
+  t.match(good.message.results[0], { applied: true });
+  t.match(trail().find((x) => x.event === "revoked" && x.serial === serial), { reason: "keyCompromise", by: /^the presence fence/ });
+  signer!.channel.send("tokenAudit", { event: "removed", serial: "0123abcd", label: "CA token", detail: "C_GetTokenInfo: CKR_TOKEN_NOT_PRESENT" });
+  await signer!.channel.request("getSignerStatus", {}, "signerStatus", 10_000); // answered after the note: frames are handled in order
+  t.match(trail().at(-1), { event: "token", token: "removed", tokenSerial: "0123abcd", detail: /CKR_TOKEN_NOT_PRESENT/ });
+  signer!.channel.send("tokenAudit", { event: "exploded", serial: "", label: "", detail: "" });
+  t.not(await signer!.exited, 0, "a TokenAudit with an unknown event breaks the contract: the signer stops");
+  t.notOk(trail().some((x) => x.token === "exploded"));
+  signer = await startSigner();
 });

@@ -4,7 +4,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { runClient, countPrompts, createInstallation, pinAgain, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, runCommand, runClient, countPrompts, createInstallation, pinAgain, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 import { findInMemory } from "../fixtures/memory.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
@@ -34,6 +34,9 @@ const client = (input: string) => runClient(inst, input);
 const request = (name: string) => client(calloutInput({ username: name, passphrase: "pw-irrelevant", csrPem: makeCsr(work, name).csrPem }));
 const indexText = () => fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");
 const events = () => fs.readFileSync(eventLog, "utf8");
+
+const auditRecords = (): Record<string, unknown>[] =>
+  fs.readFileSync(inst.config.AUDIT_LOG, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
 
 t.test("removal while idle suspends, requests fail fast, re-insertion asks for the PIN", async (t) => {
   const ok = await request("before");
@@ -74,6 +77,8 @@ t.test("a replacement token with another key is refused", async (t) => {
   t.match(inst.consoleText(), new RegExp(`REFUSED: token serial ${other.serial} is not the CA token`));
   await waitFor("token-refused hook", () => (events().includes(`token-refused ${other.serial}`) ? true : undefined), 10_000);
   t.pass("the notifier hook got token-refused");
+  await waitFor("the refusal in the audit trail", () => (auditRecords().some((x) => x.event === "token" && x.token === "refused" && x.tokenSerial === other.serial) ? true : undefined), 10_000);
+  t.pass("the audit trail has the refused token");
   const refused = await request("impostor");
   t.match(refused.stderr, /CA token not available/);
   removeToken(other);
@@ -115,6 +120,12 @@ t.test("presence fence: removal between signature and release revokes and withho
   const text = openssl(["crl", "-in", st.crl!.path, "-noout", "-text"]).stdout;
   t.match(text, new RegExp(`Serial Number: ${serial}`), "the revoked certificate is in the next CRL");
   t.equal(readStatus(inst)!.counters.fenceRevoked, 1);
+  const trail = auditRecords();
+  t.ok(trail.some((x) => x.event === "issued" && x.serial === serial), "the audit trail has the signature");
+  t.match(trail.find((x) => x.event === "revoked" && x.serial === serial), { by: /^the presence fence/ }, "and the fence revocation, by whom");
+  t.ok(trail.some((x) => x.event === "token" && x.token === "removed"), "and the removal");
+  const verify = runCommand(process.execPath, [BIN.ca, "audit", "verify", "--config", inst.configPath]);
+  t.equal(verify.code, 0, verify.stdout);
 });
 
 t.test("issuing works again afterwards", async (t) => {

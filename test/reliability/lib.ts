@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Test } from "tap";
-import type { StatusSnapshot } from "../../services/kernel/status.js";
+import type { StatusSnapshot } from "../../services/common/status-file.js";
 import { mustOpenssl } from "../fixtures/pki.js";
 import { ROOT, readStatus, waitFor, type Installation } from "../fixtures/server.js";
 

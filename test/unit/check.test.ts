@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { checkLine, decide, type Facts, type Thresholds } from "../../services/operator/check-rules.js";
-import type { StatusSnapshot } from "../../services/kernel/status.js";
+import type { StatusSnapshot } from "../../services/common/status-file.js";
 import { BIN } from "../fixtures/server.js";
 
 const NOW = Date.parse("2026-12-03T12:00:00Z");
@@ -90,6 +90,17 @@ t.test("perfdata: counters, queue depth, CRL age and time to nextUpdate with thr
   );
 });
 
+t.test("perfdata: the signer's measured C_Sign time (median and longest), when it has measured any", async (t) => {
+  const withSign = { ...snapshot(), signMs: { p50: 12.4, max: 250.6, count: 40 } } as StatusSnapshot;
+  const perf = checkLine({ snap: withSign, now: NOW, kernelAlive: true }, T).line.split(" | ")[1]!;
+  t.match(perf, / 'sign_time'=12\.4ms;;;0 'sign_time_max'=250\.6ms;;;0$/, perf);
+  t.match(perf, /^('[a-z_]+'=-?[\d.]+(c|s|ms)?(;[0-9:]*){0,4})( '[a-z_]+'=-?[\d.]+(c|s|ms)?(;[0-9:]*){0,4})*$/, "perfdata syntax");
+  for (const signMs of [null, { p50: 0, max: 0, count: 0 }]) {
+    const none = checkLine({ snap: { ...snapshot(), signMs } as StatusSnapshot, now: NOW, kernelAlive: true }, T).line;
+    t.notMatch(none, /sign_time/, `no sign time without measurements (${JSON.stringify(signMs)})`);
+  }
+});
+
 // --- the command ------------------------------------------------------------------------------
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etoken-check-"));
@@ -126,7 +137,7 @@ t.test("etoken-ca check prints one line and exits with the Nagios code", async (
 
   const warn = run(["check", "-w", "1", "-c", "3600", "--status-file", writeStatusFile("old.json", JSON.stringify({ ...JSON.parse(live()), updatedAt: Date.now() - 10 * S }))]);
   t.equal(warn.code, 1, warn.out);
-  t.match(warn.out, /^ETOKEN-CA WARNING - status not updated for 10s/);
+  t.match(warn.out, /^ETOKEN-CA WARNING - status not updated for 1\ds/, "10 s old when written (11 s when the machine is slow)");
 
   const missing = run(["check", "--status-file", path.join(dir, "nonexistent.json")]);
   t.equal(missing.code, 2, missing.out);

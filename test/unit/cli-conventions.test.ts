@@ -11,6 +11,7 @@ const PROGRAMS: Record<string, string[]> = {
   "etoken-ca status": [BIN.ca, "status"],
   "etoken-ca check-config": [BIN.ca, "check-config"],
   "etoken-ca check-db": [BIN.ca, "check-db"],
+  "etoken-ca trust-files": [BIN.ca, "trust-files"],
   "revoke-cert": [BIN.revoke],
   "etoken-ca-client": [BIN.client],
 };
@@ -32,6 +33,17 @@ for (const [name, cmd] of Object.entries(PROGRAMS)) {
     t.equal(bad.code, 64, `an unknown option is a usage error (${bad.stderr.trim()})`);
   });
 }
+
+t.test("etoken-ca check: --help is the usage; every other mistake is the probe's UNKNOWN (3)", async (t) => {
+  for (const flag of ["--help", "-h"]) {
+    const r = run([BIN.ca, "check", flag]);
+    t.equal(r.code, 0, `${flag}: exit 0 (${r.stdout})`);
+    t.match(r.stdout, /^usage: etoken-ca check /, `${flag}: the usage on stdout`);
+  }
+  const bad = run([BIN.ca, "check", "--no-such-option"]);
+  t.equal(bad.code, 3);
+  t.match(bad.stdout, /^ETOKEN-CA UNKNOWN - unknown option --no-such-option$/m);
+});
 
 t.test("--version", async (t) => {
   for (const cmd of [[BIN.server], [BIN.ca], [BIN.revoke], [BIN.client]]) {

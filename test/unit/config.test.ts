@@ -1,5 +1,5 @@
 import t from "tap";
-import { configWarnings, parseConfig } from "../../services/common/config.js";
+import { configWarnings, dnTemplateOf, parseConfig } from "../../services/common/config.js";
 import { ConfigError } from "../../services/common/errors.js";
 
 const REQUIRED = "DN_FORMAT=/DC=org/DC=example/CN=%s\nPKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so\nCA_CERT=/etc/etoken-ca/ca.pem\n";
@@ -88,6 +88,15 @@ t.test("DN_FORMAT and USERNAME_RDN_TYPES are checked by the loader", async (t) =
   t.same(parseConfig(BASE + "USERNAME_RDN_TYPES='commonName, O'\n", "f").USERNAME_RDN_TYPES, ["CN", "O"]);
   t.match(errorOf(BASE + "USERNAME_RDN_TYPES=CN,XX\n").message, /:6: USERNAME_RDN_TYPES="CN,XX": .*unknown attribute type "XX"/);
   t.match(errorOf(BASE + "USERNAME_RDN_TYPES=\n").message, /:6: USERNAME_RDN_TYPES="": .*at least one attribute type/);
+});
+
+t.test("dnTemplateOf: DN_FORMAT with the configured USERNAME_RDN_TYPES, the one template every process uses", async (t) => {
+  const c = parseConfig(BASE.replace("DN_FORMAT=/DC=org/DC=example/CN=%s", "DN_FORMAT=/DC=org/DC=example%s") + "USERNAME_RDN_TYPES=O,CN\n", "f");
+  const dn = dnTemplateOf(c);
+  t.equal(dn.mode, "rdns");
+  t.equal(dn.slashBefore, "/DC=org/DC=example");
+  t.same(dn.usernameTypes, ["O", "CN"]);
+  t.same(dnTemplateOf(parseConfig(BASE, "f")).usernameTypes, ["DC", "O", "OU", "CN"], "the default types");
 });
 
 t.test("FENCE_REVOKE_REASON: removeFromCRL is refused (delta CRLs only)", async (t) => {

@@ -41,7 +41,7 @@ t.test("a revoke queue entry with a serial outside the grammar is refused once, 
     t.ok(fs.existsSync(path.join(dir, REVOKE_REJECTED_PREFIX + names[i]!)), `serial ${JSON.stringify(s)}: kept aside for the operator`);
   }
   // what the kernel forwards passes the signer's check of the same message (no kill, no loop)
-  const forwarded = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: Date.now() }));
+  const forwarded = q.entries.map((e) => ({ queueFile: e.queueFile, serial: e.serial, reason: e.reason, queuedAt: Date.now(), origin: "revoke-queue" }));
   t.equal(VALIDATORS.revoke({ entries: forwarded } as never), undefined, "the revoke the kernel sends is inside the contract");
   const again = await readRevokeQueue(dir, log, owner);
   t.same(again.rejected, [], "reported once: the next pass (SIGUSR1) does not see it again");
@@ -51,11 +51,11 @@ t.test("a revoke queue entry with a serial outside the grammar is refused once, 
 t.test("one serial grammar: the queue, revoke-cert's format and the Revoke validator agree", async (t) => {
   for (const s of GOOD_SERIALS) {
     t.equal(parseRevokeEntry(formatRevokeEntry({ serial: s, reason: "superseded", queuedAt: 1700000000000 })).serial, s, `${s} queued`);
-    t.equal(contractProblem("revoke", { entries: [{ queueFile: "", serial: s, reason: "superseded", queuedAt: 1 }] } as never), undefined, `${s} passes the contract`);
+    t.equal(contractProblem("revoke", { entries: [{ queueFile: "", serial: s, reason: "superseded", queuedAt: 1, origin: "revoke-queue" }] } as never), undefined, `${s} passes the contract`);
   }
   for (const s of HOSTILE_SERIALS) {
     t.throws(() => parseRevokeEntry(formatRevokeEntry({ serial: s, reason: "superseded", queuedAt: 1700000000000 })), `${JSON.stringify(s)} refused by the queue`);
-    t.match(contractProblem("revoke", { entries: [{ queueFile: "", serial: s, reason: "superseded", queuedAt: 1 }] } as never) ?? "", /^revoke failed validation: serial/, `${JSON.stringify(s)} refused by the contract`);
+    t.match(contractProblem("revoke", { entries: [{ queueFile: "", serial: s, reason: "superseded", queuedAt: 1, origin: "revoke-queue" }] } as never) ?? "", /^revoke failed validation: serial/, `${JSON.stringify(s)} refused by the contract`);
     t.match(contractProblem("undelivered", { requestId: "req.AAAAAAAAAAAA", serial: s, reason: "x" } as never) ?? "", /serial/, `${JSON.stringify(s)} in undelivered`);
   }
 });
@@ -115,7 +115,7 @@ t.test("64-bit fields decode as numbers whatever loaded first, and nothing chang
     const frames = new FrameDecoder().push(Buffer.concat([
       encodeFrame(1, 0, "issueRequest", { requestId: "req.AAAAAAAAAAAA", username: "u", publicKey: Buffer.alloc(3), deadline: 1700000000000 }),
       encodeFrame(2, 0, "ping", {}),
-      encodeFrame(3, 0, "revoke", { entries: [{ queueFile: "", serial: "0A", reason: "superseded", queuedAt: 2 ** 40 }] }),
+      encodeFrame(3, 0, "revoke", { entries: [{ queueFile: "", serial: "0A", reason: "superseded", queuedAt: 2 ** 40, origin: "revoke-queue" }] }),
     ]));
     console.log(JSON.stringify({
       hadLong, hasLong: Boolean(protobuf.util.Long),
@@ -126,4 +126,15 @@ t.test("64-bit fields decode as numbers whatever loaded first, and nothing chang
   t.equal(out.hasLong, out.hadLong, "protobufjs' Long setting is left as it was");
   t.same({ deadline: out.deadline, fenceEpoch: out.fenceEpoch, nonce: out.nonce, queuedAt: out.queuedAt }, { deadline: 1700000000000, fenceEpoch: 0, nonce: 0, queuedAt: 2 ** 40 }, "plain numbers, defaults included");
   t.match(contractProblem("issueRequest", { requestId: "req.AAAAAAAAAAAA", username: "u", publicKey: Buffer.alloc(3), csr: Buffer.alloc(0), deadline: 2 ** 53, proxyLifetime: 0, maxCertLifetime: 0, clientUid: 0, fenceEpoch: 0 } as never) ?? "", /deadline .* is not a whole number below 2\^53/);
+});
+
+t.test("the audit trail's messages: who revoked and the token events are the contract's", async (t) => {
+  const entry = { queueFile: "", serial: "0A", reason: "superseded", queuedAt: 1 };
+  t.equal(contractProblem("revoke", { entries: [{ ...entry, origin: "presence-fence" }] } as never), undefined);
+  t.match(contractProblem("revoke", { entries: [{ ...entry, origin: "somebody" }] } as never) ?? "", /^revoke failed validation: origin "somebody" is not one of revoke-queue, presence-fence, undelivered/);
+  t.match(contractProblem("revoke", { entries: [entry] } as never) ?? "", /origin "" is not one of/, "an origin is required");
+  t.equal(contractProblem("tokenAudit", { event: "removed", serial: "0123", label: "CA", detail: "gone" } as never), undefined);
+  t.match(contractProblem("tokenAudit", { event: "exploded", serial: "", label: "", detail: "" } as never) ?? "", /token event "exploded" is not one of inserted, removed, refused, replaced/);
+  t.match(contractProblem("tokenAudit", { event: "removed", serial: "x".repeat(65), label: "", detail: "" } as never) ?? "", /token serial longer than 64/);
+  t.match(contractProblem("tokenAudit", { event: "removed", serial: "", label: "", detail: "d".repeat(301) } as never) ?? "", /detail longer than 300/);
 });

@@ -1,7 +1,7 @@
 // The CRL schedule: a new CRL is in place at least CRL_REISSUE_BEFORE before nextUpdate, whatever
 // the phase of the kernel's periodic check.
 import t from "tap";
-import { crlAction, crlCheckIntervalMs, crlReissueAt } from "../../services/kernel/crl-schedule.js";
+import { crlAction, crlCheckIntervalMs, crlReissueAt } from "../../services/common/crl-schedule.js";
 
 const DAY = 86_400_000;
 
@@ -24,7 +24,7 @@ t.test("the first check at or after the reissue point leaves a whole interval be
 t.test("without a PIN, crl-expiring starts when the reissue point passes, then hourly", async (t) => {
   const nextUpdate = 30 * DAY;
   const at = (now: number, o: { ready?: boolean; dirty?: boolean; lastWarning?: number } = {}) =>
-    crlAction({ ready: o.ready ?? false, now, nextUpdate, dirty: o.dirty ?? false, reissueBeforeMs: 7 * DAY, lastWarning: o.lastWarning ?? 0 });
+    crlAction({ ready: o.ready ?? false, now, nextUpdate, thisUpdate: 0, checkpointIntervalMs: 60 * DAY, dirty: o.dirty ?? false, reissueBeforeMs: 7 * DAY, lastWarning: o.lastWarning ?? 0 });
   const point = crlReissueAt(nextUpdate, 7 * DAY);
   t.equal(at(point - 1), undefined, "before the reissue point: quiet");
   t.equal(at(point), "warn", "at the reissue point (7 days and two minutes before expiry), not 3 days before");
@@ -33,6 +33,15 @@ t.test("without a PIN, crl-expiring starts when the reissue point passes, then h
   t.equal(at(point, { ready: true }), "make", "READY: the CRL is made instead");
   t.equal(at(point - 1, { ready: true }), undefined);
   t.equal(at(point - DAY, { ready: true, dirty: true }), "make", "revocations: made at once");
-  t.equal(crlAction({ ready: true, now: 0, nextUpdate: undefined, dirty: false, reissueBeforeMs: 7 * DAY, lastWarning: 0 }), "make", "no CRL yet");
-  t.equal(crlAction({ ready: false, now: 0, nextUpdate: undefined, dirty: false, reissueBeforeMs: 7 * DAY, lastWarning: 0 }), undefined, "no CRL yet and no PIN: nothing to warn about");
+  t.equal(crlAction({ ready: true, now: 0, nextUpdate: undefined, thisUpdate: undefined, checkpointIntervalMs: DAY, dirty: false, reissueBeforeMs: 7 * DAY, lastWarning: 0 }), "make", "no CRL yet");
+  t.equal(crlAction({ ready: false, now: 0, nextUpdate: undefined, thisUpdate: undefined, checkpointIntervalMs: DAY, dirty: false, reissueBeforeMs: 7 * DAY, lastWarning: 0 }), undefined, "no CRL yet and no PIN: nothing to warn about");
+});
+
+t.test("READY: a CRL (an audit checkpoint) at least every AUDIT_CHECKPOINT_INTERVAL, even with nothing revoked", async (t) => {
+  const thisUpdate = 1000 * DAY;
+  const at = (now: number, ready = true) =>
+    crlAction({ ready, now, nextUpdate: thisUpdate + 30 * DAY, thisUpdate, checkpointIntervalMs: DAY, dirty: false, reissueBeforeMs: 7 * DAY, lastWarning: 0 });
+  t.equal(at(thisUpdate + DAY - 1), undefined, "before the interval: nothing");
+  t.equal(at(thisUpdate + DAY), "make", "the interval has passed: a new CRL");
+  t.equal(at(thisUpdate + DAY, false), undefined, "without a PIN no CRL can be made, and the CRL is far from expiring: no warning either");
 });

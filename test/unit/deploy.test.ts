@@ -180,7 +180,7 @@ t.test("tmpfiles.d, sysusers.d and the unit agree with the schema and the kernel
   t.same(setting("StandardInput"), ["null"], "systemd leaves the console to the kernel");
   t.same(setting("TTYPath"), [], "no TTYPath=");
   const writable = setting("ReadWritePaths").join(" ").split(/\s+/).map((p) => p.replace(/^-/, ""));
-  for (const key of ["CA_DIR", "CRL_DIR", "SPOOL_DIR", "REVOKE_DIR"] as const) {
+  for (const key of ["CA_DIR", "CRL_DIR", "SPOOL_DIR", "REVOKE_DIR", "AUDIT_LOG"] as const) {
     t.ok(writable.some((w) => defaults[key].startsWith(w + "/")), `${key} (${defaults[key]}) is below a ReadWritePaths= entry`);
   }
   for (const key of ["PIDFILE", "STATUS_FILE"] as const) {
@@ -271,6 +271,11 @@ t.test("deploy/install into a staging root", async (t) => {
     t.equal(fs.readlinkSync(path.join(root, "usr/local/sbin", p)), `${DEFAULT_PREFIX}/bin/${p}`, `${p} on the operator's PATH`);
   }
   t.notOk(fs.existsSync(path.join(root, "usr/local/sbin/etoken-ca-client")), "the client is for MyProxy only");
+  t.equal(
+    fs.readlinkSync(path.join(root, "usr/local/sbin/check_etoken_ca")),
+    `${DEFAULT_PREFIX}/bin/etoken-ca`,
+    "check_etoken_ca: the monitoring probe (etoken-ca's wrapper passes the name it was called by)",
+  );
   t.ok(fs.existsSync(path.join(P, "dist/services/common/x.js")), "services installed");
   t.ok(fs.existsSync(path.join(P, "dist/native/pin_login.node")), "the PIN login addon installed");
   t.notOk(fs.existsSync(path.join(P, "dist/test")), "tests are not installed");

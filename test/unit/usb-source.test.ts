@@ -9,7 +9,8 @@ import { TokenPresence } from "../../proto/wire.js";
 import type { KeyRef } from "../../services/common/config-schema.js";
 import { createLogger, setLogSink } from "../../services/common/log.js";
 import { TokenMonitor, type TokenEventPayload } from "../../services/monitor/monitor.js";
-import { loadModule, Pkcs11Source, pinFlagsOf, pollPeriodMs } from "../../services/monitor/pkcs11-source.js";
+import { loadModule, Pkcs11Source, pollPeriodMs } from "../../services/monitor/pkcs11-source.js";
+import { pinFlagsOf } from "../../services/common/pkcs11/flags.js";
 import { openRealUsbBus, UsbSource, type UsbBus, type UsbEvent, type UsbIds, type UsbListener } from "../../services/monitor/usb-source.js";
 import { createSoftToken, removeToken, reinsertToken, slotIdOfToken } from "../fixtures/softhsm.js";
 
@@ -170,16 +171,16 @@ t.test("KEY's slot-id is the PKCS#11 slot ID, not a position (RFC 7512)", async 
 
 t.test("TOKEN_POLL_INTERVAL bounds detection: the looks come sooner by the confirmation pause and an allowance", async (t) => {
   const delays: number[] = [];
-  const realSetInterval = globalThis.setInterval;
-  globalThis.setInterval = ((fn: () => void, ms: number) => {
+  const realSetTimeout = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms: number) => {
     delays.push(ms);
-    return realSetInterval(fn, 3_600_000);
-  }) as typeof setInterval;
+    return realSetTimeout(fn, 3_600_000);
+  }) as typeof setTimeout;
   const sources = [300, 2000, 40].map((interval) => new Pkcs11Source(module, KEY0, interval, log));
   try {
     for (const s of sources) s.start(() => {});
   } finally {
-    globalThis.setInterval = realSetInterval;
+    globalThis.setTimeout = realSetTimeout;
     for (const s of sources) s.stop();
   }
   t.same(delays, [260, 1960, 20], "300 ms -> every 260 ms (a removal just after a look, confirmed 25 ms later, is still seen within 300 ms); never more often than twice per interval");

@@ -1,4 +1,4 @@
-// `etoken-ca check-db`: index.txt against newcerts/, one precise line per problem. Read-only.
+// `etoken-ca check-db`: index.txt against newcerts/ and the audit trail, one precise line per problem. Read-only.
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -7,6 +7,8 @@ import { normalizeSerial } from "../spool-protocol.js";
 import { certificateSubjectDer } from "../x509/certificate.js";
 import { CRLNUMBER, INDEX, NEWCERTS, SERIAL, parseTime, scanIndex, type ScannedLine } from "./index-format.js";
 import { countLineEnds } from "./index-reader.js";
+import { crossCheck, trailFacts } from "../audit/cross-check.js";
+import { readTrail, trailFiles } from "../audit/trail.js";
 
 export interface CheckCounts {
   lines: number;
@@ -19,6 +21,8 @@ export interface CheckCounts {
 export interface CheckReport {
   problems: string[];
   counts: CheckCounts;
+  /** lines of the audit trail cross-checked; undefined when there is no trail */
+  auditLines?: number;
 }
 
 /**
@@ -36,7 +40,8 @@ function certSerial(cert: X509Certificate): string {
   return normalizeSerial(cert.serialNumber) ?? cert.serialNumber;
 }
 
-export function checkDatabase(dir: string): CheckReport {
+/** index.txt against newcerts/ and, given `auditLog`, against the audit trail. */
+export function checkDatabase(dir: string, auditLog?: string): CheckReport {
   const problems: string[] = [];
   const counts: CheckCounts = { lines: 0, valid: 0, revoked: 0, expired: 0, certificateFiles: 0 };
   const base = path.resolve(dir);
@@ -137,5 +142,12 @@ export function checkDatabase(dir: string): CheckReport {
   for (const s of fileSet) {
     if (!indexed.has(s)) problems.push(`${path.join(newcerts, `${s}.pem`)}: no line for serial ${s} in ${indexFile}`);
   }
-  return { problems, counts };
+  let auditLines: number | undefined;
+  if (auditLog !== undefined && trailFiles(auditLog).length > 0) {
+    const lines = [...readTrail(auditLog)];
+    auditLines = lines.length;
+    const indexRows = rows.map((r) => ({ line: r.line, serial: r.serial, status: r.status, subject: r.subject }));
+    for (const d of crossCheck(indexRows, trailFacts(lines), indexFile, auditLog)) problems.push(d.message);
+  }
+  return { problems, counts, auditLines };
 }

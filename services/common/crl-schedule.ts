@@ -1,5 +1,6 @@
 // When the kernel makes a new CRL: early enough that it is in place CRL_REISSUE_BEFORE before the
-// current CRL's nextUpdate, although the schedule is only looked at every so often.
+// current CRL's nextUpdate, although the schedule is only looked at every so often; and, while
+// READY, at least every AUDIT_CHECKPOINT_INTERVAL, since each CRL checkpoints the audit trail.
 
 /** How often the kernel looks at the CRL schedule. */
 export function crlCheckIntervalMs(reissueBeforeMs: number): number {
@@ -24,6 +25,10 @@ export interface CrlScheduleInput {
   now: number;
   /** the current CRL's nextUpdate; undefined when there is none yet */
   nextUpdate: number | undefined;
+  /** the current CRL's thisUpdate */
+  thisUpdate: number | undefined;
+  /** AUDIT_CHECKPOINT_INTERVAL: a CRL at least this often while READY (it checkpoints the audit trail) */
+  checkpointIntervalMs: number;
   /** revocations since the current CRL */
   dirty: boolean;
   reissueBeforeMs: number;
@@ -31,10 +36,15 @@ export interface CrlScheduleInput {
   lastWarning: number;
 }
 
+/** The audit trail's last checkpoint (the current CRL) is AUDIT_CHECKPOINT_INTERVAL old. */
+export function crlCheckpointDue(now: number, thisUpdate: number | undefined, intervalMs: number): boolean {
+  return thisUpdate !== undefined && now - thisUpdate >= intervalMs;
+}
+
 /** What the periodic check does: make a CRL, warn that none can be made, or nothing. */
 export function crlAction(s: CrlScheduleInput): "make" | "warn" | undefined {
   const due = s.nextUpdate === undefined || s.now >= crlReissueAt(s.nextUpdate, s.reissueBeforeMs);
-  if (s.ready) return due || s.dirty ? "make" : undefined;
+  if (s.ready) return due || s.dirty || crlCheckpointDue(s.now, s.thisUpdate, s.checkpointIntervalMs) ? "make" : undefined;
   if (s.nextUpdate !== undefined && due && s.now - s.lastWarning > CRL_WARNING_INTERVAL_MS) return "warn";
   return undefined;
 }

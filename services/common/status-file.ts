@@ -23,6 +23,8 @@ export interface StatusSnapshot {
   trustedTokenSerial: string | null;
   counters: { issued: number; failed: number; rejected: number; fenceRevoked: number; undelivered: number };
   queueDepth: number;
+  /** the token's measured signature time (ms, C_Sign as the signer timed it) over recent signatures; null before the first */
+  signMs?: { p50: number; max: number; count: number } | null;
   crl: { number: number; thisUpdate: number; nextUpdate: number; entries: number; path: string } | null;
   lastHookFailure: string | null;
   /** log lines dropped because stdout/stderr could not be written (their reader went away) */

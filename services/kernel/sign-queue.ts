@@ -1,0 +1,231 @@
+// The kernel's queue in front of the token. The token signs one request at a time, so requests
+// wait here, in arrival order, and go to the signer only as the token can take them: a few not
+// yet signed at once (at least the one signing and the next, already validated at the signer, so
+// the token never waits for the kernel; about PIPELINE_MS of signing for a fast token, whose
+// round trips would otherwise cost more than its signatures). Here, and nowhere else:
+//   - admission: a request that cannot be signed before its deadline at the measured sign time
+//     (queue length × p50 of the last signatures) is refused at once as "CA busy";
+//   - a request whose deadline passed, or whose client gave up (withdraw), while it waited is
+//     dropped before the token spends a signature on it;
+//   - the watchdog: a signature the token has not finished SIGN_TIMEOUT after it became the
+//     signer's current one means a hung token; the requests at the signer fail and the kernel
+//     replaces the signer (onHung).
+import { EtokenError } from "../common/errors.js";
+
+/** Why the queue did not (or no longer) let a request reach the token; the message is for the client. */
+export class QueueRefusal extends EtokenError {}
+
+/** Requests at the signer not yet signed: at least the one at the token and the next one... */
+const MIN_PIPELINE = 2;
+/** ...or as many as make this much signing (ms) at the measured sign time... */
+const PIPELINE_MS = 10;
+/** ...but no more (also before the first measurement). */
+const MAX_PIPELINE = 8;
+/** Recent signatures the status figures (p50, max) cover. */
+const STATS_WINDOW = 1000;
+/** Recent signatures the admission estimate covers (their median: one slow outlier does not count). */
+const ESTIMATE_WINDOW = 5;
+
+export interface SignStats {
+  p50: number;
+  max: number;
+  count: number;
+}
+
+/** C_Sign durations as the signer measured them. */
+export class SignTimes {
+  private readonly recent: number[] = [];
+  private count = 0;
+
+  add(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0 || ms > 86_400_000) return;
+    this.count++;
+    this.recent.push(ms);
+    if (this.recent.length > STATS_WINDOW) this.recent.shift();
+  }
+
+  /** p50 and max over the last STATS_WINDOW signatures, count since start; null before the first. */
+  stats(): SignStats | null {
+    if (this.recent.length === 0) return null;
+    return { p50: round(median(this.recent)), max: round(Math.max(...this.recent)), count: this.count };
+  }
+
+  /** What the next signature should take (ms), or undefined before any was measured. */
+  estimate(): number | undefined {
+    return this.recent.length === 0 ? undefined : median(this.recent.slice(-ESTIMATE_WINDOW));
+  }
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const round = (ms: number): number => Math.round(ms * 10) / 10;
+
+/** A request's turn at the signer: `aborted` rejects if the watchdog gives up on it; done() when answered. */
+export interface Ticket {
+  readonly aborted: Promise<never>;
+  done(): void;
+}
+
+interface Waiting {
+  readonly requestId: string;
+  readonly deadline: number;
+  readonly admit: (t: Ticket) => void;
+  readonly refuse: (e: QueueRefusal) => void;
+}
+
+interface AtSigner {
+  readonly requestId: string;
+  signed: boolean;
+  /** when it became the oldest unsigned request at the signer (the token's current one) */
+  headSince: number | undefined;
+  readonly abort: (e: QueueRefusal) => void;
+}
+
+export interface SignQueueOptions {
+  readonly signTimeoutMs: number;
+  /** The token hangs: the requests at the signer have failed; replace the signer. */
+  readonly onHung: (requestIds: string[], waitedMs: number) => void;
+  readonly now?: () => number;
+}
+
+export class SignQueue {
+  private readonly waiting: Waiting[] = [];
+  private readonly atSigner: AtSigner[] = [];
+  private open = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  readonly times = new SignTimes();
+  private readonly now: () => number;
+
+  constructor(private readonly opts: SignQueueOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Requests not yet signed: waiting here or at the signer. */
+  get depth(): number {
+    return this.waiting.length + this.unsigned().length;
+  }
+
+  /**
+   * Waits for the request's turn at the signer. Rejects with a QueueRefusal: ca.busy (at once,
+   * when the queue cannot reach it before its deadline), request.expired, request.abandoned,
+   * or what refuseWaiting() says.
+   */
+  enter(requestId: string, deadline: number): Promise<Ticket> {
+    const est = this.times.estimate();
+    const ahead = this.depth;
+    const now = this.now();
+    if (est !== undefined && now + (ahead + 1) * est > deadline) {
+      const waitS = Math.ceil(((ahead + 1) * est) / 100) / 10;
+      const leftS = Math.max(0, Math.floor((deadline - now) / 100) / 10);
+      return Promise.reject(
+        new QueueRefusal(
+          "ca.busy",
+          `CA busy: ${ahead} request${ahead === 1 ? "" : "s"} ahead, about ${waitS} s of signing at ${Math.round(est)} ms each, more than the ${leftS} s this request may wait; try again later`,
+        ),
+      );
+    }
+    return new Promise<Ticket>((admit, refuse) => {
+      this.waiting.push({ requestId, deadline, admit, refuse });
+      this.pump();
+    });
+  }
+
+  /** The client gave up: a request still waiting is dropped (never signed). False if it already went to the signer. */
+  withdraw(requestId: string): boolean {
+    const i = this.waiting.findIndex((w) => w.requestId === requestId);
+    if (i < 0) return false;
+    const [w] = this.waiting.splice(i, 1);
+    w!.refuse(new QueueRefusal("request.abandoned", "the client gave up while the request waited for the token; nothing was signed"));
+    return true;
+  }
+
+  /** The token has signed this request (the signer's Signed, or its answer). */
+  signed(requestId: string): void {
+    const e = this.atSigner.find((x) => x.requestId === requestId);
+    if (!e || e.signed) return;
+    e.signed = true;
+    this.pump();
+  }
+
+  /** Opens (signer logged in) or closes (signer down or being replaced) the way to the signer. */
+  setOpen(open: boolean): void {
+    this.open = open;
+    if (open) this.pump();
+  }
+
+  /** Fails every request still waiting (the token went away: none of them can be signed now). */
+  refuseWaiting(code: string, message: string): void {
+    for (const w of this.waiting.splice(0)) w.refuse(new QueueRefusal(code, message));
+  }
+
+  stop(): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+  }
+
+  private unsigned(): AtSigner[] {
+    return this.atSigner.filter((e) => !e.signed);
+  }
+
+  /** How many unsigned requests the signer may hold now. */
+  private pipeline(): number {
+    const est = this.times.estimate();
+    if (est === undefined || est <= 0) return MAX_PIPELINE;
+    return Math.min(MAX_PIPELINE, Math.max(MIN_PIPELINE, Math.ceil(PIPELINE_MS / est)));
+  }
+
+  private pump(): void {
+    const now = this.now();
+    const depth = this.pipeline();
+    while (this.open && this.waiting.length > 0 && this.unsigned().length < depth) {
+      const w = this.waiting.shift()!;
+      if (now >= w.deadline) {
+        w.refuse(new QueueRefusal("request.expired", "request expired in the CA's queue before the token could sign it; nothing was signed"));
+        continue;
+      }
+      let abort!: (e: QueueRefusal) => void;
+      const aborted = new Promise<never>((_, reject) => (abort = reject));
+      aborted.catch(() => undefined); // observed by the caller's race; never unhandled
+      const entry: AtSigner = { requestId: w.requestId, signed: false, headSince: undefined, abort };
+      this.atSigner.push(entry);
+      w.admit({ aborted, done: () => this.finish(entry) });
+    }
+    this.advance();
+  }
+
+  private finish(entry: AtSigner): void {
+    const i = this.atSigner.indexOf(entry);
+    if (i >= 0) this.atSigner.splice(i, 1);
+    this.pump();
+  }
+
+  /** Starts the clock of the token's current request and re-arms the watchdog for it. */
+  private advance(): void {
+    const head = this.unsigned()[0];
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+    if (!head) return;
+    head.headSince ??= this.now();
+    const left = head.headSince + this.opts.signTimeoutMs - this.now();
+    this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));
+    this.watchdog.unref();
+  }
+
+  private hung(head: AtSigner): void {
+    this.watchdog = undefined;
+    if (head.signed || !this.atSigner.includes(head)) return this.advance();
+    const waited = this.now() - (head.headSince ?? this.now());
+    const seconds = Math.round(this.opts.signTimeoutMs / 100) / 10;
+    const ids = this.unsigned().map((e) => e.requestId);
+    for (const e of this.unsigned()) {
+      e.abort(new QueueRefusal("token.hung", `CA token did not answer a signature within SIGN_TIMEOUT (${seconds} s); the CA replaced its signer, try again`));
+      this.atSigner.splice(this.atSigner.indexOf(e), 1);
+    }
+    this.open = false; // until the replaced signer is logged in
+    this.opts.onHung(ids, waited);
+  }
+}

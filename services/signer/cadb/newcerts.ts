@@ -1,0 +1,111 @@
+// newcerts/<SERIAL>.pem: a copy of each certificate as openssl writes it, written (O_EXCL)
+// before its index line and flushed off the hand-out path: the files written since the last
+// flush, then newcerts/ itself, are fsynced at most NEWCERTS_FLUSH_MS later, one at a time, and
+// always on close. The index line is the record (see ../cadb.ts); check-db reports a newcerts
+// file lost in a crash.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { DatabaseError } from "../../common/errors.js";
+import { singleFlight } from "../../common/single-flight.js";
+import { NEWCERTS } from "../../common/ca-dir/index-format.js";
+import { ioError } from "../../common/ca-dir/index-reader.js";
+
+/** Deferred newcerts flush: at most this long after the file was written (off the hand-out path). */
+const NEWCERTS_FLUSH_MS = 1000;
+/** More unsynced newcerts files than this are flushed at once (bounds open descriptors). */
+const MAX_UNSYNCED_CERTS = 256;
+
+/** PEM as openssl writes it: 64-column base64 lines. */
+function pemCertificate(der: Buffer): Buffer {
+  const b64 = der.toString("base64");
+  const parts = ["-----BEGIN CERTIFICATE-----\n"];
+  for (let i = 0; i < b64.length; i += 64) parts.push(b64.slice(i, i + 64), "\n");
+  parts.push("-----END CERTIFICATE-----\n");
+  return Buffer.from(parts.join(""), "latin1");
+}
+
+export class NewCerts {
+  private readonly dir: string;
+  /** newcerts/, open while the database is writable (its fsync commits the new names) */
+  private dirFd: number | undefined;
+  /** newcerts files written but not yet fsynced (fds kept open until the background flush). */
+  private unsynced: number[] = [];
+  /** the background flush, one at a time (flushInBackground) */
+  private readonly scheduleFlush = singleFlight(
+    () => this.flushInBackground(),
+    () => {
+      // the index line is the record; check-db reports a damaged newcerts file
+    },
+  );
+
+  constructor(caDir: string) {
+    this.dir = path.join(caDir, NEWCERTS);
+  }
+
+  /** Opens newcerts/ for the flushes (a writable database). */
+  openDir(): void {
+    this.dirFd = fs.openSync(this.dir, "r");
+  }
+
+  /** Flushes what is pending and closes newcerts/. */
+  close(): void {
+    this.flushSync();
+    if (this.dirFd !== undefined) fs.closeSync(this.dirFd);
+    this.dirFd = undefined;
+  }
+
+  /** newcerts/<serial>.pem, created (never replaced) and written; its fsync is deferred. */
+  write(serial: string, der: Buffer): void {
+    const certFile = path.join(this.dir, `${serial}.pem`);
+    const pem = pemCertificate(der);
+    let fd: number;
+    try {
+      fd = fs.openSync(certFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") throw new DatabaseError("duplicate_serial", `newcerts/${serial}.pem already exists although index.txt has no line for ${serial} (run etoken-ca check-db)`, { file: certFile });
+      throw ioError(certFile, err, "cannot create the certificate file");
+    }
+    try {
+      const w = fs.writeSync(fd, pem);
+      if (w !== pem.length) throw Object.assign(new Error(`short write (${w} of ${pem.length} bytes)`), { code: "EIO" });
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(certFile, { force: true });
+      throw ioError(certFile, err, "cannot write the certificate file");
+    }
+    this.unsynced.push(fd);
+    if (this.unsynced.length >= MAX_UNSYNCED_CERTS) this.flushSync();
+    else this.scheduleFlush();
+  }
+
+  /** fsync of every newcerts file written since the last flush, then of newcerts/ (sync). */
+  private flushSync(): void {
+    if (this.unsynced.length === 0) return;
+    const fds = this.unsynced.splice(0);
+    try {
+      for (const fd of fds) fs.fsyncSync(fd);
+      if (this.dirFd !== undefined) fs.fsyncSync(this.dirFd);
+    } catch {
+      // the index line is the record; check-db reports a damaged newcerts file
+    } finally {
+      for (const fd of fds) fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * Off the hand-out path, at most NEWCERTS_FLUSH_MS after a file was written: fsync of the
+   * files written until then and of newcerts/, one fsync at a time, so the thread pool (4
+   * threads) stays free for the index.txt commits.
+   */
+  private async flushInBackground(): Promise<void> {
+    await new Promise<void>((resolve) => setTimeout(resolve, NEWCERTS_FLUSH_MS).unref());
+    const fds = this.unsynced.splice(0);
+    const dirFd = this.dirFd;
+    if (fds.length === 0) return;
+    for (const fd of fds) {
+      await new Promise<void>((resolve) => fs.fsync(fd, () => fs.close(fd, () => resolve())));
+    }
+    if (dirFd !== undefined && dirFd === this.dirFd) await new Promise<void>((resolve) => fs.fsync(dirFd, () => resolve()));
+  }
+}

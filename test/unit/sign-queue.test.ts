@@ -1,0 +1,191 @@
+// The kernel's queue in front of the token (services/kernel/sign-queue.ts): arrival order, the
+// pipeline to the signer, admission by measured sign time ("CA busy"), requests dropped before
+// signing (deadline passed, client gave up, token gone) and the SIGN_TIMEOUT watchdog. The clock
+// is the test's; nothing here waits on real time except the watchdog's own (short) timer.
+import t from "tap";
+import { QueueRefusal, SignQueue, SignTimes, type Ticket } from "../../services/kernel/sign-queue.js";
+
+function queue(opts: { signTimeoutMs?: number; clock?: { now: number } } = {}) {
+  const clock = opts.clock ?? { now: 1_000_000 };
+  const hung: string[][] = [];
+  const q = new SignQueue({ signTimeoutMs: opts.signTimeoutMs ?? 3_600_000, onHung: (ids) => hung.push(ids), now: () => clock.now });
+  t.teardown(() => q.stop());
+  return { q, clock, hung };
+}
+
+/** Enters requests and records the order in which they get their turn (or why not). */
+function enterAll(q: SignQueue, ids: string[], deadline: number) {
+  const admitted: string[] = [];
+  const refused: Record<string, QueueRefusal> = {};
+  const tickets = new Map<string, Ticket>();
+  const settled = ids.map((id) =>
+    q.enter(id, deadline).then(
+      (tk) => {
+        admitted.push(id);
+        tickets.set(id, tk);
+      },
+      (e: QueueRefusal) => {
+        refused[id] = e;
+      },
+    ),
+  );
+  return { admitted, refused, tickets, settled };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+/** The watchdog's timer does not hold the process open (unref): this does, while a test waits for it. */
+function keepAlive(t: { teardown: (fn: () => void) => void }): void {
+  const timer = setTimeout(() => undefined, 10_000);
+  t.teardown(() => clearTimeout(timer));
+}
+
+t.test("arrival order, and no more unsigned requests at the signer than the pipeline", async (t) => {
+  const { q, clock } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(250); // a slow token: the pipeline is two deep
+  q.setOpen(true);
+  const ids = ["a", "b", "c", "d", "e"];
+  const r = enterAll(q, ids, clock.now + 60_000);
+  await tick();
+  t.same(r.admitted, ["a", "b"], "the token's request and the next one");
+  t.equal(q.depth, 5);
+  q.signed("a");
+  await tick();
+  t.same(r.admitted, ["a", "b", "c"], "a signature frees a place");
+  r.tickets.get("a")!.done();
+  r.tickets.get("b")!.done(); // answered without a Signed (a backend that cannot tell)
+  await tick();
+  t.same(r.admitted, ["a", "b", "c", "d"], "two unsigned at the signer again");
+  q.signed("c");
+  await tick();
+  t.same(r.admitted, ["a", "b", "c", "d", "e"], "in arrival order");
+});
+
+t.test("a fast token gets a deeper pipeline", async (t) => {
+  const { q, clock } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(1);
+  q.setOpen(true);
+  const r = enterAll(q, Array.from({ length: 12 }, (_, i) => `r${i}`), clock.now + 60_000);
+  await tick();
+  t.equal(r.admitted.length, 8, "up to eight at the signer");
+});
+
+t.test("closed: requests wait; opened: they go", async (t) => {
+  const { q, clock } = queue();
+  const r = enterAll(q, ["a"], clock.now + 60_000);
+  await tick();
+  t.same(r.admitted, []);
+  q.setOpen(true);
+  await tick();
+  t.same(r.admitted, ["a"]);
+});
+
+t.test("admission: a request the queue cannot reach before its deadline is refused at once", async (t) => {
+  const { q, clock } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(1000);
+  const r = enterAll(q, ["a", "b", "c", "d"], clock.now + 3_500); // room for three signatures
+  await Promise.all(r.settled.slice(3));
+  t.same(Object.keys(r.refused), ["d"], "the fourth is refused while the queue is still closed");
+  t.equal(r.refused["d"]!.code, "ca.busy");
+  t.match(r.refused["d"]!.message, /^CA busy: 3 requests ahead, about 4 s of signing at 1000 ms each, more than the 3\.5 s this request may wait; try again later$/);
+  t.equal(q.depth, 3, "the refused request is not queued");
+});
+
+t.test("before any measurement nothing is refused as busy", async (t) => {
+  const { q, clock } = queue();
+  const r = enterAll(q, ["a", "b", "c"], clock.now + 1);
+  q.setOpen(true);
+  await tick();
+  t.same(r.admitted, ["a", "b", "c"]);
+});
+
+t.test("a deadline that passes in the queue: dropped, never sent to the signer", async (t) => {
+  const { q, clock } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(100);
+  q.setOpen(true);
+  const soon = enterAll(q, ["a", "b"], clock.now + 10_000);
+  const late = enterAll(q, ["c"], clock.now + 1_000);
+  await tick();
+  clock.now += 2_000;
+  q.signed("a");
+  await Promise.all(late.settled);
+  t.equal(late.refused["c"]?.code, "request.expired");
+  t.same(soon.admitted, ["a", "b"]);
+  t.same(late.admitted, []);
+});
+
+t.test("a withdrawn request is dropped; one already at the signer is not", async (t) => {
+  const { q, clock } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(250);
+  q.setOpen(true);
+  const r = enterAll(q, ["a", "b", "c"], clock.now + 60_000);
+  await tick();
+  t.equal(q.withdraw("a"), false, "at the signer already");
+  t.equal(q.withdraw("c"), true);
+  t.equal(q.withdraw("nope"), false);
+  await Promise.all(r.settled.slice(2));
+  t.equal(r.refused["c"]?.code, "request.abandoned");
+  t.match(r.refused["c"]!.message, /nothing was signed/);
+});
+
+t.test("refuseWaiting fails what waits, not what the signer holds", async (t) => {
+  const { q, clock } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(250);
+  q.setOpen(true);
+  const r = enterAll(q, ["a", "b", "c"], clock.now + 60_000);
+  await tick();
+  q.refuseWaiting("token.not_available", "CA token not available");
+  await Promise.all(r.settled);
+  t.same(r.admitted, ["a", "b"]);
+  t.same(Object.keys(r.refused), ["c"]);
+  t.equal(r.refused["c"]!.code, "token.not_available");
+});
+
+t.test("the watchdog: a signature not finished within SIGN_TIMEOUT fails the requests at the signer and closes the queue", async (t) => {
+  keepAlive(t);
+  const { q, clock, hung } = queue({ signTimeoutMs: 20 });
+  for (let i = 0; i < 5; i++) q.times.add(250);
+  q.setOpen(true);
+  const r = enterAll(q, ["a", "b", "c"], clock.now + 60_000);
+  await tick();
+  const aborted = await Promise.allSettled([r.tickets.get("a")!.aborted, r.tickets.get("b")!.aborted]);
+  t.same(hung, [["a", "b"]], "onHung names the requests at the signer");
+  for (const a of aborted) {
+    t.equal(a.status, "rejected");
+    t.match((a as PromiseRejectedResult).reason.message, /^CA token did not answer a signature within SIGN_TIMEOUT \(0 s\); the CA replaced its signer, try again$/);
+  }
+  await tick();
+  t.same(r.admitted, ["a", "b"], "the next one waits for the replaced signer");
+  q.setOpen(true);
+  await tick();
+  t.same(r.admitted, ["a", "b", "c"]);
+});
+
+t.test("a token that keeps signing does not trip the watchdog", async (t) => {
+  keepAlive(t);
+  const { q, clock, hung } = queue({ signTimeoutMs: 30 });
+  for (let i = 0; i < 5; i++) q.times.add(250);
+  q.setOpen(true);
+  const r = enterAll(q, ["a", "b", "c", "d"], clock.now + 60_000);
+  for (const id of ["a", "b", "c", "d"]) {
+    await tick();
+    q.signed(id);
+    r.tickets.get(id)!.done();
+  }
+  await new Promise((res) => setTimeout(res, 60));
+  t.same(hung, [], "no hang reported");
+  t.equal(q.depth, 0);
+});
+
+t.test("SignTimes: p50 and max over recent signatures, count of all; the estimate follows the last few", async (t) => {
+  const s = new SignTimes();
+  t.equal(s.stats(), null);
+  t.equal(s.estimate(), undefined);
+  for (const x of [250, 260, 240, 2000, 250]) s.add(x);
+  t.same(s.stats(), { p50: 250, max: 2000, count: 5 });
+  t.equal(s.estimate(), 250, "one slow signature does not move the median");
+  for (const x of [1000, 1000, 1000]) s.add(x);
+  t.equal(s.estimate(), 1000, "a token that slowed down is seen within a few signatures");
+  s.add(Number.NaN);
+  s.add(-1);
+  t.equal(s.stats()!.count, 8, "nonsense durations are not counted");
+});
