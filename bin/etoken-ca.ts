@@ -3,7 +3,7 @@
 import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import * as path from "node:path";
 import { runCli } from "../services/common/cli.js";
-import { runOperatorCommand } from "../services/kernel/operator.js";
+import { runOperatorCommand } from "../services/operator/status-commands.js";
 import { checkCommand, trustFilesCommand } from "../services/operator/commands.js";
 import { auditCommand } from "../services/operator/audit.js";
 

@@ -11,7 +11,7 @@ import { SERVICE_NAMES, type ServiceName } from "../common/service-table.js";
 import { OperatorConsole } from "./console.js";
 import { Kernel } from "./kernel.js";
 import { isServerProcess, lockInstance } from "./instance-lock.js";
-import { checkStartConfiguration } from "./start-checks.js";
+import { checkStartConfiguration } from "../common/start-checks.js";
 import { checkCpuProfileDir } from "./cpu-profile.js";
 import { Supervisor } from "./supervisor.js";
 

@@ -7,7 +7,7 @@ import { randomBytes, createPrivateKey, createPublicKey } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { RemoteFailure } from "../../services/common/channel.js";
-import { prepareDirectories } from "../../services/kernel/directories.js";
+import { prepareDirectories } from "../../services/common/directories.js";
 import { spawnService, type FakeKernel } from "../fixtures/fake-kernel.js";
 import { makeCsr, mustOpenssl } from "../fixtures/pki.js";
 import { createInstallation } from "../fixtures/server.js";

@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CONFIG_SCHEMA, type ConfigKey } from "../../services/common/config-schema.js";
 import { parseConfig } from "../../services/common/config.js";
-import { DIRECTORY_RULES, type Users } from "../../services/kernel/directories.js";
+import { DIRECTORY_RULES, type Users } from "../../services/common/directories.js";
 import type { UserInfo } from "../../services/common/identity.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");

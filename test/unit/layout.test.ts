@@ -15,16 +15,6 @@ const BIN_PROCESS: Readonly<Record<string, string>> = {
   "bin/etoken-ca.ts": "services/operator",
 };
 
-/**
- * Imports known to break the layout, waiting for a move that would collide with work in
- * progress (the kernel's split, issue 17 item 4). Each must still exist: once moved, delete it.
- */
-const PENDING: readonly string[] = [
-  // kernel/operator.ts is etoken-ca's code (status, check-db, check-config), not the kernel's; it
-  // runs the kernel's start checks (start-checks.ts, directories.ts), which would move with it.
-  "bin/etoken-ca.ts -> services/kernel/operator.ts: bin/ imports only services/common/**",
-];
-
 const IMPORT = /(?:\bfrom|\bimport)\s*\(?\s*["'](\.\.?\/[^"']+)["']/g;
 
 /** The owner of a source file: "common" (services/common, proto), "services/<name>" or "bin". */
@@ -86,7 +76,5 @@ t.test("no import crosses from one process's code into another's", async (t) => 
       if (problem !== undefined) found.push(problem);
     }
   }
-  const pending = new Set(PENDING);
-  t.same(found.filter((p) => !pending.has(p)), [], "imports that break the layout");
-  t.same(PENDING.filter((p) => !found.includes(p)), [], "PENDING entries that no longer occur (delete them)");
+  t.same(found, [], "imports that break the layout");
 });

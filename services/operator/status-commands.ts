@@ -9,7 +9,7 @@ import { describeError, UsageError } from "../common/errors.js";
 import { isRoot, type UserInfo } from "../common/identity.js";
 import { configFor, SERVICE_ENV } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
-import { checkStartConfiguration } from "./start-checks.js";
+import { checkStartConfiguration } from "../common/start-checks.js";
 import { kernelAlive, type StatusSnapshot } from "../common/status-file.js";
 
 const USAGE = `usage: etoken-ca status [--json] [--config FILE]

@@ -3,9 +3,9 @@
 // the wrong user in, and checks that every service user can reach the directories it works in.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Config, ConfigKey } from "../common/config-schema.js";
-import { SecurityError } from "../common/errors.js";
-import type { UserInfo } from "../common/identity.js";
+import type { Config, ConfigKey } from "./config-schema.js";
+import { SecurityError } from "./errors.js";
+import type { UserInfo } from "./identity.js";
 
 export interface Users {
   signer: UserInfo;

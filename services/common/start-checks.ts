@@ -3,10 +3,10 @@
 // and modes (DN_FORMAT and every other value were checked by the configuration loader). One function for both callers: the server stops at the first problem (and creates
 // missing directories); `etoken-ca check-config` collects every problem and creates nothing.
 import * as fs from "node:fs";
-import type { Config } from "../common/config-schema.js";
-import { ConfigError } from "../common/errors.js";
-import { lookupUser, type UserInfo } from "../common/identity.js";
-import { SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import type { Config } from "./config-schema.js";
+import { ConfigError } from "./errors.js";
+import { lookupUser, type UserInfo } from "./identity.js";
+import { SERVICE_NAMES, SERVICES, type ServiceName } from "./service-table.js";
 import { prepareDirectories } from "./directories.js";
 
 export interface StartIdentities {
