@@ -236,15 +236,11 @@ export class Kernel implements KernelCore {
   private onServiceUp(name: ServiceName, restarted: boolean): void {
     if (restarted) this.notify("service-restarted", `service ${name} was restarted`, { service: name });
     this.upOnce.add(name);
-    if (this.current === "STARTING" && this.upOnce.size === 4) {
-      this.transition("services-up");
-      this.revocations.process("start-up");
-      this.pin.considerPrompt();
-    }
     if (name === "monitor") {
       this.monitorEpoch = 0;
       this.tokenGeneration++;
     }
+    this.leaveStarting();
     if (name === "signer") {
       this.signerReady = false;
       void this.issuing.settleUndelivered();
@@ -334,8 +330,23 @@ export class Kernel implements KernelCore {
 
   // ---- the token ------------------------------------------------------------------------------
 
+  /**
+   * NEED_PIN once every service is up and the monitor has said what it sees: the console's first
+   * words about the token are the monitor's, never "insert the CA token" while it is still looking.
+   */
+  private leaveStarting(): void {
+    if (this.current !== "STARTING" || this.upOnce.size !== 4 || this.monitorEpoch === 0) return;
+    this.transition("services-up");
+    this.revocations.process("start-up");
+    this.pin.considerPrompt();
+  }
+
   private onTokenEvent(frame: Frame<"tokenEvent">): void {
-    const ev = frame.message;
+    this.onTokenReport(frame.message);
+    this.leaveStarting();
+  }
+
+  private onTokenReport(ev: Frame<"tokenEvent">["message"]): void {
     // serial, label and presence are the contract's (proto/contract.ts); the order is the kernel's
     if (ev.epoch <= this.monitorEpoch) {
       this.supervisor.securityEvent("monitor", `invalid token event (epoch ${ev.epoch} after ${this.monitorEpoch})`);
