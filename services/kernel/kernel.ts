@@ -236,11 +236,15 @@ export class Kernel implements KernelCore {
   private onServiceUp(name: ServiceName, restarted: boolean): void {
     if (restarted) this.notify("service-restarted", `service ${name} was restarted`, { service: name });
     this.upOnce.add(name);
+    if (this.current === "STARTING" && this.upOnce.size === 4) {
+      this.transition("services-up");
+      this.revocations.process("start-up");
+      this.pin.considerPrompt();
+    }
     if (name === "monitor") {
       this.monitorEpoch = 0;
       this.tokenGeneration++;
     }
-    this.leaveStarting();
     if (name === "signer") {
       this.signerReady = false;
       void this.issuing.settleUndelivered();
@@ -330,23 +334,8 @@ export class Kernel implements KernelCore {
 
   // ---- the token ------------------------------------------------------------------------------
 
-  /**
-   * NEED_PIN once every service is up and the monitor has said what it sees: the console's first
-   * words about the token are the monitor's, never "insert the CA token" while it is still looking.
-   */
-  private leaveStarting(): void {
-    if (this.current !== "STARTING" || this.upOnce.size !== 4 || this.monitorEpoch === 0) return;
-    this.transition("services-up");
-    this.revocations.process("start-up");
-    this.pin.considerPrompt();
-  }
-
   private onTokenEvent(frame: Frame<"tokenEvent">): void {
-    this.onTokenReport(frame.message);
-    this.leaveStarting();
-  }
-
-  private onTokenReport(ev: Frame<"tokenEvent">["message"]): void {
+    const ev = frame.message;
     // serial, label and presence are the contract's (proto/contract.ts); the order is the kernel's
     if (ev.epoch <= this.monitorEpoch) {
       this.supervisor.securityEvent("monitor", `invalid token event (epoch ${ev.epoch} after ${this.monitorEpoch})`);
@@ -367,6 +356,8 @@ export class Kernel implements KernelCore {
     this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
+      // the monitor's first word, heard after NEED_PIN began: the prompt had nothing to say yet
+      if (before.epoch === 0 && this.current === "NEED_PIN" && !detail.startsWith(NO_MATCHING_TOKEN)) this.console.say("insert the CA token");
       if (before.present) {
         this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
         this.auditToken("removed", before.serial, before.label, detail);

@@ -64,7 +64,9 @@ export class PinKeeper {
     const k = this.core;
     if (k.state !== "NEED_PIN" || this.loginBusy || k.console.prompting || this.configFault) return;
     if (!k.token.present) {
-      if (!k.tokenDetail.startsWith(NO_MATCHING_TOKEN)) k.console.say("insert the CA token");
+      // only once the monitor has looked: before its first report nobody knows (a token KEY does
+      // not name may be there, and the monitor will say so)
+      if (k.token.epoch > 0 && !k.tokenDetail.startsWith(NO_MATCHING_TOKEN)) k.console.say("insert the CA token");
       return;
     }
     // prompted again when the signer has answered (its CA database and CA_CERT are loaded)

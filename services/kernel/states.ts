@@ -5,7 +5,7 @@ export const KERNEL_STATES = ["STARTING", "NEED_PIN", "READY", "SUSPENDED", "STO
 export type KernelState = (typeof KERNEL_STATES)[number];
 
 export const KERNEL_EVENTS = [
-  "services-up",     // every service said Hello for the first time and the monitor reported the token
+  "services-up",     // every service said Hello for the first time
   "token-present",   // the monitor sees the trusted token (or any token before the first login)
   "token-absent",    // removal seen by the monitor or the USB source
   "token-refused",   // another token or another key came back
