@@ -96,6 +96,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Kills a service (it is restarted by the exit handler). */
   kill(name: ServiceName, reason: string): void {
     const r = this.records.get(name)!;
+    // already killed: the first reason stands (its channel closing as it dies is not a new one)
+    if (r.child?.killed) return;
     r.lastError = reason;
     if (r.child && r.child.exitCode === null && r.child.signalCode === null) r.child.kill("SIGKILL");
   }
