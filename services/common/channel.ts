@@ -115,6 +115,13 @@ export class Channel {
     });
   }
 
+  /** Writes what this turn of the event loop held back now (a report that must not wait for the turn's end). */
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
   close(reason: string): void {
     this.shutdown(reason, undefined);
     this.socket.destroy();

@@ -405,6 +405,9 @@ class Spool {
   private delivered(requestId: string, serial: string): void {
     try {
       this.ctx.channel.send("delivered", { requestId });
+      // the client may read the certificate already: a spool killed before this frame leaves gets
+      // it revoked, so it does not wait for the other results of this turn
+      this.ctx.channel.flush();
     } catch (err) {
       this.ctx.log.error("cannot report a delivered certificate to the kernel", { requestId, serial, error: describeError(err) });
     }

@@ -33,7 +33,8 @@ const hexSerial = (s: string): string => {
   const h = s.toUpperCase().replace(/^(00)+(?=..)/, "");
   return h.length % 2 ? `0${h}` : h;
 };
-const load = new LoadGenerator(inst, 16, work);
+const WORKERS = 16;
+const load = new LoadGenerator(inst, WORKERS, work);
 t.teardown(async () => {
   await load.stop().catch(() => {});
   await server.stop();
@@ -46,6 +47,14 @@ interface Window {
 }
 const removals: Window[] = [];
 const handedOut = new Map<string, LoadResult>();
+/**
+ * Certificates a client read and the CA then revoked as undelivered: the spool (or the kernel
+ * routing its report) was killed between publishing the result (link(2)) and the kernel reading
+ * its `delivered` report. The design revokes rather than keep a certificate it cannot account
+ * for (README, "Certificates that do not reach their client"); only those rounds may have them.
+ */
+const revokedInReportWindow = new Set<string>();
+const REPORT_WINDOW_ROUNDS = new Set(["spool", "kernel"]);
 const summary: string[] = [];
 let checkedUpTo = 0;
 
@@ -103,7 +112,8 @@ function checkClients(t: Test, label: string, upTo: number): { ok: number; error
       if (cert.publicKey.export({ type: "spki", format: "pem" }).toString() !== load.workers[r.worker]!.publicKey) problems.push("certifies another key");
       if (!cert.subject.split("\n").includes(`CN=${r.username}`)) problems.push(`subject ${cert.subject.replace(/\n/g, ",")}`);
       if (handedOut.has(serial)) problems.push(`serial ${serial} handed out twice`);
-      if (status.get(serial) !== "V") problems.push(`index.txt status ${status.get(serial) ?? "missing"}`);
+      if (status.get(serial) === "R" && REPORT_WINDOW_ROUNDS.has(label)) revokedInReportWindow.add(serial);
+      else if (status.get(serial) !== "V") problems.push(`index.txt status ${status.get(serial) ?? "missing"}`);
       if (!fs.existsSync(path.join(inst.config.CA_DIR, "newcerts", `${serial}.pem`))) problems.push("no newcerts file");
       const signed = Date.parse(cert.validFrom) + BACKDATE_MS; // whole second, <= the signing time
       for (const w of removals) if (signed >= Math.ceil(w.from / 1000) * 1000 && signed + 1000 <= w.to) problems.push(`signed in ${new Date(signed).toISOString()}+1s, inside the removal window ${new Date(w.from).toISOString()}..${new Date(w.to).toISOString()}`);
@@ -237,7 +247,9 @@ t.test("faults under load", async (t) => {
   const orphans = validNotReceived().length;
   const validSerials = rows.filter((r) => r.status === "V").map((r) => r.serial).sort();
   t.same(validNotReceived(), [], "every certificate signed and not received by its client is revoked");
-  t.same(validSerials, [...handedOut.keys()].sort(), "index.txt's valid certificates are exactly the certificates the clients received");
+  t.same(validSerials, [...handedOut.keys()].filter((s) => !revokedInReportWindow.has(s)).sort(), "index.txt's valid certificates are exactly the certificates the clients received (less those revoked in a killed spool's report window)");
+  t.ok(revokedInReportWindow.size <= 2 * WORKERS, `certificates read by a client and revoked because the report of their delivery died with the spool or kernel: ${revokedInReportWindow.size}, at most the writers in flight twice`);
+  summary.push(`REPORT WINDOW: ${revokedInReportWindow.size} certificates read by their client and revoked (spool or kernel killed before the delivery report)`);
   const receivedSinceRestart = [...handedOut.values()].filter((r) => r.endedAt >= kernelReadyAt).length;
   await waitFor("the status file's counters", () => status(inst).counters.issued === receivedSinceRestart || undefined, 5_000).catch(() => undefined);
   t.equal(status(inst).counters.issued, receivedSinceRestart, "status counts as issued exactly the certificates clients received (since the kernel's restart)");
