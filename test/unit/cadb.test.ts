@@ -366,3 +366,61 @@ t.test("check-db: missing files, stray files, mismatched serial and subject", as
   t.ok(r.problems.some((p) => new RegExp(`${made[1]!.hex}\\.pem: certificate notAfter \\S+ differs from index\\.txt line 2`).test(p)));
   t.same(r.counts, { lines: 3, valid: 3, revoked: 0, expired: 0, certificateFiles: 3 });
 });
+
+t.test("reserve: newcerts file made while the token signs, filled before its line; released or refused, no file and no line", async (t) => {
+  const dir = path.join(work, "reserve");
+  const db = CaDatabase.open(dir, { create: true });
+  const nc = (hex: string) => path.join(dir, "newcerts", `${hex}.pem`);
+  const lines = () => fs.readFileSync(path.join(dir, "index.txt"), "utf8").split("\n").filter(Boolean);
+
+  // signed: the reserved file gets the certificate, then the line is appended and synced
+  const s1 = db.newSerial();
+  const c1 = issue(s1, "/CN=reserved one");
+  const r1 = db.reserve(s1);
+  t.equal(r1.serialHex, s1.toString("hex").toUpperCase());
+  await db.recordGroupCommit({ serial: s1, notAfter: new Date(c1.cert.validTo), subject: "/CN=reserved one", certificate: c1.der }, r1);
+  t.same(new X509Certificate(fs.readFileSync(nc(r1.serialHex))).raw, c1.der, "the reserved newcerts file holds the certificate, PEM");
+  t.equal(fs.statSync(nc(r1.serialHex)).mode & 0o777, 0o600);
+  t.match(lines()[0], new RegExp(`^V\t[0-9]{12}Z\t\t${r1.serialHex}\tunknown\t/CN=reserved one$`));
+
+  // the signature failed: the reserved file goes, nothing is recorded
+  const s2 = db.newSerial();
+  const r2 = db.reserve(s2);
+  await r2.file;
+  t.ok(fs.existsSync(nc(r2.serialHex)), "created while the token signs");
+  db.release(r2);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.notOk(fs.existsSync(nc(r2.serialHex)), "released: removed");
+  t.equal(db.get(r2.serialHex), undefined);
+
+  // a record the database refuses (bad subject) removes the reserved file too
+  const s3 = db.newSerial();
+  const r3 = db.reserve(s3);
+  const bad = await db.recordGroupCommit({ serial: s3, notAfter: new Date(c1.cert.validTo), subject: "/CN=a\tb", certificate: c1.der }, r3).then(() => undefined, (e: unknown) => e);
+  t.ok(bad instanceof DatabaseError && bad.code === "db.bad_subject", "refused as bad_subject");
+  t.notOk(fs.existsSync(nc(r3.serialHex)), "the refused record's reserved file is removed");
+
+  // a reservation given with another serial's record is refused, and its file removed
+  const s4 = db.newSerial();
+  const r4 = db.reserve(s4);
+  const other = db.newSerial();
+  const mixed = await db.recordGroupCommit({ serial: other, notAfter: new Date(c1.cert.validTo), subject: "/CN=other", certificate: c1.der }, r4).then(() => undefined, (e: unknown) => e);
+  t.ok(mixed instanceof DatabaseError && mixed.code === "db.bad_reservation", "refused as bad_reservation");
+  await r4.file;
+  await new Promise((resolve) => setImmediate(resolve));
+  t.notOk(fs.existsSync(nc(r4.serialHex)), "the mismatched reservation's file is removed");
+  t.notOk(fs.existsSync(nc(other.toString("hex").toUpperCase())), "nothing written for the other serial");
+
+  // a newcerts file already there (O_EXCL): refused, the existing file untouched
+  const s5 = db.newSerial();
+  const hex5 = s5.toString("hex").toUpperCase();
+  fs.writeFileSync(nc(hex5), "someone else's\n");
+  const dup = await db.recordGroupCommit({ serial: s5, notAfter: new Date(c1.cert.validTo), subject: "/CN=dup", certificate: c1.der }, db.reserve(s5)).then(() => undefined, (e: unknown) => e);
+  t.ok(dup instanceof DatabaseError && dup.code === "db.duplicate_serial", "refused as duplicate_serial");
+  t.equal(fs.readFileSync(nc(hex5), "utf8"), "someone else's\n", "the existing file is not replaced");
+  fs.rmSync(nc(hex5));
+
+  t.equal(lines().length, 1, "only the signed certificate has a line");
+  db.close();
+  t.same(checkDatabase(dir).problems, [], "check-db finds nothing out of place");
+});
