@@ -30,7 +30,11 @@
 // flushed off the hand-out path: its fsync and the fsync of newcerts/ are deferred to a
 // background flush (at most NEWCERTS_FLUSH_MS later, and always on close()). A crash in that
 // window can lose or truncate newcerts files of the last moments (check-db reports them as
-// missing); it cannot lose an index line of a certificate that was handed out. Measured on this
+// missing); it cannot lose an index line of a certificate that was handed out. The native
+// backend has the file created even earlier, in the thread pool while the token signs
+// (reserve(): creating an inode costs ~0.3 ms of ext4's time, which then overlaps the
+// signature); a failed signature or record removes it, a signer killed mid-signature leaves it
+// empty (check-db names it). Measured on this
 // project's CI disk one flush costs ~4 ms, so 3 flushes (file, directory, index) were ~12 ms per
 // certificate; this makes it one. recordGroupCommit() goes further for concurrent requests:
 // every line appended before the flush runs (requests read in the same turn of the event loop,

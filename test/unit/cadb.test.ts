@@ -421,6 +421,14 @@ t.test("reserve: newcerts file made while the token signs, filled before its lin
   fs.rmSync(nc(hex5));
 
   t.equal(lines().length, 1, "only the signed certificate has a line");
-  db.close();
   t.same(checkDatabase(dir).problems, [], "check-db finds nothing out of place");
+
+  // the signer killed while the token signed (SIGN_TIMEOUT, kill -9): the reserved file stays, empty
+  const s6 = db.newSerial();
+  const r6 = db.reserve(s6);
+  fs.closeSync(await r6.file);
+  db.close();
+  t.same(checkDatabase(dir).problems, [
+    `${nc(r6.serialHex)}: empty, and no line for serial ${r6.serialHex} in ${path.join(dir, "index.txt")}: a signature that never finished (the signer stopped while the token signed); nothing was issued with this serial, the file may be removed`,
+  ], "check-db names the empty file of an interrupted signature precisely");
 });

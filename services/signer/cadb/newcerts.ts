@@ -1,5 +1,6 @@
-// newcerts/<SERIAL>.pem: a copy of each certificate as openssl writes it, written (O_EXCL)
-// before its index line and flushed off the hand-out path: the files written since the last
+// newcerts/<SERIAL>.pem: a copy of each certificate as openssl writes it, created (O_EXCL) in
+// the thread pool while the token signs (create(), through CaDatabase.reserve), written before
+// its index line and flushed off the hand-out path: the files written since the last
 // flush, then newcerts/ itself, are fsynced at most NEWCERTS_FLUSH_MS later, one at a time, and
 // always on close. The index line is the record (see ../cadb.ts); check-db reports a newcerts
 // file lost in a crash.
