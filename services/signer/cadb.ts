@@ -30,11 +30,7 @@
 // flushed off the hand-out path: its fsync and the fsync of newcerts/ are deferred to a
 // background flush (at most NEWCERTS_FLUSH_MS later, and always on close()). A crash in that
 // window can lose or truncate newcerts files of the last moments (check-db reports them as
-// missing); it cannot lose an index line of a certificate that was handed out. The native
-// backend has the file created even earlier, in the thread pool while the token signs
-// (reserve(): creating an inode costs ~0.3 ms of ext4's time, which then overlaps the
-// signature); a failed signature or record removes it, a signer killed mid-signature leaves it
-// empty (check-db names it). Measured on this
+// missing); it cannot lose an index line of a certificate that was handed out. Measured on this
 // project's CI disk one flush costs ~4 ms, so 3 flushes (file, directory, index) were ~12 ms per
 // certificate; this makes it one. recordGroupCommit() goes further for concurrent requests:
 // every line appended before the flush runs (requests read in the same turn of the event loop,
@@ -70,16 +66,6 @@ export interface RecordEntry {
   subject: string;
   /** the certificate, DER */
   certificate: Buffer;
-}
-
-/**
- * A certificate being signed whose newcerts file is being created meanwhile (reserve()): give it
- * to recordGroupCommit() once signed, or to release() when the signature failed.
- */
-export interface Reservation {
-  readonly serialHex: string;
-  /** newcerts/<SERIAL>.pem, opened O_EXCL in the thread pool */
-  readonly file: Promise<number>;
 }
 
 export interface RevokeItem {
@@ -233,30 +219,9 @@ export class CaDatabase {
    * the line is on disk. Costs the same whatever the size of the index.
    */
   record(entry: RecordEntry): IndexEntry {
-    const { index, text } = this.appendLine(entry);
+    const e = this.append(entry);
     this.index.commitSync();
-    return lineToEntry(text, index + 1);
-  }
-
-  /**
-   * Starts recording `serial` before the token signs it: its newcerts file is created (O_EXCL)
-   * in the thread pool while the signature is computed, instead of after it on the hand-out
-   * path. Hand the reservation to recordGroupCommit() once signed, or to release().
-   */
-  reserve(serial: Buffer): Reservation {
-    this.assertWritable();
-    const serialHex = serialToHex(serial);
-    const file = this.newcerts.create(serialHex);
-    file.catch(() => undefined); // reported by recordGroupCommit; release() ignores it
-    return { serialHex, file };
-  }
-
-  /** The signature failed: the reserved newcerts file is removed (no line was written). */
-  release(r: Reservation): void {
-    r.file.then(
-      (fd) => this.newcerts.discard(r.serialHex, fd),
-      () => undefined,
-    );
+    return e;
   }
 
   /**
@@ -264,26 +229,16 @@ export class CaDatabase {
    * is running share the next one, so N concurrent requests cost one fdatasync, not N. The
    * in-memory index has the entry at once (a second record of the same serial is refused). If
    * the flush fails the promise rejects: the certificate must not be handed out (its line may
-   * or may not have reached the disk; the next call re-reads index.txt). With `reserved` (the
-   * same serial's reserve()), the certificate goes into the file created meanwhile.
+   * or may not have reached the disk; the next call re-reads index.txt).
    */
-  recordGroupCommit(entry: RecordEntry, reserved?: Reservation): Promise<void> {
-    if (reserved) {
-      if (reserved.serialHex !== serialToHex(entry.serial)) {
-        this.release(reserved);
-        return Promise.reject(new DatabaseError("bad_reservation", `serial ${serialToHex(entry.serial)} recorded into the file reserved for ${reserved.serialHex}`, { file: this.p(INDEX) }));
-      }
-      return reserved.file.then((fd) => {
-        this.appendLine(entry, fd);
-        return this.index.whenDurable();
-      });
-    }
+  recordGroupCommit(entry: RecordEntry): Promise<IndexEntry> {
+    let e: IndexEntry;
     try {
-      this.appendLine(entry);
+      e = this.append(entry);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.index.whenDurable();
+    return this.index.whenDurable().then(() => e);
   }
 
   /** Closes the descriptors (after syncing what is pending); the object must not be used afterwards. */
@@ -297,34 +252,25 @@ export class CaDatabase {
     if (this.readOnly || this.closed) throw new DatabaseError("read_only", "the CA database was opened read-only (or closed)", { file: this.dir });
   }
 
-  /**
-   * Writes the newcerts file (into `created`, reserve()'s descriptor, if given) and appends the
-   * line (not yet synced); updates the memory index. Returns the line's index and text.
-   */
-  private appendLine(entry: RecordEntry, created?: number): { index: number; text: string } {
+  /** Writes the newcerts file and appends the line (not yet synced); updates the memory index. */
+  private append(entry: RecordEntry): IndexEntry {
+    this.assertWritable();
+    this.resyncIfChanged();
     const serial = serialToHex(entry.serial);
-    let unfilled = created;
-    try {
-      this.assertWritable();
-      this.resyncIfChanged();
-      const existing = this.index.findLine(serial);
-      if (existing !== -1) {
-        throw new DatabaseError("duplicate_serial", `serial ${serial} is already recorded (line ${existing + 1})`, { file: this.p(INDEX) });
-      }
-      if (SUBJECT_FORBIDDEN.test(entry.subject) || !entry.subject.startsWith("/")) {
-        throw new DatabaseError("bad_subject", `subject ${JSON.stringify(entry.subject)} cannot be recorded: expected a /-form DN without tabs, newlines or NUL`, { file: this.p(INDEX) });
-      }
-      if (Number.isNaN(entry.notAfter.getTime())) throw new DatabaseError("bad_date", `invalid notAfter for serial ${serial}`, { file: this.p(INDEX) });
-      unfilled = undefined; // fill() owns the descriptor from here (and removes the file if it fails)
-      if (created === undefined) this.newcerts.write(serial, entry.certificate);
-      else this.newcerts.fill(serial, created, entry.certificate);
-    } finally {
-      if (unfilled !== undefined) this.newcerts.discard(serial, unfilled);
+    const existing = this.index.findLine(serial);
+    if (existing !== -1) {
+      throw new DatabaseError("duplicate_serial", `serial ${serial} is already recorded (line ${existing + 1})`, { file: this.p(INDEX) });
     }
-    const text = `V\t${formatTime(entry.notAfter)}\t\t${serial}\tunknown\t${entry.subject}`;
-    const index = this.index.append(serial, text);
+    if (SUBJECT_FORBIDDEN.test(entry.subject) || !entry.subject.startsWith("/")) {
+      throw new DatabaseError("bad_subject", `subject ${JSON.stringify(entry.subject)} cannot be recorded: expected a /-form DN without tabs, newlines or NUL`, { file: this.p(INDEX) });
+    }
+    if (Number.isNaN(entry.notAfter.getTime())) throw new DatabaseError("bad_date", `invalid notAfter for serial ${serial}`, { file: this.p(INDEX) });
+    const exp = formatTime(entry.notAfter);
+    this.newcerts.write(serial, entry.certificate);
+    const text = `V\t${exp}\t\t${serial}\tunknown\t${entry.subject}`;
+    const i = this.index.append(serial, text);
     if (!this.readOnly) this.serialFile.schedule(entry.serial);
-    return { index, text };
+    return lineToEntry(text, i + 1);
   }
 
   /** Writes what is deferred (the `serial` file) now, e.g. before handing the directory to `openssl ca`. */

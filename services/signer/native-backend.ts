@@ -148,14 +148,11 @@ export class NativeBackend implements SigningBackend {
     const notAfter = new Date(Math.floor(now / 1000) * 1000 + input.lifetimeSeconds * 1000);
     const serial = this.c.db.newSerial();
     const tbs = this.template.tbs({ serial, subjectDer: input.subject.der, publicKey: input.publicKey, emails: [...input.emails], notBefore, notAfter });
-    // newcerts/<SERIAL>.pem is created in the thread pool while the token signs (cadb.reserve)
-    const reservation = this.c.db.reserve(serial);
     let signature: Buffer;
     const started = performance.now();
     try {
       signature = token.sign(tbs);
     } catch (err) {
-      this.c.db.release(reservation);
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
     const signMs = performance.now() - started;
@@ -163,8 +160,8 @@ export class NativeBackend implements SigningBackend {
     const certificate = assembleCertificate(tbs, signature);
     // Answered only once the index line is on disk; concurrent requests share one flush.
     return this.c.db
-      .recordGroupCommit({ serial, notAfter, subject: input.subject.slash, certificate }, reservation)
-      .then(() => ({ serialHex: reservation.serialHex, certificateDer: certificate, notAfter, subjectSlash: input.subject.slash, signMs }));
+      .recordGroupCommit({ serial, notAfter, subject: input.subject.slash, certificate })
+      .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash, signMs }));
   }
 
   makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {

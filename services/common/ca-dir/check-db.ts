@@ -140,11 +140,7 @@ export function checkDatabase(dir: string, auditLog?: string): CheckReport {
     }
   }
   for (const s of fileSet) {
-    if (indexed.has(s)) continue;
-    const f = path.join(newcerts, `${s}.pem`);
-    // the signer creates the file while the token signs: a signer stopped then leaves it empty
-    if (isEmptyFile(f)) problems.push(`${f}: empty, and no line for serial ${s} in ${indexFile}: a signature that never finished (the signer stopped while the token signed); nothing was issued with this serial, the file may be removed`);
-    else problems.push(`${f}: no line for serial ${s} in ${indexFile}`);
+    if (!indexed.has(s)) problems.push(`${path.join(newcerts, `${s}.pem`)}: no line for serial ${s} in ${indexFile}`);
   }
   let auditLines: number | undefined;
   if (auditLog !== undefined && trailFiles(auditLog).length > 0) {
@@ -154,13 +150,4 @@ export function checkDatabase(dir: string, auditLog?: string): CheckReport {
     for (const d of crossCheck(indexRows, trailFacts(lines), indexFile, auditLog)) problems.push(d.message);
   }
   return { problems, counts, auditLines };
-}
-
-function isEmptyFile(f: string): boolean {
-  try {
-    const st = fs.lstatSync(f);
-    return st.isFile() && st.size === 0;
-  } catch {
-    return false;
-  }
 }

@@ -1,6 +1,5 @@
-// newcerts/<SERIAL>.pem: a copy of each certificate as openssl writes it, created (O_EXCL) in
-// the thread pool while the token signs (create(), through CaDatabase.reserve), written before
-// its index line and flushed off the hand-out path: the files written since the last
+// newcerts/<SERIAL>.pem: a copy of each certificate as openssl writes it, written (O_EXCL)
+// before its index line and flushed off the hand-out path: the files written since the last
 // flush, then newcerts/ itself, are fsynced at most NEWCERTS_FLUSH_MS later, one at a time, and
 // always on close. The index line is the record (see ../cadb.ts); check-db reports a newcerts
 // file lost in a crash.
@@ -15,8 +14,6 @@ import { ioError } from "../../common/ca-dir/index-reader.js";
 const NEWCERTS_FLUSH_MS = 1000;
 /** More unsynced newcerts files than this are flushed at once (bounds open descriptors). */
 const MAX_UNSYNCED_CERTS = 256;
-/** A newcerts file is created, never replaced. */
-const CREATE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
 
 /** PEM as openssl writes it: 64-column base64 lines. */
 function pemCertificate(der: Buffer): Buffer {
@@ -59,58 +56,27 @@ export class NewCerts {
 
   /** newcerts/<serial>.pem, created (never replaced) and written; its fsync is deferred. */
   write(serial: string, der: Buffer): void {
+    const certFile = path.join(this.dir, `${serial}.pem`);
+    const pem = pemCertificate(der);
     let fd: number;
     try {
-      fd = fs.openSync(this.fileOf(serial), CREATE_FLAGS, 0o600);
+      fd = fs.openSync(certFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     } catch (err) {
-      throw this.createError(serial, err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") throw new DatabaseError("duplicate_serial", `newcerts/${serial}.pem already exists although index.txt has no line for ${serial} (run etoken-ca check-db)`, { file: certFile });
+      throw ioError(certFile, err, "cannot create the certificate file");
     }
-    this.fill(serial, fd, der);
-  }
-
-  /**
-   * Creates newcerts/<serial>.pem (O_EXCL) in the thread pool, so that the file system's work
-   * overlaps the token's signature; fill() or discard() the descriptor it gives.
-   */
-  create(serial: string): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      fs.open(this.fileOf(serial), CREATE_FLAGS, 0o600, (err, fd) => (err ? reject(this.createError(serial, err)) : resolve(fd)));
-    });
-  }
-
-  /** Writes the certificate into its newly created file (create()); its fsync is deferred. */
-  fill(serial: string, fd: number, der: Buffer): void {
-    const pem = pemCertificate(der);
     try {
       const w = fs.writeSync(fd, pem);
       if (w !== pem.length) throw Object.assign(new Error(`short write (${w} of ${pem.length} bytes)`), { code: "EIO" });
     } catch (err) {
-      this.discard(serial, fd);
-      throw ioError(this.fileOf(serial), err, "cannot write the certificate file");
+      fs.closeSync(fd);
+      fs.rmSync(certFile, { force: true });
+      throw ioError(certFile, err, "cannot write the certificate file");
     }
     this.unsynced.push(fd);
     if (this.unsynced.length >= MAX_UNSYNCED_CERTS) this.flushSync();
     else this.scheduleFlush();
-  }
-
-  /** A file create() made whose certificate will not be written (the signature failed): removed. */
-  discard(serial: string, fd: number): void {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // closed
-    }
-    fs.rmSync(this.fileOf(serial), { force: true });
-  }
-
-  private fileOf(serial: string): string {
-    return path.join(this.dir, `${serial}.pem`);
-  }
-
-  private createError(serial: string, err: unknown): DatabaseError {
-    const certFile = this.fileOf(serial);
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return new DatabaseError("duplicate_serial", `newcerts/${serial}.pem already exists although index.txt has no line for ${serial} (run etoken-ca check-db)`, { file: certFile });
-    return ioError(certFile, err, "cannot create the certificate file");
   }
 
   /** fsync of every newcerts file written since the last flush, then of newcerts/ (sync). */
@@ -130,7 +96,7 @@ export class NewCerts {
   /**
    * Off the hand-out path, at most NEWCERTS_FLUSH_MS after a file was written: fsync of the
    * files written until then and of newcerts/, one fsync at a time, so the thread pool (4
-   * threads) stays free for the index.txt commits. Each file is closed on the main thread when
+   * threads) stays free for the index.txt commits. Each file is closed on the main thread once
    * its fsync is done (a close costs less than a second trip through the thread pool).
    */
   private async flushInBackground(): Promise<void> {
