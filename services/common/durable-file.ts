@@ -1,9 +1,8 @@
 // The one way to replace a file or a symbolic link atomically (index.txt rewrites, crlnumber, CRLs
-// and their latest links, trust files, the pid file): written under a hidden temporary name in the
-// same directory, fsynced, then renamed over the final name, so a reader sees the old file or the
-// whole new one. Hidden (".name.tmp-")
-// so that nothing scanning the directory (the spool's revoke queue reader) takes a half-written
-// file for an entry.
+// and their latest links, revoke queue entries, trust files, the pid and status files): written
+// under a hidden temporary name in the same directory, fsynced, then renamed over the final name,
+// so a reader sees the old file or the whole new one. Hidden (".name.tmp-") so that nothing
+// scanning the directory (the spool's revoke queue reader) takes a half-written file for an entry.
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -15,6 +14,11 @@ export interface DurableWrite {
   owner?: { uid: number; gid: number };
   /** fsync the directory after the rename (default); false when the caller syncs it once for several files */
   syncDirectory?: boolean;
+  /**
+   * false: no fsync at all, only the atomic replacement (the status file: rewritten from memory
+   * at every start, so readers need the old or the new content whole, never a crash-proof one)
+   */
+  durable?: boolean;
 }
 
 /** fsync of a directory: makes the creations and renames in it durable. */
@@ -31,7 +35,7 @@ function temporaryName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
 }
 
-/** tmp + fsync + rename (+ fsync of the directory): the file is either the old or the new content. */
+/** tmp + fsync + rename (+ fsync of the directory): the file is either the old or the new content (durable: false: the same without the fsyncs). */
 export function writeFileAtomic(file: string, data: string | Buffer, opts: DurableWrite): void {
   const dir = path.dirname(file);
   const tmp = temporaryName(file);
@@ -42,7 +46,7 @@ export function writeFileAtomic(file: string, data: string | Buffer, opts: Durab
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
     let done = 0;
     while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-    fs.fsyncSync(fd);
+    if (opts.durable !== false) fs.fsyncSync(fd);
     fs.closeSync(fd);
   } catch (err) {
     try {
@@ -59,7 +63,7 @@ export function writeFileAtomic(file: string, data: string | Buffer, opts: Durab
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  if (opts.syncDirectory !== false) syncDirectory(dir);
+  if (opts.durable !== false && opts.syncDirectory !== false) syncDirectory(dir);
 }
 
 /** A symbolic link `link` -> `target` made under a temporary name and renamed over `link`. */
