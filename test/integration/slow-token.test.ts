@@ -117,7 +117,7 @@ t.test("a C_Sign that hangs while signing a CRL: the same recovery, the next CRL
   sim.set({ signFault: undefined });
   const signer = await waitFor("the signer restarted", () => (signerOf().restarts > restartsBefore && signerOf().up ? signerOf() : undefined), 60_000);
   t.match(signer.lastError ?? "", /no answer to a CRL signature within [\d.]+ s \(SIGN_TIMEOUT and its size\): the token hangs/, `status says why the signer was replaced: ${signer.lastError}`);
-  t.equal(logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length, hungEvents + 1, "a signer-hung event went to the notifier");
+  t.ok(logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length > hungEvents, "a signer-hung event went to the notifier");
   t.notOk(logRecords().some((l) => l["msg"] === "security event: service broke the protocol; killing it"), "not taken for a protocol violation (the ping)");
   await waitForState(inst, "READY", 30_000);
   await waitFor("the restarted signer logged in", () => logRecords().filter((l) => l["msg"] === "restarted signer logged in again").length > reLogins || undefined, 30_000);
