@@ -27,7 +27,9 @@ export class Channel {
   private handler: FrameHandler = () => {};
   private closedReason: string | undefined;
   private closeListeners: ((reason: string, violation: ProtocolError | undefined) => void)[] = [];
-  private corked = false;
+  /** Frames sent after the first one of this turn of the event loop: they leave together at its end. */
+  private held: Buffer[] | undefined;
+  private readonly writeHeld = (): void => this.flush();
 
   constructor(
     readonly socket: net.Socket,
@@ -63,17 +65,17 @@ export class Channel {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
     const id = this.nextId++;
     const frame = encodeFrame(id, replyTo, type, payload, secret);
-    if (secret) this.socket.write(frame, () => frame.fill(0));
-    else this.socket.write(frame);
-    if (!this.corked) {
+    if (secret) {
+      this.flush(); // in order
+      this.socket.write(frame, () => frame.fill(0));
+    } else if (this.held === undefined) {
       // The first frame of a turn of the event loop leaves at once; the frames that follow it in
       // the same turn (a burst under load) are held and leave together in one write.
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      this.held = [];
+      this.socket.write(frame);
+      process.nextTick(this.writeHeld);
+    } else {
+      this.held.push(frame);
     }
     return id;
   }
@@ -117,9 +119,10 @@ export class Channel {
 
   /** Writes what this turn of the event loop held back now (a report that must not wait for the turn's end). */
   flush(): void {
-    if (!this.corked) return;
-    this.corked = false;
-    this.socket.uncork();
+    const held = this.held;
+    this.held = undefined;
+    if (held === undefined || held.length === 0 || this.socket.destroyed) return;
+    this.socket.write(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
   close(reason: string): void {

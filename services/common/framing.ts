@@ -16,38 +16,45 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
 const SECRET_WRITER_BYTES = 4096;
 
 /**
- * With `secret`, nothing the encoding went through keeps a copy: the writer's buffer is zeroed
- * and the body is a view of it (no copy); the caller zeroes the returned frame once written.
+ * The writer of every frame that is not secret, reused (one thread; encoding calls no other
+ * code): no writer and no growing of its buffer per frame. One that grew past this for a large
+ * frame (a CRL's answer) is not kept.
+ */
+let plainWriter = protobuf.Writer.create();
+const KEEP_WRITER_BYTES = 64 * 1024;
+
+/**
+ * One frame, length prefix and body in one buffer. With `secret`, nothing the encoding went
+ * through keeps a copy: the frame is a view of the writer's own buffer (no copy), and the
+ * caller zeroes it once written (all the writer wrote is in the view).
  */
 export function encodeFrame<T extends MessageType>(id: number, replyTo: number, type: T, payload: Payload<T>, secret = false): Buffer {
-  const env = Envelope.create({ id, replyTo, [type]: payload } as never);
-  let body: Uint8Array;
-  let writerBuffer: Uint8Array | undefined;
+  const envelope = { id, replyTo, [type]: payload } as never;
+  let frame: Buffer;
   if (secret) {
     const writer = protobuf.Writer.create();
-    writerBuffer = writer.buf = secretBuffer(SECRET_WRITER_BYTES);
-    Envelope.encode(env, writer);
+    const writerBuffer = (writer.buf = secretBuffer(SECRET_WRITER_BYTES));
+    Envelope.encodeDelimited(envelope, writer);
     if (writer.buf !== writerBuffer) {
       writer.buf.fill(0);
       writerBuffer.fill(0);
       throw new ProtocolError("frame_too_large", `outgoing secret ${type} frame exceeds ${SECRET_WRITER_BYTES} bytes`);
     }
-    body = writer.finish(true);
+    frame = writer.finish(true) as Buffer;
   } else {
-    body = Envelope.encode(env).finish();
+    const writer = plainWriter.reset();
+    try {
+      frame = Envelope.encodeDelimited(envelope, writer).finish() as Buffer;
+    } finally {
+      // one that failed half-way may hold a fork: not reused either
+      if (writer.buf.length > KEEP_WRITER_BYTES || writer.states?.length) plainWriter = protobuf.Writer.create();
+    }
   }
-  if (body.length > MAX_FRAME_BYTES) {
-    throw new ProtocolError("frame_too_large", `outgoing ${type} frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  const bodyLength = frame.length - readVarint(frame)![1];
+  if (bodyLength > MAX_FRAME_BYTES) {
+    if (secret) frame.fill(0);
+    throw new ProtocolError("frame_too_large", `outgoing ${type} frame of ${bodyLength} bytes exceeds ${MAX_FRAME_BYTES}`);
   }
-  const prefix: number[] = [];
-  let n = body.length;
-  while (n > 0x7f) {
-    prefix.push((n & 0x7f) | 0x80);
-    n >>>= 7;
-  }
-  prefix.push(n);
-  const frame = Buffer.concat([Buffer.from(prefix), body]);
-  writerBuffer?.fill(0);
   return frame;
 }
 
