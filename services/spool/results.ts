@@ -8,7 +8,6 @@ import { pemEncode } from "../common/x509/pem.js";
 import {
   abandonedName,
   formatErrorResult,
-  randomName,
   RESULT_FILE_MODE,
   RESULT_TMP_INFIX,
   resultName,
@@ -29,7 +28,9 @@ export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
  * reads it at once; after a crash its client is gone and the certificate is already recorded.
  */
 export async function publishResult(dir: string, requestId: string, content: string): Promise<Publication> {
-  const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${randomName(8, crypto.randomBytes)}`);
+  // 32 hex digits from randomUUID (122 random bits from node's cached entropy pool: no call into
+  // the random generator per result)
+  const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${crypto.randomUUID().replaceAll("-", "")}`);
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
   try {
     let ino: number;
