@@ -1,39 +1,88 @@
-// The benchmark runner: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]`.
+// The benchmark runner: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]
+// [--compare DIR [--rounds N]]`.
 // Starts real installations (as root: real users, SoftHSM2 token, the kernel and its four
 // services), measures from the outside where the goals say so, and prints one table of figures
 // with the goals and PASS/MISS. It never asserts and always exits 0 unless it cannot run at all.
+// --compare DIR runs the sections from the built checkout DIR and from this one, alternating,
+// and prints both side by side (lib/compare-run.ts).
 //
 // The sections (names for --only) are the rows of sections/index.ts, one file each under
 // sections/; the helpers they share are in lib/ (spool-driver.ts: requests injected exactly as
 // etoken-ca-client does it; installation.ts, shared-installation.ts: servers to measure;
-// processes.ts: CPU and memory of each process; report.ts: the figures table).
-import * as fs from "node:fs";
+// processes.ts: CPU and memory of each process; report.ts: the figures table; results-file.ts:
+// the generated regions of RESULTS.md).
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { machine } from "./lib/machine.js";
-import { CPU_PROF, ONLY, QUICK, WRITE } from "./lib/options.js";
-import { figures, note, notes } from "./lib/report.js";
+import { checkBuilt, runCompare } from "./lib/compare-run.js";
+import { COMPARE, CPU_PROF, ONLY, QUICK, ROUNDS, WRITE } from "./lib/options.js";
+import { figures, figureTable, note, notes } from "./lib/report.js";
+import { writeRegion } from "./lib/results-file.js";
 import { sharedCleanup } from "./lib/shared-installation.js";
 import { SECTIONS } from "./sections/index.js";
-import type { Section } from "./sections/section.js";
+import { withNeeds, type Section } from "./sections/section.js";
 
-const SRC_BENCH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bench");
+const CHECKOUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const RESULTS = path.join(CHECKOUT, "bench/RESULTS.md");
 
-const named = (s: Section): boolean => ONLY !== undefined && [s.name, ...(s.aliases ?? [])].some((n) => ONLY!.includes(n));
+/** the command line as the results file names it */
+const invocation = (): string => `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim();
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  process.exit(2);
+}
+
+function writeResults(region: "figures" | "compare", body: string[]): void {
+  try {
+    writeRegion(RESULTS, region, body);
+    console.log(`wrote the ${region} region of ${RESULTS}`);
+  } catch (err) {
+    fail(`not written: ${(err as Error).message}`);
+  }
+}
+
+/** The named sections and what they need; undefined without --only. */
+let selected: Set<string> | undefined;
 /** --cpu-prof alone runs only the profile section; with --only, the named ones too */
-const wanted = (s: Section): boolean => named(s) || (s.name === "cpuprof" ? CPU_PROF : ONLY === undefined && !CPU_PROF && !s.onRequest);
+const wanted = (s: Section): boolean => selected?.has(s.name) === true || (s.name === "cpuprof" ? CPU_PROF : ONLY === undefined && !CPU_PROF && !s.onRequest);
+
+async function compare(beforeDir: string, m: string[]): Promise<void> {
+  const missing = checkBuilt(beforeDir);
+  if (missing) fail(missing);
+  const only = CPU_PROF ? [...(ONLY ?? []), "cpuprof"] : ONLY;
+  console.log(`etoken-ca bench --compare${QUICK ? " (--quick)" : ""}\n${m.map((x) => `  ${x}`).join("\n")}`);
+  const started = Date.now();
+  const c = await runCompare({ beforeDir, afterDir: CHECKOUT, only, quick: QUICK, rounds: ROUNDS }, SECTIONS);
+  console.log(`\n${c.header.join("\n")}\n\n${c.table.join("\n")}\n`);
+  for (const p of c.problems) console.log(`- ${p}`);
+  console.log(`(${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  if (!WRITE) return;
+  writeResults("compare", [
+    "## Before and after, back to back (generated)",
+    "",
+    `Produced by \`${invocation()}\` on ${new Date().toISOString().slice(0, 10)}. Each run is one child \`node dist/bench/run.js --only ...\` of its checkout; the two checkouts alternate run by run. A value is the median over its runs of each number in it; after/before divides the values' first numbers; a verdict is PASS or MISS in every run, or "PASS k/n". n/a: that checkout's bench has no such figure.`,
+    "",
+    ...[...m, ...c.header].map((x) => `- ${x}`),
+    "",
+    ...c.table,
+    ...(c.problems.length ? ["", "Problems in the runs:", "", ...c.problems.map((p) => `- ${p}`)] : []),
+  ]);
+}
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
     console.error("bench: run as root (it creates users and starts the server with its services)");
     process.exit(2);
   }
-  const unknown = (ONLY ?? []).filter((n) => !SECTIONS.some((s) => s.name === n || s.aliases?.includes(n)));
-  if (unknown.length) {
-    console.error(`bench: no section ${unknown.join(", ")}; sections: ${SECTIONS.map((s) => s.name).join(", ")}`);
-    process.exit(2);
+  if (Number.isNaN(ROUNDS)) fail("--rounds takes a whole number >= 1");
+  try {
+    selected = ONLY === undefined ? undefined : new Set(withNeeds(SECTIONS, ONLY));
+  } catch (err) {
+    fail((err as Error).message);
   }
   const m = machine();
+  if (COMPARE !== undefined) return compare(path.resolve(COMPARE), m);
   console.log(`etoken-ca bench${QUICK ? " (--quick)" : ""}\n${m.map((x) => `  ${x}`).join("\n")}`);
   const started = Date.now();
   for (const s of SECTIONS) {
@@ -47,19 +96,13 @@ async function main(): Promise<void> {
     console.log(`  (${s.name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   }
   await sharedCleanup();
-  const table = [
-    `| id | figure | value | goal | verdict |`,
-    `|---|---|---|---|---|`,
-    ...figures.map((f) => `| ${f.id} | ${f.what} | ${f.value} | ${f.goal ?? ""} | ${f.verdict ?? ""} |`),
-  ];
+  const table = figureTable(figures);
   console.log(`\n${table.join("\n")}\n`);
   for (const n of notes) console.log(`- ${n}`);
   console.log(`(${((Date.now() - started) / 1000).toFixed(0)} s)`);
   if (WRITE) {
-    const out = [
-      "# etoken-ca performance figures",
-      "",
-      `Produced by \`npm run bench -- --write-results${QUICK ? " --quick" : ""}${ONLY ? ` --only ${ONLY.join(",")}` : ""}\` on ${new Date().toISOString().slice(0, 10)}. Goals from the issues; PASS/MISS are this run's, not assertions.`,
+    writeResults("figures", [
+      `Produced by \`${invocation()}\` on ${new Date().toISOString().slice(0, 10)}. Goals from the issues; PASS/MISS are this run's, not assertions.`,
       "",
       "## Machine",
       "",
@@ -72,10 +115,7 @@ async function main(): Promise<void> {
       "## Notes",
       "",
       ...notes.map((n) => `- ${n}`),
-      "",
-    ].join("\n");
-    fs.writeFileSync(path.join(SRC_BENCH, "RESULTS.md"), out);
-    console.log(`wrote ${path.join(SRC_BENCH, "RESULTS.md")}`);
+    ]);
   }
 }
 

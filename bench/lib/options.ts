@@ -1,4 +1,5 @@
-// The runner's options: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]`.
+// The runner's options: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]
+// [--compare DIR [--rounds N]]`.
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({
@@ -8,6 +9,8 @@ const { values } = parseArgs({
     only: { type: "string" },
     "write-results": { type: "boolean", default: false },
     "cpu-prof": { type: "boolean", default: false },
+    compare: { type: "string" },
+    rounds: { type: "string" },
   },
   strict: true,
 });
@@ -18,5 +21,9 @@ export const WRITE = values["write-results"] === true;
 export const ONLY = values.only === undefined ? undefined : values.only.split(",");
 /** the --cpu-prof mode: the sections marked `onRequest` (cpuprof) run too; alone without --only */
 export const CPU_PROF = values["cpu-prof"] === true;
+/** the --compare mode: the built checkout whose bench gives the "before" figures */
+export const COMPARE = values.compare;
+/** --compare's rounds (each: every section once from each checkout); NaN when not a whole number >= 1 */
+export const ROUNDS = values.rounds === undefined ? 2 : /^[1-9]\d*$/.test(values.rounds) ? Number(values.rounds) : NaN;
 /** sequential requests of the latency sections */
 export const N_LAT = QUICK ? 60 : 300;

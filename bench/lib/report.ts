@@ -17,3 +17,11 @@ export function note(s: string): void {
   notes.push(s);
   console.log(`  note: ${s}`);
 }
+
+/** The header of the figures table every run prints at its end (--compare reads it back from older checkouts too). */
+export const TABLE_HEADER = "| id | figure | value | goal | verdict |";
+
+/** The figures as the markdown table a run prints and writes. */
+export function figureTable(fs: readonly Figure[]): string[] {
+  return [TABLE_HEADER, "|---|---|---|---|---|", ...fs.map((f) => `| ${f.id} | ${f.what} | ${f.value} | ${f.goal ?? ""} | ${f.verdict ?? ""} |`)];
+}

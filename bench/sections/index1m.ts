@@ -36,4 +36,4 @@ async function secIndex1m(): Promise<void> {
   }
 }
 
-export const section: Section = { name: "index1m", title: "(e) (b) again with an index.txt of 1,000,000 entries", run: secIndex1m };
+export const section: Section = { name: "index1m", needs: ["latency"], title: "(e) (b) again with an index.txt of 1,000,000 entries", run: secIndex1m };

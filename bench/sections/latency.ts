@@ -68,4 +68,4 @@ async function secLatency(): Promise<void> {
   }
 }
 
-export const section: Section = { name: "latency", title: "(b) request file -> result file, p50/p99, sequential; per-stage breakdown from the services' log timestamps; CPU per certificate per process; RSS of every process", run: secLatency };
+export const section: Section = { name: "latency", needs: ["sign"], title: "(b) request file -> result file, p50/p99, sequential; per-stage breakdown from the services' log timestamps; CPU per certificate per process; RSS of every process", run: secLatency };

@@ -39,4 +39,4 @@ async function secThroughput(): Promise<void> {
   }
 }
 
-export const section: Section = { name: "throughput", title: "(c) sustained certificates/s with many writers injecting into the spool", run: secThroughput };
+export const section: Section = { name: "throughput", needs: ["sign"], title: "(c) sustained certificates/s with many writers injecting into the spool", run: secThroughput };

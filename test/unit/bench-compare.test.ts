@@ -1,0 +1,137 @@
+// The bench's --compare arithmetic (lib/compare.ts) and RESULTS.md's generated regions
+// (lib/results-file.ts): what a run prints is read back, runs merge into medians, both sides
+// line up with ratios and n/a, and --write-results replaces its region and nothing else.
+import t from "tap";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { compareTable, compareUnits, mergeRuns, parseRun, type RunResult } from "../../bench/lib/compare.js";
+import { figureTable, type Figure } from "../../bench/lib/report.js";
+import { replaceRegion, writeRegion } from "../../bench/lib/results-file.js";
+import { withNeeds } from "../../bench/sections/section.js";
+import { SECTIONS } from "../../bench/sections/index.js";
+
+const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/** What run.ts prints at the end: progress, the table, the notes. */
+const output = (figs: Figure[], notes: string[] = []): string =>
+  ["etoken-ca bench (--quick)", "  (latency: 9 s)", "", ...figureTable(figs), "", ...notes.map((n) => `- ${n}`), "(31 s)", ""].join("\n");
+
+const cpu = (total: string, kernel: string, spool: string): Figure => ({
+  id: "(cpu)",
+  what: "CPU per certificate during (b), all five processes",
+  value: `${total} ms (kernel ${kernel}, spool ${spool}, notifier 0.00)`,
+  goal: "<= 2.5 ms",
+  verdict: Number(total) <= 2.5 ? "PASS" : "MISS",
+});
+const b = (p50: string, p99: string, verdict: "PASS" | "MISS"): Figure => ({ id: "(b)", what: "server-side: symlink made -> result file seen", value: `p50 ${p50} ms p99 ${p99} ms`, goal: "p50 <= 3 ms", verdict });
+const c = (n: number, rate: string): Figure => ({ id: "(c)", what: `sustained issuance, 16 writers (${n}/160 ok)`, value: `${rate} certs/s (latency p50 70.1 ms)`, goal: ">= 600/s (half of (a))", verdict: "MISS" });
+
+t.test("the table a run prints is read back, figure for figure; per-process CPU and (c)'s CPU note become rows", async (t) => {
+  const figs = [cpu("7.50", "1.30", "2.20"), b("5.57", "15.68", "MISS"), { id: "disk", what: "fdatasync after a 121-byte append", value: "p50 0.22 ms p99 1.25 ms" }];
+  const run = parseRun(output(figs, ["CPU ms per certificate during (c) (schedstat, all threads): 4.81 (kernel 0.67, spool 1.60)", "breakdown: x"]));
+  t.same(
+    run.figures.map((f) => [f.id, f.what, f.value, f.goal, f.verdict]),
+    [
+      ["(cpu)", "CPU per certificate during (b), all five processes", "7.50 ms (kernel 1.30, spool 2.20, notifier 0.00)", "<= 2.5 ms", "MISS"],
+      ["(cpu)", "of which kernel", "1.30 ms", undefined, undefined],
+      ["(cpu)", "of which spool", "2.20 ms", undefined, undefined],
+      ["(cpu)", "of which notifier", "0.00 ms", undefined, undefined],
+      ["(b)", "server-side: symlink made -> result file seen", "p50 5.57 ms p99 15.68 ms", "p50 <= 3 ms", "MISS"],
+      ["disk", "fdatasync after a 121-byte append", "p50 0.22 ms p99 1.25 ms", undefined, undefined],
+      ["(c cpu)", "CPU per certificate during (c), all five processes", "4.81 ms (kernel 0.67, spool 1.60)", undefined, undefined],
+      ["(c cpu)", "of which kernel", "0.67 ms", undefined, undefined],
+      ["(c cpu)", "of which spool", "1.60 ms", undefined, undefined],
+    ],
+  );
+  t.same(run.notes, ["CPU ms per certificate during (c) (schedstat, all threads): 4.81 (kernel 0.67, spool 1.60)", "breakdown: x"]);
+  t.same(parseRun("bench: no section foo; sections: fsync, sign\n"), { figures: [], notes: [] }, "a run that printed no table has no figures");
+});
+
+t.test("runs of one side merge into medians of every number; the same figure with other sample counts is one row", async (t) => {
+  const runs: RunResult[] = [
+    parseRun(output([b("5.00", "10.00", "MISS"), c(160, "200")])),
+    parseRun(output([b("3.00", "30.00", "PASS"), c(158, "100")])),
+    parseRun(output([b("2.00", "20.00", "PASS"), c(159, "300")])),
+  ];
+  const m = [...mergeRuns(runs).values()];
+  t.same(
+    m.map((x) => [x.id, x.value, x.headline, x.verdict, x.runs]),
+    [
+      ["(b)", "p50 3.00 ms p99 20.00 ms", 3, "PASS 2/3", 3],
+      ["(c)", "200 certs/s (latency p50 70.1 ms)", 200, "MISS", 3],
+    ],
+  );
+  const two = [...mergeRuns([parseRun(output([b("5.00", "10.00", "MISS")])), parseRun(output([b("6.00", "12.50", "MISS")]))]).values()];
+  t.equal(two[0]!.value, "p50 5.50 ms p99 11.25 ms", "an even count: the mean of the middle two, in the figure's own decimals");
+});
+
+t.test("before and after side by side: ratio of the first numbers, n/a for a figure one side lacks, verdicts of each side", async (t) => {
+  const before = [parseRun(output([cpu("8.00", "1.50", "3.00"), b("6.00", "16.00", "MISS")]))];
+  const newFigure: Figure = { id: "(new)", what: "a figure the before checkout does not have", value: "1.5 ms" };
+  const after = [parseRun(output([cpu("2.40", "0.60", "1.50"), b("2.40", "9.00", "PASS"), newFigure]))];
+  const table = compareTable(before, after);
+  t.equal(table[0], "| id | figure | before | after | after/before | goal | before: verdict | after: verdict |");
+  const row = (id: string, what: string): string[] => {
+    const r = table.find((l) => l.startsWith(`| ${id} | ${what} |`));
+    t.ok(r, `a row for ${id} ${what}`);
+    return (r ?? "").split("|").slice(1, -1).map((x) => x.trim());
+  };
+  t.same(row("(cpu)", "CPU per certificate during (b), all five processes"), ["(cpu)", "CPU per certificate during (b), all five processes", "8.00 ms (kernel 1.50, spool 3.00, notifier 0.00)", "2.40 ms (kernel 0.60, spool 1.50, notifier 0.00)", "0.30x", "<= 2.5 ms", "MISS", "PASS"]);
+  t.same(row("(cpu)", "of which spool").slice(2, 5), ["3.00 ms", "1.50 ms", "0.50x"]);
+  t.same(row("(cpu)", "of which notifier").slice(2, 5), ["0.00 ms", "0.00 ms", "n/a"], "no ratio to a zero");
+  t.same(row("(b)", "server-side: symlink made -> result file seen").slice(2), ["p50 6.00 ms p99 16.00 ms", "p50 2.40 ms p99 9.00 ms", "0.40x", "p50 <= 3 ms", "MISS", "PASS"]);
+  t.same(row("(new)", "a figure the before checkout does not have").slice(2), ["n/a", "1.5 ms", "n/a", "", "n/a", ""]);
+  const onlyBefore = compareTable(after, before);
+  t.match(onlyBefore.at(-1), /^\| \(new\) \| .* \| 1\.5 ms \| n\/a \| n\/a \|/, "a figure only the before side has is the last row, n/a after");
+  t.same(compareTable([], after).filter((l) => l.includes("| n/a |")).length, table.length - 2, "a before side whose runs all failed: every row n/a");
+});
+
+t.test("sections with what they need: --only latency runs sign first; --compare runs each section with its needs, none twice alone", async (t) => {
+  t.same(withNeeds(SECTIONS, ["latency"]), ["sign", "latency"], "(b/a) needs (a)");
+  t.same(withNeeds(SECTIONS, ["index1m"]), ["sign", "latency", "index1m"], "(e)'s goal is 1.2 x (b)");
+  t.same(withNeeds(SECTIONS, ["backend", "fsync"]), ["fsync", "h2h"], "aliases; the table's order");
+  t.throws(() => withNeeds(SECTIONS, ["nope"]), /no section nope; sections: fsync, sign/);
+  t.same(compareUnits(SECTIONS, ["sign", "latency", "throughput", "client", "myproxy"]), [["sign", "latency"], ["sign", "throughput"], ["client"], ["myproxy"]]);
+  t.same(compareUnits(SECTIONS, ["latency", "index1m"]), [["sign", "latency", "index1m"]]);
+});
+
+const FIG_BEGIN = "<!-- bench:figures:begin (written by npm run bench -- --write-results; edit outside the markers) -->";
+
+t.test("--write-results replaces its region only: the hand-kept parts of RESULTS.md stay byte for byte", async (t) => {
+  const results = fs.readFileSync(path.join(SRC, "bench/RESULTS.md"), "utf8");
+  t.equal(results.split("\n").filter((l) => l.startsWith("<!-- bench:figures:begin")).length, 1, "RESULTS.md has its figures region");
+  const hand = results.slice(results.indexOf("<!-- bench:figures:end -->"));
+  t.match(hand, /## History/, "the History is outside the region");
+  const out = replaceRegion(results, "figures", ["Produced by a test.", "", "| id |"]);
+  t.ok(out.startsWith(`# etoken-ca performance figures\n\n${FIG_BEGIN}\n\nProduced by a test.\n\n| id |\n\n<!-- bench:figures:end -->`), "the title stays, the region is the new body");
+  t.ok(out.endsWith(hand), "everything after the region is kept");
+  t.notMatch(out, /Produced by `npm run bench -- --write-results` on 2026-11-27/, "the old figures are gone");
+  t.equal(replaceRegion(out, "figures", ["Produced by a test.", "", "| id |"]), out, "writing the same again changes nothing");
+
+  const withCompare = replaceRegion(out, "compare", ["## Before and after"]);
+  t.ok(withCompare.includes("<!-- bench:figures:end -->\n\n<!-- bench:compare:begin"), "the compare region goes right after the figures region");
+  t.ok(withCompare.endsWith(hand.slice("<!-- bench:figures:end -->".length)), "and the hand-kept text after it stays");
+  t.equal(replaceRegion(withCompare, "figures", ["Produced by a test.", "", "| id |"]), withCompare, "rewriting the figures keeps the compare region");
+  const again = replaceRegion(withCompare, "compare", ["## Before and after, again"]);
+  t.equal(again.split("<!-- bench:compare:begin").length, 2, "one compare region after a second write");
+  t.match(again, /## Before and after, again\n\n<!-- bench:compare:end -->/);
+  t.notMatch(again, /## Before and after\n/);
+});
+
+t.test("a file without regions gets them under its title; broken markers are refused, nothing written", async (t) => {
+  t.equal(replaceRegion("# Title\n\nhand text\n", "figures", ["x"]), `# Title\n\n${FIG_BEGIN}\n\nx\n\n<!-- bench:figures:end -->\n\nhand text\n`);
+  const top = replaceRegion("hand text\n", "compare", ["x"]);
+  t.ok(top.startsWith("<!-- bench:compare:begin") && top.endsWith("<!-- bench:compare:end -->\n\nhand text\n"), "no title: at the top");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-results-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "RESULTS.md");
+  const broken = `# T\n\n${FIG_BEGIN}\n\nold\n\n## History\n\nkept by hand\n`;
+  fs.writeFileSync(file, broken);
+  t.throws(() => writeRegion(file, "figures", ["new"]), /RESULTS\.md: its figures region's markers are broken \(1 begin, 0 end/);
+  t.equal(fs.readFileSync(file, "utf8"), broken, "the file is left as it was");
+  fs.rmSync(file);
+  writeRegion(file, "figures", ["new"]);
+  t.match(fs.readFileSync(file, "utf8"), /^# etoken-ca performance figures\n\n<!-- bench:figures:begin[^\n]*\n\nnew\n\n<!-- bench:figures:end -->\n$/, "a missing file is made with the title and the region");
+});
