@@ -34,7 +34,15 @@ export async function bringUp(inst: Installation, serverArgs: string[] = [], nod
 
 /** `launch`: extra arguments of etoken-ca-server and of the kernel's node (the --cpu-prof mode). */
 export async function start(prefix: string, extra: Record<string, string> = {}, prepare?: (inst: Installation) => void, launch: { serverArgs?: string[]; nodeArgs?: string[] } = {}): Promise<Running> {
-  const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...extra } });
+  const spool = tmpfsSpool(prefix);
+  const inst = createInstallation({ prefix, extraConfig: { CLIENT_TIMEOUT: "60", ...(spool ? { SPOOL_DIR: spool.dir } : {}), ...extra } });
+  if (spool) {
+    const cleanup = inst.cleanup;
+    inst.cleanup = () => {
+      cleanup();
+      fs.rmSync(spool.base, { recursive: true, force: true });
+    };
+  }
   prepare?.(inst);
   let server: RunningServer;
   try {
@@ -48,6 +56,27 @@ export async function start(prefix: string, extra: Record<string, string> = {}, 
   const { csrPem } = makeCsr(work, "bench");
   return { inst, server, driver: new SpoolDriver(inst), csrPem };
 }
+/**
+ * The spool on tmpfs, as deployed (SPOOL_DIR's default is under /run): /run when it is tmpfs,
+ * else /dev/shm; undefined (the installation's own directory) when neither is.
+ */
+function tmpfsSpool(prefix: string): { base: string; dir: string } | undefined {
+  for (const parent of ["/run", "/dev/shm"]) {
+    let type: number;
+    try {
+      type = fs.statfsSync(parent).type;
+    } catch {
+      continue;
+    }
+    if (type !== TMPFS_MAGIC) continue;
+    const base = fs.mkdtempSync(path.join(parent, `${prefix}-`));
+    fs.chmodSync(base, 0o711); // the service users traverse it; the kernel makes SPOOL_DIR
+    return { base, dir: path.join(base, "request") };
+  }
+  return undefined;
+}
+const TMPFS_MAGIC = 0x01021994;
+
 export async function stop(r: Running): Promise<void> {
   r.driver.close();
   await r.server.stop();

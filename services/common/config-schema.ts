@@ -29,7 +29,7 @@ export const CONFIG_SCHEMA = {
   // paths
   CA_DIR: { kind: "path", default: "/var/lib/etoken-ca/ca", section: "paths", doc: "CA database in openssl ca format (index.txt, serial, crlnumber, newcerts/); signer user only, 0700" },
   CRL_DIR: { kind: "path", default: "/var/lib/etoken-ca/crl", section: "paths", doc: "Numbered CRLs and the crl.pem / crl.der latest links; written by the signer, world-readable" },
-  SPOOL_DIR: { kind: "path", default: "/var/cache/etoken-ca/request", section: "paths", doc: "Request spool shared by CLIENT_USER and SPOOL_USER (2770)" },
+  SPOOL_DIR: { kind: "path", default: "/run/etoken-ca-spool/request", section: "paths", doc: "Request spool shared by CLIENT_USER and SPOOL_USER (2770); on tmpfs (/run): its files are worthless after a reboot and cost less CPU there than on a journaling file system" },
   REVOKE_DIR: { kind: "path", default: "/var/cache/etoken-ca/revoke", section: "paths", doc: "Revocation queue written by root (revoke-cert) and read by the kernel; root 0700, no service can reach it" },
   PIDFILE: { kind: "path", default: "/run/etoken-ca/etoken-ca-server.pid", section: "paths", doc: "Kernel pid file (revoke-cert signals it)" },
   STATUS_FILE: { kind: "path", default: "/run/etoken-ca/status.json", section: "paths", doc: "Status (JSON, no secrets) read by 'etoken-ca status'" },

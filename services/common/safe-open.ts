@@ -87,10 +87,17 @@ export async function safeReadFile(dir: string, name: string, policy: SafeOpenPo
     if (lst.dev !== st.dev || lst.ino !== st.ino || !lst.isFile()) {
       throw new SafeOpenError("replaced", `${label} was replaced while it was being opened`, { file });
     }
-    // Read at most maxBytes + 1: the size may still grow after fstat.
-    const buf = Buffer.alloc(policy.maxBytes + 1);
+    // Read at most maxBytes + 1: the size may still grow after fstat. Into a buffer of the size
+    // fstat saw (plus one byte to see the end), not a zeroed one of the limit's size per file:
+    // every byte returned is one read from the file.
+    let buf = Buffer.allocUnsafe(st.size + 1);
     let total = 0;
     for (;;) {
+      if (total === buf.length) {
+        const bigger = Buffer.allocUnsafe(policy.maxBytes + 1); // it grew since fstat
+        buf.copy(bigger, 0, 0, total);
+        buf = bigger;
+      }
       const bytesRead = fs.readSync(fd, buf, total, buf.length - total, null);
       if (bytesRead === 0) break;
       total += bytesRead;

@@ -4,7 +4,6 @@
 // "other" bits only. Hostile input never crashes it: every case ends in an error result for that
 // client (when the name is valid), a requestRejected to the kernel and a log line.
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { SERIAL } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
 import { dnTemplateOf } from "../common/config.js";
@@ -17,7 +16,7 @@ import type { DnTemplate } from "../common/x509/dn.js";
 import { singleFlight } from "../common/single-flight.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, hasAbandonedMarker, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
-import { SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
+import { inDir, SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
 export const MAX_IN_FLIGHT = 256;
@@ -69,6 +68,10 @@ class Spool {
   private blockedDelay = 0;
   private blockedUntil = 0;
   private blockedTimer: NodeJS.Timeout | undefined;
+  /** A scan is scheduled for the end of this turn of the event loop (every hint of one inotify read makes one scan). */
+  private kickPending = false;
+  /** The last scan stopped at MAX_IN_FLIGHT: a finished request scans again. */
+  private saturated = false;
 
   constructor(private readonly ctx: ServiceContext<"spool">) {
     this.dir = ctx.config.SPOOL_DIR;
@@ -112,14 +115,24 @@ class Spool {
     if (this.blockedTimer) clearTimeout(this.blockedTimer);
   }
 
-  /** A hint that the link may be there: scan (again). */
+  /**
+   * A hint that the link may be there: scan (again), once for all the hints of this turn of the
+   * event loop (one inotify read reports the client's link and the spool's own removal of it).
+   */
   kick(): void {
-    if (this.stopped || Date.now() < this.blockedUntil) return;
-    this.scanOnce();
+    if (this.kickPending || this.stopped || Date.now() < this.blockedUntil) return;
+    this.kickPending = true;
+    setImmediate(() => {
+      this.kickPending = false;
+      if (!this.stopped && Date.now() >= this.blockedUntil) this.scanOnce();
+    });
   }
 
   private async scan(): Promise<void> {
-    while (!this.stopped && this.inFlight.size < MAX_IN_FLIGHT) {
+    for (;;) {
+      if (this.stopped) return;
+      this.saturated = this.inFlight.size >= MAX_IN_FLIGHT;
+      if (this.saturated) return;
       let taken: Taken | undefined;
       try {
         taken = await takeRequestLink(this.dir);
@@ -137,6 +150,9 @@ class Spool {
       this.unblocked();
       if (!taken) return;
       this.onTaken(taken);
+      // The next link can only be made after this one was removed: inotify reports it. Without
+      // a watch, look again at once (the rescan tick alone would serve one request a second).
+      if (this.watcher.active) return;
     }
   }
 
@@ -198,7 +214,7 @@ class Spool {
           .catch((err) => this.ctx.log.error("request handling failed", { requestId: id, error: describeError(err) }))
           .finally(() => {
             this.inFlight.delete(id);
-            this.kick();
+            if (this.saturated) this.kick();
           });
         return;
       }
@@ -229,7 +245,7 @@ class Spool {
   }
 
   private async removeRequestFile(id: string): Promise<void> {
-    const file = path.join(this.dir, id);
+    const file = inDir(this.dir, id);
     try {
       fs.unlinkSync(file);
     } catch (err) {
@@ -347,7 +363,11 @@ class Spool {
 
   private watchRefusal(requestId: string, ino: number, serial: string | undefined): void {
     this.published.set(requestId, { ino, serial, until: Date.now() + REFUSAL_WATCH_MS });
-    this.checkRefusal(requestId); // the client may have been quicker than this
+    // A certificate: a marker made before the check that precedes its publication was seen
+    // there; one made since is reported by inotify, and its event cannot have been handled yet
+    // (no turn of the event loop passed since that check): onMarker looks. An error result has no
+    // such check before it, and without a watch nothing else looks: look now.
+    if (serial === undefined || !this.watcher.active) this.checkRefusal(requestId);
   }
 
   /**

@@ -55,12 +55,15 @@ function number(key: string, value: string, max: number): number {
   return n;
 }
 
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }); // a BOM stays and is refused
+const ALLOWED_KEYS: ReadonlySet<string> = new Set(REQUEST_KEYS);
+
 /** Strict parse of a request file's bytes (no I/O, no clock). */
 export function parseRequestFile(data: Buffer): RequestFile {
   if (data.includes(0)) bad("bad_format", "NUL byte in the request file");
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data); // a BOM stays and is refused
+    text = UTF8.decode(data);
   } catch {
     return bad("bad_format", "the request file is not valid UTF-8");
   }
@@ -69,12 +72,11 @@ export function parseRequestFile(data: Buffer): RequestFile {
   const sep = text.indexOf("\n\n");
   if (sep < 0) bad("bad_format", "no empty line after the header of the request file");
   const header = text.slice(0, sep).split("\n");
-  const allowed = new Set<string>(REQUEST_KEYS);
   const values = new Map<string, string>();
   for (const [i, line] of header.entries()) {
     const eq = line.indexOf("=");
     const key = eq > 0 ? line.slice(0, eq) : "";
-    if (!allowed.has(key)) bad("bad_header", `header line ${i + 1}: ${eq > 0 ? `unknown key ${JSON.stringify(key.slice(0, 30))}` : "expected key=value"}`);
+    if (!ALLOWED_KEYS.has(key)) bad("bad_header", `header line ${i + 1}: ${eq > 0 ? `unknown key ${JSON.stringify(key.slice(0, 30))}` : "expected key=value"}`);
     if (values.has(key)) bad("bad_header", `header line ${i + 1}: ${key} given twice`);
     values.set(key, line.slice(eq + 1));
   }

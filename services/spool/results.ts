@@ -4,16 +4,15 @@
 // reported undelivered (see spool-protocol.ts).
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { pemEncode } from "../common/x509/pem.js";
 import {
   abandonedName,
   formatErrorResult,
-  randomName,
   RESULT_FILE_MODE,
   RESULT_TMP_INFIX,
   resultName,
 } from "../common/spool-protocol.js";
+import { inDir } from "./watcher.js";
 
 /** "published" with the result's inode (to tell it from a file put in its place later). */
 export type Publication = { kind: "published"; ino: number } | { kind: "claimed_by_client" };
@@ -29,7 +28,9 @@ export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
  * reads it at once; after a crash its client is gone and the certificate is already recorded.
  */
 export async function publishResult(dir: string, requestId: string, content: string): Promise<Publication> {
-  const tmp = path.join(dir, `${requestId}${RESULT_TMP_INFIX}${randomName(8, crypto.randomBytes)}`);
+  // 32 hex digits from randomUUID (122 random bits from node's cached entropy pool: no call into
+  // the random generator per result)
+  const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${crypto.randomUUID().replaceAll("-", "")}`);
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
   try {
     let ino: number;
@@ -41,7 +42,7 @@ export async function publishResult(dir: string, requestId: string, content: str
       fs.closeSync(fd);
     }
     try {
-      fs.linkSync(tmp, path.join(dir, resultName(requestId)));
+      fs.linkSync(tmp, inDir(dir, resultName(requestId)));
       return { kind: "published", ino };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") return { kind: "claimed_by_client" };
@@ -78,7 +79,7 @@ export async function exists(file: string): Promise<boolean> {
 /** The inode now at the request's result name, or undefined when there is none. */
 export function resultInode(dir: string, requestId: string): number | undefined {
   try {
-    return fs.lstatSync(path.join(dir, resultName(requestId)), { throwIfNoEntry: false })?.ino;
+    return fs.lstatSync(inDir(dir, resultName(requestId)), { throwIfNoEntry: false })?.ino;
   } catch {
     return undefined;
   }
@@ -87,7 +88,7 @@ export function resultInode(dir: string, requestId: string): number | undefined 
 /** Has the client left its `.abandoned` marker for the request? */
 export function hasAbandonedMarker(dir: string, requestId: string): boolean {
   try {
-    return fs.lstatSync(path.join(dir, abandonedName(requestId)), { throwIfNoEntry: false }) !== undefined;
+    return fs.lstatSync(inDir(dir, abandonedName(requestId)), { throwIfNoEntry: false }) !== undefined;
   } catch {
     return false;
   }
@@ -99,6 +100,6 @@ export async function isAbandoned(dir: string, requestId: string): Promise<boole
 
 /** Removes what the spool leaves behind of an abandoned request (marker and the client's claim). */
 export async function removeAbandoned(dir: string, requestId: string): Promise<void> {
-  await fs.promises.unlink(path.join(dir, abandonedName(requestId))).catch(() => {});
-  await fs.promises.unlink(path.join(dir, resultName(requestId))).catch(() => {});
+  await fs.promises.unlink(inDir(dir, abandonedName(requestId))).catch(() => {});
+  await fs.promises.unlink(inDir(dir, resultName(requestId))).catch(() => {});
 }

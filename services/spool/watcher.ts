@@ -18,16 +18,28 @@ export type Taken =
    */
   | { readonly kind: "not_symlink"; readonly type: string; readonly removed: boolean; readonly keptAs?: string; readonly error?: string };
 
-/** Takes the pending request link, or returns undefined when there is none. */
+/** `dir/name` for a plain basename (no path.join: these names are checked against their patterns). */
+export function inDir(dir: string, name: string): string {
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
+}
+
+/**
+ * Takes the pending request link, or returns undefined when there is none. Most calls find no
+ * link (a hint for the spool's own removal of it): lstat without an exception for ENOENT first,
+ * which costs less than the exception readlink would throw.
+ */
 export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
-  const link = path.join(dir, REQUEST_LINK);
+  const link = inDir(dir, REQUEST_LINK);
+  const st = fs.lstatSync(link, { throwIfNoEntry: false });
+  if (st === undefined) return undefined;
+  if (!st.isSymbolicLink()) return removeNonLink(dir, link);
   let target: string;
   try {
     target = fs.readlinkSync(link);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return undefined;
-    if (code === "EINVAL") return removeNonLink(dir, link);
+    if (code === "EINVAL") return removeNonLink(dir, link); // replaced by a non-link since the lstat
     throw err;
   }
   // Removing the link frees the lock. A client may have swapped it since readlink (only the
@@ -89,6 +101,11 @@ export class SpoolWatcher {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: WatcherOptions) {}
+
+  /** inotify is watching: every change in the directory will be reported (the rescan is only the safety net). */
+  get active(): boolean {
+    return this.watcher !== undefined;
+  }
 
   start(): void {
     try {

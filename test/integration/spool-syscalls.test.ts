@@ -1,0 +1,95 @@
+// The spool's file-system calls per request, counted with strace on the real spool service (the
+// test as the kernel): every check of the protocol is made once per request (docs/design.md
+// section 5: the link read and removed, the request opened O_NOFOLLOW, the result published with
+// link(2)), and nothing is repeated: issue 20 found the lock read three or four times per request
+// (once per inotify hint, the spool's own removal of the link included, each an exception for
+// ENOENT).
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import t from "tap";
+import { formatRequestFile, randomName, REQUEST_LINK, resultName } from "../../services/common/spool-protocol.js";
+import { makeCsr, SpoolHarness } from "../fixtures/spool-harness.js";
+import { randomBytes } from "node:crypto";
+
+const REQUESTS = 20;
+
+if (spawnSync("strace", ["-V"]).status !== 0) {
+  t.fail("strace is needed (apt-get install strace)");
+} else {
+  const h = new SpoolHarness();
+  t.teardown(async () => {
+    await h.stop();
+    h.cleanup();
+  });
+  await h.start();
+  const { csrPem } = makeCsr(h.root, "syscalls");
+  let cert: { der: Buffer; serial: string } | undefined;
+  h.onIssue = (f, ch) => {
+    const m = f.message;
+    cert ??= h.makeCertificate(m.publicKey, m.username);
+    ch.reply(f, "issued", { requestId: m.requestId, serial: cert.serial, certificate: cert.der, notAfter: Date.now() + 3600_000, subject: `/CN=${m.username}` });
+  };
+  const dir = h.spoolDir;
+
+  /** One request as the client makes it; resolves with the result's text. */
+  const issue = async (): Promise<string> => {
+    const id = `req.${randomName(16, randomBytes)}`;
+    const file = path.join(dir, id);
+    fs.writeFileSync(file, formatRequestFile({ username: "jdoe", proxyLifetime: 3600, maxCertLifetime: 0, deadline: Date.now() + 30_000, csrPem }));
+    fs.chownSync(file, h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
+    fs.chmodSync(file, 0o644);
+    fs.symlinkSync(id, path.join(dir, REQUEST_LINK));
+    const result = path.join(dir, resultName(id));
+    await h.until(() => fs.existsSync(result), 10_000, `the result of ${id}`);
+    const text = fs.readFileSync(result, "utf8");
+    fs.rmSync(result);
+    fs.rmSync(file, { force: true });
+    return text;
+  };
+  await issue(); // the certificate is made, the spool warmed up
+
+  const trace = path.join(h.root, "strace.out");
+  const strace = spawn("strace", ["-f", "-qq", "-e", "trace=%file", "-o", trace, "-p", String(h.child!.pid)], { stdio: "ignore" });
+  const exited = new Promise((r) => strace.on("exit", r));
+  // attached once a request link it reads shows in its output (a bad target: refused at once)
+  let bad = 0;
+  await h.until(
+    () => {
+      if (fs.existsSync(trace) && fs.readFileSync(trace, "utf8").includes("req.attach")) return true;
+      try {
+        fs.symlinkSync(`req.attach${bad++}`, path.join(dir, REQUEST_LINK));
+      } catch {
+        // the last one not taken yet
+      }
+      return false;
+    },
+    20_000,
+    "strace attached",
+  );
+  const locked = (): boolean => fs.lstatSync(path.join(dir, REQUEST_LINK), { throwIfNoEntry: false }) !== undefined;
+  /** A link to a name the spool refuses at once: it shows in the trace, and marks a place in it. */
+  const mark = async (name: string): Promise<void> => {
+    await h.until(() => !locked(), 10_000, "the lock free");
+    fs.symlinkSync(name, path.join(dir, REQUEST_LINK));
+    await h.until(() => !locked(), 10_000, `${name} taken`);
+  };
+  await mark("req.begin");
+  let certificates = 0;
+  for (let i = 0; i < REQUESTS; i++) if ((await issue()).startsWith("-----BEGIN CERTIFICATE-----")) certificates++;
+  await mark("req.end");
+  strace.kill("SIGINT");
+  await exited;
+  const all = fs.readFileSync(trace, "utf8").split("\n");
+  const begin = all.findIndex((l) => l.includes('"req.begin"'));
+  const afterBegin = all.findIndex((l, i) => i > begin && /\sunlink(at)?\(.*\/request"/.test(l)); // the marker's own removal
+  const lines = all.slice(afterBegin + 1, all.findIndex((l) => l.includes('"req.end"')));
+  const count = (re: RegExp): number => lines.filter((l) => re.test(l)).length;
+  const q = dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+  t.equal(certificates, REQUESTS, "every request got its certificate");
+  t.equal(count(new RegExp(`\\sreadlink(at)?\\(.*"${q}/request"`)), REQUESTS, "the lock's link is read once per request");
+  t.equal(count(new RegExp(`\\sunlink(at)?\\(.*"${q}/request"`)), REQUESTS, "and removed once per request");
+  t.equal(count(new RegExp(`\\sopen(at)?\\(.*"${q}/req\\.[A-Za-z0-9]{16}", [^)]*O_NOFOLLOW`)), REQUESTS, "each request file opened once, with O_NOFOLLOW");
+  t.equal(count(new RegExp(`\\slink(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", .*\\.result"`)), REQUESTS, "each result published with link(2)");
+}
