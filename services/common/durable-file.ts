@@ -14,6 +14,11 @@ export interface DurableWrite {
   owner?: { uid: number; gid: number };
   /** fsync the directory after the rename (default); false when the caller syncs it once for several files */
   syncDirectory?: boolean;
+  /**
+   * false: no fsync at all, only the atomic replacement (the status file: rewritten from memory
+   * at every start, so readers need the old or the new content whole, never a crash-proof one)
+   */
+  durable?: boolean;
 }
 
 /** fsync of a directory: makes the creations and renames in it durable. */
@@ -26,7 +31,7 @@ export function syncDirectory(dir: string): void {
   }
 }
 
-/** tmp + fsync + rename (+ fsync of the directory): the file is either the old or the new content. */
+/** tmp + fsync + rename (+ fsync of the directory): the file is either the old or the new content (durable: false: the same without the fsyncs). */
 export function writeFileAtomic(file: string, data: string | Buffer, opts: DurableWrite): void {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
@@ -37,7 +42,7 @@ export function writeFileAtomic(file: string, data: string | Buffer, opts: Durab
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
     let done = 0;
     while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-    fs.fsyncSync(fd);
+    if (opts.durable !== false) fs.fsyncSync(fd);
     fs.closeSync(fd);
   } catch (err) {
     try {
@@ -54,5 +59,5 @@ export function writeFileAtomic(file: string, data: string | Buffer, opts: Durab
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  if (opts.syncDirectory !== false) syncDirectory(dir);
+  if (opts.durable !== false && opts.syncDirectory !== false) syncDirectory(dir);
 }

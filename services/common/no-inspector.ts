@@ -10,14 +10,30 @@
 // listen on.
 // An inspector already open (--inspect on the command line; the wrappers unset NODE_OPTIONS)
 // is closed, and the process refuses to run.
-import * as inspector from "node:inspector";
+// Whether one is open is asked of Node's inspector binding, the function node:inspector's url()
+// is: loading node:inspector itself (worker_threads, streams) costs 2-3 ms of CPU at every
+// start, and MyProxy starts the client once per logon. The module is loaded to close an open
+// inspector, and to ask it when a Node without process.binding("inspector") runs this.
+import { createRequire } from "node:module";
 
 const ignore = (): void => {};
 process.on("SIGUSR1", ignore);
 process.on("SIGUSR2", ignore);
 
-if (inspector.url() !== undefined) {
-  inspector.close();
+type Inspector = typeof import("node:inspector");
+const builtin = createRequire("/") as (id: "node:inspector") => Inspector;
+
+function inspectorBindingUrl(): (() => string | undefined) | undefined {
+  try {
+    const url = (process as unknown as { binding(name: string): { url?: unknown } }).binding("inspector").url;
+    return typeof url === "function" ? (url as () => string | undefined) : undefined;
+  } catch {
+    return undefined; // no process.binding, or no inspector in this Node
+  }
+}
+
+if ((inspectorBindingUrl() ?? builtin("node:inspector").url)() !== undefined) {
+  builtin("node:inspector").close();
   process.stderr.write("etoken-ca: refusing to run with the Node.js inspector open (--inspect on the command line or in NODE_OPTIONS)\n");
   process.exit(78);
 }

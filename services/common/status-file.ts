@@ -1,6 +1,6 @@
 // The status file: what `etoken-ca status` shows. JSON, no secrets, replaced atomically.
 import * as fs from "node:fs";
-import * as path from "node:path";
+import { writeFileAtomic } from "./durable-file.js";
 
 export interface ServiceStatus {
   name: string;
@@ -40,11 +40,15 @@ export interface StatusSnapshot {
  */
 export const STATUS_FILE_MODE = 0o644;
 
+/**
+ * Counter changes reach the status file at most this often (the kernel's Throttle); state
+ * changes, the token, services coming and going and the stop are written at once.
+ */
+export const STATUS_COUNTER_INTERVAL_MS = 1000;
+
+/** Whole or not at all for its readers; not fsynced: the kernel rewrites it at every start. */
 export function writeStatus(file: string, snapshot: StatusSnapshot): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, JSON.stringify(snapshot, null, 1) + "\n", { mode: STATUS_FILE_MODE });
-  fs.chmodSync(tmp, STATUS_FILE_MODE);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, JSON.stringify(snapshot, null, 1) + "\n", { mode: STATUS_FILE_MODE, durable: false });
 }
 
 /** Whether the kernel that wrote a status file still runs (its pid names etoken-ca). */

@@ -22,7 +22,8 @@ import { pinFlagNames, PinKeeper } from "./pin.js";
 import { permittedRow, runRow, type KernelHandlers } from "./policy.js";
 import { Revocations } from "./revocations.js";
 import { nextState, type KernelEvent, type KernelState } from "./states.js";
-import { writeStatus, type StatusSnapshot } from "../common/status-file.js";
+import { STATUS_COUNTER_INTERVAL_MS, writeStatus, type StatusSnapshot } from "../common/status-file.js";
+import { Throttle } from "../common/throttle.js";
 import type { Supervisor } from "./supervisor.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
@@ -210,18 +211,19 @@ export class Kernel implements KernelCore {
     };
   }
 
-  private statusPending: NodeJS.Timeout | undefined;
+  private readonly statusThrottle = new Throttle(() => this.writeStatusFile(), STATUS_COUNTER_INTERVAL_MS);
 
-  /** Counter changes are written within 100 ms, not once per request. */
+  /** Counter changes: written at most once a second, not once per request. */
   scheduleStatus(): void {
-    if (this.statusPending) return;
-    this.statusPending = setTimeout(() => {
-      this.statusPending = undefined;
-      this.writeStatus();
-    }, 100);
+    this.statusThrottle.request();
   }
 
+  /** What `etoken-ca status` and `check` must show promptly (state, token, services, stop): written now. */
   writeStatus(): void {
+    this.statusThrottle.runNow();
+  }
+
+  private writeStatusFile(): void {
     const snapshot = this.snapshot();
     try {
       writeStatus(this.config.STATUS_FILE, snapshot);

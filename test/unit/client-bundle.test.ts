@@ -1,0 +1,89 @@
+// etoken-ca-client is built into one file (bin/etoken-ca-client.bundle.mjs): it runs with no
+// other file of dist/ beside it, and the bundle behaves as Node's own require() does (order of
+// evaluation, cycles, module.exports, built-ins); a require() it cannot follow stops the build.
+import t from "tap";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { BIN, ROOT } from "../fixtures/server.js";
+
+const BUNDLER = path.join(ROOT, "bin/etoken-ca-client.bundle.mjs");
+
+function node(args: string[], input = "") {
+  // env -i: no NODE_OPTIONS from tap; `ulimit -c 0` as the wrappers do (else the client loads the posix addon)
+  const r = spawnSync("/usr/bin/env", ["-i", "PATH=/usr/bin:/bin", "/bin/sh", "-c", 'ulimit -c 0; exec "$0" "$@"', process.execPath, ...args], { encoding: "utf8", input });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+t.test("the built client is one file: alone in a directory it runs as from dist/", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-client-bundle-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const alone = path.join(dir, "etoken-ca-client.js");
+  fs.copyFileSync(BIN.client, alone);
+  const version = node([alone, "--version"]);
+  t.equal(version.code, 0, version.stderr);
+  t.match(version.stdout, /^etoken-ca-client \d+\.\d+\.\d+\n$/);
+  const missing = node([alone, "--config", path.join(dir, "no-such.conf")]);
+  t.equal(missing.code, 1);
+  t.equal(missing.stderr, `etoken-ca-client: ${path.join(dir, "no-such.conf")}: cannot read configuration: no such file\n`);
+  // a configuration that parses (the loader, schema and DN code ran), then bad stdin (the spool protocol ran)
+  const conf = path.join(dir, "etoken-ca.conf");
+  fs.writeFileSync(conf, `SPOOL_DIR=${dir}\nDN_FORMAT="/O=test/CN=%s"\nCA_OIDS=1.3.6.1.4.1.99999.1.1\nCRL_URLS=URI:http://ca.example.org/crl.der\nPKCS11_MODULE=/nonexistent.so\nCA_CERT=/nonexistent.pem\n`);
+  const bad = node([alone, "--config", conf], "username=alice\n");
+  t.equal(bad.code, 1);
+  t.match(bad.stderr, /^etoken-ca-client: [^\n]+\n$/, "one line");
+  t.equal(bad.stderr, node([BIN.client, "--config", conf], "username=alice\n").stderr, "the same message as the built client's");
+});
+
+t.test("the bundle keeps require() semantics: order, cycles, module.exports, built-ins", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-bundle-semantics-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.mkdirSync(path.join(dir, "bin"));
+  fs.mkdirSync(path.join(dir, "lib"));
+  const files: Record<string, string> = {
+    "bin/main.js": `#!/usr/bin/env node
+"use strict";
+const log = require("../lib/log.js");
+log.push("main");
+const a = require("../lib/a.js");
+const b = require("../lib/b.js");
+const path = require("node:path");
+log.push("a.seenB=" + a.seenB + " b.seenA=" + b.seenA + " same=" + (require("../lib/a.js") === a));
+log.push("fn=" + require("./fn.js")(2) + " path=" + typeof path.join);
+log.push("strict=" + require("../lib/strict.js").strict);
+process.stdout.write(log.join("|") + "\\n");
+`,
+    "bin/fn.js": `"use strict";\nmodule.exports = (x) => x * 21;\n`,
+    "lib/log.js": `"use strict";\nmodule.exports = [];\n`,
+    "lib/a.js": `"use strict";\nrequire("./log.js").push("a");\nexports.early = 1;\nconst b = require("./b.js");\nexports.seenB = b.late;\n`,
+    "lib/b.js": `"use strict";\nrequire("./log.js").push("b");\nconst a = require("./a.js");\nexports.seenA = a.early;\nexports.late = 2;\n`,
+    "lib/strict.js": `"use strict";\nexports.strict = (function () { return this === undefined; })();\n`,
+  };
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+  const entry = path.join(dir, "bin/main.js");
+  const unbundled = node([entry]);
+  t.equal(unbundled.code, 0, unbundled.stderr);
+  t.equal(unbundled.stdout, "main|a|b|a.seenB=2 b.seenA=1 same=true|fn=42 path=function|strict=true\n", "what Node itself does");
+  const built = node([BUNDLER, entry]);
+  t.equal(built.code, 0, built.stderr);
+  fs.rmSync(path.join(dir, "lib"), { recursive: true });
+  fs.rmSync(path.join(dir, "bin/fn.js"));
+  const bundled = node([entry]);
+  t.equal(bundled.code, 0, bundled.stderr);
+  t.equal(bundled.stdout, unbundled.stdout, "the bundle alone prints the same");
+  const again = node([BUNDLER, entry]);
+  t.equal(again.code, 0, "a second run leaves the bundle as it is");
+  t.equal(node([entry]).stdout, unbundled.stdout);
+});
+
+t.test("a require() the build step cannot follow stops the build", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-bundle-dynamic-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const entry = path.join(dir, "main.js");
+  fs.writeFileSync(entry, `"use strict";\nconst name = "./x.js";\nrequire(name);\n`);
+  const r = node([BUNDLER, entry]);
+  t.not(r.code, 0);
+  t.match(r.stderr, `${entry}: a require() this build step cannot follow`);
+  t.equal(fs.readFileSync(entry, "utf8"), `"use strict";\nconst name = "./x.js";\nrequire(name);\n`, "the entry is left as it was");
+});
