@@ -1,6 +1,7 @@
-// etoken-ca-client is built into one file (bin/etoken-ca-client.bundle.mjs): it runs with no
-// other file of dist/ beside it, and the bundle behaves as Node's own require() does (order of
-// evaluation, cycles, module.exports, built-ins); a require() it cannot follow stops the build.
+// etoken-ca-client is built into one bundle with V8's code cache and a loader
+// (bin/etoken-ca-client.bundle.mjs): it runs with no other file of dist/ beside it, V8 accepts
+// the cache, and the bundle behaves as Node's own require() does (order of evaluation, cycles,
+// module.exports, built-ins); a require() it cannot follow stops the build.
 import t from "tap";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -16,11 +17,13 @@ function node(args: string[], input = "") {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-t.test("the built client is one file: alone in a directory it runs as from dist/", async (t) => {
+t.test("the built client is its loader, one bundle and its code cache: alone in a directory they run as from dist/", async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-client-bundle-"));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const alone = path.join(dir, "etoken-ca-client.js");
-  fs.copyFileSync(BIN.client, alone);
+  for (const name of ["etoken-ca-client.js", "etoken-ca-client.bundle.js", "etoken-ca-client.bundle.cache"]) {
+    fs.copyFileSync(path.join(path.dirname(BIN.client), name), path.join(dir, name));
+  }
   const version = node([alone, "--version"]);
   t.equal(version.code, 0, version.stderr);
   t.match(version.stdout, /^etoken-ca-client \d+\.\d+\.\d+\n$/);
@@ -34,6 +37,16 @@ t.test("the built client is one file: alone in a directory it runs as from dist/
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^etoken-ca-client: [^\n]+\n$/, "one line");
   t.equal(bad.stderr, node([BIN.client, "--config", conf], "username=alice\n").stderr, "the same message as the built client's");
+});
+
+t.test("V8 accepts the built code cache (else every logon compiles the client from source)", async (t) => {
+  const dir = path.dirname(BIN.client);
+  const script = `const vm = require("node:vm"), fs = require("node:fs");
+const s = new vm.Script(fs.readFileSync(${JSON.stringify(path.join(dir, "etoken-ca-client.bundle.js"))}, "utf8"), { cachedData: fs.readFileSync(${JSON.stringify(path.join(dir, "etoken-ca-client.bundle.cache"))}) });
+process.stdout.write(String(s.cachedDataRejected));`;
+  const r = node(["-e", script]);
+  t.equal(r.stderr, "");
+  t.equal(r.stdout, "false", "cachedDataRejected");
 });
 
 t.test("the bundle keeps require() semantics: order, cycles, module.exports, built-ins", async (t) => {
