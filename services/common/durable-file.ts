@@ -1,8 +1,8 @@
-// Files that must be whole after a crash (index.txt rewrites, crlnumber, CRLs, revoke queue
-// entries): written under a hidden temporary name in the same directory, fsynced, then renamed
-// over the final name, so a reader sees the old file or the whole new one. Hidden (".name.tmp-")
-// so that nothing scanning the directory (the spool's revoke queue reader) takes a half-written
-// file for an entry.
+// The one way to replace a file or a symbolic link atomically (index.txt rewrites, crlnumber, CRLs
+// and their latest links, revoke queue entries, trust files, the pid and status files): written
+// under a hidden temporary name in the same directory, fsynced, then renamed over the final name,
+// so a reader sees the old file or the whole new one. Hidden (".name.tmp-") so that nothing
+// scanning the directory (the spool's revoke queue reader) takes a half-written file for an entry.
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -31,10 +31,14 @@ export function syncDirectory(dir: string): void {
   }
 }
 
+function temporaryName(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+}
+
 /** tmp + fsync + rename (+ fsync of the directory): the file is either the old or the new content (durable: false: the same without the fsyncs). */
 export function writeFileAtomic(file: string, data: string | Buffer, opts: DurableWrite): void {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  const tmp = temporaryName(file);
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, opts.mode);
   try {
     if (opts.owner) fs.fchownSync(fd, opts.owner.uid, opts.owner.gid);
@@ -60,4 +64,17 @@ export function writeFileAtomic(file: string, data: string | Buffer, opts: Durab
     throw err;
   }
   if (opts.durable !== false && opts.syncDirectory !== false) syncDirectory(dir);
+}
+
+/** A symbolic link `link` -> `target` made under a temporary name and renamed over `link`. */
+export function replaceSymlink(link: string, target: string, opts: { syncDirectory?: boolean } = {}): void {
+  const tmp = temporaryName(link);
+  fs.symlinkSync(target, tmp);
+  try {
+    fs.renameSync(tmp, link);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  if (opts.syncDirectory !== false) syncDirectory(path.dirname(link));
 }

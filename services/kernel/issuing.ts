@@ -86,13 +86,18 @@ export class IssuingPath {
 
   /** The token did not finish a signature within SIGN_TIMEOUT: its requests failed (sign-queue.ts); replace the signer. */
   private onSignerHung(requestIds: string[], waitedMs: number): void {
+    const seconds = Math.round(this.core.config.SIGN_TIMEOUT / 100) / 10;
+    this.replaceHungSigner(`a signature within SIGN_TIMEOUT (${seconds} s)`, `${requestIds.length} request(s) failed`, requestIds.length, { requests: requestIds.join(" "), waitedMs });
+  }
+
+  /** The token hangs in C_Sign (a certificate's or a CRL's): kill the signer; its restart is logged in with the PIN held. */
+  replaceHungSigner(noAnswerTo: string, failed: string, requests: number, fields: Record<string, string | number>): void {
     const k = this.core;
-    const seconds = Math.round(k.config.SIGN_TIMEOUT / 100) / 10;
-    const why = `no answer to a signature within SIGN_TIMEOUT (${seconds} s): the token hangs`;
-    k.log.error("the token did not finish a signature in time: replacing the signer", { requests: requestIds.join(" "), waitedMs, signTimeoutMs: k.config.SIGN_TIMEOUT });
+    const why = `no answer to ${noAnswerTo}: the token hangs`;
+    k.log.error("the token did not finish a signature in time: replacing the signer", { ...fields, signTimeoutMs: k.config.SIGN_TIMEOUT });
     k.console.say(`signer: ${why}; replacing it (the PIN is kept for the new one)`);
-    k.notify("signer-hung", `the CA token did not answer a signature within ${seconds} s; the signer was killed and restarted, ${requestIds.length} request(s) failed`, {
-      requests: String(requestIds.length),
+    k.notify("signer-hung", `the CA token did not answer ${noAnswerTo}; the signer was killed and restarted, ${failed}`, {
+      requests: String(requests),
     });
     k.supervisor.kill("signer", `killed: ${why}`);
     k.writeStatus();
@@ -305,7 +310,7 @@ export class IssuingPath {
       if (revoked.length > 0) {
         this.core.counters.undelivered += revoked.length;
         this.core.metrics.revoked("undelivered", revoked.length);
-        this.core.revocations.recorded(0);
+        this.core.revocations.recorded(revoked.length);
         this.core.log.warning("certificates signed but never delivered (a process died): revoked", { count: revoked.length, serials: revoked.slice(0, 50).join(" "), reason: r.message.reason });
         this.core.notify("undelivered-revoked", `${revoked.length} certificate(s) signed before a restart never reached their clients; revoked (${r.message.reason})`, {
           serial: revoked.slice(0, 50).join(" "),

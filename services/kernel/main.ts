@@ -1,9 +1,9 @@
 // Start-up of the kernel, in order: root check, configuration, users, directories, pid file,
 // console, services. Any failure is one precise line and a non-zero exit.
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { parseArgs } from "../common/cli.js";
 import { configWarnings, DEFAULT_CONFIG_FILE, loadConfig } from "../common/config.js";
+import { writeFileAtomic } from "../common/durable-file.js";
 import { describeError, SecurityError } from "../common/errors.js";
 import { disableCoreDumps, requireRoot } from "../common/identity.js";
 import { createLogger, setLogLevel } from "../common/log.js";
@@ -101,9 +101,7 @@ function writePidFile(file: string): void {
   } catch (err) {
     if (err instanceof SecurityError) throw err;
   }
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  fs.writeFileSync(tmp, `${process.pid}\n`, { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, `${process.pid}\n`, { mode: 0o644 });
 }
 
 function removePidFile(file: string): void {

@@ -6,7 +6,8 @@ import { crlAction, crlCheckpointDue } from "../common/crl-schedule.js";
 import type { KernelCore } from "./kernel.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import type { StatusSnapshot } from "../common/status-file.js";
-import { CRL_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
+import { crlSignTimeoutMs, SIGNER_TIMEOUT_MS } from "./timeouts.js";
+import { ProtocolError } from "../common/errors.js";
 
 export class Revocations {
   /** The latest CRL the signer published (from its answers and its status). */
@@ -92,8 +93,12 @@ export class Revocations {
     const wasDirty = this.crlDirty;
     const carried = this.revokedSinceCrl;
     this.crlDirty = false;
+    let timeoutMs = 0;
     try {
-      const r = await signer.request("makeCrl", { reason }, "crlInfo", CRL_TIMEOUT_MS);
+      // the signer blocks in C_Sign: no answer within the bound means a hung token, as for a certificate
+      const entries = (this.crl?.entries ?? 0) + carried;
+      timeoutMs = crlSignTimeoutMs(k.config.SIGN_TIMEOUT, entries);
+      const r = await signer.request("makeCrl", { reason }, "crlInfo", timeoutMs);
       const c = r.message;
       this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
       this.revokedSinceCrl -= carried;
@@ -109,6 +114,10 @@ export class Revocations {
     } catch (err) {
       this.crlDirty = this.crlDirty || wasDirty;
       k.log.error("CRL generation failed", { error: describeError(err) });
+      if (err instanceof ProtocolError && err.code === "protocol.timeout") {
+        const seconds = Math.round(timeoutMs / 100) / 10;
+        k.issuing.replaceHungSigner(`a CRL signature within ${seconds} s (SIGN_TIMEOUT and its size)`, "no CRL was made (the schedule or SIGUSR1 makes it with the new signer)", 0, { timeoutMs });
+      }
       k.notify("crl-failed", `CRL generation failed: ${describeError(err)}`, {});
     } finally {
       this.crlBusy = false;

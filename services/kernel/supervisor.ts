@@ -24,6 +24,12 @@ const BACKOFF_MAX_MS = 30_000;
 /** A service that lived shorter than this before dying is throttled harder. */
 const STABLE_AFTER_MS = 10_000;
 const STOP_GRACE_MS = 3_000;
+/**
+ * After a service's exit, how long its channel may still deliver what it wrote before dying (the
+ * socket's end-of-file normally follows at once; a descendant holding the socket must not wedge
+ * the restart).
+ */
+const DRAIN_AFTER_EXIT_MS = 5_000;
 
 export interface ServiceRecord {
   readonly name: ServiceName;
@@ -176,6 +182,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
       this.emit("frame", name, frame);
     });
+    // The death is handled once the process has exited AND its channel has been read to the end:
+    // a report it wrote just before dying (a spool's `delivered`) is processed, and validated, first.
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let drainTimer: NodeJS.Timeout | undefined;
+    const died = (): void => {
+      if (!exit || !channel.closed || r.child !== child) return;
+      clearTimeout(drainTimer);
+      this.handleDeath(r, exit.code, exit.signal);
+    };
     channel.onClose((reason, violation) => {
       clearTimeout(helloTimer);
       const running = (): boolean => !this.stopping && r.child === child && child.exitCode === null && child.signalCode === null;
@@ -189,27 +204,38 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.log.warning("service closed its channel; killing it", { service: name, reason });
         this.kill(name, `killed: channel closed (${reason})`);
       }
+      died();
     });
     child.on("error", (err) => {
       r.lastError = err.message;
     });
     child.on("exit", (code, signal) => {
       clearTimeout(helloTimer);
-      channel.close("process exited");
-      const wasUp = r.up;
-      r.up = false;
-      r.child = undefined;
-      r.pid = undefined;
-      if (this.stopping) return;
-      const status = signal ? `killed by ${signal}` : `exited with status ${code}`;
-      const how = r.farewell ? `${r.farewell} (${status})` : status;
-      r.lastError = r.lastError && r.lastError.startsWith("killed:") ? `${r.lastError} (${how})` : how;
-      this.log.warning("service died", { service: name, how, wasUp });
-      this.emit("down", name, how);
-      const lived = Date.now() - (r.startedAt ?? 0);
-      r.backoffMs = lived >= STABLE_AFTER_MS ? BACKOFF_MIN_MS : Math.min(r.backoffMs * 2, BACKOFF_MAX_MS);
-      this.scheduleRestart(r);
+      exit = { code, signal };
+      if (this.stopping) channel.close("process exited");
+      else if (!channel.closed) {
+        drainTimer = setTimeout(() => channel.close(`process exited; its channel stayed open ${DRAIN_AFTER_EXIT_MS} ms`), DRAIN_AFTER_EXIT_MS);
+        drainTimer.unref();
+      }
+      died();
     });
+  }
+
+  private handleDeath(r: ServiceRecord, code: number | null, signal: NodeJS.Signals | null): void {
+    const name = r.name;
+    const wasUp = r.up;
+    r.up = false;
+    r.child = undefined;
+    r.pid = undefined;
+    if (this.stopping) return;
+    const status = signal ? `killed by ${signal}` : `exited with status ${code}`;
+    const how = r.farewell ? `${r.farewell} (${status})` : status;
+    r.lastError = r.lastError && r.lastError.startsWith("killed:") ? `${r.lastError} (${how})` : how;
+    this.log.warning("service died", { service: name, how, wasUp });
+    this.emit("down", name, how);
+    const lived = Date.now() - (r.startedAt ?? 0);
+    r.backoffMs = lived >= STABLE_AFTER_MS ? BACKOFF_MIN_MS : Math.min(r.backoffMs * 2, BACKOFF_MAX_MS);
+    this.scheduleRestart(r);
   }
 
   private scheduleRestart(r: ServiceRecord): void {

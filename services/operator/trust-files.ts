@@ -5,6 +5,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { TAG, oid, seq, set, tlv } from "../common/x509/der.js";
+import { replaceSymlink, syncDirectory, writeFileAtomic } from "../common/durable-file.js";
 import { ConfigError } from "../common/errors.js";
 import { pemEncode } from "../common/x509/pem.js";
 import type { CaCertificate } from "../common/x509/certificate.js";
@@ -193,16 +194,7 @@ export function buildTrustFiles(ca: CaCertificate, dnFormat: string, crlUrls: re
 /** Writes the files (0644, each replaced atomically) and the old-hash links into dir. */
 export function writeTrustFiles(dir: string, t: TrustFiles): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  for (const [name, text] of t.files) {
-    const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
-    fs.writeFileSync(tmp, text, { mode: 0o644 });
-    fs.chmodSync(tmp, 0o644);
-    fs.renameSync(tmp, path.join(dir, name));
-  }
-  for (const [name, target] of t.links) {
-    const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
-    fs.rmSync(tmp, { force: true });
-    fs.symlinkSync(target, tmp);
-    fs.renameSync(tmp, path.join(dir, name));
-  }
+  for (const [name, text] of t.files) writeFileAtomic(path.join(dir, name), text, { mode: 0o644, syncDirectory: false });
+  for (const [name, target] of t.links) replaceSymlink(path.join(dir, name), target, { syncDirectory: false });
+  syncDirectory(dir);
 }

@@ -4,7 +4,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { syncDirectory, writeFileAtomic } from "../common/durable-file.js";
+import { replaceSymlink, syncDirectory, writeFileAtomic } from "../common/durable-file.js";
 import { DatabaseError } from "../common/errors.js";
 import { pemEncode } from "../common/x509/pem.js";
 import type { CaCertificate } from "../common/x509/certificate.js";
@@ -24,17 +24,6 @@ export interface PublishedCrl {
 
 export const LATEST_PEM = "crl.pem";
 export const LATEST_DER = "crl.der";
-
-function switchLink(dir: string, linkName: string, target: string): void {
-  const tmp = path.join(dir, `.${linkName}.tmp${process.pid}`);
-  try {
-    fs.unlinkSync(tmp);
-  } catch {
-    // not there
-  }
-  fs.symlinkSync(target, tmp);
-  fs.renameSync(tmp, path.join(dir, linkName));
-}
 
 export class CrlPublisher {
   constructor(
@@ -65,8 +54,8 @@ export class CrlPublisher {
     writeFileAtomic(path.join(this.dir, `${base}.pem`), pemEncode(der, "X509 CRL"), published);
     writeFileAtomic(path.join(this.dir, `${base}.json`), JSON.stringify(info) + "\n", published);
     syncDirectory(this.dir);
-    switchLink(this.dir, LATEST_DER, `${base}.der`);
-    switchLink(this.dir, LATEST_PEM, `${base}.pem`);
+    replaceSymlink(path.join(this.dir, LATEST_DER), `${base}.der`, { syncDirectory: false });
+    replaceSymlink(path.join(this.dir, LATEST_PEM), `${base}.pem`, { syncDirectory: false });
     syncDirectory(this.dir);
     return info;
   }

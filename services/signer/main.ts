@@ -183,7 +183,7 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">
       out = await st.backend.issue({
         subject,
         publicKey,
-        csr: Buffer.from(m.csr),
+        csr: Buffer.from(m.csr.buffer, m.csr.byteOffset, m.csr.length), // a view: only the openssl backend reads it
         emails: user.emails,
         lifetimeSeconds: lifetime,
         onSigned: () => ctx.channel.send("signed", { requestId: m.requestId }),

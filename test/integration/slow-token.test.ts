@@ -105,6 +105,28 @@ t.test("a C_Sign that hangs: the signer is replaced, the request fails clearly, 
   t.equal(countPrompts(inst), prompts, "the PIN the kernel holds logged the new signer in: no prompt");
 });
 
+t.test("a C_Sign that hangs while signing a CRL: the same recovery, the next CRL is made", async (t) => {
+  const crlBefore = readStatus(inst)!.crl?.number ?? 0;
+  const prompts = countPrompts(inst);
+  const restartsBefore = signerOf().restarts;
+  const hungEvents = logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length;
+  const reLogins = logRecords().filter((l) => l["msg"] === "restarted signer logged in again").length;
+  sim.set({ signMs: 0, signFault: "1 hang 600" });
+  process.kill(server.pid, "SIGUSR1"); // a CRL now
+  await waitFor("the token hanging in C_Sign", () => tokenSigning() || undefined, 20_000);
+  sim.set({ signFault: undefined });
+  const signer = await waitFor("the signer restarted", () => (signerOf().restarts > restartsBefore && signerOf().up ? signerOf() : undefined), 60_000);
+  t.match(signer.lastError ?? "", /no answer to a CRL signature within [\d.]+ s \(SIGN_TIMEOUT and its size\): the token hangs/, `status says why the signer was replaced: ${signer.lastError}`);
+  t.ok(logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length > hungEvents, "a signer-hung event went to the notifier");
+  t.notOk(logRecords().some((l) => l["msg"] === "security event: service broke the protocol; killing it"), "not taken for a protocol violation (the ping)");
+  await waitForState(inst, "READY", 30_000);
+  await waitFor("the restarted signer logged in", () => logRecords().filter((l) => l["msg"] === "restarted signer logged in again").length > reLogins || undefined, 30_000);
+  t.equal(readStatus(inst)!.crl?.number ?? 0, crlBefore, "no CRL from the hung signature");
+  process.kill(server.pid, "SIGUSR1");
+  await waitFor("a new CRL", () => ((readStatus(inst)!.crl?.number ?? 0) > crlBefore ? true : undefined), 30_000);
+  t.equal(countPrompts(inst), prompts, "the PIN the kernel holds logged the new signer in: no prompt");
+});
+
 t.test("a signature that completes after the token was pulled is caught by the presence fence", async (t) => {
   sim.set({ signMs: 0, signFault: "1 hang 2" });
   const pending = issue("pulled");

@@ -4,6 +4,7 @@
 import * as fs from "node:fs";
 import * as net from "node:net";
 import { randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
 import { encodeFrame, FrameDecoder } from "../../services/common/framing.js";
 import type { MessageType } from "../../proto/wire.js";
 
@@ -15,6 +16,8 @@ interface Send {
   random?: number;
   frame?: { type: MessageType; payload: unknown; replyTo: number; id: number };
   secondHello?: boolean;
+  /** The frame is written by a descendant holding fd 3 once this process has exited. */
+  afterExit?: boolean;
   hello?: { pidDelta?: number; uid?: number; gid?: number; service?: string; replaceWith?: MessageType };
 }
 
@@ -88,7 +91,14 @@ setTimeout(() => {
     socket.write(randomBytes(send.random));
   } else if (send.frame) {
     const f = send.frame;
-    socket.write(encodeFrame(f.id, f.replyTo, f.type, bytes(f.payload) as never));
+    const b = encodeFrame(f.id, f.replyTo, f.type, bytes(f.payload) as never);
+    if (send.afterExit) {
+      // the supervisor sees the exit first, then the frame: what a dying service wrote must count
+      const write = `setTimeout(() => { try { require("fs").writeSync(3, Buffer.from("${b.toString("hex")}", "hex")); } catch {} }, 500)`;
+      spawn(process.execPath, ["-e", write], { stdio: ["ignore", "ignore", "inherit", 3], detached: true }).unref();
+      process.exit(0);
+    }
+    socket.write(b);
   } else if (send.secondHello) {
     socket.write(encodeFrame(nextId++, 0, "hello", hello));
   }

@@ -3,7 +3,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { writeFileAtomic } from "../../services/common/durable-file.js";
+import { replaceSymlink, writeFileAtomic } from "../../services/common/durable-file.js";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-durable-"));
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -37,4 +37,18 @@ t.test("large content is written in full", async (t) => {
   const data = Buffer.alloc(8 * 1024 * 1024 + 3, 0x41);
   writeFileAtomic(file, data, { mode: 0o600, syncDirectory: false });
   t.ok(fs.readFileSync(file).equals(data));
+});
+
+t.test("a symbolic link is replaced in one rename: no moment without it, no temporary name left", async (t) => {
+  const dir = path.join(work, "links");
+  fs.mkdirSync(dir);
+  replaceSymlink(path.join(dir, "crl.pem"), "crl-000001.pem");
+  t.equal(fs.readlinkSync(path.join(dir, "crl.pem")), "crl-000001.pem");
+  replaceSymlink(path.join(dir, "crl.pem"), "crl-000002.pem", { syncDirectory: false });
+  t.equal(fs.readlinkSync(path.join(dir, "crl.pem")), "crl-000002.pem", "the link now points at the new target");
+  t.same(fs.readdirSync(dir), ["crl.pem"], "no temporary link left");
+  fs.mkdirSync(path.join(dir, "busy"));
+  fs.writeFileSync(path.join(dir, "busy", "x"), "");
+  t.throws(() => replaceSymlink(path.join(dir, "busy"), "crl-000003.pem"), "a non-empty directory at the name is not replaced");
+  t.same(fs.readdirSync(dir).sort(), ["busy", "crl.pem"], "and the temporary link is removed");
 });

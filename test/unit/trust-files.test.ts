@@ -151,3 +151,22 @@ t.test("grid-proxy-init -verify accepts a subject in DN_FORMAT's namespace and r
   const outside = proxy("outside", "/DC=org/DC=example.org/O=Other/CN=mallory");
   t.not(outside.status, 0, "outside the namespace: refused by the signing_policy");
 });
+
+t.test("trust files are written as new regular files: a symbolic link waiting at a temporary name is not followed", async (t) => {
+  const ca = load(makeCa("planted", "/DC=org/DC=example/CN=Planted Link CA"));
+  const tf = buildTrustFiles(ca, "/DC=org/DC=example/CN=%s", ["http://ca.example.org/crl.der"], {});
+  const out = path.join(dir, "planted-out");
+  const victim = path.join(dir, "victim");
+  fs.mkdirSync(out);
+  fs.writeFileSync(victim, "keep me\n");
+  // the temporary names the writer used before: `.<name>.<pid>.tmp`
+  for (const name of tf.files.keys()) fs.symlinkSync(victim, path.join(out, `.${name}.${process.pid}.tmp`));
+  writeTrustFiles(out, tf);
+  t.equal(fs.readFileSync(victim, "utf8"), "keep me\n", "the link's target is untouched");
+  for (const [name, text] of tf.files) {
+    const st = fs.lstatSync(path.join(out, name));
+    t.ok(st.isFile(), `${name} is a regular file`);
+    t.equal(st.mode & 0o777, 0o644, `${name} is 0644`);
+    t.equal(fs.readFileSync(path.join(out, name), "utf8"), text, `${name} has its content`);
+  }
+});

