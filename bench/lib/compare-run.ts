@@ -72,7 +72,6 @@ export async function runCompare(o: CompareOptions, sections: readonly Section[]
     `before: ${describeCheckout(o.beforeDir)}`,
     `after: ${describeCheckout(o.afterDir)}`,
     `runs: ${units.map((u) => `--only ${u.join(",")}`).join("; ")}${o.quick ? " (each --quick)" : ""}; ${o.rounds} round(s), before and after alternating run by run (A B, B A, ...)`,
-    `load average at start ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
   ];
   for (const h of header) console.log(`  ${h}`);
   for (let round = 0; round < o.rounds; round++) {

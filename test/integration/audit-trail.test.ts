@@ -6,49 +6,31 @@ import t from "tap";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, runClient, createInstallation, pinAgain, readStatus, runCommand, startReady, waitFor, waitForState, type RunningServer } from "../fixtures/server.js";
-import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
+import { BIN, createInstallation, nextCrl, pinAgain, runCommand, startReady, waitFor, waitForState } from "../fixtures/server.js";
+import { openssl } from "../fixtures/pki.js";
+import { readyServer } from "../fixtures/ready-server.js";
 import { reinsertToken, removeToken } from "../fixtures/softhsm.js";
 import { AUDIT_CHECKPOINT_OID } from "../../services/common/audit/checkpoint.js";
 
 const inst = createInstallation({ prefix: "etca-audit", extraConfig: { CRL_LIFETIME: "7d", CRL_REISSUE_BEFORE: "1d" } });
-const work = path.join(inst.dir, "work");
-fs.mkdirSync(work, { mode: 0o755 });
-let server: RunningServer = await startReady(inst);
-t.teardown(async () => {
-  await server.stop();
-  inst.cleanup();
-});
+const ready = await readyServer(t, inst);
 
 const logPath = inst.config.AUDIT_LOG;
 const ca = (...args: string[]) => runCommand(process.execPath, [BIN.ca, ...args, "--config", inst.configPath]);
 const records = (): Record<string, unknown>[] => fs.readFileSync(logPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
 
-async function issue(name: string): Promise<{ pem: string; serial: string; keyPath: string }> {
-  const csr = makeCsr(work, name);
-  const r = await runClient(inst, calloutInput({ username: `${name} email=${name}@example.org`, passphrase: "a-passphrase-not-to-log", csrPem: csr.csrPem }));
-  if (r.code !== 0) throw new Error(`issuing ${name}: ${r.stderr}`);
-  fs.writeFileSync(path.join(work, `${name}.pem`), r.stdout);
-  return { pem: r.stdout, serial: certField(r.stdout, "serial").toUpperCase(), keyPath: csr.keyPath };
-}
+const issue = (name: string) => ready.issue(name, { username: `${name} email=${name}@example.org`, passphrase: "a-passphrase-not-to-log" });
 
-async function nextCrl(after: number): Promise<number> {
-  const st = await waitFor(`a CRL newer than #${after}`, () => {
-    const s = readStatus(inst);
-    return s && s.crl && s.crl.number > after ? s : undefined;
-  }, 60_000);
-  return st.crl!.number;
-}
 
 let alice: { pem: string; serial: string };
 
 t.test("issuance, revocation and CRLs are in the trail, and every CRL commits to it", async (t) => {
-  const first = await waitFor("a first CRL", () => readStatus(inst)?.crl ?? undefined, 30_000);
+  const first = await nextCrl(inst, 0, 30_000);
   alice = await issue("alice");
   await issue("bob");
   const r = runCommand(process.execPath, [BIN.revoke, "--serial", alice.serial, "--reason", "keyCompromise", "--config", inst.configPath]);
   t.equal(r.code, 0, r.stderr);
-  const n = await nextCrl(first.number);
+  const n = await nextCrl(inst, first);
   await waitFor("the crl line", () => (records().some((x) => x.event === "crl" && x.number === n) ? true : undefined), 10_000);
 
   const st = fs.statSync(path.dirname(logPath));
@@ -103,7 +85,7 @@ t.test("etoken-ca audit verify, audit show and check-db", async (t) => {
   t.equal(db.code, 0, db.stdout);
   t.match(db.stdout, /the audit trail's \d+ lines cross-checked/);
   // a changed copy is refused, naming the line
-  const copy = path.join(work, "audit-copy.log");
+  const copy = path.join(ready.work, "audit-copy.log");
   const lines = fs.readFileSync(logPath, "utf8").split("\n");
   const i = lines.findIndex((l) => l.includes(`"serial":"${alice.serial}"`) && l.includes('"event":"issued"'));
   lines[i] = lines[i]!.replace("alice@example.org", "mallory@example.org");
@@ -122,9 +104,9 @@ t.test("token removal and re-insertion are in the trail; a restart continues the
   await waitFor("token inserted line", () => (records().some((x) => x.event === "token" && x.token === "inserted") ? true : undefined), 10_000);
   t.ok(records().some((x) => x.event === "logout"), "the logout on removal");
   const before = records().length;
-  await server.stop();
+  await ready.server.stop();
   t.match(records().at(-1), { event: "logout", reason: /stop/ }, "the signer's logout at stop");
-  server = await startReady(inst);
+  ready.server = await startReady(inst);
   await waitFor("login after restart", () => (records().slice(before).some((x) => x.event === "login") ? true : undefined), 20_000);
   const after = records();
   after.forEach((x, i) => t.equal(x.seq, i + 1, `line ${i + 1}: seq continues`));

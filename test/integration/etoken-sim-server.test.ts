@@ -7,27 +7,15 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, countPrompts, createInstallation, pinAgain, readStatus, runClient, runCommand, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
-import { calloutInput, certField, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
+import { countPrompts, createInstallation, pinAgain, readStatus, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { certField, openssl, verifyCert } from "../fixtures/pki.js";
+import { readyServer } from "../fixtures/ready-server.js";
 import { simOf } from "../fixtures/etoken-sim.js";
 
 const inst = createInstallation({ prefix: "etca-esim", token: { pkcs11: "etoken-sim" }, extraConfig: { TOKEN_POLL_INTERVAL: "300ms" } });
 const sim = simOf(inst.token);
 sim.set({ signMs: 250 });
-const work = path.join(inst.dir, "work");
-fs.mkdirSync(work, { mode: 0o755 });
-const server = await startReady(inst);
-t.teardown(async () => {
-  await server.stop();
-  inst.cleanup();
-});
-
-async function issue(name: string): Promise<{ code: number | null; stdout: string; stderr: string; file: string }> {
-  const r = await runClient(inst, calloutInput({ username: name, passphrase: "irrelevant-passphrase", csrPem: makeCsr(work, name).csrPem }));
-  const file = path.join(work, `${name}.pem`);
-  fs.writeFileSync(file, r.stdout);
-  return { ...r, file };
-}
+const { request: issue, revokeIntoCrl } = await readyServer(t, inst);
 
 const latestCrl = () => path.join(inst.config.CRL_DIR, "crl.pem");
 
@@ -35,10 +23,8 @@ t.test("issuance and a CRL signed by the slow token verify with OpenSSL", async 
   const r = await issue("alice");
   t.equal(r.code, 0, r.stderr);
   t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "openssl verify accepts the certificate");
-  const before = await waitFor("a first CRL", () => readStatus(inst)?.crl ?? undefined, 30_000);
-  const revoked = runCommand(process.execPath, [BIN.revoke, "--serial", certField(r.stdout, "serial"), "--config", inst.configPath]);
+  const revoked = await revokeIntoCrl(certField(r.stdout, "serial"));
   t.equal(revoked.code, 0, revoked.stderr);
-  await waitFor("a CRL after the revocation", () => ((readStatus(inst)?.crl?.number ?? 0) > before.number ? true : undefined), 60_000);
   const check = openssl(["verify", "-crl_check", "-CAfile", inst.token.caCertPath, "-CRLfile", latestCrl(), r.file]);
   t.match(check.stdout + check.stderr, /certificate revoked/, "the CRL verifies and lists the certificate");
 });

@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { promtool, sample } from "../fixtures/prometheus.js";
-import { createInstallation, runClient, startServer, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { createInstallation, runClient, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { readyServer } from "../fixtures/ready-server.js";
 import { removeToken } from "../fixtures/softhsm.js";
 import { calloutInput, makeCsr } from "../fixtures/pki.js";
 
@@ -15,13 +16,7 @@ const textfileDir = path.join(inst.dir, "textfile");
 fs.mkdirSync(textfileDir, { mode: 0o755 });
 const metricsFile = path.join(textfileDir, "etoken_ca.prom");
 fs.appendFileSync(inst.configPath, `METRICS_FILE='${metricsFile}'\n`);
-const server = startServer(inst);
-const work = path.join(inst.dir, "work");
-fs.mkdirSync(work, { mode: 0o755 });
-t.teardown(async () => {
-  await server.stop();
-  inst.cleanup();
-});
+const { work } = await readyServer(t, inst, { pin: false }); // the PIN is typed by the tests below
 
 /** The file as user nobody reads it (node_exporter does not run as root). */
 function readAsNobody(): string | undefined {

@@ -4,8 +4,9 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { SMTPServer } from "smtp-server";
-import { BIN, runClient, createInstallation, readStatus, runCommand, startReady, startServer, typePin, countPrompts, waitFor, waitForState, type RunningServer } from "../fixtures/server.js";
-import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
+import { BIN, createInstallation, nextCrl, readStatus, runCommand, startServer, typePin, countPrompts, waitFor, waitForState } from "../fixtures/server.js";
+import { openssl } from "../fixtures/pki.js";
+import { readyServer } from "../fixtures/ready-server.js";
 
 const mails: { to: string[]; subject: string }[] = [];
 const smtp = new SMTPServer({
@@ -50,26 +51,13 @@ const inst = createInstallation({
 });
 fs.writeFileSync(eventLog, "", { mode: 0o644 });
 fs.chownSync(eventLog, inst.users.NOTIFIER_USER.uid, inst.users.NOTIFIER_USER.gid);
-const work = path.join(inst.dir, "work");
-fs.mkdirSync(work, { mode: 0o755 });
-let server: RunningServer = await startReady(inst);
-t.teardown(async () => {
-  await server.stop();
-  inst.cleanup();
-  fs.rmSync(hookDir, { recursive: true, force: true });
-  smtp.close();
+const ready = await readyServer(t, inst, {
+  cleanup: () => {
+    fs.rmSync(hookDir, { recursive: true, force: true });
+    smtp.close();
+  },
 });
-
-const client = (input: string) => runClient(inst, input);
-
-async function issue(name: string): Promise<{ pem: string; serial: string; file: string }> {
-  const csr = makeCsr(work, name);
-  const r = await client(calloutInput({ username: name, passphrase: "irrelevant-passphrase", csrPem: csr.csrPem }));
-  if (r.code !== 0) throw new Error(`issuing ${name}: ${r.stderr}`);
-  const file = path.join(work, `${name}.pem`);
-  fs.writeFileSync(file, r.stdout);
-  return { pem: r.stdout, serial: certField(r.stdout, "serial").toUpperCase(), file };
-}
+const { work, issue } = ready;
 
 function revokeCert(args: string[]) {
   return runCommand(process.execPath, [BIN.revoke, ...args, "--config", inst.configPath]);
@@ -77,13 +65,6 @@ function revokeCert(args: string[]) {
 
 const latestPem = () => path.join(inst.config.CRL_DIR, "crl.pem");
 
-async function nextCrl(after: number): Promise<number> {
-  const st = await waitFor(`a CRL newer than #${after}`, () => {
-    const s = readStatus(inst);
-    return s && s.crl && s.crl.number > after ? s : undefined;
-  }, 60_000);
-  return st.crl!.number;
-}
 
 function crlVerifies(): boolean {
   const r = openssl(["crl", "-in", latestPem(), "-noout", "-verify", "-CAfile", inst.token.caCertPath]);
@@ -125,7 +106,7 @@ t.test("revoke by serial and by certificate file", async (t) => {
   const before = readStatus(inst)!.crl!.number;
   const r1 = revokeCert(["--serial", a.serial, "--reason", "keyCompromise"]);
   t.equal(r1.code, 0, r1.stderr);
-  const n1 = await nextCrl(before);
+  const n1 = await nextCrl(inst, before);
   t.ok(crlVerifies());
   t.match(chainStatus(a.file), /certificate revoked/, "openssl verify -crl_check: revoked");
   t.match(chainStatus(b.file), /: OK/, "the other one is still fine");
@@ -133,7 +114,7 @@ t.test("revoke by serial and by certificate file", async (t) => {
   t.match(fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8"), new RegExp(`^R\\t\\d{12}Z\\t\\d{12}Z,keyCompromise\\t${a.serial}\\t`, "m"));
   const r2 = revokeCert(["--cert", b.file, "--reason", "superseded"]);
   t.equal(r2.code, 0, r2.stderr);
-  const n2 = await nextCrl(n1);
+  const n2 = await nextCrl(inst, n1);
   t.ok(n2 > n1, "CRL numbers strictly increase");
   t.match(chainStatus(b.file), /certificate revoked/);
   const text = openssl(["crl", "-in", latestPem(), "-noout", "-text"]).stdout;
@@ -166,8 +147,8 @@ t.test("a queue entry with a serial outside index.txt's form is refused once, ke
   const before = readStatus(inst)!;
   let n = before.crl!.number;
   for (let i = 0; i < 2; i++) {
-    process.kill(server.pid, "SIGUSR1");
-    n = await nextCrl(n);
+    process.kill(ready.server.pid, "SIGUSR1");
+    n = await nextCrl(inst, n);
   }
   t.notOk(fs.existsSync(file), "no longer in the queue");
   t.ok(fs.existsSync(path.join(inst.config.REVOKE_DIR, `bad.${name}`)), "kept aside as bad.<name> for the operator");
@@ -201,8 +182,8 @@ t.test("the latest link never points at a partial file", async (t) => {
   let n = readStatus(inst)!.crl!.number;
   const numbers: number[] = [n];
   for (let i = 0; i < 8; i++) {
-    process.kill(server.pid, "SIGUSR1");
-    n = await nextCrl(n);
+    process.kill(ready.server.pid, "SIGUSR1");
+    n = await nextCrl(inst, n);
     numbers.push(n);
   }
   stop = true;
@@ -234,13 +215,13 @@ t.test("hooks and e-mail", async (t) => {
 
 t.test("a revocation queued while the server is down is applied at start", async (t) => {
   const e = await issue("erin");
-  await server.stop();
+  await ready.server.stop();
   const r = revokeCert(["--serial", e.serial]);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout + r.stderr, /not running/i, "revoke-cert says the server is not running");
   t.equal(fs.readdirSync(inst.config.REVOKE_DIR).filter((n) => n.startsWith("rev.")).length, 1, "the request stays queued");
   const prompts = countPrompts(inst);
-  server = startServer(inst);
+  ready.server = startServer(inst);
   await waitForState(inst, "NEED_PIN", 60_000);
   await waitFor("the revocation applied", () => (fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8").includes(`\t${e.serial}\t`) &&
     /^R\t/m.test(fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8").split("\n").filter((l) => l.includes(e.serial)).join("\n")) ? true : undefined), 30_000);
@@ -248,6 +229,6 @@ t.test("a revocation queued while the server is down is applied at start", async
   const before = readStatus(inst)?.crl?.number ?? 0;
   await typePin(inst, inst.token.userPin, prompts + 1);
   await waitForState(inst, "READY");
-  await nextCrl(before);
+  await nextCrl(inst, before);
   t.match(chainStatus(e.file), /certificate revoked/, "and in the first CRL after the PIN");
 });

@@ -6,8 +6,9 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, createInstallationWith, makeBaseDir, pinAgain, readStatus, runClient, runCommand, startReady, waitFor, waitForState, type RunningServer } from "../fixtures/server.js";
-import { calloutInput, certField, makeCsr, openssl, verifyCert } from "../fixtures/pki.js";
+import { createInstallationWith, makeBaseDir, pinAgain, readStatus, waitFor, waitForState } from "../fixtures/server.js";
+import { certField, openssl, verifyCert } from "../fixtures/pki.js";
+import { readyServer } from "../fixtures/ready-server.js";
 import { createTpmToken } from "../fixtures/tpm2-token.js";
 import { ensureTestUsers } from "../fixtures/users.js";
 
@@ -22,23 +23,12 @@ const tpm = await createTpmToken({
   resourceManager: true,
 });
 const inst = createInstallationWith(tpm, { prefix: "etca-tpm" });
-const work = path.join(inst.dir, "work");
-fs.mkdirSync(work, { mode: 0o755 });
-let server: RunningServer | undefined;
-t.teardown(async () => {
-  await server?.stop();
-  inst.cleanup();
-  await tpm.destroy();
-  fs.rmSync(tpmDir, { recursive: true, force: true });
+const { request: issue, revokeIntoCrl } = await readyServer(t, inst, {
+  cleanup: async () => {
+    await tpm.destroy();
+    fs.rmSync(tpmDir, { recursive: true, force: true });
+  },
 });
-server = await startReady(inst);
-
-async function issue(name: string): Promise<{ code: number | null; stdout: string; stderr: string; file: string }> {
-  const r = await runClient(inst, calloutInput({ username: name, passphrase: "irrelevant-passphrase", csrPem: makeCsr(work, name).csrPem }));
-  const file = path.join(work, `${name}.pem`);
-  fs.writeFileSync(file, r.stdout);
-  return { ...r, file };
-}
 
 const indexText = (): string => fs.readFileSync(path.join(inst.config.CA_DIR, "index.txt"), "utf8");
 const latestCrl = (): string => path.join(inst.config.CRL_DIR, "crl.pem");
@@ -47,10 +37,8 @@ t.test("issuance, revocation and a CRL signed in the TPM verify with OpenSSL", a
   const r = await issue("alice");
   t.equal(r.code, 0, r.stderr);
   t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "openssl verify accepts the certificate");
-  const before = await waitFor("a first CRL", () => readStatus(inst)?.crl ?? undefined, 30_000);
-  const revoked = runCommand(process.execPath, [BIN.revoke, "--serial", certField(r.stdout, "serial"), "--config", inst.configPath]);
+  const revoked = await revokeIntoCrl(certField(r.stdout, "serial"));
   t.equal(revoked.code, 0, revoked.stderr);
-  await waitFor("a CRL after the revocation", () => ((readStatus(inst)?.crl?.number ?? 0) > before.number ? true : undefined), 60_000);
   const crl = openssl(["crl", "-in", latestCrl(), "-CAfile", inst.token.caCertPath, "-noout", "-verify"]);
   t.match(crl.stdout + crl.stderr, /verify OK/, "openssl crl -verify: the TPM's signature on the CRL");
   const check = openssl(["verify", "-crl_check", "-CAfile", inst.token.caCertPath, "-CRLfile", latestCrl(), r.file]);
