@@ -17,7 +17,7 @@ const NOTE_FIGURES: readonly { pattern: RegExp; id: string; what: string }[] = [
 ];
 
 /** Figures whose value ends in a per-process list "(kernel 1.36, spool 2.44, ...)": one row per process too. */
-const PER_PROCESS = new Set(["(cpu)", "(c cpu)", "(prof)"]);
+const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)"]);
 
 /** Numbers in a value, not digits inside words ("p50", "C_Sign"); a leading minus belongs to the number. */
 const NUMBER = /(?<![\w.])-?\d+(?:\.\d+)?/g;

@@ -27,3 +27,9 @@ export const COMPARE = values.compare;
 export const ROUNDS = values.rounds === undefined ? 2 : /^[1-9]\d*$/.test(values.rounds) ? Number(values.rounds) : NaN;
 /** sequential requests of the latency sections */
 export const N_LAT = QUICK ? 60 : 300;
+/**
+ * The latency section's steady state: after (b), this many more sequential certificates (V8 tiers
+ * up the services' hot functions meanwhile), then (cpu-warm) and (b warm) over the next N_STEADY.
+ */
+export const N_STEADY_WARMUP = QUICK ? 500 : 2000;
+export const N_STEADY = QUICK ? 200 : 500;

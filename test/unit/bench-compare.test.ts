@@ -88,6 +88,31 @@ t.test("before and after side by side: ratio of the first numbers, n/a for a fig
   t.same(compareTable([], after).filter((l) => l.includes("| n/a |")).length, table.length - 2, "a before side whose runs all failed: every row n/a");
 });
 
+t.test("(cpu-warm) gets per-process rows like (cpu), apart from them; --quick and full runs (other certificate counts) are one row", async (t) => {
+  const warm = (after: number, total: string, kernel: string): Figure => ({
+    id: "(cpu-warm)",
+    what: `CPU per certificate after ${after} certificates, all five processes`,
+    value: `${total} ms (kernel ${kernel}, spool 1.00)`,
+    goal: "<= 2.5 ms",
+    verdict: Number(total) <= 2.5 ? "PASS" : "MISS",
+  });
+  const quick = parseRun(output([cpu("7.50", "1.30", "2.20"), warm(570, "4.00", "1.20")]));
+  t.same(
+    quick.figures.filter((f) => f.id === "(cpu-warm)").map((f) => [f.what, f.value]),
+    [
+      ["CPU per certificate after 570 certificates, all five processes", "4.00 ms (kernel 1.20, spool 1.00)"],
+      ["of which kernel", "1.20 ms"],
+      ["of which spool", "1.00 ms"],
+    ],
+  );
+  const full = parseRun(output([cpu("6.50", "1.10", "2.00"), warm(2310, "2.00", "0.80")]));
+  const table = compareTable([quick], [full]);
+  const row = (id: string, what: string): string[] => (table.find((l) => l.startsWith(`| ${id} | ${what} |`)) ?? "").split("|").slice(1, -1).map((x) => x.trim());
+  t.same(row("(cpu-warm)", "of which kernel").slice(2, 5), ["1.20 ms", "0.80 ms", "0.67x"], "warm kernel against warm kernel");
+  t.same(row("(cpu)", "of which kernel").slice(2, 5), ["1.30 ms", "1.10 ms", "0.85x"], "cold against cold");
+  t.same(row("(cpu-warm)", "CPU per certificate after 2310 certificates, all five processes").slice(2, 5), ["4.00 ms (kernel 1.20, spool 1.00)", "2.00 ms (kernel 0.80, spool 1.00)", "0.50x"]);
+});
+
 t.test("sections with what they need: --only latency runs sign first; --compare runs each section with its needs, none twice alone", async (t) => {
   t.same(withNeeds(SECTIONS, ["latency"]), ["sign", "latency"], "(b/a) needs (a)");
   t.same(withNeeds(SECTIONS, ["index1m"]), ["sign", "latency", "index1m"], "(e)'s goal is 1.2 x (b)");
