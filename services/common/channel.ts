@@ -125,6 +125,12 @@ export class Channel {
     this.socket.write(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
+  /** Sends what this turn held back, then ends the stream (the peer reads every frame, then EOF). */
+  end(done: () => void): void {
+    this.flush();
+    this.socket.end(done);
+  }
+
   close(reason: string): void {
     this.shutdown(reason, undefined);
     this.socket.destroy();

@@ -65,7 +65,7 @@ async function sayWhy(channel: Channel, err: unknown): Promise<void> {
   }
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, 2_000);
-    channel.socket.end(() => {
+    channel.end(() => {
       clearTimeout(timer);
       resolve();
     });
