@@ -9,9 +9,9 @@ import type { Config, ConfigKey } from "./config-schema.js";
 // per certificate, not higher). Once warm the JIT does pay, but not within the memory goal
 // (bench (cpu-warm), alternating runs, medians): 570 certificates in, the JIT (Sparkplug and
 // TurboFan) took the spool to 1.59 ms per certificate against 1.75 lite, within the noise;
-// 2,310 in, to 0.66 against 1.52 and the monitor to 0.26 against 0.51 (the unchanged kernel
-// also fell, 0.45 against 0.73: some of it is the machine's load). Their peak RSS grows by 14-16
-// and 10-13 MiB, taking the five processes over the 300 MiB goal (322 against 291 MiB; with
+// 2,310 in (four runs each), to 0.72 against 1.36 and the monitor to 0.29 against 0.44 (the
+// unchanged kernel 0.51 against 0.61: some of it is the machine's load). Their peak RSS grows by
+// 14-16 and 10-13 MiB, taking the five processes over the 300 MiB goal (321 against 292 MiB; with
 // --optimize-for-size 309; the spool's JIT alone, even with the kernel's young generation cut
 // to 2 MiB, 304: spool 0.95 against 1.6). Sparkplug alone (--no-opt): 4 MiB each, no CPU saved.
 // --no-expose-wasm silences V8's warning that lite mode turns WebAssembly off (nothing here
