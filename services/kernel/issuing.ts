@@ -5,7 +5,7 @@
 import type { Frame } from "../../proto/wire.js";
 import { DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
 import { RemoteFailure } from "../common/channel.js";
-import { describeError, errorCode, EtokenError } from "../common/errors.js";
+import { describeError, errorCode, EtokenError, ProtocolError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
 import { Handouts } from "./handouts.js";
 import type { KernelCore } from "./kernel.js";
@@ -217,6 +217,8 @@ export class IssuingPath {
     } catch (err) {
       if (err instanceof QueueRefusal && err.code === "ca.busy") this.core.log.info("request refused: CA busy", { request: m.requestId, queueDepth: this.queue.depth });
       if (err instanceof RemoteFailure || err instanceof QueueRefusal) return fail(err.code, err.message);
+      // the signer died with this request at it (its channel closed): a restart, not a bug
+      if (err instanceof ProtocolError && err.code === "protocol.closed") return fail("signer.unavailable", "the signer stopped while this request was at it; nothing was handed out, try again");
       this.core.log.error("issuing failed", { request: m.requestId, error: describeError(err) });
       return fail(err instanceof EtokenError ? err.code : errorCode(err), "the CA could not sign the request (internal error; see the CA log)");
     } finally {

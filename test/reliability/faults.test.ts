@@ -259,6 +259,8 @@ t.test("faults under load", async (t) => {
       t.comment(line);
       t.ok(c.ok > 0, `${fault}: certificates were issued in this round (${c.ok})`);
       t.equal(c.bad, 0, `${fault}: every client got a certificate or a clear error`);
+      const internal = Object.keys(c.errorKinds).filter((k) => /internal error/.test(k));
+      t.same(internal, [], `${fault}: no client is told "internal error": each fault has its own message`);
     });
   }
   await load.stop();
