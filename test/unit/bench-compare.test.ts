@@ -137,7 +137,10 @@ t.test("--write-results replaces its region only: the hand-kept parts of RESULTS
 
   const withCompare = replaceRegion(out, "compare", ["## Before and after"]);
   t.ok(withCompare.includes("<!-- bench:figures:end -->\n\n<!-- bench:compare:begin"), "the compare region goes right after the figures region");
-  t.ok(withCompare.endsWith(hand.slice("<!-- bench:figures:end -->".length)), "and the hand-kept text after it stays");
+  // the hand-kept text after the regions (after the compare region if RESULTS.md already has one)
+  const COMPARE_END = "<!-- bench:compare:end -->";
+  const handAfter = hand.includes(COMPARE_END) ? hand.slice(hand.indexOf(COMPARE_END) + COMPARE_END.length) : hand.slice("<!-- bench:figures:end -->".length);
+  t.ok(withCompare.endsWith(handAfter), "and the hand-kept text after it stays");
   t.equal(replaceRegion(withCompare, "figures", ["Produced by a test.", "", "| id |"]), withCompare, "rewriting the figures keeps the compare region");
   const again = replaceRegion(withCompare, "compare", ["## Before and after, again"]);
   t.equal(again.split("<!-- bench:compare:begin").length, 2, "one compare region after a second write");
