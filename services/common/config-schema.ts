@@ -33,7 +33,7 @@ export const CONFIG_SCHEMA = {
   REVOKE_DIR: { kind: "path", default: "/var/cache/etoken-ca/revoke", section: "paths", doc: "Revocation queue written by root (revoke-cert) and read by the kernel; root 0700, no service can reach it" },
   PIDFILE: { kind: "path", default: "/run/etoken-ca/etoken-ca-server.pid", section: "paths", doc: "Kernel pid file (revoke-cert signals it)" },
   STATUS_FILE: { kind: "path", default: "/run/etoken-ca/status.json", section: "paths", doc: "Status (JSON, no secrets) read by 'etoken-ca status'" },
-  METRICS_FILE: { kind: "optionalPath", default: "", section: "paths", doc: "Prometheus metrics in the text format, for node_exporter's textfile collector (a NAME.prom file in its --collector.textfile.directory); written 0644 by the kernel, at most once a second; empty = off" },
+  METRICS_FILE: { kind: "optionalPath", default: "", section: "paths", doc: "Prometheus metrics in the text format, for node_exporter's textfile collector (a NAME.prom file in its --collector.textfile.directory); written 0644 by the kernel when it changes (counters at most once a second); empty = off" },
   // users
   SIGNER_USER: { kind: "user", default: "causer", section: "users", doc: "Runs the signer (token session, CA database)" },
   SPOOL_USER: { kind: "user", default: "etoken-spool", section: "users", doc: "Runs the spool watcher" },

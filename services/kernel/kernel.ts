@@ -153,7 +153,6 @@ export class Kernel implements KernelCore {
     this.console.abortPrompt();
     await this.supervisor.stopAll();
     this.writeStatus();
-    this.metricsFile?.flush();
   }
 
   /** SIGUSR1: apply the revoke queue, then make a CRL when the PIN is there. */

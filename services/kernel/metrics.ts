@@ -12,7 +12,6 @@ import type { StatusSnapshot } from "../common/status-file.js";
 
 /** Readable by node_exporter whatever user it runs as: the file holds no secret (like the status file). */
 export const METRICS_FILE_MODE = 0o644;
-export const MIN_WRITE_INTERVAL_MS = 1000;
 
 /** Upper bounds (seconds) of the histogram buckets. */
 const ISSUE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -108,51 +107,31 @@ export class KernelMetrics {
 }
 
 /**
- * Writes METRICS_FILE when the text changed, at most once a second: a change within a second of
- * the last write is written when the second is over (the latest text then).
+ * Writes METRICS_FILE when its text changed. It is fed by the kernel's status-file writes, whose
+ * Throttle already keeps counter changes to one write a second (state changes are written at once).
  */
 export class MetricsFile {
-  private lastWrite = 0;
   private lastText = "";
-  private pending: StatusSnapshot | undefined;
-  private timer: NodeJS.Timeout | undefined;
   private lastError = "";
 
   constructor(
     private readonly file: string,
     private readonly metrics: KernelMetrics,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
   ) {}
 
   update(snapshot: StatusSnapshot): void {
-    this.pending = snapshot;
-    if (this.timer) return;
-    const wait = this.lastWrite + MIN_WRITE_INTERVAL_MS - this.now();
-    if (wait <= 0) this.flush();
-    else this.timer = setTimeout(() => this.flush(), wait);
-  }
-
-  /** Writes what is pending now (also at stop). */
-  flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const s = this.pending;
-    this.pending = undefined;
-    if (!s) return;
-    const text = this.metrics.render(s);
+    const text = this.metrics.render(snapshot);
     if (text === this.lastText) return;
     try {
       writeFileAtomic(this.file, text, { mode: METRICS_FILE_MODE, syncDirectory: false });
       this.lastText = text;
-      this.lastWrite = this.now();
       this.lastError = "";
     } catch (err) {
-      // said once per kind of error (the message names a random temporary file), not once a second
+      // said once per kind of error (the message names a random temporary file), not at every write
       const kind = (err as NodeJS.ErrnoException).code ?? describeError(err);
       if (kind !== this.lastError) this.log.error("cannot write the metrics file", { file: this.file, error: describeError(err) });
       this.lastError = kind;
-      this.lastWrite = this.now();
     }
   }
 }
