@@ -9,7 +9,7 @@ import { describeError, errorCode, EtokenError, ProtocolError } from "../common/
 import { singleFlight } from "../common/single-flight.js";
 import { Handouts } from "./handouts.js";
 import type { KernelCore } from "./kernel.js";
-import { QueueRefusal, SignQueue, type SignStats, type Ticket } from "./sign-queue.js";
+import { type HungSignature, QueueRefusal, SignQueue, type SignStats, type Ticket } from "./sign-queue.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
 /** A spool that has said neither `delivered` nor `undelivered` this long after the client's deadline: revoked. */
@@ -49,7 +49,7 @@ export class IssuingPath {
 
   /** Made on first use: the kernel builds its parts before its own fields (config) are set. */
   private get queue(): SignQueue {
-    this.signQueue ??= new SignQueue({ signTimeoutMs: this.core.config.SIGN_TIMEOUT, onHung: (ids, waited) => this.onSignerHung(ids, waited) });
+    this.signQueue ??= new SignQueue({ signTimeoutMs: this.core.config.SIGN_TIMEOUT, onHung: (hung) => this.onSignerHung(hung) });
     return this.signQueue;
   }
 
@@ -84,14 +84,28 @@ export class IssuingPath {
     if (this.queue.withdraw(id)) this.core.log.info("request withdrawn by its client before signing", { request: id });
   }
 
-  /** The token did not finish a signature within SIGN_TIMEOUT: its requests failed (sign-queue.ts); replace the signer. */
-  private onSignerHung(requestIds: string[], waitedMs: number): void {
-    const seconds = Math.round(this.core.config.SIGN_TIMEOUT / 100) / 10;
-    this.replaceHungSigner(`a signature within SIGN_TIMEOUT (${seconds} s)`, `${requestIds.length} request(s) failed`, requestIds.length, { requests: requestIds.join(" "), waitedMs });
+  /**
+   * A CRL is sent to the signer now: the watchdog times it from when the token starts it (after
+   * what was sent before), like a certificate (sign-queue.ts). done() once answered.
+   */
+  crlSent(timeoutMs: number): Ticket {
+    return this.queue.crlSent(timeoutMs);
+  }
+
+  /** The token did not finish a signature (a certificate's or a CRL's) in time: the requests at the signer failed (sign-queue.ts); replace the signer. */
+  private onSignerHung(hung: HungSignature): void {
+    const seconds = Math.round(hung.timeoutMs / 100) / 10;
+    const requests = `${hung.requestIds.length} request(s) failed`;
+    const fields = { requests: hung.requestIds.join(" "), waitedMs: hung.waitedMs, timeoutMs: hung.timeoutMs };
+    if (hung.crl) {
+      this.replaceHungSigner(`a CRL signature within ${seconds} s (SIGN_TIMEOUT and its size)`, `no CRL was made (the schedule or SIGUSR1 makes it with the new signer), ${requests}`, hung.requestIds.length, fields);
+    } else {
+      this.replaceHungSigner(`a signature within SIGN_TIMEOUT (${seconds} s)`, requests, hung.requestIds.length, fields);
+    }
   }
 
   /** The token hangs in C_Sign (a certificate's or a CRL's): kill the signer; its restart is logged in with the PIN held. */
-  replaceHungSigner(noAnswerTo: string, failed: string, requests: number, fields: Record<string, string | number>): void {
+  private replaceHungSigner(noAnswerTo: string, failed: string, requests: number, fields: Record<string, string | number>): void {
     const k = this.core;
     const why = `no answer to ${noAnswerTo}: the token hangs`;
     k.log.error("the token did not finish a signature in time: replacing the signer", { ...fields, signTimeoutMs: k.config.SIGN_TIMEOUT });
@@ -150,6 +164,7 @@ export class IssuingPath {
       entry.at = { epoch: this.core.token.epoch, generation: this.core.tokenGeneration };
       const signer = this.core.supervisor.channel("signer");
       if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
+      ticket.sent();
       const answer = signer.request(
         "issueRequest",
         {

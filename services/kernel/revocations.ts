@@ -7,7 +7,6 @@ import type { KernelCore } from "./kernel.js";
 import { readRevokeQueue, removeQueueFiles } from "./revoke-queue.js";
 import type { StatusSnapshot } from "../common/status-file.js";
 import { crlSignTimeoutMs, SIGNER_TIMEOUT_MS } from "./timeouts.js";
-import { ProtocolError } from "../common/errors.js";
 
 export class Revocations {
   /** The latest CRL the signer published (from its answers and its status). */
@@ -93,12 +92,12 @@ export class Revocations {
     const wasDirty = this.crlDirty;
     const carried = this.revokedSinceCrl;
     this.crlDirty = false;
-    let timeoutMs = 0;
+    // the signer blocks in C_Sign: no answer within the bound, counted from when the token starts
+    // the CRL (after the certificates sent before it), means a hung token, as for a certificate
+    const timeoutMs = crlSignTimeoutMs(k.config.SIGN_TIMEOUT, (this.crl?.entries ?? 0) + carried);
+    const turn = k.issuing.crlSent(timeoutMs);
     try {
-      // the signer blocks in C_Sign: no answer within the bound means a hung token, as for a certificate
-      const entries = (this.crl?.entries ?? 0) + carried;
-      timeoutMs = crlSignTimeoutMs(k.config.SIGN_TIMEOUT, entries);
-      const r = await signer.request("makeCrl", { reason }, "crlInfo", timeoutMs);
+      const r = await Promise.race([signer.request("makeCrl", { reason }, "crlInfo", 0), turn.aborted]);
       const c = r.message;
       this.crl = { number: c.number, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, entries: c.entries, path: c.path };
       this.revokedSinceCrl -= carried;
@@ -113,13 +112,11 @@ export class Revocations {
       k.showState();
     } catch (err) {
       this.crlDirty = this.crlDirty || wasDirty;
+      // a hung token: the watchdog (sign-queue.ts) has already replaced the signer
       k.log.error("CRL generation failed", { error: describeError(err) });
-      if (err instanceof ProtocolError && err.code === "protocol.timeout") {
-        const seconds = Math.round(timeoutMs / 100) / 10;
-        k.issuing.replaceHungSigner(`a CRL signature within ${seconds} s (SIGN_TIMEOUT and its size)`, "no CRL was made (the schedule or SIGUSR1 makes it with the new signer)", 0, { timeoutMs });
-      }
       k.notify("crl-failed", `CRL generation failed: ${describeError(err)}`, {});
     } finally {
+      turn.done();
       this.crlBusy = false;
       k.writeStatus();
     }

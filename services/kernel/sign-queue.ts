@@ -9,7 +9,9 @@
 //     dropped before the token spends a signature on it;
 //   - the watchdog: a signature the token has not finished SIGN_TIMEOUT after it became the
 //     signer's current one means a hung token; the requests at the signer fail and the kernel
-//     replaces the signer (onHung).
+//     replaces the signer (onHung). The signer takes its work in the order it was sent, CRLs
+//     included (crlSent): a CRL's clock, and that of a certificate sent after it, start only
+//     when what was sent before is done, so a slow token with a queue is not taken for a hung one.
 import { EtokenError } from "../common/errors.js";
 
 /** Why the queue did not (or no longer) let a request reach the token; the message is for the client. */
@@ -64,9 +66,13 @@ function median(xs: readonly number[]): number {
 
 const round = (ms: number): number => Math.round(ms * 10) / 10;
 
-/** A request's turn at the signer: `aborted` rejects if the watchdog gives up on it; done() when answered. */
+/**
+ * A turn at the signer: sent() when it goes to the signer (its place in the token's order),
+ * `aborted` rejects if the watchdog gives up on it, done() when answered.
+ */
 export interface Ticket {
   readonly aborted: Promise<never>;
+  sent(): void;
   done(): void;
 }
 
@@ -78,17 +84,32 @@ interface Waiting {
 }
 
 interface AtSigner {
-  readonly requestId: string;
+  /** The certificate request's id; undefined for a CRL. */
+  readonly requestId: string | undefined;
+  /** Its watchdog's bound: SIGN_TIMEOUT, or a CRL's (SIGN_TIMEOUT and its size). */
+  readonly timeoutMs: number;
+  /** Gone to the signer: entries sent are kept in the order sent (the token's order). */
+  sent: boolean;
   signed: boolean;
   /** when it became the oldest unsigned request at the signer (the token's current one) */
   headSince: number | undefined;
   readonly abort: (e: QueueRefusal) => void;
 }
 
+/** What the watchdog found: the token did not finish the signer's current work in time. */
+export interface HungSignature {
+  /** The certificate requests at the signer, all failed. */
+  readonly requestIds: string[];
+  readonly waitedMs: number;
+  /** The work the token hung in was a CRL. */
+  readonly crl: boolean;
+  readonly timeoutMs: number;
+}
+
 export interface SignQueueOptions {
   readonly signTimeoutMs: number;
   /** The token hangs: the requests at the signer have failed; replace the signer. */
-  readonly onHung: (requestIds: string[], waitedMs: number) => void;
+  readonly onHung: (hung: HungSignature) => void;
   readonly now?: () => number;
 }
 
@@ -187,13 +208,37 @@ export class SignQueue {
         w.refuse(new QueueRefusal("request.expired", "request expired in the CA's queue before the token could sign it; nothing was signed"));
         continue;
       }
-      let abort!: (e: QueueRefusal) => void;
-      const aborted = new Promise<never>((_, reject) => (abort = reject));
-      aborted.catch(() => undefined); // observed by the caller's race; never unhandled
-      const entry: AtSigner = { requestId: w.requestId, signed: false, headSince: undefined, abort };
-      this.atSigner.push(entry);
-      w.admit({ aborted, done: () => this.finish(entry) });
+      w.admit(this.ticket(w.requestId, this.opts.signTimeoutMs));
     }
+    this.advance();
+  }
+
+  /**
+   * A CRL sent to the signer now (call it in the same turn as the send): the token signs it
+   * after what was sent before it, and its clock (timeoutMs) starts then. done() when answered.
+   */
+  crlSent(timeoutMs: number): Ticket {
+    const t = this.ticket(undefined, timeoutMs);
+    t.sent();
+    return t;
+  }
+
+  private ticket(requestId: string | undefined, timeoutMs: number): Ticket {
+    let abort!: (e: QueueRefusal) => void;
+    const aborted = new Promise<never>((_, reject) => (abort = reject));
+    aborted.catch(() => undefined); // observed by the caller's race; never unhandled
+    const entry: AtSigner = { requestId, timeoutMs, sent: false, signed: false, headSince: undefined, abort };
+    this.atSigner.push(entry);
+    return { aborted, sent: () => this.sent(entry), done: () => this.finish(entry) };
+  }
+
+  /** Entries sent are kept in the order sent, after those admitted and not sent yet. */
+  private sent(entry: AtSigner): void {
+    const i = this.atSigner.indexOf(entry);
+    if (i < 0 || entry.sent) return;
+    entry.sent = true;
+    this.atSigner.splice(i, 1);
+    this.atSigner.push(entry);
     this.advance();
   }
 
@@ -203,14 +248,14 @@ export class SignQueue {
     this.pump();
   }
 
-  /** Starts the clock of the token's current request and re-arms the watchdog for it. */
+  /** Starts the clock of the token's current work (the first sent and unsigned) and re-arms the watchdog for it. */
   private advance(): void {
-    const head = this.unsigned()[0];
+    const head = this.atSigner.find((e) => e.sent && !e.signed);
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
     if (!head) return;
     head.headSince ??= this.now();
-    const left = head.headSince + this.opts.signTimeoutMs - this.now();
+    const left = head.headSince + head.timeoutMs - this.now();
     this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));
     this.watchdog.unref();
   }
@@ -219,13 +264,16 @@ export class SignQueue {
     this.watchdog = undefined;
     if (head.signed || !this.atSigner.includes(head)) return this.advance();
     const waited = this.now() - (head.headSince ?? this.now());
-    const seconds = Math.round(this.opts.signTimeoutMs / 100) / 10;
-    const ids = this.unsigned().map((e) => e.requestId);
+    const seconds = Math.round(head.timeoutMs / 100) / 10;
+    const crl = head.requestId === undefined;
+    const what = crl ? `a CRL signature within ${seconds} s` : `a signature within SIGN_TIMEOUT (${seconds} s)`;
+    const ids: string[] = [];
     for (const e of this.unsigned()) {
-      e.abort(new QueueRefusal("token.hung", `CA token did not answer a signature within SIGN_TIMEOUT (${seconds} s); the CA replaced its signer, try again`));
+      if (e.requestId !== undefined) ids.push(e.requestId);
+      e.abort(new QueueRefusal("token.hung", `CA token did not answer ${what}; the CA replaced its signer, try again`));
       this.atSigner.splice(this.atSigner.indexOf(e), 1);
     }
     this.open = false; // until the replaced signer is logged in
-    this.opts.onHung(ids, waited);
+    this.opts.onHung({ requestIds: ids, waitedMs: waited, crl, timeoutMs: head.timeoutMs });
   }
 }

@@ -3,7 +3,8 @@
 // re-used, the waiting request gets a clear error), a signature that completes after the token
 // was pulled still meets the presence fence, and under load the token is the only queue: arrival
 // order, no signature for a client that gave up, "CA busy" at once for a request the queue
-// cannot serve before its deadline, and the measured sign time in the status file.
+// cannot serve before its deadline, and the measured sign time in the status file; a CRL behind
+// queued certificates on a slow token is timed from when the token starts it.
 // No timings are asserted: order, counts, messages and status fields.
 import t from "tap";
 import * as fs from "node:fs";
@@ -201,4 +202,30 @@ t.test("40 call-outs at once on a 250 ms token: all served, in arrival order, st
   const shown = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
   t.match(shown.stdout, /^queue depth: +0 requests waiting for the token or being signed$/m);
   t.match(shown.stdout, new RegExp(`^sign time: +p50 ${st.signMs!.p50} ms, max ${st.signMs!.max} ms \\(C_Sign, last \\d+ of ${st.signMs!.count} signatures\\)$`, "m"), "etoken-ca status shows the sign time");
+});
+
+t.test("a CRL asked for while a slow token has certificates to sign first: not taken for a hung token", async (t) => {
+  // each signature takes 3 s, within SIGN_TIMEOUT (5 s); the CRL waits at the signer behind two
+  // certificates, so from the moment it is sent it takes more than 5 s: its clock must start when
+  // the token starts it, and that of the certificate sent after it when the CRL is done
+  sim.set({ signMs: 3000, signFault: undefined });
+  const crlBefore = readStatus(inst)!.crl?.number ?? 0;
+  const signerDeaths = (): number => logRecords().filter((l) => l["msg"] === "service died" && l["service"] === "signer").length;
+  const deathsBefore = signerDeaths();
+  const hungEvents = logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length;
+  const crlFailures = logRecords().filter((l) => l["msg"] === "CRL generation failed").length;
+  const names = ["crlq-1", "crlq-2", "crlq-3"];
+  const pending = names.map((n) => issue(n));
+  await waitFor("three requests forwarded", () => (forwarded().filter((n) => n.startsWith("crlq-")).length === 3 ? true : undefined), 30_000);
+  await waitFor("the token signing the first", () => tokenSigning() || undefined, 20_000);
+  await new Promise((r) => setTimeout(r, 300)); // the kernel has sent the second to the signer
+  process.kill(server.pid, "SIGUSR1"); // a CRL now, behind them at the signer
+  const results = await Promise.all(pending);
+  t.same(results.map((r, i) => (r.code === 0 ? 0 : `${names[i]}: ${r.stderr.trim()}`)), [0, 0, 0], "every request is served");
+  for (const r of results) t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "and verifies");
+  await waitFor("the new CRL", () => ((readStatus(inst)!.crl?.number ?? 0) > crlBefore ? true : undefined), 60_000);
+  t.equal(signerDeaths(), deathsBefore, "the signer was not replaced");
+  t.equal(logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length, hungEvents, "no signer-hung event");
+  t.equal(logRecords().filter((l) => l["msg"] === "CRL generation failed").length, crlFailures, "no failed CRL");
+  sim.set({ signMs: 0 });
 });

@@ -3,17 +3,25 @@
 // signing (deadline passed, client gave up, token gone) and the SIGN_TIMEOUT watchdog. The clock
 // is the test's; nothing here waits on real time except the watchdog's own (short) timer.
 import t from "tap";
-import { QueueRefusal, SignQueue, SignTimes, type Ticket } from "../../services/kernel/sign-queue.js";
+import { type HungSignature, QueueRefusal, SignQueue, SignTimes, type Ticket } from "../../services/kernel/sign-queue.js";
 
 function queue(opts: { signTimeoutMs?: number; clock?: { now: number } } = {}) {
   const clock = opts.clock ?? { now: 1_000_000 };
   const hung: string[][] = [];
-  const q = new SignQueue({ signTimeoutMs: opts.signTimeoutMs ?? 3_600_000, onHung: (ids) => hung.push(ids), now: () => clock.now });
+  const reports: HungSignature[] = [];
+  const q = new SignQueue({
+    signTimeoutMs: opts.signTimeoutMs ?? 3_600_000,
+    onHung: (h) => {
+      hung.push(h.requestIds);
+      reports.push(h);
+    },
+    now: () => clock.now,
+  });
   t.teardown(() => q.stop());
-  return { q, clock, hung };
+  return { q, clock, hung, reports };
 }
 
-/** Enters requests and records the order in which they get their turn (or why not). */
+/** Enters requests and records the order in which they get their turn (or why not); each is sent at once, as the kernel does. */
 function enterAll(q: SignQueue, ids: string[], deadline: number) {
   const admitted: string[] = [];
   const refused: Record<string, QueueRefusal> = {};
@@ -23,6 +31,7 @@ function enterAll(q: SignQueue, ids: string[], deadline: number) {
       (tk) => {
         admitted.push(id);
         tickets.set(id, tk);
+        tk.sent();
       },
       (e: QueueRefusal) => {
         refused[id] = e;
@@ -188,4 +197,63 @@ t.test("SignTimes: p50 and max over recent signatures, count of all; the estimat
   s.add(Number.NaN);
   s.add(-1);
   t.equal(s.stats()!.count, 8, "nonsense durations are not counted");
+});
+
+t.test("a CRL sent behind certificates: its clock starts when the token gets to it, not when it was sent", async (t) => {
+  keepAlive(t);
+  const { q, clock, hung, reports } = queue();
+  for (let i = 0; i < 5; i++) q.times.add(250);
+  q.setOpen(true);
+  const r = enterAll(q, ["a", "b"], clock.now + 60_000);
+  await tick();
+  const crl = q.crlSent(30); // a CRL whose own bound is 30 ms
+  const crlAborted = crl.aborted.then(
+    () => "answered",
+    (e: QueueRefusal) => e.message,
+  );
+  // the token is still at a and b, far longer than the CRL's bound
+  await new Promise((res) => setTimeout(res, 80));
+  t.same(hung, [], "no hang while the certificates sent before it are being signed");
+  q.signed("a");
+  q.signed("b");
+  t.equal(await crlAborted, "CA token did not answer a CRL signature within 0 s; the CA replaced its signer, try again", "then the CRL's own bound applies");
+  t.same(reports.map((h) => [h.crl, h.timeoutMs, h.requestIds]), [[true, 30, []]], "reported as a hung CRL");
+  r.tickets.get("a")!.done();
+  r.tickets.get("b")!.done();
+});
+
+t.test("a certificate sent behind a CRL: its clock starts when the CRL is done", async (t) => {
+  keepAlive(t);
+  const { q, clock, hung, reports } = queue({ signTimeoutMs: 30 });
+  for (let i = 0; i < 5; i++) q.times.add(1);
+  q.setOpen(true);
+  const crl = q.crlSent(3_600_000); // a large CRL: a long bound of its own
+  const r = enterAll(q, ["c"], clock.now + 60_000);
+  await tick();
+  t.same(r.admitted, ["c"]);
+  await new Promise((res) => setTimeout(res, 80));
+  t.same(hung, [], "the certificate's SIGN_TIMEOUT does not run while the token signs the CRL");
+  crl.done(); // the CRL's answer
+  await Promise.allSettled([r.tickets.get("c")!.aborted]);
+  t.same(reports.map((h) => [h.crl, h.requestIds]), [[false, ["c"]]], "then it does");
+});
+
+t.test("the token's order is the order sent: a request admitted but not yet sent does not start a clock", async (t) => {
+  keepAlive(t);
+  const { q, clock, hung } = queue({ signTimeoutMs: 30 });
+  for (let i = 0; i < 5; i++) q.times.add(1);
+  q.setOpen(true);
+  const admitted: Ticket[] = [];
+  void q.enter("x", clock.now + 60_000).then((tk) => admitted.push(tk));
+  await tick();
+  t.equal(admitted.length, 1, "admitted");
+  const crl = q.crlSent(3_600_000); // sent before x goes out: the token takes the CRL first
+  await new Promise((res) => setTimeout(res, 80));
+  t.same(hung, [], "x, not sent, has no clock; the CRL ahead of it has its own");
+  admitted[0]!.sent();
+  await new Promise((res) => setTimeout(res, 80));
+  t.same(hung, [], "x, sent after the CRL, waits for it");
+  crl.done();
+  await Promise.allSettled([admitted[0]!.aborted]);
+  t.same(hung, [["x"]], "x's clock started when the CRL was done");
 });
