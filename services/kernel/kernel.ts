@@ -357,8 +357,9 @@ export class Kernel implements KernelCore {
     this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
-      // the monitor's first word, heard after NEED_PIN began: the prompt had nothing to say yet
-      if (before.epoch === 0 && this.current === "NEED_PIN" && !detail.startsWith(NO_MATCHING_TOKEN)) this.console.say("insert the CA token");
+      // the monitor's first word, heard after NEED_PIN began: what the prompt had to wait for
+      // (pin.ts decides whether to ask for the token, here as everywhere)
+      if (before.epoch === 0) this.pin.considerPrompt();
       if (before.present) {
         this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
         this.auditToken("removed", before.serial, before.label, detail);

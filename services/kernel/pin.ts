@@ -41,6 +41,8 @@ export class PinKeeper {
   private loginBusy = false;
   /** A login failure that only a configuration change fixes; no prompt until the token comes back. */
   private configFault: string | undefined;
+  /** "insert the CA token" was said: not again (a signer restart, the services coming up) until a token is seen. */
+  private askedForToken = false;
 
   constructor(private readonly core: KernelCore) {}
 
@@ -66,9 +68,13 @@ export class PinKeeper {
     if (!k.token.present) {
       // only once the monitor has looked: before its first report nobody knows (a token KEY does
       // not name may be there, and the monitor will say so)
-      if (k.token.epoch > 0 && !k.tokenDetail.startsWith(NO_MATCHING_TOKEN)) k.console.say("insert the CA token");
+      if (k.token.epoch > 0 && !k.tokenDetail.startsWith(NO_MATCHING_TOKEN) && !this.askedForToken) {
+        this.askedForToken = true;
+        k.console.say("insert the CA token");
+      }
       return;
     }
+    this.askedForToken = false;
     // prompted again when the signer has answered (its CA database and CA_CERT are loaded)
     if (!k.supervisor.isUp("signer") || !k.signerReady) return;
     void this.promptForPin();

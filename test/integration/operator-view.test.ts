@@ -6,13 +6,14 @@ import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BIN, countPrompts, createInstallation, readStatus, runCommand, startServer, waitFor, waitForState, typePin, type Installation } from "../fixtures/server.js";
+import { simOf } from "../fixtures/etoken-sim.js";
 
 const installations: Installation[] = [];
 t.teardown(() => {
   for (const i of installations) i.cleanup();
 });
-function install(prefix: string, extraConfig: Record<string, string> = {}): Installation {
-  const inst = createInstallation({ prefix, extraConfig });
+function install(prefix: string, extraConfig: Record<string, string> = {}, pkcs11?: "etoken-sim"): Installation {
+  const inst = createInstallation({ prefix, extraConfig, ...(pkcs11 ? { token: { pkcs11 } } : {}) });
   installations.push(inst);
   return inst;
 }
@@ -67,4 +68,20 @@ t.test("KEY names no key on the token: LOGIN FAILED says retyping the PIN will n
   await waitFor("a status write", () => ((readStatus(inst)?.updatedAt ?? 0) > after ? true : undefined), 30_000);
   t.equal(countPrompts(inst), 1, "the PIN is not asked for again");
   t.equal(readStatus(inst)?.state, "NEED_PIN");
+});
+
+t.test("no token in the reader at start: told once to insert it; inserted, the PIN prompt", async (t) => {
+  const inst = install("etca-view-insert", { TOKEN_POLL_INTERVAL: "300ms" }, "etoken-sim");
+  const sim = simOf(inst.token);
+  sim.remove();
+  const server = startServer(inst);
+  t.teardown(() => server.stop());
+  await waitFor("the console asking for the token", () => inst.consoleText().includes("insert the CA token") || undefined, 60_000);
+  t.equal(countPrompts(inst), 0, "no PIN prompt without a token");
+  sim.insert();
+  // the prompt comes only once the signer has answered: by then everything that could ask for the token again has run
+  await waitFor("the PIN prompt", () => countPrompts(inst) >= 1 || undefined, 60_000);
+  await typePin(inst, inst.token.userPin, 1);
+  await waitForState(inst, "READY", 60_000);
+  t.equal(inst.consoleText().split("insert the CA token").length - 1, 1, "asked once (not again when the services came up or the signer answered), whichever came first: the monitor's report or the services");
 });
