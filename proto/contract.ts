@@ -102,6 +102,30 @@ const tokenText = (serial: string, label: string): Problem => first(text("token 
 const signMs = (v: number): Problem => (Number.isFinite(v) && v >= 0 && v <= 86_400_000 ? undefined : `sign time ${String(v)} ms is not between 0 and a day`);
 const pinFlags = (v: number): Problem => ((v & ~PIN_FLAG_BITS) === 0 ? undefined : `PIN flags ${v} hold unknown bits`);
 
+/** Notify (kernel -> notifier): what a hook's environment and a mail may carry. */
+export const NOTIFY_EVENT = /^[a-z][a-z0-9-]{0,40}$/;
+export const NOTIFY_DETAIL_KEY = /^[a-z][a-z0-9_]{0,31}$/;
+/** Keys that would collide with ETOKEN_EVENT / ETOKEN_MESSAGE. */
+export const NOTIFY_RESERVED_KEYS: readonly string[] = ["event", "message"];
+export const MAX_NOTIFY_MESSAGE = 1000;
+export const MAX_NOTIFY_DETAILS = 32;
+export const MAX_NOTIFY_DETAIL_VALUE = 4096;
+const noNul = (name: string, v: string): Problem => (v.includes("\0") ? `NUL byte in ${name}` : undefined);
+const notify = (m: Message<"notify">): Problem => {
+  if (!NOTIFY_EVENT.test(m.event)) return `event name ${JSON.stringify(m.event.slice(0, 60))} does not match ${NOTIFY_EVENT.source}`;
+  const details = Object.entries(m.details ?? {});
+  return first(
+    text("message", m.message, MAX_NOTIFY_MESSAGE),
+    noNul("the message", m.message),
+    details.length > MAX_NOTIFY_DETAILS ? `${details.length} details, more than ${MAX_NOTIFY_DETAILS}` : undefined,
+    ...details.map(([key, value]) =>
+      !NOTIFY_DETAIL_KEY.test(key) || NOTIFY_RESERVED_KEYS.includes(key)
+        ? `detail key ${JSON.stringify(key.slice(0, 40))} does not match ${NOTIFY_DETAIL_KEY.source} or is reserved`
+        : first(text(`detail ${key}`, value, MAX_NOTIFY_DETAIL_VALUE), noNul(`detail ${key}`, value)),
+    ),
+  );
+};
+
 export const VALIDATORS: Validators = {
   hello: (m) => text("service name", m.service, 32),
   ping: (m) => u64("nonce", m.nonce),
@@ -167,8 +191,8 @@ export const VALIDATORS: Validators = {
   crlInfo,
   getSignerStatus: () => undefined,
   signerStatus: (m) => first(m.latestCrl ? crlInfo(m.latestCrl as Message<"crlInfo">) : undefined, tokenText(m.tokenSerial, m.tokenLabel)),
-  // the notifier checks a notification itself and refuses it without dying (services/notifier/validate.ts)
-  notify: () => undefined,
+  // the kernel fits what it sends into this (kernel.ts notify): only a kernel bug breaks it
+  notify,
   hookFailed: () => undefined,
 };
 

@@ -3,8 +3,8 @@
 // and the status file. What it owns besides lives in its parts: the issuing path (issuing.ts),
 // the PIN (pin.ts), the revoke queue and CRLs (revocations.ts). It parses nothing untrusted:
 // every frame was checked against the contract (proto/contract.ts) before it gets here.
-import { MAX_REASON, MAX_TOKEN_AUDIT_DETAIL, type TOKEN_AUDIT_EVENTS } from "../../proto/contract.js";
-import type { Frame } from "../../proto/wire.js";
+import { contractProblem, MAX_NOTIFY_DETAIL_VALUE, MAX_NOTIFY_MESSAGE, MAX_REASON, MAX_TOKEN_AUDIT_DETAIL, type TOKEN_AUDIT_EVENTS } from "../../proto/contract.js";
+import type { Frame, Message } from "../../proto/wire.js";
 import { TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
 import type { Config } from "../common/config-schema.js";
@@ -30,6 +30,12 @@ import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 export { pinFlagNames };
 
 const STATUS_INTERVAL_MS = 5_000;
+
+/** A text within `max` characters and without NUL (what the contract allows a notification). */
+function fitText(s: string, max: number): string {
+  const t = s.includes("\0") ? s.replace(/\0/g, " ") : s;
+  return t.length <= max ? t : `${t.slice(0, max - 1)}…`;
+}
 /** Between prompts the console repeats the live state this often. */
 const CONSOLE_HEARTBEAT_MS = 10 * 60_000;
 
@@ -437,8 +443,20 @@ export class Kernel implements KernelCore {
     this.log.info("event", { event, message });
     const notifier = this.supervisor.channel("notifier");
     if (!notifier) return;
+    // texts that may come from elsewhere (a service's message) are cut to the contract's bounds;
+    // a frame that still breaks it is a kernel bug, logged here: the notifier would die of it
+    const payload = {
+      event,
+      message: fitText(message, MAX_NOTIFY_MESSAGE),
+      details: Object.fromEntries(Object.entries(details).map(([k, v]) => [k, fitText(v, MAX_NOTIFY_DETAIL_VALUE)])),
+    };
+    const problem = contractProblem("notify", payload as Message<"notify">);
+    if (problem !== undefined) {
+      this.log.error("notification not sent: it breaks the contract", { event: event.slice(0, 60), problem });
+      return;
+    }
     try {
-      notifier.send("notify", { event, message, details });
+      notifier.send("notify", payload);
     } catch (err) {
       this.log.warning("cannot reach the notifier", { error: describeError(err) });
     }

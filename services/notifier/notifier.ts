@@ -6,7 +6,7 @@ import type { ServiceConfig } from "../common/service-table.js";
 import type { Logger } from "../common/log.js";
 import { checkHook, hookEnvironment, HookRunner } from "./hooks.js";
 import { Mailer } from "./mailer.js";
-import { crlPathOf, InvalidNotify, validateNotify, type NotifyEvent } from "./validate.js";
+import { crlPathOf, normalizeNotify } from "./validate.js";
 
 /** Failures while handling this event are logged but not reported (the report would come back as it). */
 const NO_REPORT_EVENT = "hook-failed";
@@ -45,16 +45,9 @@ export class Notifier {
     checkHook("POST_CRL_HOOK", config.POST_CRL_HOOK, log);
   }
 
-  /** Validates and fans out; returns at once. Invalid content is logged and ignored. */
+  /** Fans out a notification (the channel checked it against the contract); returns at once. */
   handle(frame: Frame<"notify">): void {
-    let ev: NotifyEvent;
-    try {
-      ev = validateNotify(frame.message);
-    } catch (err) {
-      if (!(err instanceof InvalidNotify)) throw err;
-      this.log.warning("notify ignored: invalid content from the kernel", { error: err.message });
-      return;
-    }
+    const ev = normalizeNotify(frame.message);
     this.log.info("event", { event: ev.event, message: ev.message });
     const env = hookEnvironment(ev.event, ev.message, ev.details);
     const stdin = `${ev.message}\n`;

@@ -205,12 +205,7 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
     t.match(removed?.raw, /serial: 0ff4db451c5801e9/, "details in the body");
   });
 
-  await t.test("hostile notify content is logged and ignored; the notifier carries on", async (t) => {
-    notifyVia(k, "../../etc/passwd", "x");
-    notifyVia(k, "ready", "x".repeat(5000));
-    notifyVia(k, "ready", "nul\0byte");
-    notifyVia(k, "ready", "bad key", { "LD_PRELOAD": "/tmp/x.so" });
-    notifyVia(k, "ready", "reserved key", { message: "override" });
+  await t.test("control characters in a notification become spaces: no header injection", async (t) => {
     notifyVia(k, "crl-expiring", "line one\nSubject: injected", { hours: "12\r\nBcc: evil@example.org" });
     const rec = envOf(await until("the crl-expiring hook", () => readOut("crl-expiring")));
     t.equal(rec.get("ETOKEN_MESSAGE"), "line one Subject: injected", "control characters become spaces");
@@ -218,14 +213,32 @@ t.test("hooks, post-CRL hook, timeouts, e-mail and rate limiting", async (t) => 
     const mail = await until("the crl-expiring mail", () => smtp.mails.find((m) => m.subject.includes("crl-expiring")));
     t.notMatch(mail.raw, /^Bcc:/m, "no header injection");
     t.same(mail.rcpt.sort(), ["backup@example.org", "ops@example.org"]);
-    t.equal((k.stderr.match(/notify ignored: invalid content/g) ?? []).length, 5, "five frames ignored, each logged");
-    t.notOk(readOut("../../etc/passwd"));
     t.equal(k.child.exitCode, null, "still running");
   });
 
   k.channel.send("shutdown", { reason: "test done" });
   await new Promise((r) => k.child.once("exit", r));
   t.equal(k.child.exitCode, 0);
+});
+
+// The notify grammar is the contract's (proto/contract.ts), checked on receipt like every frame:
+// one that breaks it is a protocol violation, fatal to the channel; the kernel never sends one
+// (it cuts texts to the bounds and refuses a malformed one: kernel-stand-in.test.ts).
+t.test("a notify that breaks the contract: refused as a protocol violation, no hook runs", async (t) => {
+  const hostile: [string, string, Record<string, string>][] = [
+    ["../../etc/passwd", "x", {}],
+    ["ready", "nul\0byte", {}],
+    ["ready", "bad key", { LD_PRELOAD: "/tmp/x.so" }],
+  ];
+  for (const [event, message, details] of hostile) {
+    const k = startNotifier(t, [`NOTIFY_HOOK=${recordHook}`]);
+    await k.next("hello");
+    notifyVia(k, event, message, details);
+    await new Promise((r) => k.child.once("exit", r));
+    t.equal(k.child.exitCode, 70, `${JSON.stringify(event)}: the notifier stops on a broken contract`);
+    t.match(k.stderr, /invalid message from kernel: fatal.*notify failed validation/, "and says why");
+  }
+  t.notOk(readOut("../../etc/passwd"), "no hook ran for them");
 });
 
 t.test("failures: mail server down, hook not executable, missing CRL path", async (t) => {

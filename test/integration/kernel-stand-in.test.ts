@@ -1,0 +1,52 @@
+// The kernel with stand-in services (test/fixtures/stand-in-kernel.ts), where the order and
+// content of what services say is fixed.
+//
+// "insert the CA token" is the PIN prompt's to say (services/kernel/pin.ts), once while the token
+// is missing: the monitor's first report may come before the services are all up or after, and
+// the signer's first answer may come after both; each of them looks at the prompt again. With
+// stand-in services the order is fixed: the monitor reports "no token" at once, the signer is
+// the last one up and answers after that. Before the fix the console said it twice.
+import t from "tap";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { contractProblem } from "../../proto/contract.js";
+import type { Message } from "../../proto/wire.js";
+import { waitFor } from "../fixtures/server.js";
+import { standInKernel } from "../fixtures/stand-in-kernel.js";
+
+t.test("no token at start: the console asks for it once, not again when the signer answers", async (t) => {
+  const { kernel, lines, consoleText } = standInKernel(t, { monitor: "token-absent", signer: "late-signer" });
+  await waitFor("the signer's first answer", () => kernel.signerReady || undefined, 20_000);
+  await waitFor("the console asking for the token", () => consoleText().includes("insert the CA token") || undefined, 20_000);
+  // the console writes through a pseudo-terminal: let what was said reach it
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(kernel.state, "NEED_PIN");
+  t.ok(lines.some((l) => l.includes('"msg":"token event"')), "the monitor's report was handled");
+  t.equal(consoleText().split("insert the CA token").length - 1, 1, `asked once:\n${consoleText()}`);
+});
+
+// A notification may carry text from elsewhere (a signer's login message, an error): the kernel
+// cuts it to the contract's bounds (proto/contract.ts), and does not send one that still breaks
+// it (a kernel bug), since the notifier's channel would close on it. Before the fix the kernel
+// sent both as they were.
+t.test("notifications fit the contract: long texts are cut, a malformed one is not sent", async (t) => {
+  const { kernel, supervisor, lines, shared } = standInKernel(t, { notifier: "recorder" });
+  await waitFor("the notifier up", () => supervisor.isUp("notifier") || undefined, 20_000);
+  kernel.notify("login-failed", `login failed: ${"x".repeat(5000)}\0`, { code: "token.pin_incorrect", serial: "y".repeat(10_000) });
+  kernel.notify("Bad Event", "a kernel bug", {});
+  kernel.notify("ready", "the last one", {});
+  const file = path.join(shared, "notify.jsonl");
+  const got = await waitFor("the last notification", () => {
+    const all = fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Message<"notify">) : [];
+    return all.some((m) => m.event === "ready") ? all : undefined;
+  }, 20_000);
+  t.same(got.map((m) => m.event), ["login-failed", "ready"], "the malformed one was not sent");
+  const long = got[0]!;
+  t.equal(contractProblem("notify", long), undefined, "what was sent meets the contract");
+  t.equal(long.message.length, 1000, "the message cut to its bound");
+  t.match(long.message, /^login failed: x+…$/, "cut visibly, NUL gone");
+  t.equal(long.details["serial"]!.length, 4096, "a detail cut to its bound");
+  t.equal(long.details["code"], "token.pin_incorrect", "short texts untouched");
+  t.ok(lines.some((l) => l.includes("notification not sent: it breaks the contract") && l.includes("Bad Event")), "the kernel logs what it did not send");
+  t.equal(supervisor.all().find((r) => r.name === "notifier")!.restarts, 0, "the notifier never restarted");
+});
