@@ -143,6 +143,8 @@ t.test("the slot-event thread runs only for a module that may have slot events",
     t.equal(thread.started, events, `${module}: slot-event thread ${events ? "started" : "not started"}`);
     t.equal(source.eventDriven, events, `${module}: ${events ? "event-driven" : "polling"}`);
     source.stop();
+    const alive = setInterval(() => undefined, 1000); // the thread and its close timer are unref'd
     await source.stopped();
+    clearInterval(alive);
   }
 });
