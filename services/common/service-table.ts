@@ -6,7 +6,7 @@ import type { Config, ConfigKey } from "./config-schema.js";
 // processes < 300 MiB, a sum of VmHWM: the node binary's ~37-46 MiB of mapped pages count once
 // per process) and for CPU per certificate. Measured here (--quick bench, ~640 certificates in;
 // figures in bench/RESULTS.md, issue 20 third round):
-// - Every service: a small young generation (--max-semi-space-size=2: small messages) and one V8
+// - Every service and the kernel: a small young generation (--max-semi-space-size=2: small messages) and one V8
 //   background thread (--v8-pool-size=1, default 4: two cores shared by five processes), 3 MiB
 //   less RSS each and fewer thread wake-ups; MALLOC_ARENA_MAX=2 (glibc gives each thread that
 //   mallocs an arena of its own): ~1 MiB each.
@@ -32,6 +32,13 @@ import type { Config, ConfigKey } from "./config-schema.js";
  */
 export const INSPECT_PORT_NOWHERE = "--inspect-port=[ff02::1]:9229";
 const EVERY_SERVICE_FLAGS = ["--max-semi-space-size=2", "--v8-pool-size=1"] as const;
+/**
+ * The kernel's node flags (the same reasons; its JavaScript stays compiled: it handles every
+ * frame): 68 -> 62 MiB peak RSS over ~700 certificates. Started by a shell wrapper
+ * (bin/etoken-ca-server, the one deploy/install writes), which spells them out;
+ * test/unit/service-table.test.ts checks that they agree.
+ */
+export const KERNEL_NODE_FLAGS = EVERY_SERVICE_FLAGS;
 const JIT = EVERY_SERVICE_FLAGS;
 const LITE = [...EVERY_SERVICE_FLAGS, "--lite-mode", "--no-expose-wasm"] as const;
 const SIGNER = [...EVERY_SERVICE_FLAGS, "--optimize-for-size"] as const;
