@@ -10,20 +10,22 @@ import type { Config, ConfigKey } from "./config-schema.js";
 //   background thread (--v8-pool-size=1, default 4: two cores shared by five processes), 3 MiB
 //   less RSS each and fewer thread wake-ups; MALLOC_ARENA_MAX=2 (glibc gives each thread that
 //   mallocs an arena of its own): ~1 MiB each.
-// - The spool runs V8's optimizing compiler: its per-request JavaScript (request parsing, CSR
-//   checks) is hot, and once warm the JIT took it from 1.36 to 0.72 ms per certificate, for
-//   14-16 MiB of RSS (TurboFan's code pages of the binary, its zone and code).
-// - The monitor and notifier run interpreter-only (--lite-mode): the notifier does almost nothing,
-//   and the monitor's JIT (0.44 -> 0.29 ms once warm, +9 MiB) does not fit beside the spool's.
-//   --no-expose-wasm silences V8's warning that lite mode turns WebAssembly off (nothing here
-//   uses it).
+// - The spool and monitor run V8's optimizing compiler: their per-request JavaScript is hot, and
+//   once warm (2,310 certificates in) the JIT took the spool from 2.10 to 1.26 ms per
+//   certificate and the monitor from 0.68 to 0.45, for 11-13 and 8-9 MiB of RSS (TurboFan's
+//   code pages of the binary, its zone and code): the five processes' peak 291 MiB (--quick)
+//   and 293 MiB (full length) against 289-291 before these cuts with both in lite mode.
+//   Within 570 certificates (--quick) the monitor's JIT saves nothing yet.
+// - The notifier runs interpreter-only (--lite-mode): it does almost nothing. --no-expose-wasm
+//   silences V8's warning that lite mode turns WebAssembly off (nothing here uses it).
 // - The signer keeps the optimizing compiler: it builds CRLs of 100,000s of entries and reads
 //   index.txt files of millions of lines in JavaScript. --optimize-for-size makes its heap grow
 //   less eagerly: with SIGNER_BACKEND=openssl (each certificate an `openssl ca` child through
 //   execa) its peak RSS over a few hundred certificates fell from 91 to 75 MiB; native latency,
 //   throughput and CRL times did not move beyond the run-to-run noise.
 // - The monitor's slot-event thread is a whole V8 isolate (~10 MiB): it starts only for a module
-//   that may have slot events (services/monitor/pkcs11-source.ts).
+//   that may have slot events (services/monitor/pkcs11-source.ts). With one (a reader's module:
+//   an eToken's, OpenSC's) the five processes' sum is ~10 MiB above the bench's SoftHSM2 figure.
 /**
  * An `--inspect-port` no socket can bind (link-local multicast without a scope: EINVAL), on the
  * node command line of every etoken-ca process: a SIGUSR1 in the first milliseconds, before
@@ -60,7 +62,7 @@ const NOTIFIER_KEYS = ["NOTIFY_HOOK", "POST_CRL_HOOK", "HOOK_TIMEOUT", "NOTIFY_E
 export const SERVICES = {
   spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: JIT, configKeys: SPOOL_KEYS },
   signer: { userKey: "SIGNER_USER", entry: "services/signer/main.js", title: "etoken-ca: signer", pkcs11Env: true, nodeFlags: SIGNER, configKeys: SIGNER_KEYS },
-  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: LITE, configKeys: MONITOR_KEYS },
+  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: JIT, configKeys: MONITOR_KEYS },
   notifier: { userKey: "NOTIFIER_USER", entry: "services/notifier/main.js", title: "etoken-ca: notifier", pkcs11Env: false, nodeFlags: LITE, configKeys: NOTIFIER_KEYS },
 } as const satisfies Record<string, { userKey: ConfigKey; entry: string; title: string; pkcs11Env: boolean; nodeFlags: readonly string[]; configKeys: readonly ConfigKey[] }>;
 

@@ -27,10 +27,10 @@ t.test("docs/design.md lists every process's node flags and environment as the s
   t.ok(design.includes(table), `docs/design.md's flags table differs from the service table; the table to paste:\n${table}\n`);
 });
 
-t.test("the spool runs the optimizing compiler, the monitor and notifier do not", async (t) => {
+t.test("the spool, signer and monitor run the optimizing compiler, the notifier does not", async (t) => {
   t.notOk(SERVICES.spool.nodeFlags.includes("--lite-mode" as never), "spool: JIT");
   t.notOk(SERVICES.signer.nodeFlags.includes("--lite-mode" as never), "signer: JIT");
-  t.ok(SERVICES.monitor.nodeFlags.includes("--lite-mode" as never), "monitor: lite");
+  t.notOk(SERVICES.monitor.nodeFlags.includes("--lite-mode" as never), "monitor: JIT");
   t.ok(SERVICES.notifier.nodeFlags.includes("--lite-mode" as never), "notifier: lite");
 });
 
