@@ -37,6 +37,8 @@ import {
 const PROGRAM = "etoken-ca-client";
 const LOCK_POLL_MS = 50;
 const RESULT_POLL_MS = 100;
+/** The only keys the client reads: their values are checked here, the rest by the server at start. */
+const CLIENT_KEYS = ["SPOOL_DIR", "CLIENT_TIMEOUT", "DN_FORMAT", "USERNAME_RDN_TYPES"] as const;
 
 class ClientError extends Error {}
 
@@ -330,7 +332,7 @@ async function main(argv: string[]): Promise<void> {
   disableCoreDumps();
   let config;
   try {
-    config = loadConfig(configPathFromArgs(argv));
+    config = loadConfig(configPathFromArgs(argv), CLIENT_KEYS);
   } catch (err) {
     fail((err as Error).message);
   }

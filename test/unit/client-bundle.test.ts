@@ -37,6 +37,14 @@ t.test("the built client is its loader, one bundle and its code cache: alone in 
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^etoken-ca-client: [^\n]+\n$/, "one line");
   t.equal(bad.stderr, node([BIN.client, "--config", conf], "username=alice\n").stderr, "the same message as the built client's");
+  // the client checks the values of the keys it reads, naming file and line; the server checks the rest at start
+  fs.appendFileSync(conf, "SMTP_URL=http://not-smtp\n");
+  t.equal(node([alone, "--config", conf], "username=alice\n").stderr, bad.stderr, "a value only the server reads does not stop the client");
+  fs.appendFileSync(conf, "CLIENT_TIMEOUT=soon\n");
+  const timeout = node([alone, "--config", conf], "username=alice\n");
+  t.equal(timeout.code, 1);
+  t.equal(timeout.stderr, `etoken-ca-client: ${conf}:8: CLIENT_TIMEOUT="soon": expected a duration: a whole number of seconds, or with a unit ms, s, m, h or d (e.g. 43200, 12h, 500ms)\n`);
+  fs.appendFileSync(conf, "CLIENT_TIMEOUT=5\n");
 });
 
 t.test("V8 accepts the built code cache (else every logon compiles the client from source)", async (t) => {
