@@ -91,7 +91,7 @@ try {
 }
 const script = new vm.Script(source, { filename: file, cachedData });
 if (script.cachedDataRejected !== false) {
-  fs.writeSync(2, \`etoken-ca-client: warning: \${cachedData ? "V8 rejects" : "no"} code cache \${cacheFile}\${cachedData ? " (made by another Node.js than this " + process.version + ", or with other V8 flags)" : ""}; compiling from source costs every logon ~6 ms of CPU: rebuild with npm run build (or rerun deploy/install)\\n\`);
+  fs.writeSync(2, \`etoken-ca-client: warning: \${cachedData ? "V8 rejects" : "no"} code cache \${cacheFile}\${cachedData ? " (made by another Node.js than this " + process.version + ", or with other V8 flags)" : ""}; compiling from source costs every logon ~6 ms of CPU: rebuild with this node (npm run build), then reinstall (deploy/install)\\n\`);
 }
 script.runInThisContext()(require, __dirname);
 `;

@@ -76,13 +76,13 @@ t.test("a code cache this node rejects (node upgraded after the build) or a miss
   t.equal(rejected.stdout, good.stdout, "the client itself is unchanged");
   t.equal(
     rejected.stderr,
-    `etoken-ca-client: warning: V8 rejects code cache ${cache} (made by another Node.js than this ${process.version}, or with other V8 flags); compiling from source costs every logon ~6 ms of CPU: rebuild with npm run build (or rerun deploy/install)\n`,
+    `etoken-ca-client: warning: V8 rejects code cache ${cache} (made by another Node.js than this ${process.version}, or with other V8 flags); compiling from source costs every logon ~6 ms of CPU: rebuild with this node (npm run build), then reinstall (deploy/install)\n`,
   );
   fs.rmSync(cache);
   const missing = node([alone, "--version"]);
   t.equal(missing.code, 0);
   t.equal(missing.stdout, good.stdout);
-  t.equal(missing.stderr, `etoken-ca-client: warning: no code cache ${cache}; compiling from source costs every logon ~6 ms of CPU: rebuild with npm run build (or rerun deploy/install)\n`);
+  t.equal(missing.stderr, `etoken-ca-client: warning: no code cache ${cache}; compiling from source costs every logon ~6 ms of CPU: rebuild with this node (npm run build), then reinstall (deploy/install)\n`);
 });
 
 t.test("the bundle keeps require() semantics: order, cycles, module.exports, built-ins", async (t) => {
