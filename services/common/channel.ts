@@ -80,6 +80,21 @@ export class Channel {
     return id;
   }
 
+  /**
+   * Sends a frame that need not leave before this turn of the event loop ends: it is held, and
+   * the frames sent after it in the same turn join it in one write (one wake-up of the peer).
+   */
+  post<T extends MessageType>(type: T, payload: Payload<T>): number {
+    if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
+    if (this.held === undefined) {
+      this.held = [];
+      process.nextTick(this.writeHeld);
+    }
+    const id = this.nextId++;
+    this.held.push(encodeFrame(id, 0, type, payload, false));
+    return id;
+  }
+
   reply<T extends MessageType>(to: Frame, type: T, payload: Payload<T>): void {
     if (!this.closed) this.send(type, payload, to.id);
   }
