@@ -149,4 +149,9 @@ t.test("the audit trail: who revoked (RevokeEntry.origin) and the kernel's token
   t.not(await signer!.exited, 0, "a TokenAudit with an unknown event breaks the contract: the signer stops");
   t.notOk(trail().some((x) => x.token === "exploded"));
   signer = await startSigner();
+  const journal = fs.readFileSync(path.join(inst.config.CA_DIR, "delivery.journal"), "utf8");
+  signer.channel.send("confirmDelivery", { serials: [serial], batch: 0 });
+  t.not(await signer.exited, 0, "a ConfirmDelivery without its batch number breaks the contract: the signer stops");
+  t.equal(fs.readFileSync(path.join(inst.config.CA_DIR, "delivery.journal"), "utf8"), journal, "and records nothing");
+  signer = await startSigner();
 });
