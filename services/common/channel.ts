@@ -76,9 +76,13 @@ export class Channel {
     this.closeListeners.push(listener);
   }
 
-  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0, secret = false): number {
+  private mustBeWritable(): void {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
     if (this.drainReason !== undefined) throw new ProtocolError("closed", `channel to ${this.peer} is closed for sending: ${this.drainReason}`);
+  }
+
+  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0, secret = false): number {
+    this.mustBeWritable();
     const id = this.nextId++;
     const frame = encodeFrame(id, replyTo, type, payload, secret);
     if (secret) {
@@ -101,7 +105,7 @@ export class Channel {
    * the frames sent after it in the same turn join it in one write (one wake-up of the peer).
    */
   post<T extends MessageType>(type: T, payload: Payload<T>): number {
-    if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
+    this.mustBeWritable();
     if (this.held === undefined) {
       this.held = [];
       process.nextTick(this.writeHeld);
