@@ -19,7 +19,7 @@ const inst = createInstallation({ prefix: "etca-frames" });
 const work = path.join(inst.dir, "work");
 fs.mkdirSync(work, { mode: 0o755 });
 const csr = makeCsr(work, "frames");
-const server = await startReady(inst);
+let server = await startReady(inst);
 t.teardown(async () => {
   await server.stop();
   inst.cleanup();
@@ -68,7 +68,7 @@ t.test("per certificate the signer reads one batch of frames and writes two", as
 t.test("a signer killed between a delivery and its recording: the delivered certificate stays valid", async (t) => {
   const pid = signerPid()!;
   const serial = await issue();
-  // stopped at once: the confirmation is held by the kernel (up to CONFIRM_HOLD_MS) or unread
+  // stopped at once: the confirmation is held by the kernel (up to a second) or unread
   process.kill(pid, "SIGSTOP");
   const recorded = (): boolean => fs.readFileSync(journal, "utf8").split("\n").includes(`D ${serial}`);
   t.notOk(recorded(), `the delivery of ${serial} is not in the journal yet when the signer is killed`);
@@ -93,4 +93,15 @@ t.test("a signer killed between a delivery and its recording: the delivered cert
     server.logs().some((l) => l.includes("never delivered") && l.includes(serial)),
     "no log line revokes it as never delivered",
   );
+});
+
+t.test("a kernel stopped right after a delivery sends the held confirmation first: nothing revoked at the next start", async (t) => {
+  const serial = await issue();
+  const recorded = (): boolean => fs.readFileSync(journal, "utf8").split("\n").includes(`D ${serial}`);
+  t.notOk(recorded(), "the kernel still holds the confirmation when it is stopped");
+  await server.stop(); // SIGTERM: the held batch leaves before the signer's Shutdown
+  t.ok(recorded(), `the stopping signer recorded the delivery of ${serial}`);
+  server = await startReady(inst);
+  await issue(); // the new signer settled (SettleUndelivered comes before the re-login)
+  t.equal(indexStatus(serial), "V", "not revoked at the next start");
 });
