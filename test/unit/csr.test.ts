@@ -159,6 +159,23 @@ t.test("the subject is checked as strictly as OpenSSL reads it", async (t) => {
   }
 });
 
+t.test("a CSR's key without the NULL parameters is returned in canonical form, with them as it came", async (t) => {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const canonical = publicKey.export({ format: "der", type: "spki" });
+  const jwk = publicKey.export({ format: "jwk" });
+  const rsaKey = seq(integer(Buffer.from(jwk.n!, "base64url")), integer(Buffer.from(jwk.e!, "base64url")));
+  const request = (spki: Buffer): Buffer => {
+    const info = seq(integer(0), seq(), spki, tlv(contextTag(0, true)));
+    const sig = crypto.sign("sha256", info, privateKey);
+    return seq(info, seq(oid("1.2.840.113549.1.1.11"), nul()), bitString(sig));
+  };
+  const withNull = parseCsr(request(seq(seq(oid("1.2.840.113549.1.1.1"), nul()), bitString(rsaKey))), POLICY);
+  t.same(withNull.publicKey, canonical, "with NULL parameters: the key as it came, which is the canonical form");
+  const withoutNull = parseCsr(request(seq(seq(oid("1.2.840.113549.1.1.1")), bitString(rsaKey))), POLICY);
+  t.same(withoutNull.publicKey, canonical, "without: re-encoded with NULL parameters");
+  t.same(checkRsaPublicKey(withoutNull.publicKey, 2048), { keyBits: 2048 });
+});
+
 t.test("checkRsaPublicKey", async (t) => {
   const pub = (n: Buffer, e: Buffer, params = true): Buffer =>
     seq(params ? seq(oid("1.2.840.113549.1.1.1"), nul()) : seq(oid("1.2.840.113549.1.1.1")), bitString(seq(integer(n), integer(e))));
@@ -169,6 +186,9 @@ t.test("checkRsaPublicKey", async (t) => {
   const n = Buffer.from(jwk.n!, "base64url");
   t.match(refusal(() => checkRsaPublicKey(pub(n, Buffer.from([0x01, 0x00, 0x00])), 2048)).message, /exponent is even/);
   t.match(refusal(() => checkRsaPublicKey(pub(n, Buffer.from([0x01, 0x00, 0x01]), false), 2048)).message, /canonical/);
+  const asSet = Buffer.from(pub(n, Buffer.from([0x01, 0x00, 0x01])));
+  asSet[0] = 0x31; // a SET where the SEQUENCE belongs: well-formed, not canonical
+  t.match(refusal(() => checkRsaPublicKey(asSet, 2048)).message, /canonical/);
   const evenN = Buffer.from(n);
   evenN[evenN.length - 1]! &= 0xfe;
   t.match(refusal(() => checkRsaPublicKey(pub(evenN, Buffer.from([0x01, 0x00, 0x01])), 2048)).message, /modulus is even/);
