@@ -10,8 +10,10 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import t from "tap";
-import { createInstallation, readStatus, runClient, startReady, waitFor } from "../fixtures/server.js";
-import { calloutInput, certField, makeCsr } from "../fixtures/pki.js";
+import { randomBytes } from "node:crypto";
+import { formatRequestFile, randomName, REQUEST_LINK, resultName } from "../../services/common/spool-protocol.js";
+import { createInstallation, readStatus, startReady, waitFor } from "../fixtures/server.js";
+import { certField, makeCsr } from "../fixtures/pki.js";
 
 const CERTIFICATES = 10;
 
@@ -34,11 +36,25 @@ const indexStatus = (serial: string): string | undefined =>
     .find((f) => f[3] === serial)?.[0];
 const signerPid = (): number | undefined => readStatus(inst)?.services.find((s) => s.name === "signer" && s.up)?.pid ?? undefined;
 let n = 0;
-/** One MyProxy logon; the serial of the certificate the client printed. */
+/**
+ * One request as etoken-ca-client makes it, written here (no node start between requests, so the
+ * next request follows a delivery within milliseconds, as under load); the certificate's serial.
+ */
 async function issue(): Promise<string> {
-  const r = await runClient(inst, calloutInput({ username: `frames${++n}`, passphrase: "not-kept-anywhere", csrPem: csr.csrPem }));
-  if (r.code !== 0) throw new Error(`the client failed: ${r.stderr}`);
-  return certField(r.stdout, "serial").toUpperCase();
+  const dir = inst.config.SPOOL_DIR;
+  const id = `req.${randomName(16, randomBytes)}`;
+  const file = path.join(dir, id);
+  fs.writeFileSync(file, formatRequestFile({ username: `frames${++n}`, proxyLifetime: 3600, maxCertLifetime: 0, deadline: Date.now() + 30_000, csrPem: csr.csrPem }), { mode: 0o644 });
+  fs.chownSync(file, inst.users.CLIENT_USER.uid, inst.users.CLIENT_USER.gid);
+  await waitFor("the request lock free", () => !fs.existsSync(path.join(dir, REQUEST_LINK)) || undefined, 30_000, 2);
+  fs.symlinkSync(id, path.join(dir, REQUEST_LINK));
+  const result = path.join(dir, resultName(id));
+  await waitFor(`the result of ${id}`, () => fs.existsSync(result) || undefined, 30_000, 2);
+  const text = fs.readFileSync(result, "utf8");
+  fs.rmSync(result);
+  fs.rmSync(file, { force: true });
+  if (!text.startsWith("-----BEGIN CERTIFICATE-----")) throw new Error(`no certificate: ${text.slice(0, 200)}`);
+  return certField(text, "serial").toUpperCase();
 }
 
 t.test("per certificate the signer reads one batch of frames and writes two", async (t) => {
