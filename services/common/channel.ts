@@ -1,5 +1,7 @@
 // A typed message channel over one socketpair end: framing, request/answer matching with
 // expect(type), timeouts. A protocol violation closes the channel; the owner decides the rest.
+// Its life: open (sends and reads), draining (the peer's process is gone: no sends, what it wrote
+// before is still read to the end), closed.
 import type * as net from "node:net";
 import { contractProblem } from "../../proto/contract.js";
 import type { Frame, MessageType, Payload } from "../../proto/wire.js";
@@ -26,6 +28,8 @@ export class Channel {
   private readonly decoder: FrameDecoder;
   private handler: FrameHandler = () => {};
   private closedReason: string | undefined;
+  /** Why sends stopped while reads go on (drain()), or undefined. */
+  private drainReason: string | undefined;
   private closeListeners: ((reason: string, violation: ProtocolError | undefined) => void)[] = [];
   /** Frames sent after the first one of this turn of the event loop: they leave together at its end. */
   private held: Buffer[] | undefined;
@@ -49,8 +53,19 @@ export class Channel {
     });
   }
 
+  /** Read to the end (or broken off): nothing more comes in. */
   get closed(): boolean {
     return this.closedReason !== undefined;
+  }
+
+  /** Sends stopped (drain()), reads go on until the channel closes. */
+  get draining(): boolean {
+    return this.drainReason !== undefined && !this.closed;
+  }
+
+  /** Frames can still be sent: neither draining nor closed. */
+  get writable(): boolean {
+    return this.drainReason === undefined && !this.closed;
   }
 
   onFrame(handler: FrameHandler): void {
@@ -63,6 +78,7 @@ export class Channel {
 
   send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0, secret = false): number {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
+    if (this.drainReason !== undefined) throw new ProtocolError("closed", `channel to ${this.peer} is closed for sending: ${this.drainReason}`);
     const id = this.nextId++;
     const frame = encodeFrame(id, replyTo, type, payload, secret);
     if (secret) {
@@ -81,7 +97,7 @@ export class Channel {
   }
 
   reply<T extends MessageType>(to: Frame, type: T, payload: Payload<T>): void {
-    if (!this.closed) this.send(type, payload, to.id);
+    if (this.writable) this.send(type, payload, to.id);
   }
 
   fail(to: Frame, code: string, message: string): void {
@@ -121,7 +137,7 @@ export class Channel {
   flush(): void {
     const held = this.held;
     this.held = undefined;
-    if (held === undefined || held.length === 0 || this.socket.destroyed) return;
+    if (held === undefined || held.length === 0 || this.socket.destroyed || this.drainReason !== undefined) return;
     this.socket.write(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
@@ -129,6 +145,17 @@ export class Channel {
   end(done: () => void): void {
     this.flush();
     this.socket.end(done);
+  }
+
+  /**
+   * The peer's process is gone (or being killed): nothing more is sent (send() and request()
+   * fail as on a closed channel, frames held for this turn are dropped), while what the peer
+   * wrote before is still read, answers to pending requests included, until the socket's end.
+   */
+  drain(reason: string): void {
+    if (this.closed || this.drainReason !== undefined) return;
+    this.drainReason = reason;
+    this.held = undefined;
   }
 
   close(reason: string): void {

@@ -197,7 +197,7 @@ export class IssuingPath {
           ? fail("token.removed", "CA token was removed while the certificate was being signed; nothing was issued")
           : fail("token.unconfirmed", "the CA could not confirm its token after signing (token monitor restarting); nothing was issued, try again");
       }
-      if (spool.closed) {
+      if (!spool.writable) {
         this.handouts.drop(m.requestId);
         this.revokeUndelivered(cert.serial, "the spool that asked for it stopped before the certificate was returned");
         return;

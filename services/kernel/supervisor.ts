@@ -85,10 +85,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.pingTimer.unref();
   }
 
-  /** The channel of a service that has said Hello, or undefined. */
+  /** The channel of a service that has said Hello and can be written to (not dying, not draining), or undefined. */
   channel(name: ServiceName): Channel | undefined {
     const r = this.records.get(name)!;
-    return r.up && r.channel && !r.channel.closed ? r.channel : undefined;
+    return r.up && r.channel && r.channel.writable ? r.channel : undefined;
   }
 
   isUp(name: ServiceName): boolean {
@@ -105,7 +105,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     // already killed: the first reason stands (its channel closing as it dies is not a new one)
     if (r.child?.killed) return;
     r.lastError = reason;
-    if (r.child && r.child.exitCode === null && r.child.signalCode === null) r.child.kill("SIGKILL");
+    if (r.child && r.child.exitCode === null && r.child.signalCode === null) {
+      // nothing more goes to a process being killed; what it wrote before still counts
+      r.channel?.drain(reason);
+      r.child.kill("SIGKILL");
+    }
   }
 
   /** Reports a broken contract: a security event, then kill and restart. */
@@ -214,6 +218,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       exit = { code, signal };
       if (this.stopping) channel.close("process exited");
       else if (!channel.closed) {
+        // the socket may outlive the process (a descendant holds it): nothing more is written to it
+        channel.drain(`${name} exited`);
         drainTimer = setTimeout(() => channel.close(`process exited; its channel stayed open ${DRAIN_AFTER_EXIT_MS} ms`), DRAIN_AFTER_EXIT_MS);
         drainTimer.unref();
       }
@@ -287,7 +293,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         }),
       );
       const ch = r.channel;
-      if (r.up && ch && !ch.closed) {
+      if (r.up && ch && ch.writable) {
         ch.request("shutdown", { reason: "kernel stopping" }, "ack", STOP_GRACE_MS).catch(() => {
           if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
         });
