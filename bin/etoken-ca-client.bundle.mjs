@@ -75,19 +75,25 @@ function eagerCodeCache(source, filename) {
 
 const LOADER = `#!/usr/bin/env node
 ${MARKER}// The client is etoken-ca-client.bundle.js, compiled with V8's code cache .bundle.cache when
-// V8 accepts it (same source, Node and flags), else from source as usual.
+// V8 accepts it (same source, V8 version and flags), else from source as usual, with a warning:
+// a cache that does not fit (node upgraded after the build) costs every logon ~6 ms of CPU.
 "use strict";
 const fs = require("node:fs");
 const vm = require("node:vm");
 const file = __dirname + "/etoken-ca-client.bundle.js";
+const cacheFile = __dirname + "/etoken-ca-client.bundle.cache";
 const source = fs.readFileSync(file, "utf8");
 let cachedData;
 try {
-  cachedData = fs.readFileSync(__dirname + "/etoken-ca-client.bundle.cache");
+  cachedData = fs.readFileSync(cacheFile);
 } catch {
   // none: compile from source
 }
-new vm.Script(source, { filename: file, cachedData }).runInThisContext()(require, __dirname);
+const script = new vm.Script(source, { filename: file, cachedData });
+if (script.cachedDataRejected !== false) {
+  fs.writeSync(2, \`etoken-ca-client: warning: \${cachedData ? "V8 rejects" : "no"} code cache \${cacheFile}\${cachedData ? " (made by another Node.js than this " + process.version + ", or with other V8 flags)" : ""}; compiling from source costs every logon ~6 ms of CPU: rebuild with this node (npm run build), then reinstall (deploy/install)\\n\`);
+}
+script.runInThisContext()(require, __dirname);
 `;
 
 function writeAtomically(file, data) {

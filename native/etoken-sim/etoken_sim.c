@@ -337,9 +337,16 @@ static CK_RV sim_C_Finalize(CK_VOID_PTR reserved) {
   return rv;
 }
 
+/* Its own manufacturerID (blank-padded, as PKCS#11 wants): a reader's module is not SoftHSM,
+ * whose blocking C_WaitForSlotEvent the monitor knows to be missing (services/monitor). */
 static CK_RV sim_C_GetInfo(CK_INFO_PTR info) {
   if (real == NULL) return CKR_CRYPTOKI_NOT_INITIALIZED;
-  return real->C_GetInfo(info);
+  CK_RV rv = real->C_GetInfo(info);
+  if (rv != CKR_OK) return rv;
+  static const char maker[] = "etoken-sim";
+  memset(info->manufacturerID, ' ', sizeof info->manufacturerID);
+  memcpy(info->manufacturerID, maker, sizeof maker - 1);
+  return CKR_OK;
 }
 
 /* ---- slots and tokens ---------------------------------------------------------------------- */

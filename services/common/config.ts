@@ -137,10 +137,8 @@ function parsePkcs11Uri(v: string, bad: Bad): KeyRef {
 /** `refuse` reports a broken rule as `KEY="value": <rule>` (for rules that do not read as "expected ..."). */
 const PARSERS: { [K in ValueKind]: (v: string, bad: Bad, refuse: Bad) => KindValue[K] } = {
   string: (v) => v,
-  dnFormat: (v, _bad, refuse) => {
-    compileDnFormat(v, undefined, refuse);
-    return v;
-  },
+  // compiled with USERNAME_RDN_TYPES once all values are parsed (parseConfig), and only once
+  dnFormat: (v) => v,
   path: (v, bad) => {
     if (!v.startsWith("/")) bad("an absolute path");
     if (v.includes("\0")) bad("a path without NUL");
@@ -219,8 +217,23 @@ function splitList(v: string): string[] {
   return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
 }
 
-/** Parses configuration text; `file` is used in messages only. */
-export function parseConfig(text: string, file: string): Config {
+/** The configuration as a subset load returns it: the listed keys, and where it came from. */
+export type ConfigOf<K extends ConfigKey> = Pick<Config, K | "sourceFile" | "retiredKeys">;
+
+/** The subject template of each loaded configuration: DN_FORMAT is compiled once, by the loader. */
+const DN_TEMPLATES = new WeakMap<object, DnTemplate>();
+
+/**
+ * Parses configuration text; `file` is used in messages only. With `keys` (a program that needs
+ * only a few, such as etoken-ca-client, which MyProxy starts per logon), every line's syntax and
+ * key name are still checked, but only the values of those keys (DN_FORMAT brings
+ * USERNAME_RDN_TYPES) are parsed, defaulted and required, and the rules between keys of the
+ * whole configuration are left to the programs that load all of it.
+ */
+export function parseConfig(text: string, file: string): Config;
+export function parseConfig<K extends ConfigKey>(text: string, file: string, keys: readonly K[]): ConfigOf<K>;
+export function parseConfig(text: string, file: string, keys?: readonly ConfigKey[]): ConfigOf<ConfigKey> {
+  const wanted: ReadonlySet<string> | undefined = keys && new Set<string>(keys.includes("DN_FORMAT") ? [...keys, "USERNAME_RDN_TYPES"] : keys);
   const entries = parseShellAssignments(text, file);
   const seen = new Map<string, number>();
   const values: Record<string, unknown> = {};
@@ -239,18 +252,26 @@ export function parseConfig(text: string, file: string): Config {
       throw new ConfigError("duplicate_key", `${key} is set again (first set on line ${previous})`, { file, line, key });
     }
     seen.set(key, line);
-    values[key] = parseValue(key as ConfigKey, value, file, line);
+    if (wanted === undefined || wanted.has(key)) values[key] = parseValue(key as ConfigKey, value, file, line);
+  }
+  let dn: DnTemplate | undefined;
+  if (typeof values.DN_FORMAT === "string") {
+    // before the missing keys, as when DN_FORMAT was checked on its own line
+    values.USERNAME_RDN_TYPES ??= parseValue("USERNAME_RDN_TYPES", CONFIG_SCHEMA.USERNAME_RDN_TYPES.default, file, 0);
+    dn = compileDnFormat(values.DN_FORMAT, values.USERNAME_RDN_TYPES as string[], refuser("DN_FORMAT", values.DN_FORMAT, file, seen.get("DN_FORMAT") ?? 0));
   }
   for (const [key, spec] of Object.entries(CONFIG_SCHEMA) as [ConfigKey, (typeof CONFIG_SCHEMA)[ConfigKey]][]) {
-    if (key in values) continue;
+    if (key in values || (wanted !== undefined && !wanted.has(key))) continue;
     if (spec.default === undefined) {
       throw new ConfigError("missing_key", `${key} is required (${spec.doc})`, { file, key });
     }
     values[key] = parseValue(key, spec.default, file, 0);
   }
   const config = { ...values, sourceFile: file, ...(retiredKeys.length > 0 ? { retiredKeys } : {}) } as unknown as Config;
-  crossCheck(config, file, seen);
-  return Object.freeze(config);
+  if (wanted === undefined) crossCheck(config, file, seen);
+  Object.freeze(config);
+  if (dn) DN_TEMPLATES.set(config, dn);
+  return config;
 }
 
 /** The known key an unknown one is a slip of (edit distance at most 2), if there is one. */
@@ -275,19 +296,23 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
-  const spec = CONFIG_SCHEMA[key];
-  const refuse: Bad = (rule) => {
+/** Reports a broken rule as `KEY="value": <rule>` with the file and line (0: the default). */
+function refuser(key: ConfigKey, value: string, file: string, line: number): Bad {
+  return (rule) => {
     // a URL that is not one may still hold credentials: SMTP_URL is never quoted
-    const shown = spec.kind === "smtpUrl" ? "" : `=${JSON.stringify(redactCredentials(value.length > 80 ? value.slice(0, 80) + "..." : value))}`;
+    const shown = CONFIG_SCHEMA[key].kind === "smtpUrl" ? "" : `=${JSON.stringify(redactCredentials(value.length > 80 ? value.slice(0, 80) + "..." : value))}`;
     throw new ConfigError("bad_value", `${key}${shown}: ${rule}`, {
       file,
       line: line || undefined,
       key,
     });
   };
+}
+
+function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
+  const refuse = refuser(key, value, file, line);
   const bad: Bad = (expected) => refuse(`expected ${expected}`);
-  return (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad, refuse);
+  return (PARSERS[CONFIG_SCHEMA[key].kind] as Parser<ValueKind>)(value, bad, refuse);
 }
 
 function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
@@ -359,8 +384,10 @@ export function configWarnings(c: Config): string[] {
   );
 }
 
-/** Reads and parses the configuration file; every failure is a ConfigError naming the file. */
-export function loadConfig(file: string = DEFAULT_CONFIG_FILE): Config {
+/** Reads and parses the configuration file (with `keys`: see parseConfig); every failure is a ConfigError naming the file. */
+export function loadConfig(file?: string): Config;
+export function loadConfig<K extends ConfigKey>(file: string, keys: readonly K[]): ConfigOf<K>;
+export function loadConfig(file: string = DEFAULT_CONFIG_FILE, keys?: readonly ConfigKey[]): ConfigOf<ConfigKey> {
   let text: string;
   try {
     const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -378,12 +405,12 @@ export function loadConfig(file: string = DEFAULT_CONFIG_FILE): Config {
     const why = code === "ENOENT" ? "no such file" : code === "ELOOP" ? "is a symbolic link (refused)" : code === "EACCES" ? "permission denied" : String(code ?? err);
     throw new ConfigError("unreadable", `cannot read configuration: ${why}`, { file });
   }
-  return parseConfig(text, file);
+  return keys ? parseConfig(text, file, keys) : parseConfig(text, file);
 }
 
 /** The subject template every process builds and checks names with: DN_FORMAT, USERNAME_RDN_TYPES. */
 export function dnTemplateOf(config: Pick<Config, "DN_FORMAT" | "USERNAME_RDN_TYPES">): DnTemplate {
-  return compileDnFormat(config.DN_FORMAT, config.USERNAME_RDN_TYPES);
+  return DN_TEMPLATES.get(config) ?? compileDnFormat(config.DN_FORMAT, config.USERNAME_RDN_TYPES);
 }
 
 /** `--config FILE` from argv (or the default), for every program. */

@@ -2,25 +2,30 @@
 // that is not here exits at once.
 import type { Config, ConfigKey } from "./config-schema.js";
 
-// Node/V8 flags. Every service: a small young generation (small messages; five processes share
-// the machine). The spool, monitor and notifier run interpreter-only (--lite-mode): their
-// JavaScript per request is a few short bursts, and measured here that saves ~6 MiB of memory
-// each and the optimizing compiles that competed with the signature for two cores (lower CPU
-// per certificate, not higher). Once warm the JIT does pay, but not within the memory goal
-// (bench (cpu-warm), alternating runs, medians): 570 certificates in, the JIT (Sparkplug and
-// TurboFan) took the spool to 1.59 ms per certificate against 1.75 lite, within the noise;
-// 2,310 in (four runs each), to 0.72 against 1.36 and the monitor to 0.29 against 0.44 (the
-// unchanged kernel 0.51 against 0.61: some of it is the machine's load). Their peak RSS grows by
-// 14-16 and 10-13 MiB, taking the five processes over the 300 MiB goal (321 against 292 MiB; with
-// --optimize-for-size 309; the spool's JIT alone, even with the kernel's young generation cut
-// to 2 MiB, 304: spool 0.95 against 1.6). Sparkplug alone (--no-opt): 4 MiB each, no CPU saved.
-// --no-expose-wasm silences V8's warning that lite mode turns WebAssembly off (nothing here
-// uses it). The signer keeps the optimizing compiler: it builds CRLs of 100,000s of entries and
-// reads index.txt files of millions of lines in JavaScript.
-// --optimize-for-size makes its heap grow less eagerly: with SIGNER_BACKEND=openssl (each
-// certificate an `openssl ca` child through execa) its peak RSS over a few hundred
-// certificates fell from 91 to 75 MiB; native latency, throughput and CRL times did not move
-// beyond the run-to-run noise (bench, before/after in the same session).
+// Node/V8 flags and environment per service, for the bench's memory goal (peak RSS of the five
+// processes < 300 MiB, a sum of VmHWM: the node binary's ~37-46 MiB of mapped pages count once
+// per process) and for CPU per certificate. Measured here (--quick bench, ~640 certificates in;
+// figures in bench/RESULTS.md, issue 20 third round):
+// - Every service and the kernel: a small young generation (--max-semi-space-size=2: small messages) and one V8
+//   background thread (--v8-pool-size=1, default 4: two cores shared by five processes), 3 MiB
+//   less RSS each and fewer thread wake-ups; MALLOC_ARENA_MAX=2 (glibc gives each thread that
+//   mallocs an arena of its own): ~1 MiB each.
+// - The spool and monitor run V8's optimizing compiler: their per-request JavaScript is hot, and
+//   once warm (2,310 certificates in) the JIT took the spool from 2.10 to 1.26 ms per
+//   certificate and the monitor from 0.68 to 0.45, for 11-13 and 8-9 MiB of RSS (TurboFan's
+//   code pages of the binary, its zone and code): the five processes' peak 291 MiB (--quick)
+//   and 293 MiB (full length) against 289-291 before these cuts with both in lite mode.
+//   Within 570 certificates (--quick) the monitor's JIT saves nothing yet.
+// - The notifier runs interpreter-only (--lite-mode): it does almost nothing. --no-expose-wasm
+//   silences V8's warning that lite mode turns WebAssembly off (nothing here uses it).
+// - The signer keeps the optimizing compiler: it builds CRLs of 100,000s of entries and reads
+//   index.txt files of millions of lines in JavaScript. --optimize-for-size makes its heap grow
+//   less eagerly: with SIGNER_BACKEND=openssl (each certificate an `openssl ca` child through
+//   execa) its peak RSS over a few hundred certificates fell from 91 to 75 MiB; native latency,
+//   throughput and CRL times did not move beyond the run-to-run noise.
+// - The monitor's slot-event thread is a whole V8 isolate (~10 MiB): it starts only for a module
+//   that may have slot events (services/monitor/pkcs11-source.ts). With one (a reader's module:
+//   an eToken's, OpenSC's) the five processes' sum is ~10 MiB above the bench's SoftHSM2 figure.
 /**
  * An `--inspect-port` no socket can bind (link-local multicast without a scope: EINVAL), on the
  * node command line of every etoken-ca process: a SIGUSR1 in the first milliseconds, before
@@ -28,8 +33,19 @@ import type { Config, ConfigKey } from "./config-schema.js";
  * wrappers in bin/ and deploy/install pass the same flag.
  */
 export const INSPECT_PORT_NOWHERE = "--inspect-port=[ff02::1]:9229";
-const SIGNER = ["--max-semi-space-size=2", "--optimize-for-size"] as const;
-const LITE = ["--max-semi-space-size=2", "--lite-mode", "--no-expose-wasm"] as const;
+const EVERY_SERVICE_FLAGS = ["--max-semi-space-size=2", "--v8-pool-size=1"] as const;
+/**
+ * The kernel's node flags (the same reasons; its JavaScript stays compiled: it handles every
+ * frame): 68 -> 62 MiB peak RSS over ~700 certificates. Started by a shell wrapper
+ * (bin/etoken-ca-server, the one deploy/install writes), which spells them out;
+ * test/unit/service-table.test.ts checks that they agree.
+ */
+export const KERNEL_NODE_FLAGS = EVERY_SERVICE_FLAGS;
+const JIT = EVERY_SERVICE_FLAGS;
+const LITE = [...EVERY_SERVICE_FLAGS, "--lite-mode", "--no-expose-wasm"] as const;
+const SIGNER = [...EVERY_SERVICE_FLAGS, "--optimize-for-size"] as const;
+/** Environment every service gets besides SERVICE_ENV (glibc's malloc tuning; see above). */
+export const MALLOC_ENV = { MALLOC_ARENA_MAX: "2" } as const;
 
 // Each service's configuration: the keys it reads, and no others (SMTP_URL may carry a
 // credential; PKCS11_ENV is the token's). The kernel hands over only these (configFor), and
@@ -44,9 +60,9 @@ const MONITOR_KEYS = ["KEY", "PKCS11_MODULE", "USB_DEVICE", "TOKEN_POLL_INTERVAL
 const NOTIFIER_KEYS = ["NOTIFY_HOOK", "POST_CRL_HOOK", "HOOK_TIMEOUT", "NOTIFY_EMAIL", "NOTIFY_FROM", "SMTP_URL", "NOTIFY_RATE_LIMIT"] as const;
 
 export const SERVICES = {
-  spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: LITE, configKeys: SPOOL_KEYS },
+  spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: JIT, configKeys: SPOOL_KEYS },
   signer: { userKey: "SIGNER_USER", entry: "services/signer/main.js", title: "etoken-ca: signer", pkcs11Env: true, nodeFlags: SIGNER, configKeys: SIGNER_KEYS },
-  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: LITE, configKeys: MONITOR_KEYS },
+  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: JIT, configKeys: MONITOR_KEYS },
   notifier: { userKey: "NOTIFIER_USER", entry: "services/notifier/main.js", title: "etoken-ca: notifier", pkcs11Env: false, nodeFlags: LITE, configKeys: NOTIFIER_KEYS },
 } as const satisfies Record<string, { userKey: ConfigKey; entry: string; title: string; pkcs11Env: boolean; nodeFlags: readonly string[]; configKeys: readonly ConfigKey[] }>;
 
@@ -57,7 +73,7 @@ export function isServiceName(s: string): s is ServiceName {
   return Object.prototype.hasOwnProperty.call(SERVICES, s);
 }
 
-/** Environment variables the kernel gives a service (and nothing else but PATH/LANG and PKCS11_ENV). */
+/** Environment variables the kernel gives a service (and nothing else but PATH/LANG, MALLOC_ENV and PKCS11_ENV). */
 export const SERVICE_ENV = {
   name: "ETOKEN_CA_SERVICE",
   config: "ETOKEN_CA_CONFIG",

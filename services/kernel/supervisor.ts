@@ -11,7 +11,7 @@ import type { Config } from "../common/config-schema.js";
 import { ProtocolError } from "../common/errors.js";
 import type { UserInfo } from "../common/identity.js";
 import type { Logger } from "../common/log.js";
-import { configFor, INSPECT_PORT_NOWHERE, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
+import { configFor, INSPECT_PORT_NOWHERE, MALLOC_ENV, SERVICE_ENV, SERVICE_NAMES, SERVICES, type ServiceName } from "../common/service-table.js";
 import { MAX_REASON, oneLine } from "../common/spool-protocol.js";
 import { ONCE } from "./policy.js";
 
@@ -131,6 +131,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       [SERVICE_ENV.config]: JSON.stringify(configFor(name, this.config)),
       [SERVICE_ENV.uid]: String(r.user.uid),
       [SERVICE_ENV.gid]: String(r.user.gid),
+      ...MALLOC_ENV,
       ...(spec.pkcs11Env ? this.config.PKCS11_ENV : {}),
     };
     let child: ChildProcess;

@@ -17,7 +17,9 @@
 // triggers the same look a poll makes (the state's detail then says "slot event"), and the
 // polls slow down to a safety net (SAFETY_POLL_FACTOR). Where it has none (SoftHSM2 answers
 // CKR_FUNCTION_NOT_SUPPORTED to a blocking wait, tpm2-pkcs11 to any) or the call fails, the
-// monitor says so once and polls every TOKEN_POLL_INTERVAL as before.
+// monitor says so once and polls every TOKEN_POLL_INTERVAL as before. Which it is is asked on
+// the monitor's own thread first (probeSlotEvents): the slot-event thread is a whole V8
+// isolate (~10 MiB of the monitor's RSS), started only for a module that may have events.
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";
@@ -43,6 +45,14 @@ const CKF_OS_LOCKING_OK = 0x00000002;
 const CANNOT_LOCK = new Set(["CKR_CANT_LOCK", "CKR_NEED_TO_CREATE_THREADS", "CKR_ARGUMENTS_BAD"]);
 /** A wait answered with this is woken by a C_Finalize (a rescan): wait again once initialised. */
 const WAIT_INTERRUPTED = "CKR_CRYPTOKI_NOT_INITIALIZED";
+const CKF_DONT_BLOCK = 0x00000001;
+/**
+ * Modules (C_GetInfo's manufacturerID) whose blocking C_WaitForSlotEvent answers
+ * CKR_FUNCTION_NOT_SUPPORTED while a CKF_DONT_BLOCK one answers CKR_NO_EVENT, so the probe
+ * cannot tell (measured: SoftHSM 2.6). A module answering CKR_FUNCTION_NOT_SUPPORTED to both
+ * (tpm2-pkcs11) needs no entry.
+ */
+const NO_BLOCKING_WAIT = new Set(["SoftHSM"]);
 
 /**
  * TOKEN_POLL_INTERVAL bounds how long a removal can go unnoticed, the confirming second look
@@ -60,6 +70,8 @@ export interface Pkcs11Module {
   C_GetSlotList(tokenPresent?: boolean): Buffer[];
   C_GetSlotInfo(slot: Buffer): { flags: number };
   C_GetTokenInfo(slot: Buffer): { label: string; serialNumber: string; flags: number };
+  C_GetInfo(): { manufacturerID: string };
+  C_WaitForSlotEvent(flags: number): Buffer | null;
 }
 
 export function loadModule(path: string): Pkcs11Module & { close(): void } {
@@ -74,6 +86,23 @@ export function loadModule(path: string): Pkcs11Module & { close(): void } {
 
 function trim(s: string): string {
   return s.replace(/[\s\0]+$/, "");
+}
+
+/**
+ * Whether an initialised module may have slot events, asked without blocking: an event already
+ * pending (the caller looks at once), none, or the answer that rules them out.
+ */
+export function probeSlotEvents(module: Pkcs11Module): WaitResult | { kind: "none" } {
+  let slot: Buffer | null;
+  try {
+    slot = module.C_WaitForSlotEvent(CKF_DONT_BLOCK);
+  } catch (err) {
+    return { kind: "error", ckr: ckrOf(err) };
+  }
+  if (slot) return { kind: "event", slotId: slotIdOf(slot) };
+  const maker = trim(module.C_GetInfo().manufacturerID);
+  if (NO_BLOCKING_WAIT.has(maker)) return { kind: "error", ckr: `CKR_FUNCTION_NOT_SUPPORTED (${maker}'s blocking wait)` };
+  return { kind: "none" };
 }
 
 /** The CKR_* name of a failed call, or what it said. */
@@ -99,6 +128,8 @@ export class Pkcs11Source implements TokenSource {
   /** Why slot events are not used; undefined while they are (or may be). */
   private eventsOff: string | undefined;
   private waiting = false;
+  /** Whether probeSlotEvents has answered (once: a module's support does not change). */
+  private probed = false;
   private running = false;
   private closing: Promise<void> = Promise.resolve();
 
@@ -140,8 +171,18 @@ export class Pkcs11Source implements TokenSource {
     }, period);
   }
 
+  /** Callers schedule the next poll after this (its rate depends on whether events are on). */
   private armEvents(): void {
     if (!this.slotEvents || !this.eventDriven || this.waiting || !this.initialised) return;
+    if (!this.probed) {
+      this.probed = true;
+      const p = probeSlotEvents(this.module);
+      if (p.kind === "error") {
+        this.eventsFailed(p.ckr);
+        return;
+      }
+      if (p.kind === "event") this.lookAfterEvent(p.slotId);
+    }
     this.waiting = true;
     this.slotEvents.arm((r) => this.waited(r));
   }
@@ -149,21 +190,28 @@ export class Pkcs11Source implements TokenSource {
   private waited(r: WaitResult): void {
     this.waiting = false;
     if (!this.running) return;
-    if (r.kind === "event") {
-      this.events++;
-      const s = this.confirmAbsence(this.fastCheck());
-      this.log.debug("slot event", { slotId: r.slotId, present: s.present });
-      this.publish({ ...s, detail: `${s.detail} (slot event)` });
-    } else if (r.ckr !== WAIT_INTERRUPTED) {
-      this.eventsOff = r.ckr;
-      const how = { detail: `C_WaitForSlotEvent: ${r.ckr}`, pollMs: this.pollMs };
-      if (r.ckr === "CKR_FUNCTION_NOT_SUPPORTED") this.log.notice("the PKCS#11 module has no slot events; polling", how);
-      else this.log.warning("slot events failed; polling", how);
+    if (r.kind === "event") this.lookAfterEvent(r.slotId);
+    else if (r.ckr !== WAIT_INTERRUPTED) {
+      this.eventsFailed(r.ckr);
       clearTimeout(this.timer);
       this.schedulePoll(); // at the full rate from now on
       return;
     }
     this.armEvents();
+  }
+
+  private lookAfterEvent(slotId: number): void {
+    this.events++;
+    const s = this.confirmAbsence(this.fastCheck());
+    this.log.debug("slot event", { slotId, present: s.present });
+    this.publish({ ...s, detail: `${s.detail} (slot event)` });
+  }
+
+  private eventsFailed(ckr: string): void {
+    this.eventsOff = ckr;
+    const how = { detail: `C_WaitForSlotEvent: ${ckr}`, pollMs: this.pollMs };
+    if (ckr.startsWith("CKR_FUNCTION_NOT_SUPPORTED")) this.log.notice("the PKCS#11 module has no slot events; polling", how);
+    else this.log.warning("slot events failed; polling", how);
   }
 
   current(): SourceState {

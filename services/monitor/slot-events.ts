@@ -34,6 +34,11 @@ export class SlotEventThread implements SlotEvents {
 
   constructor(private readonly modulePath: string) {}
 
+  /** Whether a thread runs (started by the first arm()). */
+  get started(): boolean {
+    return this.worker !== undefined;
+  }
+
   arm(onResult: (r: WaitResult) => void): void {
     if (this.pending) throw new Error("slot events: a wait is already armed");
     this.pending = onResult;

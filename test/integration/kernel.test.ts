@@ -14,7 +14,7 @@ t.teardown(async () => {
   inst.cleanup();
 });
 
-const ALLOWED_ENV = new Set(["PATH", "LANG", "ETOKEN_CA_SERVICE", "ETOKEN_CA_CONFIG", "ETOKEN_CA_UID", "ETOKEN_CA_GID"]);
+const ALLOWED_ENV = new Set(["PATH", "LANG", "MALLOC_ARENA_MAX", "ETOKEN_CA_SERVICE", "ETOKEN_CA_CONFIG", "ETOKEN_CA_UID", "ETOKEN_CA_GID"]);
 const userOf = { spool: "SPOOL_USER", signer: "SIGNER_USER", monitor: "MONITOR_USER", notifier: "NOTIFIER_USER" } as const;
 
 t.test("five processes under five identities", async (t) => {

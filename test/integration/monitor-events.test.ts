@@ -9,6 +9,10 @@ import * as path from "node:path";
 import t, { type Test } from "tap";
 import { TokenPresence, type Frame } from "../../proto/wire.js";
 import { parseConfig } from "../../services/common/config.js";
+import type { KeyRef } from "../../services/common/config-schema.js";
+import { createLogger } from "../../services/common/log.js";
+import { loadModule, Pkcs11Source } from "../../services/monitor/pkcs11-source.js";
+import { SlotEventThread } from "../../services/monitor/slot-events.js";
 import { simOf } from "../fixtures/etoken-sim.js";
 import { FakeKernel, spawnService } from "../fixtures/fake-kernel.js";
 import { createSoftToken, SOFTHSM_MODULE } from "../fixtures/softhsm.js";
@@ -23,6 +27,7 @@ const token = createSoftToken({ dir: path.join(base, "hsm"), label: "etca events
 const sim = simOf(token);
 /** The same token seen through SoftHSM2 itself. */
 const softhsm = { modulePath: SOFTHSM_MODULE, env: { SOFTHSM2_CONF: token.confPath } };
+const KEY0: KeyRef = { slot: 0, slotId: undefined, id: undefined, label: undefined, tokenLabel: undefined, tokenSerial: undefined };
 
 function startMonitor(t: Test, module: { modulePath: string; env: Record<string, string> }, poll: string): FakeKernel {
   const text = [
@@ -114,4 +119,32 @@ t.test("a module whose C_WaitForSlotEvent fails: the monitor lives on and polls"
   const said = logLines(k, /slot events failed/);
   t.equal(said.length, 1, "the failure is logged once");
   t.match(said[0], /CKR_DEVICE_ERROR/);
+});
+
+// The slot-event thread is a whole V8 isolate (~10 MiB of the monitor's RSS): the monitor asks
+// the module on its own thread first and starts one only where events may come.
+t.test("the slot-event thread runs only for a module that may have slot events", async (t) => {
+  // the modules read their environment (SOFTHSM2_CONF, the simulator's) at load and C_Initialize
+  const saved = { ...process.env };
+  Object.assign(process.env, token.env);
+  t.teardown(() => {
+    for (const k of Object.keys(token.env)) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+  });
+  inReader();
+  const log = createLogger("test");
+  for (const [module, events] of [[softhsm.modulePath, false], [token.modulePath, true]] as const) {
+    const thread = new SlotEventThread(module);
+    const source = new Pkcs11Source(loadModule(module), KEY0, 3_600_000, log, thread);
+    source.start(() => undefined);
+    t.equal(source.current().present, true, `${module}: the token is seen`);
+    t.equal(thread.started, events, `${module}: slot-event thread ${events ? "started" : "not started"}`);
+    t.equal(source.eventDriven, events, `${module}: ${events ? "event-driven" : "polling"}`);
+    source.stop();
+    const alive = setInterval(() => undefined, 1000); // the thread and its close timer are unref'd
+    await source.stopped();
+    clearInterval(alive);
+  }
 });

@@ -26,6 +26,7 @@ t.test("the built client is its loader, one bundle and its code cache: alone in 
   }
   const version = node([alone, "--version"]);
   t.equal(version.code, 0, version.stderr);
+  t.equal(version.stderr, "", "no warning: V8 takes the code cache");
   t.match(version.stdout, /^etoken-ca-client \d+\.\d+\.\d+\n$/);
   const missing = node([alone, "--config", path.join(dir, "no-such.conf")]);
   t.equal(missing.code, 1);
@@ -37,6 +38,14 @@ t.test("the built client is its loader, one bundle and its code cache: alone in 
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^etoken-ca-client: [^\n]+\n$/, "one line");
   t.equal(bad.stderr, node([BIN.client, "--config", conf], "username=alice\n").stderr, "the same message as the built client's");
+  // the client checks the values of the keys it reads, naming file and line; the server checks the rest at start
+  fs.appendFileSync(conf, "SMTP_URL=http://not-smtp\n");
+  t.equal(node([alone, "--config", conf], "username=alice\n").stderr, bad.stderr, "a value only the server reads does not stop the client");
+  fs.appendFileSync(conf, "CLIENT_TIMEOUT=soon\n");
+  const timeout = node([alone, "--config", conf], "username=alice\n");
+  t.equal(timeout.code, 1);
+  t.equal(timeout.stderr, `etoken-ca-client: ${conf}:8: CLIENT_TIMEOUT="soon": expected a duration: a whole number of seconds, or with a unit ms, s, m, h or d (e.g. 43200, 12h, 500ms)\n`);
+  fs.appendFileSync(conf, "CLIENT_TIMEOUT=5\n");
 });
 
 t.test("V8 accepts the built code cache (else every logon compiles the client from source)", async (t) => {
@@ -47,6 +56,33 @@ process.stdout.write(String(s.cachedDataRejected));`;
   const r = node(["-e", script]);
   t.equal(r.stderr, "");
   t.equal(r.stdout, "false", "cachedDataRejected");
+});
+
+t.test("a code cache this node rejects (node upgraded after the build) or a missing one: the client runs from source and says to rebuild", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-client-cache-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const name of ["etoken-ca-client.js", "etoken-ca-client.bundle.js", "etoken-ca-client.bundle.cache"]) {
+    fs.copyFileSync(path.join(path.dirname(BIN.client), name), path.join(dir, name));
+  }
+  const alone = path.join(dir, "etoken-ca-client.js");
+  const cache = path.join(dir, "etoken-ca-client.bundle.cache");
+  const good = node([alone, "--version"]);
+  // V8's code cache header: magic number, then the hash of the V8 version that made it
+  const data = fs.readFileSync(cache);
+  data[4]! ^= 0xff;
+  fs.writeFileSync(cache, data);
+  const rejected = node([alone, "--version"]);
+  t.equal(rejected.code, 0);
+  t.equal(rejected.stdout, good.stdout, "the client itself is unchanged");
+  t.equal(
+    rejected.stderr,
+    `etoken-ca-client: warning: V8 rejects code cache ${cache} (made by another Node.js than this ${process.version}, or with other V8 flags); compiling from source costs every logon ~6 ms of CPU: rebuild with this node (npm run build), then reinstall (deploy/install)\n`,
+  );
+  fs.rmSync(cache);
+  const missing = node([alone, "--version"]);
+  t.equal(missing.code, 0);
+  t.equal(missing.stdout, good.stdout);
+  t.equal(missing.stderr, `etoken-ca-client: warning: no code cache ${cache}; compiling from source costs every logon ~6 ms of CPU: rebuild with this node (npm run build), then reinstall (deploy/install)\n`);
 });
 
 t.test("the bundle keeps require() semantics: order, cycles, module.exports, built-ins", async (t) => {

@@ -131,3 +131,40 @@ t.test("the IGTF profile held by the configuration", async (t) => {
   t.match(configWarnings(parseConfig(BASE + "CRL_LIFETIME=31d\n", "f")), [/^f: CRL_LIFETIME="2678400s": above 30 days/]);
   t.same(configWarnings(parseConfig(BASE + "CRL_LIFETIME=30d\n", "f")), []);
 });
+
+t.test("a key subset (the client's): every line's syntax and key name checked, only the subset's values parsed", async (t) => {
+  const keys = ["SPOOL_DIR", "CLIENT_TIMEOUT", "DN_FORMAT", "USERNAME_RDN_TYPES"] as const;
+  // a value only the server reads may be wrong: the server refuses it at start, the client needs none of it
+  const c = parseConfig(BASE + "SMTP_URL=http://x\nCLIENT_TIMEOUT=5s\n", "f", keys);
+  t.equal(c.CLIENT_TIMEOUT, 5000);
+  t.equal(c.SPOOL_DIR, "/run/etoken-ca-spool/request", "defaults of the subset");
+  t.same(c.USERNAME_RDN_TYPES, ["DC", "O", "OU", "CN"]);
+  t.equal(c.sourceFile, "f");
+  t.notOk("SMTP_URL" in c, "a key outside the subset is not in the result");
+  t.same(dnTemplateOf(c), dnTemplateOf(parseConfig(BASE, "f")), "the same subject template as a whole load");
+  t.equal(dnTemplateOf(c), dnTemplateOf(c), "DN_FORMAT is compiled once per load");
+  // what the subset still refuses, with file and line as a whole load does
+  const subsetError = (text: string): string => {
+    try {
+      parseConfig(text, "/etc/sysconfig/etoken-ca", keys);
+    } catch (err) {
+      if (err instanceof ConfigError) return err.message;
+      throw err;
+    }
+    return "no error";
+  };
+  const line = BASE.split("\n").length;
+  for (const [extra, message] of [
+    ["CLIENT_TIMEOUT=soon\n", `:${line}: CLIENT_TIMEOUT="soon": expected a duration`],
+    ["SPOOL_DIR=spool\n", `:${line}: SPOOL_DIR="spool": expected an absolute path`],
+    ["CLINET_TIMEOUT=5\n", `:${line}: unknown key CLINET_TIMEOUT (did you mean CLIENT_TIMEOUT?)`],
+    ["CA_DIR=/a\nCA_DIR=/b\n", `:${line + 1}: CA_DIR is set again (first set on line ${line})`],
+    ["SMTP_URL=$HOST\n", `:${line}: shell expansion ($) is not supported in the value of SMTP_URL`],
+    ["DN_FORMAT2=x\n", `:${line}: unknown key DN_FORMAT2`],
+  ] as const) {
+    t.match(subsetError(BASE + extra), message, extra);
+    t.match(subsetError(BASE + extra), errorOf(BASE + extra).message, `${extra}: the message of a whole load`);
+  }
+  t.match(subsetError(BASE.replace("DN_FORMAT=/DC=org/DC=example/CN=%s", "DN_FORMAT=/DC=org/CN=x")), "/etc/sysconfig/etoken-ca:1: DN_FORMAT=\"/DC=org/CN=x\": must contain exactly one %s (found 0)");
+  t.equal(subsetError(BASE.replace("DN_FORMAT=/DC=org/DC=example/CN=%s\n", "")), "/etc/sysconfig/etoken-ca: DN_FORMAT is required (" + "Subject DN in slash form with one %s for the MyProxy username. %s inside a value (/DC=org/DC=example/CN=%s): the username is that value. %s where RDNs can stand (/DC=org/DC=example%s, or %s alone): the username is a DN suffix such as /O=Example/CN=Jane Doe, inserted there)");
+});

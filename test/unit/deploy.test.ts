@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CONFIG_SCHEMA, type ConfigKey } from "../../services/common/config-schema.js";
+import { KERNEL_NODE_FLAGS } from "../../services/common/service-table.js";
 import { parseConfig } from "../../services/common/config.js";
 import { DIRECTORY_RULES, type Users } from "../../services/common/directories.js";
 import type { UserInfo } from "../../services/common/identity.js";
@@ -261,7 +262,8 @@ t.test("deploy/install into a staging root", async (t) => {
     const wrapper = path.join(P, "bin", p);
     const lines = fs.readFileSync(wrapper, "utf8").split("\n");
     t.equal(lines[4], "unset NODE_OPTIONS", `${p}: no NODE_OPTIONS (it could ask for an inspector)`);
-    t.equal(lines[5], `exec '${node}' '--inspect-port=[ff02::1]:9229' '${DEFAULT_PREFIX}/${entryOf(p)}' "$@"`, `${p}: wrapper with absolute paths, an inspector port no socket can bind`);
+    const flags = p === "etoken-ca-server" ? ` ${KERNEL_NODE_FLAGS.join(" ")}` : "";
+    t.equal(lines[5], `exec '${node}' '--inspect-port=[ff02::1]:9229'${flags} '${DEFAULT_PREFIX}/${entryOf(p)}' "$@"`, `${p}: wrapper with absolute paths, an inspector port no socket can bind`);
     const line2 = p === "etoken-ca-client" ? "ulimit -c 0" : p === "etoken-ca" ? 'export ETOKEN_CA_INVOKED_AS="${0##*/}"' : "";
     t.equal(lines[2], line2, `${p}: core dumps off in the client's wrapper only (the passphrase is on its stdin); etoken-ca knows the name it was called by`);
     t.equal(fs.statSync(wrapper).mode & 0o7777, 0o755);

@@ -300,3 +300,16 @@ t.test("one username limit for client, spool and signer", async (t) => {
   t.match(usernameProblem(over)!, new RegExp(`longer than ${MAX_USERNAME_BYTES} bytes`));
   t.match(requestError(() => splitUsername(over)).message, new RegExp(`longer than ${MAX_USERNAME_BYTES}$`));
 });
+
+t.test("text checks: every printable ASCII character passes, a control or invisible one anywhere is refused", async (t) => {
+  const template = compileDnFormat("/DC=org/name=%s"); // name: no 64-character bound
+  let ascii = "a";
+  for (let c = 0x20; c <= 0x7e; c++) if (!"/+\\".includes(String.fromCharCode(c))) ascii += String.fromCharCode(c);
+  ascii += "z";
+  t.ok(buildSubject(template, ascii).der.length > 0, "printable ASCII (the value-mode separators aside)");
+  for (const [bad, code] of [["\u200b", "U+200B"], ["\u00a0", "U+00A0"], ["\u0085", "U+0085"], ["\ue000", "U+E000"], ["\u0378", "U+0378"], ["\u2028", "U+2028"], ["\ufffd", "U+FFFD"], ["\x7f", "U+007F"]] as const) {
+    t.match(thrown(RequestError, () => buildSubject(template, `${ascii}${bad}x`)).message, `invisible character ${code}`, code);
+    t.match(thrown(ConfigError, () => compileDnFormat(`/O=a${bad}/CN=%s`)).message, `invisible character ${code}`, `${code} in DN_FORMAT`);
+  }
+  t.match(thrown(RequestError, () => buildSubject(template, "a\ud800b")).message, "is not valid Unicode");
+});

@@ -85,12 +85,16 @@ const SHORT_BY_OID = new Map<string, string>([
 // Character checks
 
 /** C0/C1 controls, DEL, format characters (bidi overrides, zero-width), surrogates,
- *  private use, unassigned, line/paragraph separators. */
-const FORBIDDEN_CHARS = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\uFFFD]/u;
+ *  private use, unassigned, line/paragraph separators. Built on first use: its \p{...}
+ *  classes cost ~0.3 ms of a fresh process's CPU even when it never runs. */
+let forbiddenChars: RegExp | undefined;
+const FORBIDDEN_CHARS = (): RegExp => (forbiddenChars ??= new RegExp("[\\p{Cc}\\p{Cf}\\p{Cs}\\p{Co}\\p{Cn}\\p{Zl}\\p{Zp}\\uFFFD]", "u"));
 /** Spaces other than U+0020 (look like a space, compare differently). */
 const ODD_SPACES = /(?! )\p{Zs}/u;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
+/** None of the above: checked first, because running the \p{...} classes costs ~1 ms of CPU in a fresh process (etoken-ca-client). */
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 function describeChar(s: string): string {
   const cp = s.codePointAt(0)!;
@@ -99,8 +103,9 @@ function describeChar(s: string): string {
 
 /** Why `s` cannot be used as text in a name, or undefined when it can. */
 function badText(s: string): string | undefined {
+  if (PRINTABLE_ASCII.test(s)) return undefined;
   if (LONE_SURROGATE.test(s)) return "is not valid Unicode";
-  const m = FORBIDDEN_CHARS.exec(s) ?? ODD_SPACES.exec(s);
+  const m = FORBIDDEN_CHARS().exec(s) ?? ODD_SPACES.exec(s);
   if (m) return `contains the control or invisible character ${describeChar(m[0])}`;
   return undefined;
 }
