@@ -76,9 +76,13 @@ export class Channel {
     this.closeListeners.push(listener);
   }
 
-  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0, secret = false): number {
+  private mustBeWritable(): void {
     if (this.closed) throw new ProtocolError("closed", `channel to ${this.peer} is closed`);
     if (this.drainReason !== undefined) throw new ProtocolError("closed", `channel to ${this.peer} is closed for sending: ${this.drainReason}`);
+  }
+
+  send<T extends MessageType>(type: T, payload: Payload<T>, replyTo = 0, secret = false): number {
+    this.mustBeWritable();
     const id = this.nextId++;
     const frame = encodeFrame(id, replyTo, type, payload, secret);
     if (secret) {
@@ -93,6 +97,21 @@ export class Channel {
     } else {
       this.held.push(frame);
     }
+    return id;
+  }
+
+  /**
+   * Sends a frame that need not leave before this turn of the event loop ends: it is held, and
+   * the frames sent after it in the same turn join it in one write (one wake-up of the peer).
+   */
+  post<T extends MessageType>(type: T, payload: Payload<T>): number {
+    this.mustBeWritable();
+    if (this.held === undefined) {
+      this.held = [];
+      process.nextTick(this.writeHeld);
+    }
+    const id = this.nextId++;
+    this.held.push(encodeFrame(id, 0, type, payload, false));
     return id;
   }
 

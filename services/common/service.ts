@@ -112,8 +112,12 @@ export async function runService<N extends ServiceName, In extends MessageType>(
           channel.reply(frame, "pong", { nonce: frame.message.nonce });
           return;
         case "shutdown":
-          channel.reply(frame, "ack", {});
-          void stop("shutdown requested by the kernel", 0);
+          // after the frames read before it are dispatched (a microtask each once started): the
+          // signer records a ConfirmDelivery that came with the Shutdown before it stops
+          void Promise.resolve().then(() => {
+            channel.reply(frame, "ack", {});
+            void stop("shutdown requested by the kernel", 0);
+          });
           return;
         default:
           if (!(impl.accepts as readonly MessageType[]).includes(frame.type)) fatal(log, `invalid message from kernel: ${frame.type}: fatal`);

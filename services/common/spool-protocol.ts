@@ -235,7 +235,7 @@ export function checkUsername(username: string, dn: DnTemplate): CheckedUsername
   return { ...split, subject: buildSubject(dn, split.name).der };
 }
 
-/** SubjectPublicKeyInfo DER of a CSR (no signature check: the spool verified it, the client wrote it). */
+/** SubjectPublicKeyInfo DER of a CSR (no signature check: the signer verifies it, the client wrote it). */
 export function csrPublicKey(csrDer: Buffer): Buffer {
   const fail = (m: string): Error => new FormatError("bad_csr", `the certificate request is malformed: ${m}`);
   const info = children(children(parseDer(csrDer, fail), fail)[0]!, fail);

@@ -4,10 +4,12 @@
 //
 //   fencing     Issued arrived; the presence fence runs, nothing went to the spool yet
 //   returned    the certificate went to this spool; it must say `delivered` or `undelivered`
-//   confirming  the spool said `delivered`; the signer has not acknowledged the confirmation
+//   confirming  the spool said `delivered`; the signer has not yet said it recorded that (its
+//               ConfirmDelivery batch, sent to that signer process, is not in an Issued's
+//               confirmed_through yet): kept, listed in flight and sent again to a restarted signer
 //
-// After the signer's acknowledgement a request stays `recent` for RECENT_MS: a client that then
-// refuses its certificate (a key that is not its own) is still reported as `undelivered`.
+// For RECENT_MS after `delivered` a client that then refuses its certificate (a key that is not
+// its own) is still reported as `undelivered`.
 // Everything here is lost when the kernel dies; the signer's delivery journal then revokes every
 // certificate never confirmed (services/signer/delivery-journal.ts).
 import { UNDELIVERED_ACCEPTED_MS } from "../../proto/contract.js";
@@ -22,6 +24,11 @@ export interface Handout {
   readonly spool: Channel;
   phase: HandoutPhase;
   timer?: NodeJS.Timeout;
+  /** when the spool reported it delivered */
+  deliveredAt?: number;
+  /** the signer process its confirmation went to, and in which batch */
+  confirmTo?: Channel;
+  confirmBatch?: number;
 }
 
 /** How long a delivered request can still be reported undelivered (the client's checks take milliseconds). */
@@ -67,8 +74,8 @@ export class Handouts {
     const h = this.open.get(requestId);
     if (h && h.spool === spool && h.phase === "returned") return { serial: h.serial, handout: h };
     if (!allowRecent) return undefined;
-    const r = this.recent.get(requestId) ?? (h && h.spool === spool && h.phase === "confirming" ? { serial: h.serial, spool, until: 0 } : undefined);
-    if (r && r.spool === spool && (r.until === 0 || r.until >= Date.now())) return { serial: r.serial };
+    const r = this.recent.get(requestId) ?? (h && h.spool === spool && h.phase === "confirming" ? { serial: h.serial, spool, until: h.deliveredAt! + RECENT_MS } : undefined);
+    if (r && r.spool === spool && r.until >= Date.now()) return { serial: r.serial };
     return undefined;
   }
 
@@ -76,15 +83,29 @@ export class Handouts {
   confirming(h: Handout): void {
     this.clearTimer(h);
     h.phase = "confirming";
+    h.deliveredAt = Date.now();
   }
 
-  /** The signer recorded the delivery. */
-  confirmed(requestId: string): void {
+  /** Its confirmation went to this signer process in this batch (again, after a restart). */
+  sent(requestId: string, signer: Channel, batch: number): void {
     const h = this.open.get(requestId);
     if (!h || h.phase !== "confirming") return;
-    this.open.delete(requestId);
+    h.confirmTo = signer;
+    h.confirmBatch = batch;
+  }
+
+  /** This signer process recorded every batch up to `through`: those deliveries are settled. */
+  confirmedThrough(signer: Channel, through: number): void {
+    for (const h of this.open.values()) {
+      if (h.phase === "confirming" && h.confirmTo === signer && h.confirmBatch! <= through) this.confirmed(h);
+    }
+  }
+
+  private confirmed(h: Handout): void {
+    this.open.delete(h.requestId);
     this.pruneRecent();
-    this.recent.set(requestId, { serial: h.serial, spool: h.spool, until: Date.now() + RECENT_MS });
+    const until = h.deliveredAt! + RECENT_MS;
+    if (until >= Date.now()) this.recent.set(h.requestId, { serial: h.serial, spool: h.spool, until });
   }
 
   /** Settled otherwise (revoked, refused, or the fence failed). */
@@ -121,7 +142,9 @@ export class Handouts {
   private pruneRecent(): void {
     const now = Date.now();
     for (const [id, r] of this.recent) {
-      if (r.until >= now) break; // insertion order = expiry order
+      // confirmation order is about expiry order (a confirmation sent again after a signer restart
+      // comes later: kept a little longer, and `find` checks `until` anyway)
+      if (r.until >= now) break;
       this.recent.delete(id);
     }
   }

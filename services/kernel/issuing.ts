@@ -4,7 +4,7 @@
 // revoked (handouts.ts, the signer's delivery journal).
 import type { Frame } from "../../proto/wire.js";
 import { DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
-import { RemoteFailure } from "../common/channel.js";
+import { RemoteFailure, type Channel } from "../common/channel.js";
 import { describeError, errorCode, EtokenError, ProtocolError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
 import { Handouts } from "./handouts.js";
@@ -12,6 +12,14 @@ import type { KernelCore } from "./kernel.js";
 import { type HungSignature, QueueRefusal, SignQueue, type SignStats, type Ticket } from "./sign-queue.js";
 import { FENCE_TIMEOUT_MS, SIGNER_TIMEOUT_MS } from "./timeouts.js";
 
+/**
+ * Deliveries wait at most this long for the next frame to the signer (in practice the next
+ * IssueRequest, which carries them in the same write): one wake-up of the signer fewer per
+ * certificate under load. The price: a kernel that dies within this time after a delivery takes
+ * its confirmation with it, and the signer's next start revokes that delivered certificate
+ * (docs/design.md, section 5). The journal's own fdatasync leaves a power loss a second.
+ */
+export const CONFIRM_HOLD_MS = 1000;
 /** A spool that has said neither `delivered` nor `undelivered` this long after the client's deadline: revoked. */
 const SPOOL_REPORT_SLACK_MS = 60_000;
 const NOT_AVAILABLE = "CA token not available: issuing is suspended (token removed or PIN not yet entered); try again later";
@@ -35,6 +43,9 @@ export class IssuingPath {
   readonly handouts = new Handouts();
   /** Delivered serials to confirm to the signer in the next batch, by request id. */
   private confirmBatch = new Map<string, string>();
+  /** The last ConfirmDelivery batch number sent (to any signer process). */
+  private lastBatch = 0;
+  private confirmTimer: NodeJS.Timeout | undefined;
   /** Group fence: callers waiting for a presence check that starts after they asked. */
   private fenceWaiters: ((p: PresenceAnswer | undefined) => void)[] = [];
   private readonly presenceRun = singleFlight(
@@ -76,6 +87,7 @@ export class IssuingPath {
 
   stop(): void {
     this.queue.stop();
+    this.sendConfirmations(); // before the signer's Shutdown, which it handles after them
   }
 
   /** The client gave up: a request still queued is dropped; one at the signer ends undelivered. */
@@ -164,7 +176,8 @@ export class IssuingPath {
       entry.at = { epoch: this.core.token.epoch, generation: this.core.tokenGeneration };
       const signer = this.core.supervisor.channel("signer");
       if (!signer) return fail("signer.unavailable", "the signer is restarting; try again");
-      ticket.sent();
+      this.sendConfirmations(); // held deliveries leave with the request, in one write
+      ticket.sent(); // its place in the token's order (sign-queue.ts): in the same turn as the send
       const answer = signer.request(
         "issueRequest",
         {
@@ -186,6 +199,7 @@ export class IssuingPath {
       );
       const issued = await Promise.race([answer, ticket.aborted]);
       const cert = issued.message;
+      this.signerConfirmed(signer, cert.confirmedThrough);
       this.queue.signed(m.requestId);
       this.queue.times.add(cert.signMs);
       if (cert.requestId !== m.requestId) {
@@ -281,22 +295,38 @@ export class IssuingPath {
     this.core.counters.issued++;
     this.core.scheduleStatus();
     this.confirmBatch.set(requestId, known.serial);
-    if (this.confirmBatch.size === 1) setImmediate(() => void this.sendConfirmations());
+    this.confirmTimer ??= setTimeout(() => this.sendConfirmations(), CONFIRM_HOLD_MS);
   }
 
-  /** Tells the signer which certificates reached their clients (one message per turn of the loop). */
-  private async sendConfirmations(): Promise<void> {
+  /**
+   * Tells the signer which certificates reached their clients. No answer: the signer's next
+   * Issued says how far it recorded them (signerConfirmed); until then they stay `confirming`.
+   */
+  private sendConfirmations(): void {
+    if (this.confirmTimer) clearTimeout(this.confirmTimer);
+    this.confirmTimer = undefined;
     const batch = this.confirmBatch;
+    if (batch.size === 0) return;
     this.confirmBatch = new Map();
     const signer = this.core.supervisor.channel("signer");
-    if (!signer || batch.size === 0) return; // a restarted signer gets them after settling (settleUndelivered)
+    if (!signer) return; // a restarted signer gets them after settling (settleUndelivered)
+    const number = ++this.lastBatch;
     try {
-      await signer.request("confirmDelivery", { serials: [...batch.values()] }, "ack", SIGNER_TIMEOUT_MS);
-      for (const id of batch.keys()) this.handouts.confirmed(id);
+      signer.post("confirmDelivery", { serials: [...batch.values()], batch: number });
     } catch (err) {
-      // kept as `confirming`: listed in flight when the signer settles, and sent again after
-      this.core.log.warning("the signer did not record delivered certificates; sent again when it restarts", { count: batch.size, error: describeError(err) });
+      this.core.log.warning("cannot send delivered certificates to the signer; sent again when it restarts", { count: batch.size, error: describeError(err) });
+      return;
     }
+    for (const id of batch.keys()) this.handouts.sent(id, signer, number);
+  }
+
+  /** An Issued from this signer process: every batch up to `through` is in its journal. */
+  private signerConfirmed(signer: Channel, through: number): void {
+    if (through > this.lastBatch) {
+      this.core.supervisor.securityEvent("signer", `issued says confirmation batch ${through} is recorded, but the kernel sent ${this.lastBatch} batches`);
+      return;
+    }
+    if (through > 0) this.handouts.confirmedThrough(signer, through);
   }
 
   private onLateIssued(late: Frame): void {
@@ -339,7 +369,7 @@ export class IssuingPath {
       const missed = this.handouts.unconfirmed();
       if (missed.length > 0) {
         for (const h of missed) this.confirmBatch.set(h.requestId, h.serial);
-        void this.sendConfirmations();
+        this.sendConfirmations();
       }
     } catch (err) {
       this.core.log.error("the signer could not settle the certificates never delivered; they are settled at its next start", { error: describeError(err) });

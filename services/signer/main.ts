@@ -35,6 +35,8 @@ interface SignerState {
 }
 
 let state: SignerState | undefined;
+/** ConfirmDelivery batches: received from the kernel, and written to the journal through `through`. */
+const confirmations = { pending: [] as string[], received: 0, through: 0, writing: false, scheduled: false };
 
 function s(): SignerState {
   if (!state) throw new Error("signer not initialised");
@@ -89,6 +91,14 @@ await runService("signer", {
 
   stop(ctx) {
     logout(ctx, "stopping");
+    // confirmations that came with the Shutdown and wait for their turn: written now
+    if (confirmations.pending.length > 0) {
+      try {
+        state?.journal.confirm(confirmations.pending.splice(0));
+      } catch (err) {
+        ctx.log.error("cannot record delivered certificates at stop", { error: describeError(err) });
+      }
+    }
     state?.backend.close();
     state?.journal.close();
     state?.audit.close();
@@ -217,6 +227,7 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">
       notAfter: out.notAfter.getTime(),
       subject: out.subjectSlash,
       signMs: out.signMs,
+      confirmedThrough: confirmations.through,
     });
     ctx.log.info("issued", { serial: out.serialHex, subject: out.subjectSlash, lifetime, info: user.info, emails: user.emails.join(" ") });
   } catch (err) {
@@ -298,16 +309,46 @@ function status(frame: Frame<"getSignerStatus">, ctx: ServiceContext<"signer">):
   });
 }
 
-/** The kernel confirms that these certificates reached their clients. */
-async function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext<"signer">): Promise<void> {
-  const st = s();
-  const serials = [...frame.message.serials]; // the contract checked them
+/**
+ * The kernel confirms that these certificates reached their clients. No answer (that was a
+ * wake-up of the kernel per batch): the next Issued says how far the journal has them
+ * (confirmedThrough). A batch that cannot be written stays pending and goes with the next one;
+ * the kernel keeps its deliveries until then and sends them again to a restarted signer.
+ */
+function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext<"signer">): void {
+  confirmations.pending.push(...frame.message.serials); // the contract checked them
+  confirmations.received = Math.max(confirmations.received, frame.message.batch);
+  // after the frames read with it: an IssueRequest that came in the same write is signed first,
+  // and the journal is written while its index line syncs
+  if (!confirmations.scheduled) {
+    confirmations.scheduled = true;
+    setImmediate(() => {
+      confirmations.scheduled = false;
+      void recordConfirmations(ctx);
+    });
+  }
+}
+
+/** Appends the pending confirmations to the journal; confirmedThrough moves only past what is written. */
+async function recordConfirmations(ctx: ServiceContext<"signer">): Promise<void> {
+  const c = confirmations;
+  if (c.writing) return; // the loop under way takes the new batch along
+  c.writing = true;
   try {
-    await st.backend.exclusive(() => st.journal.confirm(serials));
-    ctx.channel.reply(frame, "ack", {});
-  } catch (err) {
-    ctx.log.error("cannot record delivered certificates", { error: describeError(err) });
-    ctx.channel.fail(frame, errorCode(err), describeError(err));
+    while (c.pending.length > 0 || c.through < c.received) {
+      const serials = c.pending.splice(0);
+      const through = c.received;
+      try {
+        if (serials.length > 0) await s().backend.exclusive(() => s().journal.confirm(serials));
+        c.through = through;
+      } catch (err) {
+        c.pending.unshift(...serials);
+        ctx.log.error("cannot record delivered certificates; tried again with the next confirmation", { count: serials.length, error: describeError(err) });
+        return;
+      }
+    }
+  } finally {
+    c.writing = false;
   }
 }
 

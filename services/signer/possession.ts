@@ -1,5 +1,5 @@
-// Proof of possession, checked by the signer itself: the spool verified the CSR already, but a
-// compromised spool could send any public key. The CSR travels with the request
+// Proof of possession, checked by the signer alone: the spool parses the CSR strictly but leaves
+// its self-signature to this check (a compromised spool could send any public key anyway). The CSR travels with the request
 // (IssueRequest.csr); its self-signature must verify, its key must be the key to certify, and
 // that key must not be the CA's own.
 import { RequestError } from "../common/errors.js";

@@ -15,7 +15,7 @@ import { oneLine, REQUEST_LINK } from "../common/spool-protocol.js";
 import type { DnTemplate } from "../common/x509/dn.js";
 import { singleFlight } from "../common/single-flight.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
-import { derToPem, hasAbandonedMarker, isAbandoned, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
+import { derToPem, hasAbandonedMarker, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
 import { inDir, SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
@@ -135,7 +135,7 @@ class Spool {
       if (this.saturated) return;
       let taken: Taken | undefined;
       try {
-        taken = await takeRequestLink(this.dir);
+        taken = takeRequestLink(this.dir);
         this.lastScanError = "";
       } catch (err) {
         const msg = describeError(err);
@@ -236,7 +236,7 @@ class Spool {
 
   private async deliverError(id: string, code: string, message: string): Promise<void> {
     try {
-      const p = await publishError(this.dir, id, code, message);
+      const p = publishError(this.dir, id, code, message);
       if (p.kind === "claimed_by_client") await removeAbandoned(this.dir, id);
       else this.watchRefusal(id, p.ino, undefined);
     } catch (err) {
@@ -244,13 +244,18 @@ class Spool {
     }
   }
 
-  private async removeRequestFile(id: string): Promise<void> {
+  private removeRequestFile(id: string): void {
     const file = inDir(this.dir, id);
     try {
       fs.unlinkSync(file);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EISDIR" || code === "EPERM") await fs.promises.rmdir(file).catch(() => {});
+      if (code !== "EISDIR" && code !== "EPERM") return;
+      try {
+        fs.rmdirSync(file);
+      } catch {
+        // not empty, or gone: the sweep's
+      }
     }
   }
 
@@ -263,9 +268,9 @@ class Spool {
         minKeyBits: this.ctx.config.MIN_KEY_BITS,
         dn: this.dn,
       });
-      if (await isAbandoned(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
+      if (hasAbandonedMarker(this.dir, id)) throw new RequestError("abandoned", "the client gave up on this request before the CA read it");
     } catch (err) {
-      await this.removeRequestFile(id);
+      this.removeRequestFile(id);
       if (err instanceof RequestError) {
         await this.refuse(id, err);
       } else {
@@ -275,7 +280,7 @@ class Spool {
       return;
     }
     const issuing = this.issue(req); // sends the request to the kernel before the first await
-    await this.removeRequestFile(id); // meanwhile: unlink can be slow (file systems mounted with discard)
+    this.removeRequestFile(id); // meanwhile: unlink can be slow (file systems mounted with discard)
     await issuing;
   }
 
@@ -327,7 +332,7 @@ class Spool {
       return;
     }
     const late = Date.now() > req.deadline + DELIVERY_GRACE_MS;
-    const abandoned = await isAbandoned(this.dir, id);
+    const abandoned = hasAbandonedMarker(this.dir, id);
     if (late || abandoned) {
       const reason = abandoned ? "the client gave up before the certificate arrived" : "the certificate arrived after the client's deadline";
       log.warning("certificate not delivered", { requestId: id, serial, reason });
@@ -344,7 +349,7 @@ class Spool {
     }
     let publication;
     try {
-      publication = await publishResult(this.dir, id, derToPem(issued.certificate));
+      publication = publishResult(this.dir, id, derToPem(issued.certificate));
     } catch (err) {
       log.error("cannot write the certificate result", { requestId: id, serial, error: describeError(err) });
       this.undelivered(id, serial, `the result file could not be written: ${oneLine(describeError(err))}`);

@@ -1,6 +1,6 @@
 // A request file from the client, read and checked: safe-open (owner = CLIENT_USER, regular,
 // one link, size limit), then a strict parse from an allow-list of header keys, the deadline,
-// then the CSR (pemDecode + parseCsr). Everything wrong is a RequestError whose message goes back
+// then the CSR (pemDecode + parseCsr; its self-signature is the signer's check). Everything wrong is a RequestError whose message goes back
 // to the client.
 import { RequestError } from "../common/errors.js";
 import { safeReadFile, SafeOpenError } from "../common/safe-open.js";
@@ -35,9 +35,9 @@ export interface ValidRequest {
   readonly proxyLifetime: number;
   readonly maxCertLifetime: number;
   readonly deadline: number;
-  /** SubjectPublicKeyInfo DER from the verified CSR. */
+  /** SubjectPublicKeyInfo DER from the checked CSR (its self-signature is the signer's check). */
   readonly publicKey: Buffer;
-  /** The verified CSR (DER), forwarded for SIGNER_BACKEND=openssl (`openssl ca` needs a request). */
+  /** The checked CSR (DER), forwarded for SIGNER_BACKEND=openssl (`openssl ca` needs a request). */
   readonly csr: Buffer;
   readonly keyBits: number;
   /** Owner of the request file (the submitter's identity comes from the file, not its content). */
@@ -101,10 +101,16 @@ export function checkDeadline(deadline: number, policy: Pick<RequestPolicy, "now
   }
 }
 
-/** Parses and checks the CSR part; returns the verified public key. */
+/**
+ * Parses and checks the CSR part (strict DER, key type and size, signature algorithm); returns
+ * its public key. The self-signature is the signer's check (proof of possession, which it makes
+ * in any case): verifying it here too cost ~0.25 ms per certificate and refused nothing the
+ * signer does not refuse with the same code and message.
+ */
 export function checkCsr(csrPem: string, minKeyBits: number): { publicKey: Buffer; keyBits: number; csr: Buffer } {
   const der = decodeCsrPem(csrPem);
-  return { ...parseCsr(der, { minKeyBits }), csr: der };
+  const { publicKey, keyBits } = parseCsr(der, { minKeyBits, verifySignature: false });
+  return { publicKey, keyBits, csr: der };
 }
 
 const SAFE_OPEN_ANSWER: Record<SafeOpenError["reason"], [string, string]> = {

@@ -23,11 +23,11 @@ export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
 
 /**
  * Writes and publishes a result; "claimed_by_client" when the client had already given up.
- * Synchronous on purpose: a handful of small local calls is cheaper than a dozen event-loop
+ * Synchronous on purpose (no promise either: its callers go on in the same turn): a handful of small local calls is cheaper than a dozen event-loop
  * round trips on the hand-out path. No fsync: the result is a hand-off to a live process that
  * reads it at once; after a crash its client is gone and the certificate is already recorded.
  */
-export async function publishResult(dir: string, requestId: string, content: string): Promise<Publication> {
+export function publishResult(dir: string, requestId: string, content: string): Publication {
   // 32 hex digits from randomUUID (122 random bits from node's cached entropy pool: no call into
   // the random generator per result)
   const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${crypto.randomUUID().replaceAll("-", "")}`);
@@ -60,17 +60,8 @@ export async function publishResult(dir: string, requestId: string, content: str
   }
 }
 
-export function publishError(dir: string, requestId: string, code: string, message: string): Promise<Publication> {
+export function publishError(dir: string, requestId: string, code: string, message: string): Publication {
   return publishResult(dir, requestId, formatErrorResult(code, message));
-}
-
-export async function exists(file: string): Promise<boolean> {
-  try {
-    await fs.promises.lstat(file);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 // The lookups below run several times per request and usually find nothing: without an
@@ -92,10 +83,6 @@ export function hasAbandonedMarker(dir: string, requestId: string): boolean {
   } catch {
     return false;
   }
-}
-
-export async function isAbandoned(dir: string, requestId: string): Promise<boolean> {
-  return hasAbandonedMarker(dir, requestId);
 }
 
 /** Removes what the spool leaves behind of an abandoned request (marker and the client's claim). */

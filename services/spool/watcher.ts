@@ -28,7 +28,7 @@ export function inDir(dir: string, name: string): string {
  * link (a hint for the spool's own removal of it): lstat without an exception for ENOENT first,
  * which costs less than the exception readlink would throw.
  */
-export async function takeRequestLink(dir: string): Promise<Taken | undefined> {
+export function takeRequestLink(dir: string): Taken | undefined {
   const link = inDir(dir, REQUEST_LINK);
   const st = fs.lstatSync(link, { throwIfNoEntry: false });
   if (st === undefined) return undefined;

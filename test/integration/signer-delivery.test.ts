@@ -102,8 +102,11 @@ t.test("signed, never confirmed delivered: revoked at the signer's next start un
   const signed = async (): Promise<string> => (await issue(signer!, csr, key)).serial!;
   const delivered = await signed();
   const inFlight = await signed();
-  const lost = await signed();
-  await signer!.channel.request("confirmDelivery", { serials: [delivered] }, "ack", 10_000);
+  // no answer: the next Issued says how far the journal has the batches
+  signer!.channel.send("confirmDelivery", { serials: [delivered], batch: 1 });
+  const next = await signer!.channel.request("issueRequest", issueRequest(csr, key), "issued", 30_000);
+  t.equal(next.message.confirmedThrough, 1, "the next Issued: batch 1 is in the journal");
+  const lost = next.message.serial;
   signer!.kill();
   await signer!.exited;
   signer = await startSigner();
@@ -115,7 +118,9 @@ t.test("signed, never confirmed delivered: revoked at the signer's next start un
   t.match(status(delivered), /^V /, "the delivered one stays valid");
   t.match(status(inFlight), /^V /, "the one in flight stays valid (the kernel decides)");
   // the kernel then confirms it; the next start revokes nothing
-  await signer.channel.request("confirmDelivery", { serials: [inFlight] }, "ack", 10_000);
+  signer.channel.send("confirmDelivery", { serials: [inFlight], batch: 2 });
+  const journal = path.join(inst.config.CA_DIR, "delivery.journal");
+  while (!fs.readFileSync(journal, "utf8").includes(`D ${inFlight}\n`)) await new Promise((r) => setTimeout(r, 20));
   signer.kill();
   await signer.exited;
   signer = await startSigner();
@@ -143,5 +148,10 @@ t.test("the audit trail: who revoked (RevokeEntry.origin) and the kernel's token
   signer!.channel.send("tokenAudit", { event: "exploded", serial: "", label: "", detail: "" });
   t.not(await signer!.exited, 0, "a TokenAudit with an unknown event breaks the contract: the signer stops");
   t.notOk(trail().some((x) => x.token === "exploded"));
+  signer = await startSigner();
+  const journal = fs.readFileSync(path.join(inst.config.CA_DIR, "delivery.journal"), "utf8");
+  signer.channel.send("confirmDelivery", { serials: [serial], batch: 0 });
+  t.not(await signer.exited, 0, "a ConfirmDelivery without its batch number breaks the contract: the signer stops");
+  t.equal(fs.readFileSync(path.join(inst.config.CA_DIR, "delivery.journal"), "utf8"), journal, "and records nothing");
   signer = await startSigner();
 });

@@ -38,11 +38,13 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   const csr = der(good.csrPem);
   const publicKey = createPublicKey(mustOpenssl(["req", "-noout", "-pubkey"], good.csrPem)).export({ type: "spki", format: "der" });
   let n = 0;
-  /** One certificate as the kernel gets it: IssueRequest, Issued, then ConfirmDelivery. */
+  let delivered: string | undefined;
+  /** One certificate as the kernel gets it: IssueRequest (with the previous one's ConfirmDelivery, in one write), Issued. */
   const issue = async (k: FakeKernel): Promise<string> => {
     const requestId = `req.${randomBytes(6).toString("hex")}${++n}`;
+    if (delivered) k.channel.post("confirmDelivery", { serials: [delivered], batch: n });
     const r = await k.channel.request("issueRequest", { requestId, username: `user${n}`, proxyLifetime: 3600, maxCertLifetime: 0, publicKey, csr, deadline: Date.now() + 30_000, clientUid: u.CLIENT_USER.uid, fenceEpoch: 1 }, "issued", 30_000);
-    await k.channel.request("confirmDelivery", { serials: [r.message.serial] }, "ack", 10_000);
+    delivered = r.message.serial;
     return r.message.serial;
   };
 

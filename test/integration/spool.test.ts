@@ -8,6 +8,8 @@ import type { Frame } from "../../proto/wire.js";
 import { pemEncode } from "../../services/common/x509/pem.js";
 import { DELIVERY_GRACE_MS, formatRequestFile, MAX_REQUEST_BYTES, MAX_USERNAME_BYTES } from "../../services/common/spool-protocol.js";
 import { dirContents, makeCsr, myproxyInput, runClient, SpoolHarness } from "../fixtures/spool-harness.js";
+import { provenPublicKey } from "../../services/signer/possession.js";
+import type { RequestError } from "../../services/common/errors.js";
 
 const h = new SpoolHarness();
 t.teardown(async () => {
@@ -105,20 +107,33 @@ t.test("client-side input errors: one clear stderr line, exit 1, nothing spooled
   t.equal(h.issueRequests.length, 2, "nothing reached the kernel");
 });
 
-t.test("a bad CSR is refused by the spool: error result, requestRejected, no issueRequest", async (t) => {
+t.test("a CSR whose self-signature does not verify: the signer refuses it, its message reaches the client unchanged", async (t) => {
+  // The spool parses the CSR strictly (DER, key type and size, signature algorithm) but leaves
+  // the self-signature to the signer, which checks proof of possession in any case
+  // (services/signer/possession.ts): the test kernel answers with the signer's own check.
   const before = h.issueRequests.length;
-  // a flipped bit in the signature: well-formed DER (the client's own checks pass), caught by the spool
+  const old = h.onIssue;
+  h.onIssue = (f, ch) => {
+    const m = f.message;
+    try {
+      provenPublicKey(m.csr, m.publicKey, Buffer.alloc(0), 2048);
+      ch.fail(f, "test.not_refused", "the signer's check accepted it");
+    } catch (err) {
+      ch.fail(f, (err as RequestError).code, (err as RequestError).message);
+    }
+  };
+  // a flipped bit in the signature: well-formed DER (the client's own checks pass)
   const lines = csrPem.split("\n");
   const i = lines.length - 4;
   lines[i] = lines[i]!.slice(0, 10) + (lines[i]![10] === "A" ? "B" : "A") + lines[i]!.slice(11);
   const bad = lines.join("\n");
   const r = await runClient(h, myproxyInput({}, bad));
+  h.onIssue = old;
   t.equal(r.code, 1);
-  t.match(r.stderr, /^etoken-ca-client: .*(CSR|certificate request|DER|signature)/i);
-  const rej = await h.next("requestRejected");
-  t.match(rej.message.code, /^request\./);
-  t.equal(h.issueRequests.length, before);
-  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup"); // the spool removes the client's leftovers
+  t.equal(r.stderr, "etoken-ca-client: CSR signature does not verify\n", "the signer's message, one line");
+  t.equal(r.stdout, "");
+  t.equal(h.issueRequests.length, before + 1, "forwarded with its CSR, for the signer to check");
+  await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "spool cleanup");
   t.same(fs.readdirSync(h.spoolDir), []);
 });
 
@@ -139,6 +154,12 @@ function place(id: string, content: string | Buffer, opts: { uid?: number; mode?
   fs.chownSync(file, opts.uid ?? h.users.CLIENT_USER.uid, h.users.CLIENT_USER.gid);
   fs.chmodSync(file, opts.mode ?? 0o644);
   return file;
+}
+
+function md5CsrPem(): string {
+  const dir = fs.mkdtempSync(path.join(h.root, "md5-"));
+  execFileSync("openssl", ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-md5", "-keyout", path.join(dir, "k.pem"), "-subj", "/CN=x", "-out", path.join(dir, "r.csr")], { stdio: "ignore" });
+  return fs.readFileSync(path.join(dir, "r.csr"), "utf8");
 }
 
 function link(target: string): void {
@@ -327,6 +348,7 @@ t.test("hostile: request files", async (t) => {
     ["over-size", (id) => place(id, requestText() + "x".repeat(MAX_REQUEST_BYTES)), /too_large/, /larger than 65536 bytes/],
     ["missing", () => {}, /missing/, /does not exist/],
     ["non-PEM CSR", (id) => place(id, requestText().replace(/-----BEGIN[^]*-----END CERTIFICATE REQUEST-----\n/, "this is not PEM\n")), /request\.bad_pem|request\.bad_csr/, /BEGIN|PEM/],
+    ["MD5-signed CSR (the spool's parse refuses the signature algorithm)", (id) => place(id, requestText().replace(csrPem, md5CsrPem())), /request\.bad_signature_algorithm/, /md5WithRSAEncryption is not accepted/],
     ["PEM of the wrong kind", (id) => place(id, requestText().replace(/CERTIFICATE REQUEST/g, "X509 CRL")), /request\.bad_pem/, /CRL|expected CERTIFICATE REQUEST/],
     ["duplicate key", (id) => place(id, requestText().replace("username=mallory\n", "username=mallory\nusername=eve\n")), /bad_header/, /username given twice/],
     ["unknown key", (id) => place(id, requestText().replace("username=mallory\n", "username=mallory\npassphrase=x\n")), /bad_header/, /unknown key "passphrase"/],

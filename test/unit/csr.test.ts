@@ -66,6 +66,23 @@ t.test("small, large, non-RSA keys and small exponents are refused", async (t) =
   t.equal(refusal(() => parseCsr(e3, POLICY)).message, "RSA public exponent 3 is below 65537");
 });
 
+t.test("the spool's parse leaves the self-signature to the signer, and only that", async (t) => {
+  // the signer verifies it in any case (services/signer/possession.ts); the spool's copy of the
+  // check cost ~0.25 ms per certificate and refused nothing the signer does not refuse with the
+  // same code and message
+  const SPOOL = { ...POLICY, verifySignature: false };
+  const sig = Buffer.from(rsa2048);
+  sig[sig.length - 1]! ^= 0x01;
+  t.equal(parseCsr(sig, SPOOL).keyBits, 2048, "a signature that does not verify passes the spool's parse");
+  t.same(parseCsr(sig, SPOOL).publicKey, parseCsr(rsa2048, POLICY).publicKey, "with the key the signer then checks it against");
+  t.equal(refusal(() => parseCsr(sig, POLICY)).message, "CSR signature does not verify", "the signer's parse (the default) still refuses it");
+  openssl("req", "-new", "-md5", "-key", p("rsa2048.key"), "-subj", "/CN=x", "-out", p("md5-spool.csr"));
+  const md5 = pemDecode(fs.readFileSync(p("md5-spool.csr"), "latin1"), "CERTIFICATE REQUEST");
+  t.match(refusal(() => parseCsr(md5, SPOOL)).message, /md5WithRSAEncryption is not accepted/, "the signature algorithm is still the spool's check");
+  const r1024 = csr("r1024-spool", RSA(1024));
+  t.equal(refusal(() => parseCsr(r1024, SPOOL)).code, "request.key_too_small", "and the key policy");
+});
+
 t.test("tampered requests are refused", async (t) => {
   const sig = Buffer.from(rsa2048);
   sig[sig.length - 1]! ^= 0x01;
@@ -142,6 +159,23 @@ t.test("the subject is checked as strictly as OpenSSL reads it", async (t) => {
   }
 });
 
+t.test("a CSR's key without the NULL parameters is returned in canonical form, with them as it came", async (t) => {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const canonical = publicKey.export({ format: "der", type: "spki" });
+  const jwk = publicKey.export({ format: "jwk" });
+  const rsaKey = seq(integer(Buffer.from(jwk.n!, "base64url")), integer(Buffer.from(jwk.e!, "base64url")));
+  const request = (spki: Buffer): Buffer => {
+    const info = seq(integer(0), seq(), spki, tlv(contextTag(0, true)));
+    const sig = crypto.sign("sha256", info, privateKey);
+    return seq(info, seq(oid("1.2.840.113549.1.1.11"), nul()), bitString(sig));
+  };
+  const withNull = parseCsr(request(seq(seq(oid("1.2.840.113549.1.1.1"), nul()), bitString(rsaKey))), POLICY);
+  t.same(withNull.publicKey, canonical, "with NULL parameters: the key as it came, which is the canonical form");
+  const withoutNull = parseCsr(request(seq(seq(oid("1.2.840.113549.1.1.1")), bitString(rsaKey))), POLICY);
+  t.same(withoutNull.publicKey, canonical, "without: re-encoded with NULL parameters");
+  t.same(checkRsaPublicKey(withoutNull.publicKey, 2048), { keyBits: 2048 });
+});
+
 t.test("checkRsaPublicKey", async (t) => {
   const pub = (n: Buffer, e: Buffer, params = true): Buffer =>
     seq(params ? seq(oid("1.2.840.113549.1.1.1"), nul()) : seq(oid("1.2.840.113549.1.1.1")), bitString(seq(integer(n), integer(e))));
@@ -152,6 +186,9 @@ t.test("checkRsaPublicKey", async (t) => {
   const n = Buffer.from(jwk.n!, "base64url");
   t.match(refusal(() => checkRsaPublicKey(pub(n, Buffer.from([0x01, 0x00, 0x00])), 2048)).message, /exponent is even/);
   t.match(refusal(() => checkRsaPublicKey(pub(n, Buffer.from([0x01, 0x00, 0x01]), false), 2048)).message, /canonical/);
+  const asSet = Buffer.from(pub(n, Buffer.from([0x01, 0x00, 0x01])));
+  asSet[0] = 0x31; // a SET where the SEQUENCE belongs: well-formed, not canonical
+  t.match(refusal(() => checkRsaPublicKey(asSet, 2048)).message, /canonical/);
   const evenN = Buffer.from(n);
   evenN[evenN.length - 1]! &= 0xfe;
   t.match(refusal(() => checkRsaPublicKey(pub(evenN, Buffer.from([0x01, 0x00, 0x01])), 2048)).message, /modulus is even/);

@@ -2,7 +2,7 @@
 // which spool reports are legitimate, and which serial they concern.
 import t from "tap";
 import type { Channel } from "../../services/common/channel.js";
-import { Handouts } from "../../services/kernel/handouts.js";
+import { Handouts, RECENT_MS } from "../../services/kernel/handouts.js";
 
 const channel = (): Channel & { closed: boolean } => ({ closed: false }) as unknown as Channel & { closed: boolean };
 
@@ -20,9 +20,17 @@ t.test("reports count only for a request returned to that spool process", async 
   book.confirming(h);
   t.equal(book.find("req.AAAAAAAAAAAA", spool, false), undefined, "a second `delivered` does not count");
   t.same(book.find("req.AAAAAAAAAAAA", spool, true), { serial: "0A0B" }, "`undelivered` after `delivered` (the client refused it) still counts");
-  t.same(book.unconfirmed().map((x) => x.serial), ["0A0B"], "not acknowledged by the signer yet");
-  book.confirmed("req.AAAAAAAAAAAA");
-  t.same(book.inFlightSerials(), [], "settled once the signer recorded it");
+  t.same(book.unconfirmed().map((x) => x.serial), ["0A0B"], "not recorded by the signer yet");
+  const signer = channel();
+  const restarted = channel();
+  book.sent("req.AAAAAAAAAAAA", signer, 3);
+  book.confirmedThrough(signer, 2);
+  t.same(book.inFlightSerials(), ["0A0B"], "the signer recorded only the batches before its own");
+  book.confirmedThrough(restarted, 5);
+  t.same(book.inFlightSerials(), ["0A0B"], "another signer process's word does not settle a batch sent to the one before");
+  book.confirmedThrough(signer, 3);
+  t.same(book.inFlightSerials(), [], "settled once the signer recorded its batch");
+  t.same(book.unconfirmed(), []);
   t.same(book.find("req.AAAAAAAAAAAA", spool, true), { serial: "0A0B" }, "recently delivered: `undelivered` still counts");
   book.drop("req.AAAAAAAAAAAA");
   t.equal(book.find("req.AAAAAAAAAAAA", spool, true), undefined, "once revoked, never again");
@@ -45,6 +53,18 @@ t.test("a spool that stops leaves its returned certificates orphaned, and only t
   t.same(book.orphaned(), [], "dropped: revoked once");
   t.same(book.inFlightSerials().sort(), ["02", "03", "04"]);
   book.drop("req.DDDDDDDDDDDD");
+});
+
+t.test("a delivery the signer has not recorded counts as recent for RECENT_MS only", async (t) => {
+  const book = new Handouts();
+  const spool = channel();
+  const h = book.signed("req.AAAAAAAAAAAA", "01", spool);
+  book.returned(h, 60_000, () => {});
+  book.confirming(h);
+  t.same(book.find("req.AAAAAAAAAAAA", spool, true), { serial: "01" }, "`undelivered` right after `delivered` counts");
+  h.deliveredAt = Date.now() - RECENT_MS - 1; // delivered long ago, the signer never said it recorded it (idle since)
+  t.equal(book.find("req.AAAAAAAAAAAA", spool, true), undefined, "an `undelivered` long after the delivery does not");
+  t.same(book.inFlightSerials(), ["01"], "still kept for the signer");
 });
 
 t.test("a spool that never reports is timed out", async (t) => {
