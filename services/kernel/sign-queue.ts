@@ -11,7 +11,8 @@
 //     signer's current one means a hung token; the requests at the signer fail and the kernel
 //     replaces the signer (onHung). The signer takes its work in the order it was sent, CRLs
 //     included (crlSent): a CRL's clock, and that of a certificate sent after it, start only
-//     when what was sent before is done, so a slow token with a queue is not taken for a hung one.
+//     when what was sent before is done, so a slow token with a queue is not taken for a hung one;
+//     and whatever the token finishes starts the clock again (the signer may take work out of order).
 import { EtokenError } from "../common/errors.js";
 
 /** Why the queue did not (or no longer) let a request reach the token; the message is for the client. */
@@ -169,6 +170,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === requestId);
     if (!e || e.signed) return;
     e.signed = true;
+    this.tokenProgressed();
     this.pump();
   }
 
@@ -245,7 +247,18 @@ export class SignQueue {
   private finish(entry: AtSigner): void {
     const i = this.atSigner.indexOf(entry);
     if (i >= 0) this.atSigner.splice(i, 1);
+    if (entry.sent && !entry.signed) this.tokenProgressed(); // a CRL done (no Signed of its own)
     this.pump();
+  }
+
+  /**
+   * The token finished something: the current work's clock starts again. The signer may take a
+   * certificate sent after a CRL before it (the CRL reads the database first), so "the first sent
+   * and unsigned" is not always what the token is at; a token that finishes nothing for the
+   * bound is hung whatever it was at.
+   */
+  private tokenProgressed(): void {
+    for (const e of this.atSigner) e.headSince = undefined;
   }
 
   /** Starts the clock of the token's current work (the first sent and unsigned) and re-arms the watchdog for it. */

@@ -196,7 +196,12 @@ async function issue(frame: Frame<"issueRequest">, ctx: ServiceContext<"signer">
         csr: Buffer.from(m.csr.buffer, m.csr.byteOffset, m.csr.length), // a view: only the openssl backend reads it
         emails: user.emails,
         lifetimeSeconds: lifetime,
-        onSigned: () => ctx.channel.send("signed", { requestId: m.requestId }),
+        // the fence and the kernel's watchdog start on Signed: it must not wait behind the token's
+        // next job, which may run (synchronously) before this turn's held frames are written
+        onSigned: () => {
+          ctx.channel.send("signed", { requestId: m.requestId });
+          ctx.channel.flush();
+        },
       });
     } catch (err) {
       if (err instanceof TokenError) {

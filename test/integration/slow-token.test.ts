@@ -205,10 +205,10 @@ t.test("40 call-outs at once on a 250 ms token: all served, in arrival order, st
 });
 
 t.test("a CRL asked for while a slow token has certificates to sign first: not taken for a hung token", async (t) => {
-  // each signature takes 3 s, within SIGN_TIMEOUT (5 s); the CRL waits at the signer behind two
+  // each signature takes 2.5 s, within SIGN_TIMEOUT (5 s); the CRL waits at the signer behind two
   // certificates, so from the moment it is sent it takes more than 5 s: its clock must start when
   // the token starts it, and that of the certificate sent after it when the CRL is done
-  sim.set({ signMs: 3000, signFault: undefined });
+  sim.set({ signMs: 2500, signFault: undefined });
   await warmUp("crlq-warm", 1); // whatever the token does once at a new speed (the signer's first use) is done
   const crlBefore = readStatus(inst)!.crl?.number ?? 0;
   const signerDeaths = (): number => logRecords().filter((l) => l["msg"] === "service died" && l["service"] === "signer").length;

@@ -238,6 +238,30 @@ t.test("a certificate sent behind a CRL: its clock starts when the CRL is done",
   t.same(reports.map((h) => [h.crl, h.requestIds]), [[false, ["c"]]], "then it does");
 });
 
+t.test("a certificate the signer takes before the CRL sent ahead of it: the CRL's clock starts again when it is signed", async (t) => {
+  keepAlive(t);
+  const { q, clock, hung, reports } = queue({ signTimeoutMs: 3_600_000 });
+  for (let i = 0; i < 5; i++) q.times.add(1);
+  q.setOpen(true);
+  const crl = q.crlSent(1_000); // the CRL's own bound
+  const r = enterAll(q, ["d"], clock.now + 60_000);
+  await tick();
+  t.same(r.admitted, ["d"]);
+  await new Promise((res) => setTimeout(res, 600));
+  clock.now += 600;
+  q.signed("d"); // the token signed d first (the CRL was still reading the database)
+  await new Promise((res) => setTimeout(res, 600));
+  clock.now += 600;
+  t.same(hung, [], "1.2 s after the CRL was sent, but 0.6 s after the token last finished something: not hung");
+  const crlAborted = await crl.aborted.then(
+    () => "answered",
+    (e: QueueRefusal) => e.code,
+  );
+  t.equal(crlAborted, "token.hung", "a CRL the token then does not finish is still found hung");
+  t.same(reports.map((h) => h.crl), [true], "reported as a hung CRL");
+  r.tickets.get("d")!.done();
+});
+
 t.test("the token's order is the order sent: a request admitted but not yet sent does not start a clock", async (t) => {
   keepAlive(t);
   const { q, clock, hung } = queue({ signTimeoutMs: 30 });
