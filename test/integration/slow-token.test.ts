@@ -204,29 +204,3 @@ t.test("40 call-outs at once on a 250 ms token: all served, in arrival order, st
   t.match(shown.stdout, new RegExp(`^sign time: +p50 ${st.signMs!.p50} ms, max ${st.signMs!.max} ms \\(C_Sign, last \\d+ of ${st.signMs!.count} signatures\\)$`, "m"), "etoken-ca status shows the sign time");
 });
 
-t.test("a CRL asked for while a slow token has certificates to sign first: not taken for a hung token", async (t) => {
-  // each signature takes 2.5 s, within SIGN_TIMEOUT (5 s); the CRL waits at the signer behind two
-  // certificates, so from the moment it is sent it takes more than 5 s: its clock must start when
-  // the token starts it, and that of the certificate sent after it when the CRL is done
-  sim.set({ signMs: 2500, signFault: undefined });
-  await warmUp("crlq-warm", 1); // whatever the token does once at a new speed (the signer's first use) is done
-  const crlBefore = readStatus(inst)!.crl?.number ?? 0;
-  const signerDeaths = (): number => logRecords().filter((l) => l["msg"] === "service died" && l["service"] === "signer").length;
-  const deathsBefore = signerDeaths();
-  const hungEvents = logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length;
-  const crlFailures = logRecords().filter((l) => l["msg"] === "CRL generation failed").length;
-  const names = ["crlq-1", "crlq-2", "crlq-3"];
-  const pending = names.map((n) => issue(n));
-  await waitFor("three requests forwarded", () => (forwarded().filter((n) => names.includes(n)).length === 3 ? true : undefined), 30_000);
-  await waitFor("the token signing the first", () => tokenSigning() || undefined, 20_000);
-  await new Promise((r) => setTimeout(r, 300)); // the kernel has sent the second to the signer
-  process.kill(server.pid, "SIGUSR1"); // a CRL now, behind them at the signer
-  const results = await Promise.all(pending);
-  t.same(results.map((r, i) => (r.code === 0 ? 0 : `${names[i]}: ${r.stderr.trim()}`)), [0, 0, 0], "every request is served");
-  for (const r of results) t.ok(verifyCert(inst.token.caCertPath, r.stdout).ok, "and verifies");
-  await waitFor("the new CRL", () => ((readStatus(inst)!.crl?.number ?? 0) > crlBefore ? true : undefined), 60_000);
-  t.equal(signerDeaths(), deathsBefore, "the signer was not replaced");
-  t.equal(logRecords().filter((l) => l["msg"] === "event" && l["event"] === "signer-hung").length, hungEvents, "no signer-hung event");
-  t.equal(logRecords().filter((l) => l["msg"] === "CRL generation failed").length, crlFailures, "no failed CRL");
-  sim.set({ signMs: 0 });
-});
