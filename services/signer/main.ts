@@ -8,6 +8,7 @@ import * as path from "node:path";
 import type { Frame } from "../../proto/wire.js";
 import { dnTemplateOf } from "../common/config.js";
 import { describeError, errorCode, RequestError, TokenError } from "../common/errors.js";
+import { singleFlight } from "../common/single-flight.js";
 import type { RevocationReason } from "../common/reasons.js";
 import { runService, unhandled, type ServiceContext } from "../common/service.js";
 import type { SigningBackend } from "./backend.js";
@@ -36,7 +37,7 @@ interface SignerState {
 
 let state: SignerState | undefined;
 /** ConfirmDelivery batches: received from the kernel, and written to the journal through `through`. */
-const confirmations = { pending: [] as string[], received: 0, through: 0, writing: false, scheduled: false };
+const confirmations = { pending: [] as string[], received: 0, through: 0 };
 
 function s(): SignerState {
   if (!state) throw new Error("signer not initialised");
@@ -325,36 +326,27 @@ function confirmDelivery(frame: Frame<"confirmDelivery">, ctx: ServiceContext<"s
   confirmations.received = Math.max(confirmations.received, frame.message.batch);
   // after the frames read with it: an IssueRequest that came in the same write is signed first,
   // and the journal is written while its index line syncs
-  if (!confirmations.scheduled) {
-    confirmations.scheduled = true;
-    setImmediate(() => {
-      confirmations.scheduled = false;
-      void recordConfirmations(ctx);
-    });
-  }
+  recordConfirmations ??= singleFlight(
+    () => writeConfirmations(),
+    (err) => ctx.log.error("cannot record delivered certificates; tried again with the next confirmation", { error: describeError(err) }),
+  );
+  setImmediate(recordConfirmations);
 }
 
+let recordConfirmations: (() => void) | undefined;
+
 /** Appends the pending confirmations to the journal; confirmedThrough moves only past what is written. */
-async function recordConfirmations(ctx: ServiceContext<"signer">): Promise<void> {
+async function writeConfirmations(): Promise<void> {
   const c = confirmations;
-  if (c.writing) return; // the loop under way takes the new batch along
-  c.writing = true;
+  const serials = c.pending.splice(0);
+  const through = c.received;
   try {
-    while (c.pending.length > 0 || c.through < c.received) {
-      const serials = c.pending.splice(0);
-      const through = c.received;
-      try {
-        if (serials.length > 0) await s().backend.exclusive(() => s().journal.confirm(serials));
-        c.through = through;
-      } catch (err) {
-        c.pending.unshift(...serials);
-        ctx.log.error("cannot record delivered certificates; tried again with the next confirmation", { count: serials.length, error: describeError(err) });
-        return;
-      }
-    }
-  } finally {
-    c.writing = false;
+    if (serials.length > 0) await s().backend.exclusive(() => s().journal.confirm(serials));
+  } catch (err) {
+    c.pending.unshift(...serials);
+    throw err;
   }
+  c.through = Math.max(c.through, through);
 }
 
 /**
