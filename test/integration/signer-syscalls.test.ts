@@ -7,8 +7,7 @@
 // wake-ups they cost (issue 20, fourth round): everything flushed off the hand-out path (the
 // `serial` file, the audit trail, the delivery journal, the newcerts files) is flushed in one
 // turn of the signer's main thread (one timer, services/signer/deferred-flush.ts), the small
-// fdatasyncs on that thread (a trip through the thread pool cost two wake-ups), the newcerts
-// fsyncs handed to the thread pool together (not one wake-up of a pool thread per file).
+// fdatasyncs on that thread (a trip through the thread pool cost two wake-ups).
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes, createPublicKey } from "node:crypto";
 import * as fs from "node:fs";
@@ -127,21 +126,5 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
     t.ok(serialRename !== -1 && onMain(serialRename), "`serial` rewritten (deferred) after the last certificate, on the main thread");
     t.equal(inTurn(new RegExp(`\\sfdatasync\\(\\d+<${q(inst.config.AUDIT_LOG)}>`)), 1, "the audit trail fdatasynced in the same turn");
     t.equal(inTurn(new RegExp(`\\sfdatasync\\(\\d+<${q(path.join(caDir, "delivery.journal"))}>`)), 1, "the delivery journal fdatasynced in the same turn, on the main thread");
-
-    // the newcerts fsyncs of one flush go to the thread pool at once: one starts while another runs
-    const fsyncStart = new RegExp(`^(\\d+) +fsync\\(\\d+<${newcerts}/[0-9A-F]+\\.pem>`);
-    const running = new Set<string>();
-    let overlapped = false;
-    for (const l of all) {
-      const start = fsyncStart.exec(l);
-      if (start) {
-        if (running.size > 0) overlapped = true;
-        if (/<unfinished \.\.\.>$/.test(l)) running.add(start[1]!);
-        continue;
-      }
-      const resumed = /^(\d+) +<\.\.\. fsync resumed>/.exec(l);
-      if (resumed) running.delete(resumed[1]!);
-    }
-    t.ok(overlapped, "newcerts fsyncs of one flush run side by side in the thread pool, not one after the other");
   });
 }
