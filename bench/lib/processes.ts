@@ -25,9 +25,11 @@ export interface Sched {
   wakeups: number;
   /** times a running thread was preempted (status: nonvoluntary_ctxt_switches): the rest of `slices` */
   preempted: number;
+  /** the wake-ups of the main thread (the event loop's) alone; the rest are V8's workers', libuv's pool's, ... */
+  mainWakeups: number;
 }
 
-const NO_SCHED: Sched = { cpuNs: 0, slices: 0, wakeups: 0, preempted: 0 };
+const NO_SCHED: Sched = { cpuNs: 0, slices: 0, wakeups: 0, preempted: 0, mainWakeups: 0 };
 
 /**
  * The scheduler's counters of a process, summed over its threads (main, V8's workers, libuv's
@@ -43,7 +45,9 @@ export function schedOf(pid: number, proc = "/proc"): Sched {
       sum.cpuNs += Number(fields[0]);
       sum.slices += Number(fields[2]);
       const status = fs.readFileSync(`${dir}/status`, "utf8");
-      sum.wakeups += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      const wakeups = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      sum.wakeups += wakeups;
+      if (tid === String(pid)) sum.mainWakeups += wakeups;
       sum.preempted += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
     } catch {
       // the thread ended meanwhile
@@ -83,7 +87,7 @@ export function cpuOf(root: number): Record<string, Sched> {
     const p = procInfo(pid);
     if (!p) continue;
     const o = out[p.name] ?? NO_SCHED;
-    out[p.name] = { cpuNs: o.cpuNs + p.cpuNs, slices: o.slices + p.slices, wakeups: o.wakeups + p.wakeups, preempted: o.preempted + p.preempted };
+    out[p.name] = { cpuNs: o.cpuNs + p.cpuNs, slices: o.slices + p.slices, wakeups: o.wakeups + p.wakeups, preempted: o.preempted + p.preempted, mainWakeups: o.mainWakeups + p.mainWakeups };
   }
   return out;
 }
@@ -104,7 +108,7 @@ export function cpuPerCert(before: Record<string, Sched>, after: Record<string, 
 }
 
 /** A scheduler count (wake-ups, run slices, preemptions) per certificate of each process between two cpuOf() readings, and their total. */
-export function countPerCert(before: Record<string, Sched>, after: Record<string, Sched>, n: number, what: "wakeups" | "slices" | "preempted"): { total: number; rows: string; by: Record<string, number> } {
+export function countPerCert(before: Record<string, Sched>, after: Record<string, Sched>, n: number, what: "wakeups" | "mainWakeups" | "slices" | "preempted"): { total: number; rows: string; by: Record<string, number> } {
   const { total, by } = perCert(before, after, n, (s) => s[what]);
   return { total, by, rows: listed(by, 1) };
 }

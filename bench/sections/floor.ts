@@ -144,6 +144,33 @@ export function wakeupBudget(budgetMs: number, signCpuMs: number, costs: readonl
 
 const costValue = (c: EchoCost): string => `${c.us.toFixed(0)} µs (per echo ${c.wakeups.toFixed(2)} wake-ups, ${c.preempted.toFixed(2)} preemptions; idle ${c.idleMs.toFixed(2)} ms; median of ${ROUNDS} rounds, n=${c.n})`;
 
+/**
+ * CPU ms (this process, user + system) of the writes the design requires per certificate before
+ * hand-out, on the file system the installations use: newcerts/<SERIAL>.pem created O_EXCL and
+ * written, the index line appended and fdatasynced (services/signer/cadb.ts).
+ */
+function durableWritesCpuMs(n = 100): number {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-floor-disk-"));
+  try {
+    const index = fs.openSync(path.join(dir, "index.txt"), "a");
+    const pem = Buffer.alloc(1300, 0x41);
+    const line = `V\t270101000000Z\t\t${"0".repeat(32)}\tunknown\t/DC=org/DC=example/CN=${"x".repeat(40)}\n`;
+    const u0 = process.cpuUsage();
+    for (let i = 0; i < n; i++) {
+      const fd = fs.openSync(path.join(dir, `${i}.pem`), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+      fs.writeSync(fd, pem);
+      fs.closeSync(fd);
+      fs.writeSync(index, line);
+      fs.fdatasyncSync(index);
+    }
+    const u = process.cpuUsage(u0);
+    fs.closeSync(index);
+    return (u.user + u.system) / 1000 / n;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The C echo's costs, or why there are none (no compiler is needed: this is a note). */
 async function cEcho(): Promise<string> {
   const cc = ["cc", "gcc"].find((c) => {
@@ -177,6 +204,8 @@ async function secFloor(): Promise<void> {
   const sign = measured.signCpuMs;
   if (sign === undefined) return;
   note(`floor: C_Sign ${sign.toFixed(2)} ms CPU; the 2.5 ms goal leaves room for ${wakeupBudget(2.5, sign, costs)} wake-ups in all per certificate at a bare echo's cost`);
+  const disk = durableWritesCpuMs();
+  note(`floor: the signer's writes before hand-out (newcerts file O_EXCL, index line + fdatasync, under ${os.tmpdir()}) cost ${disk.toFixed(2)} ms CPU per certificate, not in the design's floor; with them the goal leaves room for ${wakeupBudget(2.5, sign + disk, costs)} wake-ups`);
   for (const [label, id, w] of [["during (b)", "(design floor)", measured.windows?.cold], ["warm", "(design floor warm)", measured.windows?.warm]] as const) {
     if (!w) continue;
     const f = designFloor(w, costs, sign);

@@ -21,9 +21,10 @@ async function counted(r: Running, n: number, label: string): Promise<{ s: Await
   const c1 = cpuOf(r.server.pid);
   const cpu = cpuPerCert(c0, c1, n);
   const wake = countPerCert(c0, c1, n, "wakeups");
+  const main = countPerCert(c0, c1, n, "mainWakeups");
   const slices = countPerCert(c0, c1, n, "slices");
   const preempted = countPerCert(c0, c1, n, "preempted");
-  note(`${label}: run slices per certificate (schedstat field 3, every thread) ${slices.total.toFixed(1)} (${slices.rows}), of which after a preemption ${preempted.total.toFixed(1)} (${preempted.rows}); ${wallMs.toFixed(2)} ms wall per certificate`);
+  note(`${label}: wake-ups per certificate of the main threads ${main.total.toFixed(1)} (${main.rows}), the rest other threads'; run slices (schedstat field 3, every thread) ${slices.total.toFixed(1)} (${slices.rows}), of which after a preemption ${preempted.total.toFixed(1)} (${preempted.rows}); ${wallMs.toFixed(2)} ms wall per certificate`);
   return { s, cpu, wake, window: { cpuMs: cpu.by, wakeups: wake.by, wallMs } };
 }
 

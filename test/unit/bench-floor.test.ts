@@ -29,15 +29,15 @@ t.test("schedstat fields 1 and 3 and the context switches are summed over every 
     "4250": ["3 0 1", 1, 0], // libuv's pool
     "4251": null,
   });
-  t.same(schedOf(4242, proc), { cpuNs: 1250003, slices: 48, wakeups: 37, preempted: 11 });
+  t.same(schedOf(4242, proc), { cpuNs: 1250003, slices: 48, wakeups: 37, preempted: 11, mainWakeups: 30 }, "the main thread: the one whose id is the process's");
 });
 
 t.test("per certificate: each counter's increase over n, per process and in all; a process new since the first reading counts from 0", async (t) => {
-  const before = { kernel: { cpuNs: 1e6, slices: 10, wakeups: 8, preempted: 2 }, spool: { cpuNs: 5e6, slices: 40, wakeups: 30, preempted: 10 } };
+  const before = { kernel: { cpuNs: 1e6, slices: 10, wakeups: 8, preempted: 2, mainWakeups: 5 }, spool: { cpuNs: 5e6, slices: 40, wakeups: 30, preempted: 10, mainWakeups: 20 } };
   const after = {
-    kernel: { cpuNs: 21e6, slices: 70, wakeups: 48, preempted: 22 },
-    spool: { cpuNs: 25e6, slices: 100, wakeups: 70, preempted: 30 },
-    notifier: { cpuNs: 2e6, slices: 4, wakeups: 4, preempted: 0 },
+    kernel: { cpuNs: 21e6, slices: 70, wakeups: 48, preempted: 22, mainWakeups: 35 },
+    spool: { cpuNs: 25e6, slices: 100, wakeups: 70, preempted: 30, mainWakeups: 50 },
+    notifier: { cpuNs: 2e6, slices: 4, wakeups: 4, preempted: 0, mainWakeups: 3 },
   };
   const cpu = cpuPerCert(before, after, 10);
   t.equal(cpu.rows, "kernel 2.00, spool 2.00, notifier 0.20");
@@ -47,6 +47,7 @@ t.test("per certificate: each counter's increase over n, per process and in all;
   t.equal(w.total.toFixed(1), "8.4");
   t.same(countPerCert(before, after, 10, "slices").by, { kernel: 6, spool: 6, notifier: 0.4 });
   t.same(countPerCert(before, after, 10, "preempted").by, { kernel: 2, spool: 2, notifier: 0 });
+  t.same(countPerCert(before, after, 10, "mainWakeups").by, { kernel: 3, spool: 3, notifier: 0.3 });
 });
 
 const costs: EchoCost[] = [
