@@ -1,7 +1,7 @@
 // What a wake-up costs on this machine, and what the five processes would cost per certificate
 // if each of their wake-ups did nothing but that: the design's floor. A bare node, started like
 // the services (same binary, same V8 flags, NODE_OPTIONS unset), echoes a frame-sized message
-// over a socketpair after 0, 1 and 3 ms idle; its CPU per echo comes from the scheduler's
+// over a socketpair after 0, 1, 3 and 8 ms idle; its CPU per echo comes from the scheduler's
 // counters of every thread (as (cpu)), read while it waits, so start-up is left out.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
@@ -20,6 +20,7 @@ export const GAPS: readonly { gapMs: number; n: number }[] = [
   { gapMs: 0, n: 600 },
   { gapMs: 1, n: 200 },
   { gapMs: 3, n: 100 },
+  { gapMs: 8, n: 40 }, // about a certificate's time: a process that wakes once per certificate
 ];
 /** Rounds of every gap, interleaved so that the machine's load drifts hit all gaps alike; the median round counts. */
 const ROUNDS = 3;
@@ -105,10 +106,19 @@ async function echoCosts(cmd: string, args: string[], env: NodeJS.ProcessEnv): P
   }
 }
 
-/** The measured gap nearest to an idle time (ms); the longest for an endless idle (a process that never woke). */
-export function nearestGap(costs: readonly EchoCost[], idleMs: number): EchoCost {
-  if (!Number.isFinite(idleMs)) return costs.reduce((a, b) => (b.gapMs > a.gapMs ? b : a));
-  return costs.reduce((a, b) => (Math.abs(b.gapMs - idleMs) < Math.abs(a.gapMs - idleMs) ? b : a));
+/**
+ * The echo's CPU µs after an idle time (ms): linear between the two measured gaps around it, the
+ * shortest's or longest's cost outside them (the nearest gap alone would make a process's share
+ * jump by half when its mean idle crosses the midpoint between two gaps).
+ */
+export function costAt(costs: readonly EchoCost[], idleMs: number): number {
+  const c = [...costs].sort((a, b) => a.gapMs - b.gapMs);
+  if (!(idleMs > c[0]!.gapMs)) return c[0]!.us;
+  for (let i = 1; i < c.length; i++) {
+    const [lo, hi] = [c[i - 1]!, c[i]!];
+    if (idleMs <= hi.gapMs) return lo.us + ((hi.us - lo.us) * (idleMs - lo.gapMs)) / (hi.gapMs - lo.gapMs);
+  }
+  return c[c.length - 1]!.us;
 }
 
 export interface DesignFloor {
@@ -116,23 +126,23 @@ export interface DesignFloor {
   total: number;
   /** ms per certificate of each process */
   byProcess: Record<string, number>;
-  /** the mean idle before a wake-up of each process (ms) and the gap whose cost was used */
-  idle: Record<string, { idleMs: number; gapMs: number }>;
+  /** the mean idle before a wake-up of each process (ms) and the echo's cost used for it (µs) */
+  idle: Record<string, { idleMs: number; us: number }>;
 }
 
 /**
  * What the processes of a certificate window would cost if each wake-up were a bare echo: per
- * process its wake-ups per certificate × the echo's CPU at the gap nearest to its mean idle
- * before a wake-up ((wall time − its CPU) / its wake-ups, per certificate), plus C_Sign's CPU.
+ * process its wake-ups per certificate × the echo's CPU after its mean idle before a wake-up
+ * ((wall time − its CPU) / its wake-ups, per certificate; costAt), plus C_Sign's CPU.
  */
 export function designFloor(w: CertWindow, costs: readonly EchoCost[], signCpuMs: number): DesignFloor {
   const byProcess: Record<string, number> = {};
   const idle: DesignFloor["idle"] = {};
   for (const [name, wakeups] of Object.entries(w.wakeups)) {
     const idleMs = wakeups > 0 ? Math.max(0, w.wallMs - (w.cpuMs[name] ?? 0)) / wakeups : Infinity;
-    const c = nearestGap(costs, idleMs);
-    byProcess[name] = (wakeups * c.us) / 1000;
-    idle[name] = { idleMs, gapMs: c.gapMs };
+    const us = costAt(costs, idleMs);
+    byProcess[name] = (wakeups * us) / 1000;
+    idle[name] = { idleMs, us };
   }
   return { total: Object.values(byProcess).reduce((a, b) => a + b, 0) + signCpuMs, byProcess, idle };
 }
@@ -211,7 +221,7 @@ async function secFloor(): Promise<void> {
     const f = designFloor(w, costs, sign);
     const rows = Object.entries(f.byProcess).map(([k, v]) => `${k} ${v.toFixed(2)}`);
     fig(id, `the wake-ups ${label} as bare echoes, + C_Sign's CPU`, `${f.total.toFixed(2)} ms (${[...rows, `C_Sign ${sign.toFixed(2)}`].join(", ")})`, "<= 2.5 ms", f.total <= 2.5);
-    const detail = Object.entries(f.idle).map(([k, v]) => `${k} ${w.wakeups[k]!.toFixed(1)} x ${nearestGap(costs, v.idleMs).us.toFixed(0)} µs (mean idle ${Number.isFinite(v.idleMs) ? v.idleMs.toFixed(2) : "-"} ms)`);
+    const detail = Object.entries(f.idle).map(([k, v]) => `${k} ${w.wakeups[k]!.toFixed(1)} x ${v.us.toFixed(0)} µs (mean idle ${Number.isFinite(v.idleMs) ? v.idleMs.toFixed(2) : "-"} ms)`);
     note(`floor ${label}: ${w.wallMs.toFixed(2)} ms wall per certificate; ${detail.join(", ")}`);
   }
 }
@@ -219,6 +229,6 @@ async function secFloor(): Promise<void> {
 export const section: Section = {
   name: "floor",
   needs: ["latency"],
-  title: "CPU per wake-up of a bare node echo over a socketpair after 0, 1, 3 ms idle; the design's floor: latency's wake-ups per certificate at that cost + C_Sign",
+  title: "CPU per wake-up of a bare node echo over a socketpair after 0, 1, 3, 8 ms idle; the design's floor: latency's wake-ups per certificate at that cost + C_Sign",
   run: secFloor,
 };

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { countPerCert, cpuPerCert, schedOf } from "../../bench/lib/processes.js";
-import { designFloor, nearestGap, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { costAt, designFloor, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
 
 /** A /proc-like directory: pid 4242 with threads given as [schedstat line, voluntary, involuntary] (null: the thread ended). */
 function fakeProc(t: Test, threads: Record<string, [string, number, number] | null>): string {
@@ -56,21 +56,22 @@ const costs: EchoCost[] = [
   { gapMs: 3, n: 100, us: 200, wakeups: 1, preempted: 0.8, idleMs: 3.2 },
 ];
 
-t.test("the gap nearest to a process's mean idle", async (t) => {
-  t.same([0, 0.4, 0.6, 1.9, 2.1, 40, Infinity].map((x) => nearestGap(costs, x).gapMs), [0, 0, 1, 1, 3, 3, 3]);
+t.test("the echo's cost after an idle time: linear between the measured gaps, the last one's beyond", async (t) => {
+  t.same([0, 0.5, 1, 2, 3, 40, Infinity].map((x) => costAt(costs, x)), [40, 60, 80, 140, 200, 200, 200]);
+  t.same(costAt([...costs].reverse(), 2), 140, "in any order");
 });
 
 t.test("the design's floor: wake-ups per certificate x the echo's cost at the nearest gap, + C_Sign", async (t) => {
-  // 5 ms wall per certificate; the kernel wakes 5 times (idle (5 - 1) / 5 = 0.8 ms: 1 ms's cost),
-  // the signer 10 times (idle (5 - 3) / 10 = 0.2 ms: back to back), the monitor once (4.5 ms: 3 ms's), the notifier never
+  // 5 ms wall per certificate; the kernel wakes 5 times (idle (5 - 1) / 5 = 0.8 ms: 72 µs), the
+  // signer 10 times (idle (5 - 3) / 10 = 0.2 ms: 48 µs), the monitor once (4.5 ms: beyond 3 ms, 200 µs), the notifier never
   const f = designFloor(
     { wallMs: 5, cpuMs: { kernel: 1, signer: 3, monitor: 0.5, notifier: 0 }, wakeups: { kernel: 5, signer: 10, monitor: 1, notifier: 0 } },
     costs,
     0.8,
   );
-  t.same(f.byProcess, { kernel: 0.4, signer: 0.4, monitor: 0.2, notifier: 0 });
-  t.same(Object.fromEntries(Object.entries(f.idle).map(([k, v]) => [k, v.gapMs])), { kernel: 1, signer: 0, monitor: 3, notifier: 3 });
-  t.equal(f.total.toFixed(2), "1.80");
+  t.same(Object.fromEntries(Object.entries(f.byProcess).map(([k, v]) => [k, v.toFixed(3)])), { kernel: "0.360", signer: "0.480", monitor: "0.200", notifier: "0.000" });
+  t.same(Object.fromEntries(Object.entries(f.idle).map(([k, v]) => [k, [v.idleMs, v.us.toFixed(0)]])), { kernel: [0.8, "72"], signer: [0.2, "48"], monitor: [4.5, "200"], notifier: [Infinity, "200"] });
+  t.equal(f.total.toFixed(2), "1.84");
 });
 
 t.test("the wake-ups a budget leaves room for at each gap's cost, after C_Sign", async (t) => {
