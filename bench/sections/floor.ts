@@ -56,28 +56,41 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 function roundTrip(sock: net.Socket, msg: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     let got = 0;
-    const onData = (d: Buffer): void => {
-      got += d.length;
-      if (got < msg.length) return;
+    const done = (err?: Error): void => {
       sock.off("data", onData);
       sock.off("close", onClose);
-      resolve();
+      sock.off("error", done);
+      if (err) reject(err);
+      else resolve();
     };
-    const onClose = (): void => reject(new Error("the echoing child closed its socket"));
+    const onData = (d: Buffer): void => {
+      got += d.length;
+      if (got >= msg.length) done();
+    };
+    const onClose = (): void => done(new Error("the echoing child closed its socket"));
     sock.on("data", onData);
     sock.once("close", onClose);
+    sock.once("error", done);
     sock.write(msg);
   });
 }
 
 /** The per-echo CPU of the child `cmd` at each gap (after a warm-up), from its schedstat counters. */
-async function echoCosts(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<EchoCost[]> {
+export async function echoCosts(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<EchoCost[]> {
   const child: ChildProcess = spawn(cmd, args, { env, stdio: ["ignore", "ignore", "inherit", "pipe"] });
   const sock = child.stdio[3] as net.Socket;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  sock.on("error", () => {}); // each round trip reports its own; one after the last must not crash the bench
+  let failed: Error | undefined;
+  const exited = new Promise<void>((r) => {
+    child.once("error", (err) => {
+      failed = err;
+      r();
+    });
+    child.once("close", () => r());
+  });
   try {
     const msg = Buffer.alloc(MESSAGE_BYTES, 0x5a);
-    for (let i = 0; i < WARMUP; i++) await roundTrip(sock, msg);
+    for (let i = 0; i < WARMUP; i++) await roundTrip(sock, msg).catch((err: Error) => Promise.reject(failed ?? err));
     for (let i = 0; i < 30; i++) {
       await sleep(1);
       await roundTrip(sock, msg);
@@ -198,6 +211,8 @@ async function cEcho(): Promise<string> {
     execFileSync(cc, ["-O2", "-o", path.join(dir, "echo"), path.join(dir, "echo.c")], { stdio: "ignore" });
     const costs = await echoCosts(path.join(dir, "echo"), [], {});
     return costs.map((c) => `${c.us.toFixed(0)} µs at ${c.gapMs} ms idle`).join(", ");
+  } catch (err) {
+    return `not measured: ${(err as Error).message.split("\n")[0]}`;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

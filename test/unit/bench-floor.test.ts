@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { countPerCert, cpuPerCert, schedOf } from "../../bench/lib/processes.js";
-import { costAt, designFloor, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { costAt, designFloor, echoCosts, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
 
 /** A /proc-like directory: pid 4242 with threads given as [schedstat line, voluntary, involuntary] (null: the thread ended). */
 function fakeProc(t: Test, threads: Record<string, [string, number, number] | null>): string {
@@ -77,4 +77,8 @@ t.test("the design's floor: wake-ups per certificate x the echo's cost at the ne
 t.test("the wake-ups a budget leaves room for at each gap's cost, after C_Sign", async (t) => {
   t.equal(wakeupBudget(2.5, 0.9, costs), "40 at 0 ms idle, 20 at 1 ms idle, 8 at 3 ms idle");
   t.equal(wakeupBudget(0.5, 0.9, costs), "0 at 0 ms idle, 0 at 1 ms idle, 0 at 3 ms idle", "C_Sign alone over the budget: none");
+});
+
+t.test("an echoing child that cannot start: the section fails with why, it does not hang or crash the bench", async (t) => {
+  await t.rejects(echoCosts("/nonexistent/etca-echo", [], {}), /ENOENT/);
 });
