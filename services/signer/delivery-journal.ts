@@ -37,11 +37,12 @@ export class DeliveryJournal {
   private from = 0;
   private appended = 0;
   /**
-   * The deferred-flush turn: fdatasync on the main thread (~0.4 ms at most once a second; in the
-   * thread pool it cost two more wake-ups of the signer).
+   * The deferred-flush turn: fdatasync in the thread pool. On the main thread it saved two
+   * wake-ups a second but queued the main thread behind the newcerts fsyncs of the same flush
+   * (milliseconds on a small disk): (b) p50 was worse in three runs of four (issue 20, fourth round).
    */
   private readonly flushDue = (): void => {
-    if (this.fd !== undefined) fs.fdatasyncSync(this.fd);
+    if (this.fd !== undefined) fs.fdatasync(this.fd, () => {});
   };
   /** unconfirmed V lines found at start: what SettleUndelivered decides about */
   private atStart: string[] = [];
