@@ -53,7 +53,7 @@ function bodyFields(): { byType: ReadonlyMap<MessageType, BodyField>; byTag: Rea
     if (!generated || tag === undefined || (tag[0] & 7) !== 2 || probe.length !== tag[1] + 1 || probe[tag[1]] !== 0) {
       throw new Error(`proto/generated does not encode ${type} as a length-delimited field of the Envelope`);
     }
-    const field: BodyField = { type, tag: tag[0], encode: generated.encode.bind(generated), decode: generated.decode.bind(generated) };
+    const field: BodyField = { type, tag: tag[0], encode: generated.encode, decode: generated.decode };
     byType.set(type, field);
     byTag.set(field.tag, field);
   }
