@@ -13,6 +13,25 @@ import { makeCsr, SpoolHarness } from "../fixtures/spool-harness.js";
 import { randomBytes } from "node:crypto";
 
 const REQUESTS = 20;
+const IN_MODIFY = 0x2, IN_ATTRIB = 0x4, IN_CLOSE_WRITE = 0x8, IN_MOVED_FROM = 0x40, IN_MOVED_TO = 0x80, IN_CREATE = 0x100, IN_DELETE = 0x200;
+const WATCH_EVENTS = IN_CREATE | IN_MOVED_TO;
+const UNWANTED_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_DELETE;
+
+/** The event masks of every inotify watch the process holds (/proc/PID/fdinfo of its inotify fds). */
+function inotifyMasks(pid: number): number[] {
+  const masks: number[] = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let target = "";
+    try {
+      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== "anon_inode:inotify") continue;
+    for (const m of fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8").matchAll(/^inotify wd:\S+ .* mask:([0-9a-f]+)/gm)) masks.push(parseInt(m[1]!, 16));
+  }
+  return masks;
+}
 
 if (spawnSync("strace", ["-V"]).status !== 0) {
   t.fail("strace is needed (apt-get install strace)");
@@ -88,6 +107,13 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   const q = dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
   t.equal(certificates, REQUESTS, "every request got its certificate");
+  // What wakes the spool: inotify asked for names appearing only (IN_CREATE, IN_MOVED_TO): the
+  // `request` link and `.abandoned` markers. Not the client's writes, mode changes and removals
+  // of its files, nor the spool's own publication steps (IN_MODIFY, IN_ATTRIB, IN_DELETE, ...).
+  const masks = inotifyMasks(h.child!.pid!);
+  t.equal(masks.length, 1, "one inotify watch (the spool directory)");
+  t.equal(masks[0]! & WATCH_EVENTS, IN_CREATE | IN_MOVED_TO, "it reports names created or renamed into the directory");
+  t.equal(masks[0]! & UNWANTED_EVENTS, 0, `and not writes, mode changes, removals or closes (mask 0x${(masks[0] ?? 0).toString(16)})`);
   t.equal(count(new RegExp(`\\sreadlink(at)?\\(.*"${q}/request"`)), REQUESTS, "the lock's link is read once per request");
   t.equal(count(new RegExp(`\\sunlink(at)?\\(.*"${q}/request"`)), REQUESTS, "and removed once per request");
   t.equal(count(new RegExp(`\\sopen(at)?\\(.*"${q}/req\\.[A-Za-z0-9]{16}", [^)]*O_NOFOLLOW`)), REQUESTS, "each request file opened once, with O_NOFOLLOW");
