@@ -51,6 +51,8 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   };
   const dir = h.spoolDir;
 
+  /** The permission bits of every result read. */
+  const modes = new Set<string>();
   /** One request as the client makes it; resolves with the result's text. */
   const issue = async (): Promise<string> => {
     const id = `req.${randomName(16, randomBytes)}`;
@@ -62,6 +64,7 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
     const result = path.join(dir, resultName(id));
     await h.until(() => fs.existsSync(result), 10_000, `the result of ${id}`);
     const text = fs.readFileSync(result, "utf8");
+    modes.add((fs.statSync(result).mode & 0o7777).toString(8));
     fs.rmSync(result);
     fs.rmSync(file, { force: true });
     return text;
@@ -69,7 +72,7 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   await issue(); // the certificate is made, the spool warmed up
 
   const trace = path.join(h.root, "strace.out");
-  const strace = spawn("strace", ["-f", "-qq", "-e", "trace=%file", "-o", trace, "-p", String(h.child!.pid)], { stdio: "ignore" });
+  const strace = spawn("strace", ["-f", "-qq", "-e", "trace=%file,fchmod,umask", "-o", trace, "-p", String(h.child!.pid)], { stdio: "ignore" });
   const exited = new Promise((r) => strace.on("exit", r));
   // attached once a request link it reads shows in its output (a bad target: refused at once)
   let bad = 0;
@@ -118,4 +121,8 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   t.equal(count(new RegExp(`\\sunlink(at)?\\(.*"${q}/request"`)), REQUESTS, "and removed once per request");
   t.equal(count(new RegExp(`\\sopen(at)?\\(.*"${q}/req\\.[A-Za-z0-9]{16}", [^)]*O_NOFOLLOW`)), REQUESTS, "each request file opened once, with O_NOFOLLOW");
   t.equal(count(new RegExp(`\\slink(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", .*\\.result"`)), REQUESTS, "each result published with link(2)");
+  // created 0640 through the umask: no fchmod, whose IN_ATTRIB would wake every waiting client
+  t.same([...modes], ["640"], "every result is 0640 (the client reads it through the group)");
+  t.equal(count(/\sfchmod\(/), 0, "no fchmod: the result is created with its mode");
+  t.equal(count(new RegExp(`\\sopen(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", [^)]*O_EXCL[^)]*, 0640\\)`)), REQUESTS, "each result created O_EXCL, 0640");
 }
