@@ -29,7 +29,9 @@
 typedef struct {
   uv_poll_t poll;
   int fd;
-  int closed;
+  int closed;      /* stopped: no more callbacks */
+  int uv_closed;   /* libuv is done with the poll handle */
+  int js_released; /* the JavaScript handle object was collected: nothing can call close() any more */
   napi_env env;
   napi_ref callback;
   napi_async_context context;
@@ -62,10 +64,12 @@ static int wanted(const Watch *w, const char *name, size_t length) {
   return w->suffix_length > 0 && length > w->suffix_length && memcmp(name + length - w->suffix_length, w->suffix, w->suffix_length) == 0;
 }
 
+/* The struct is freed once both libuv and JavaScript are done with it (close() may come after a stop). */
 static void on_closed(uv_handle_t *handle) {
   Watch *w = (Watch *)handle->data;
   close(w->fd);
-  free(w);
+  w->uv_closed = 1;
+  if (w->js_released) free(w);
 }
 
 static void stop(Watch *w) {
@@ -146,6 +150,15 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+static void finalize_handle(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Watch *w = (Watch *)data;
+  w->js_released = 1;
+  if (!w->closed) stop(w);
+  else if (w->uv_closed) free(w);
+}
+
 static napi_value close_watch(napi_env env, napi_callback_info info) {
   Watch *w = NULL;
   napi_get_cb_info(env, info, NULL, NULL, NULL, (void **)&w);
@@ -206,6 +219,7 @@ static napi_value watch(napi_env env, napi_callback_info info) {
   napi_create_object(env, &handle);
   napi_create_function(env, "close", NAPI_AUTO_LENGTH, close_watch, w, &close_fn);
   napi_set_named_property(env, handle, "close", close_fn);
+  napi_add_finalizer(env, handle, w, finalize_handle, NULL, NULL);
   return handle;
 }
 
