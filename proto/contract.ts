@@ -156,7 +156,7 @@ export const VALIDATORS: Validators = {
   presence: (m) => first(u64("epoch", m.epoch), tokenText(m.serial, m.label)),
   undelivered: (m) => first(requestId(m.requestId), serialProblem(m.serial)),
   requestRejected: () => undefined, // names what the spool refused: any text, logged cut short
-  signed: (m) => requestId(m.requestId),
+  signed: (m) => (m.crl ? (m.requestId === "" ? undefined : "a CRL's Signed names a request id") : requestId(m.requestId)),
   withdrawn: (m) => requestId(m.requestId),
   delivered: (m) => requestId(m.requestId),
   confirmDelivery: (m) => first(serials("confirmDelivery", m.serials), u64("batch", m.batch) ?? (m.batch === 0 ? "batch 0 (batches count from 1)" : undefined)),

@@ -60,7 +60,7 @@ export class IssuingPath {
 
   /** Made on first use: the kernel builds its parts before its own fields (config) are set. */
   private get queue(): SignQueue {
-    this.signQueue ??= new SignQueue({ signTimeoutMs: this.core.config.SIGN_TIMEOUT, onHung: (hung) => this.onSignerHung(hung) });
+    this.signQueue ??= new SignQueue({ signTimeoutMs: this.core.config.SIGN_TIMEOUT, onHung: (hung) => this.onSignerHung(hung), log: this.core.log });
     return this.signQueue;
   }
 
@@ -139,6 +139,7 @@ export class IssuingPath {
    * request timed out here) needs nothing: its Issued answer will find no taker either.
    */
   onSigned(frame: Frame<"signed">): void {
+    if (frame.message.crl) return this.queue.crlSigned();
     const requestId = frame.message.requestId;
     const entry = this.inFlight.get(requestId);
     this.queue.signed(requestId);

@@ -11,9 +11,11 @@
 //     signer's current one means a hung token; the requests at the signer fail and the kernel
 //     replaces the signer (onHung). The signer takes its work in the order it was sent, CRLs
 //     included (crlSent): a CRL's clock, and that of a certificate sent after it, start only
-//     when what was sent before is done, so a slow token with a queue is not taken for a hung one;
-//     and whatever the token finishes starts the clock again (the signer may take work out of order).
+//     when what was sent before is done (the signer's Signed, for a CRL too: crlSigned), so a slow
+//     token with a queue is not taken for a hung one; and whatever the token finishes starts the
+//     clock again.
 import { EtokenError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
 
 /** Why the queue did not (or no longer) let a request reach the token; the message is for the client. */
 export class QueueRefusal extends EtokenError {}
@@ -112,6 +114,8 @@ export interface SignQueueOptions {
   /** The token hangs: the requests at the signer have failed; replace the signer. */
   readonly onHung: (hung: HungSignature) => void;
   readonly now?: () => number;
+  /** Debug lines: when each clock starts and what the token finished (the watchdog's timeline). */
+  readonly log?: Logger;
 }
 
 export class SignQueue {
@@ -170,6 +174,17 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === requestId);
     if (!e || e.signed) return;
     e.signed = true;
+    this.opts.log?.debug("sign queue: signed", { request: requestId });
+    this.tokenProgressed();
+    this.pump();
+  }
+
+  /** The token has signed the CRL at the signer (the signer's Signed with crl set); its answer follows. */
+  crlSigned(): void {
+    const e = this.atSigner.find((x) => x.requestId === undefined && x.sent && !x.signed);
+    if (!e) return;
+    e.signed = true;
+    this.opts.log?.debug("sign queue: CRL signed");
     this.tokenProgressed();
     this.pump();
   }
@@ -239,6 +254,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i < 0 || entry.sent) return;
     entry.sent = true;
+    this.opts.log?.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
     this.atSigner.splice(i, 1);
     this.atSigner.push(entry);
     this.advance();
@@ -247,15 +263,17 @@ export class SignQueue {
   private finish(entry: AtSigner): void {
     const i = this.atSigner.indexOf(entry);
     if (i >= 0) this.atSigner.splice(i, 1);
-    if (entry.sent && !entry.signed) this.tokenProgressed(); // a CRL done (no Signed of its own)
+    if (entry.sent && !entry.signed) {
+      this.opts.log?.debug("sign queue: CRL done");
+      this.tokenProgressed(); // a CRL done (no Signed of its own)
+    }
     this.pump();
   }
 
   /**
-   * The token finished something: the current work's clock starts again. The signer may take a
-   * certificate sent after a CRL before it (the CRL reads the database first), so "the first sent
-   * and unsigned" is not always what the token is at; a token that finishes nothing for the
-   * bound is hung whatever it was at.
+   * The token finished something: the current work's clock starts again. Should the token not
+   * be at "the first sent and unsigned" (a backend that takes its work in another order), a
+   * token that finishes nothing for the bound is still hung whatever it was at.
    */
   private tokenProgressed(): void {
     for (const e of this.atSigner) e.headSince = undefined;
@@ -267,7 +285,10 @@ export class SignQueue {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
     if (!head) return;
-    head.headSince ??= this.now();
+    if (head.headSince === undefined) {
+      head.headSince = this.now();
+      this.opts.log?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
+    }
     const left = head.headSince + head.timeoutMs - this.now();
     this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));
     this.watchdog.unref();

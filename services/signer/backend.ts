@@ -70,9 +70,10 @@ export interface SigningBackend {
   issue(input: IssueInput): Promise<IssueOutput>;
   /**
    * Makes, verifies and publishes a CRL from the database. `checkpoint()` gives the audit
-   * trail's head (synced) at the moment the CRL is made; the CRL carries it.
+   * trail's head (synced) at the moment the CRL is made; the CRL carries it. `onSigned`: called
+   * the moment the token has signed it, before it is verified and published (as IssueInput's).
    */
-  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl>;
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead, onSigned?: () => void): Promise<PublishedCrl>;
   /** The CRL the latest link points at. */
   latestCrl(): PublishedCrl | undefined;
   /**

@@ -149,6 +149,7 @@ export class NativeBackend implements SigningBackend {
     const serial = this.c.db.newSerial();
     const tbs = this.template.tbs({ serial, subjectDer: input.subject.der, publicKey: input.publicKey, emails: [...input.emails], notBefore, notAfter });
     let signature: Buffer;
+    this.c.log.debug("C_Sign started: certificate");
     const started = performance.now();
     try {
       signature = token.sign(tbs);
@@ -156,6 +157,7 @@ export class NativeBackend implements SigningBackend {
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
     const signMs = performance.now() - started;
+    this.c.log.debug("C_Sign ended: certificate", { signMs });
     input.onSigned?.();
     const certificate = assembleCertificate(tbs, signature);
     // Answered only once the index line is on disk; concurrent requests share one flush.
@@ -164,15 +166,22 @@ export class NativeBackend implements SigningBackend {
       .then(() => ({ serialHex: serial.toString("hex").toUpperCase(), certificateDer: certificate, notAfter, subjectSlash: input.subject.slash, signMs }));
   }
 
-  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead): Promise<PublishedCrl> {
+  makeCrl(lifetimeMs: number, checkpoint: () => ChainHead, onSigned?: () => void): Promise<PublishedCrl> {
     try {
       const token = this.readyToken();
       const info = this.c.crls.publish(this.c.db, lifetimeMs, (tbs) => {
+        this.c.log.debug("C_Sign started: CRL");
+        const started = performance.now();
+        let signature: Buffer;
         try {
-          return token.sign(tbs);
+          signature = token.sign(tbs);
         } catch (err) {
           throw this.tokenFailure(err, "signing the CRL");
+        } finally {
+          this.c.log.debug("C_Sign ended: CRL", { signMs: performance.now() - started });
         }
+        onSigned?.();
+        return signature;
       }, checkpoint());
       return Promise.resolve(info);
     } catch (err) {

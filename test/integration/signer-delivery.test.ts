@@ -155,3 +155,30 @@ t.test("the audit trail: who revoked (RevokeEntry.origin) and the kernel's token
   t.equal(fs.readFileSync(path.join(inst.config.CA_DIR, "delivery.journal"), "utf8"), journal, "and records nothing");
   signer = await startSigner();
 });
+
+// The kernel's watchdog (services/kernel/sign-queue.ts) restarts its clock on every report that
+// the token finished something, and those reports must leave in the order the token did the
+// work. A MakeCrl and an IssueRequest read together (the kernel sends the next certificate as
+// soon as the one before the CRL is signed; a signer that comes back to its socket late reads
+// both at once): the CRL is signed first, but its answer waited behind the certificate's
+// synchronous C_Sign, so the kernel saw the token finish nothing for two signatures and, on a
+// slow token, called the CRL hung (the slow-token CI failures of session 8). The signer now
+// reports the CRL's signature at once (Signed with crl set), before it takes the next frame.
+t.test("a CRL and a certificate read at once: the CRL's signature is reported before the certificate's", async (t) => {
+  await login(signer!);
+  const csr = der(good.csrPem);
+  const key = spkiOf(good.csrPem);
+  signer!.drain();
+  // post() holds the frames of this turn: the two requests leave with it in one write
+  signer!.channel.post("tokenAudit", { event: "inserted", serial: inst.token.serial, label: "", detail: "two requests in one write follow" });
+  const crl = signer!.channel.request("makeCrl", { reason: "test: read with a certificate" }, "crlInfo", 30_000);
+  const cert = signer!.channel.request("issueRequest", issueRequest(csr, key), "issued", 30_000);
+  const [crlInfo, issued] = await Promise.all([crl, cert]);
+  const certSigned = await signer!.next("signed", (f) => f.message.requestId === issued.message.requestId);
+  const crlSigned = signer!.frames.find((f) => f.type === "signed" && (f.message as { crl?: boolean }).crl === true);
+  // the first word that the token finished the CRL: its Signed, or else its answer
+  const crlReported = Math.min(crlSigned?.id ?? Number.POSITIVE_INFINITY, crlInfo.id);
+  t.ok(crlReported < certSigned.id, `the CRL's signature (frame ${crlReported}) is reported before the certificate's (frame ${certSigned.id})`);
+  t.ok(crlSigned, "by a Signed for the CRL, which leaves at once (its answer waits for the CRL's files)");
+  t.ok(crlSigned === undefined || crlSigned.id < crlInfo.id, "the Signed comes before the CRL's answer");
+});

@@ -281,3 +281,22 @@ t.test("the token's order is the order sent: a request admitted but not yet sent
   await Promise.allSettled([admitted[0]!.aborted]);
   t.same(hung, [["x"]], "x's clock started when the CRL was done");
 });
+
+t.test("the CRL's Signed: the token is done with it, the next clock starts then, not at the CRL's answer", async (t) => {
+  keepAlive(t);
+  const { q, clock, reports } = queue({ signTimeoutMs: 30 });
+  for (let i = 0; i < 5; i++) q.times.add(1);
+  q.setOpen(true);
+  const crl = q.crlSent(30);
+  const crlAborted = crl.aborted.then(
+    () => "answered",
+    (e: QueueRefusal) => e.code,
+  );
+  const r = enterAll(q, ["e"], clock.now + 60_000);
+  await tick();
+  q.crlSigned(); // its answer waits for the CRL's files, and for e if the signer read both at once
+  await Promise.allSettled([r.tickets.get("e")!.aborted]);
+  t.same(reports.map((h) => [h.crl, h.requestIds]), [[false, ["e"]]], "e's clock started at the CRL's Signed (no answer from the CRL yet)");
+  crl.done();
+  t.equal(await Promise.race([crlAborted, tick().then(() => "pending")]), "pending", "the CRL, signed, was not found hung");
+});
