@@ -13,6 +13,7 @@ import { contractProblem } from "../../proto/contract.js";
 import type { Message } from "../../proto/wire.js";
 import { waitFor } from "../fixtures/server.js";
 import { standInKernel } from "../fixtures/stand-in-kernel.js";
+import { ISSUED_SERIAL, OVERCLAIMED_BATCH } from "../fixtures/stand-in-values.js";
 
 t.test("no token at start: the console asks for it once, not again when the signer answers", async (t) => {
   const { kernel, lines, consoleText } = standInKernel(t, { monitor: "token-absent", signer: "late-signer" });
@@ -49,4 +50,37 @@ t.test("notifications fit the contract: long texts are cut, a malformed one is n
   t.equal(long.details["code"], "token.pin_incorrect", "short texts untouched");
   t.ok(lines.some((l) => l.includes("notification not sent: it breaks the contract") && l.includes("Bad Event")), "the kernel logs what it did not send");
   t.equal(supervisor.all().find((r) => r.name === "notifier")!.restarts, 0, "the notifier never restarted");
+});
+
+/** The JSON lines a stand-in appended to DIR/<file> so far. */
+function recorded<T>(dir: string, file: string): T[] {
+  const p = path.join(dir, file);
+  return fs.existsSync(p) ? fs.readFileSync(p, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
+}
+
+// A signer whose Issued says it recorded more ConfirmDelivery batches than the kernel sent lies
+// about its delivery bookkeeping: it is killed (a security event), and the certificate of that
+// answer is not handed out but revoked like any other undeliverable one (docs/design.md, section
+// 5): not kept in flight, so the next signer revokes it when it settles. Before the fix the
+// certificate went on through the fence to its client.
+t.test("an Issued claiming confirmed_through above the batches sent: the signer is killed, that certificate is withheld and revoked", async (t) => {
+  const { kernel, lines, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: "signer+overclaim", spool: "one-request" });
+  await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
+  typeOnConsole("1234\r");
+  await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
+  fs.writeFileSync(path.join(shared, "go-request"), "");
+  type Answer = { type: string; message: { code?: string; message?: string; serial?: string } };
+  const [answer] = await waitFor("the kernel's answer to the spool", () => {
+    const a = recorded<Answer>(shared, "spool.jsonl");
+    return a.length > 0 ? a : undefined;
+  }, 20_000);
+  t.equal(answer!.type, "failure", `the request fails (got ${JSON.stringify(answer)})`);
+  t.match(answer!.message.message ?? "", /signer gave an invalid answer; nothing was handed out/, "with a clear message");
+  t.ok(lines.some((l) => l.includes("security event") && l.includes(`confirmation batch ${OVERCLAIMED_BATCH}`)), "a security event names the claim");
+  t.ok(lines.some((l) => l.includes("certificate not delivered to its client: revoking") && l.includes(ISSUED_SERIAL)), "its certificate is revoked as undeliverable");
+  const settles = await waitFor("the restarted signer settling", () => {
+    const s = recorded<string[]>(shared, "settle.jsonl");
+    return s.length >= 2 ? s : undefined;
+  }, 30_000);
+  t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
 });
