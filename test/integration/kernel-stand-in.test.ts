@@ -1,11 +1,13 @@
 // The kernel with stand-in services (test/fixtures/stand-in-kernel.ts), where the order and
 // content of what services say is fixed.
 //
-// "insert the CA token" is the PIN prompt's to say (services/kernel/pin.ts), once while the token
-// is missing: the monitor's first report may come before the services are all up or after, and
-// the signer's first answer may come after both; each of them looks at the prompt again. With
-// stand-in services the order is fixed: the monitor reports "no token" at once, the signer is
-// the last one up and answers after that. Before the fix the console said it twice.
+// No token at start: the monitor's first report ("no token") may come before all services are up
+// or after. Either way nothing was removed: the kernel is in NEED_PIN, and the console says
+// "insert the CA token" once (it is the PIN prompt's to say, services/kernel/pin.ts; the
+// services coming up and the signer's first answer each look at the prompt again). The stand-ins
+// come up in the order the test says (after-go), without timing. Before the fixes the console
+// said it twice (the report first, the signer last) and the state was SUSPENDED when the report
+// came after the services were up (NEED_PIN took it for a removal).
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -15,16 +17,33 @@ import { waitFor } from "../fixtures/server.js";
 import { standInKernel } from "../fixtures/stand-in-kernel.js";
 import { ISSUED_SERIAL, OVERCLAIMED_BATCH } from "../fixtures/stand-in-values.js";
 
-t.test("no token at start: the console asks for it once, not again when the signer answers", async (t) => {
-  const { kernel, lines, consoleText } = standInKernel(t, { monitor: "token-absent", signer: "late-signer" });
-  await waitFor("the signer's first answer", () => kernel.signerReady || undefined, 20_000);
-  await waitFor("the console asking for the token", () => consoleText().includes("insert the CA token") || undefined, 20_000);
-  // the console writes through a pseudo-terminal: let what was said reach it
-  await new Promise((r) => setTimeout(r, 300));
-  t.equal(kernel.state, "NEED_PIN");
-  t.ok(lines.some((l) => l.includes('"msg":"token event"')), "the monitor's report was handled");
-  t.equal(consoleText().split("insert the CA token").length - 1, 1, `asked once:\n${consoleText()}`);
-});
+for (const reportFirst of [true, false]) {
+  const order = reportFirst ? "before the services are all up (the signer last)" : "after the services are all up (the monitor last)";
+  t.test(`no token at start, reported ${order}: NEED_PIN, and the console asks for the token once`, async (t) => {
+    const { kernel, supervisor, lines, shared, consoleText } = standInKernel(
+      t,
+      reportFirst ? { monitor: "token-absent", signer: "late-signer+after-go" } : { monitor: "token-absent+after-go", signer: "late-signer" },
+    );
+    const go = (name: string): void => fs.writeFileSync(path.join(shared, `go-${name}`), "");
+    if (reportFirst) {
+      await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
+      t.equal(kernel.state, "STARTING", "reported while the services come up");
+      go("signer");
+    } else {
+      await waitFor("the other services up", () => (["spool", "signer", "notifier"] as const).every((n) => supervisor.isUp(n)) || undefined, 20_000);
+      t.equal(kernel.state, "STARTING", "the monitor is the last one up");
+      go("monitor");
+      await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
+    }
+    await waitFor("the signer's first answer", () => kernel.signerReady || undefined, 20_000);
+    await waitFor("the console asking for the token", () => consoleText().includes("insert the CA token") || undefined, 20_000);
+    // the console writes through a pseudo-terminal: let what was said reach it
+    await new Promise((r) => setTimeout(r, 300));
+    t.equal(kernel.state, "NEED_PIN", "nothing was removed: waiting for the token and its PIN");
+    t.ok(lines.some((l) => l.includes('"msg":"token event"')), "the monitor's report was handled");
+    t.equal(consoleText().split("insert the CA token").length - 1, 1, `asked once:\n${consoleText()}`);
+  });
+}
 
 // A notification may carry text from elsewhere (a signer's login message, an error): the kernel
 // cuts it to the contract's bounds (proto/contract.ts), and does not send one that still breaks
