@@ -16,8 +16,12 @@ const NOTE_FIGURES: readonly { pattern: RegExp; id: string; what: string }[] = [
   { pattern: /^CPU ms per certificate during \(c\)[^:]*: ([\d.]+) (\(.*\))$/, id: "(c cpu)", what: "CPU per certificate during (c), all five processes" },
 ];
 
-/** Figures whose value ends in a per-process list "(kernel 1.36, spool 2.44, ...)": one row per process too. */
-const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)"]);
+/**
+ * Figures whose value ends in a per-process list "(kernel 1.36, spool 2.44, ...)": one row per
+ * process too, in the unit after the figure's first number ("7.50 ms (...)": ms, "17.3 wake-ups
+ * (...)": wake-ups).
+ */
+const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)"]);
 
 /** Numbers in a value, not digits inside words ("p50", "C_Sign"); a leading minus belongs to the number. */
 const NUMBER = /(?<![\w.])-?\d+(?:\.\d+)?/g;
@@ -48,7 +52,8 @@ export function parseRun(out: string): RunResult {
 function withPerProcess(f: Figure): Figure[] {
   if (!PER_PROCESS.has(f.id)) return [f];
   const list = /\(([^()]*)\)\s*$/.exec(f.value)?.[1] ?? "";
-  const rows = [...list.matchAll(/(\w+) (-?\d+(?:\.\d+)?)/g)].map((m): Figure => ({ id: f.id, what: `of which ${m[1]}`, value: `${m[2]} ms` }));
+  const unit = /^-?\d+(?:\.\d+)? ([^\s(]+) \(/.exec(f.value)?.[1] ?? "ms";
+  const rows = [...list.matchAll(/(\w+) (-?\d+(?:\.\d+)?)/g)].map((m): Figure => ({ id: f.id, what: `of which ${m[1]}`, value: `${m[2]} ${unit}` }));
   return [f, ...rows];
 }
 
@@ -154,6 +159,19 @@ export function compareTable(before: readonly RunResult[], after: readonly RunRe
     return `| ${any.id} | ${any.what} | ${x?.value ?? "n/a"} | ${y?.value ?? "n/a"} | ${ratio(x, y)} | ${y?.goal ?? x?.goal ?? ""} | ${x ? x.verdict : "n/a"} | ${y ? y.verdict : "n/a"} |`;
   });
   return [...COMPARE_HEADER, ...rows];
+}
+
+/**
+ * The sections of `unit` a checkout's bench has, when it refused the unit for naming a section it
+ * does not have (an older checkout: "bench: no section floor; sections: fsync, sign, ..." on
+ * stderr); undefined when `stderr` says nothing of the kind or none of the unit is left.
+ */
+export function unitKnownTo(unit: readonly string[], stderr: string): string[] | undefined {
+  const list = /no section \S+; sections: ([\w, -]+)/.exec(stderr)?.[1];
+  if (!list) return undefined;
+  const known = new Set(list.split(",").map((x) => x.trim()));
+  const left = unit.filter((n) => known.has(n));
+  return left.length && left.length < unit.length ? left : undefined;
 }
 
 /**

@@ -12,29 +12,57 @@ function ourName(pid: number): string | undefined {
   return title ?? (cmd[js]!.endsWith("start.js") ? (cmd[js + 1] ?? "service") : path.basename(cmd[js]!, ".js").replace("etoken-ca-server", "kernel"));
 }
 
+/** What the scheduler counted for a process, summed over its threads. */
+export interface Sched {
+  /** ns on a CPU: /proc/PID/task/TID/schedstat field 1 (not the 10 ms ticks of stat) */
+  cpuNs: number;
+  /** times a thread was put on a CPU: schedstat field 3 ("timeslices run"), wake-ups and returns after a preemption */
+  slices: number;
+  /**
+   * wake-ups: times a thread went to sleep by itself (status: voluntary_ctxt_switches; each such
+   * sleep ends in one wake-up: a frame read, a timer, a thread-pool completion, ...)
+   */
+  wakeups: number;
+  /** times a running thread was preempted (status: nonvoluntary_ctxt_switches): the rest of `slices` */
+  preempted: number;
+  /** the wake-ups of the main thread (the event loop's) alone; the rest are V8's workers', libuv's pool's, ... */
+  mainWakeups: number;
+}
+
+const NO_SCHED: Sched = { cpuNs: 0, slices: 0, wakeups: 0, preempted: 0, mainWakeups: 0 };
+
 /**
- * CPU time of a process in ns: the sum over its threads (main, V8's workers, libuv's pool) of
- * the scheduler's run time, /proc/PID/task/TID/schedstat field 1 (not the 10 ms ticks of stat).
+ * The scheduler's counters of a process, summed over its threads (main, V8's workers, libuv's
+ * pool). `proc` is /proc, or a directory laid out like it (tests). A thread that ends between
+ * the two files it is read from counts with what was read.
  */
-export function cpuNsOf(pid: number): number {
-  let ns = 0;
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+export function schedOf(pid: number, proc = "/proc"): Sched {
+  const sum = { ...NO_SCHED };
+  for (const tid of fs.readdirSync(`${proc}/${pid}/task`)) {
+    const dir = `${proc}/${pid}/task/${tid}`;
     try {
-      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      const fields = fs.readFileSync(`${dir}/schedstat`, "utf8").trim().split(/\s+/);
+      sum.cpuNs += Number(fields[0]);
+      sum.slices += Number(fields[2]);
+      const status = fs.readFileSync(`${dir}/status`, "utf8");
+      const wakeups = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      sum.wakeups += wakeups;
+      if (tid === String(pid)) sum.mainWakeups += wakeups;
+      sum.preempted += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
     } catch {
       // the thread ended meanwhile
     }
   }
-  return ns;
+  return sum;
 }
 
-export function procInfo(pid: number): { name: string; hwmMiB: number; cpuNs: number } | undefined {
+export function procInfo(pid: number): ({ name: string; hwmMiB: number } & Sched) | undefined {
   try {
     const name = ourName(pid);
     if (!name) return undefined;
     const st = fs.readFileSync(`/proc/${pid}/status`, "utf8");
     const hwmMiB = Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
-    return { name, hwmMiB, cpuNs: cpuNsOf(pid) };
+    return { name, hwmMiB, ...schedOf(pid) };
   } catch {
     return undefined;
   }
@@ -52,20 +80,37 @@ export function rssOf(root: number): { total: number; rows: string[] } {
   return { total, rows };
 }
 
-/** CPU ns used so far by each process of the installation, by name. */
-export function cpuOf(root: number): Record<string, number> {
-  const out: Record<string, number> = {};
+/** The scheduler's counters so far of each process of the installation, by name. */
+export function cpuOf(root: number): Record<string, Sched> {
+  const out: Record<string, Sched> = {};
   for (const pid of processTree(root)) {
     const p = procInfo(pid);
-    if (p) out[p.name] = (out[p.name] ?? 0) + p.cpuNs;
+    if (!p) continue;
+    const o = out[p.name] ?? NO_SCHED;
+    out[p.name] = { cpuNs: o.cpuNs + p.cpuNs, slices: o.slices + p.slices, wakeups: o.wakeups + p.wakeups, preempted: o.preempted + p.preempted, mainWakeups: o.mainWakeups + p.mainWakeups };
   }
   return out;
 }
 
+/** One counter's increase per certificate between two cpuOf() readings, per process and in all. */
+function perCert(before: Record<string, Sched>, after: Record<string, Sched>, n: number, counter: (s: Sched) => number): { total: number; by: Record<string, number> } {
+  const by: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) by[k] = (counter(v) - counter(before[k] ?? NO_SCHED)) / n;
+  return { total: Object.values(by).reduce((a, b) => a + b, 0), by };
+}
+
+const listed = (by: Record<string, number>, digits: number): string => Object.entries(by).map(([k, v]) => `${k} ${v.toFixed(digits)}`).join(", ");
+
 /** ms of CPU per certificate of each process between two cpuOf() readings, and their total. */
-export function cpuPerCert(before: Record<string, number>, after: Record<string, number>, n: number): { total: number; rows: string } {
-  const per = Object.keys(after).map((k) => [k, (after[k]! - (before[k] ?? 0)) / 1e6 / n] as const);
-  return { total: per.reduce((a, [, v]) => a + v, 0), rows: per.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") };
+export function cpuPerCert(before: Record<string, Sched>, after: Record<string, Sched>, n: number): { total: number; rows: string; by: Record<string, number> } {
+  const { total, by } = perCert(before, after, n, (s) => s.cpuNs / 1e6);
+  return { total, by, rows: listed(by, 2) };
+}
+
+/** A scheduler count (wake-ups, run slices, preemptions) per certificate of each process between two cpuOf() readings, and their total. */
+export function countPerCert(before: Record<string, Sched>, after: Record<string, Sched>, n: number, what: "wakeups" | "mainWakeups" | "slices" | "preempted"): { total: number; rows: string; by: Record<string, number> } {
+  const { total, by } = perCert(before, after, n, (s) => s[what]);
+  return { total, by, rows: listed(by, 1) };
 }
 
 /** Name of one of our processes (service title, script) or the program (openssl children). */

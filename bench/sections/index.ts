@@ -7,6 +7,7 @@ export const SECTIONS: readonly Section[] = [
   (await import("./fsync.js")).section,
   (await import("./sign.js")).section,
   (await import("./latency.js")).section,
+  (await import("./floor.js")).section,
   (await import("./throughput.js")).section,
   (await import("./client.js")).section,
   (await import("./index1m.js")).section,

@@ -1,10 +1,34 @@
 import { N_LAT, N_STEADY, N_STEADY_WARMUP } from "../lib/options.js";
 import type { Section } from "./section.js";
 import { fig, note } from "../lib/report.js";
-import { q, ms } from "../lib/stats.js";
+import { q, ms, now } from "../lib/stats.js";
 import { start, stop, sequential, type Running } from "../lib/installation.js";
-import { rssOf, cpuOf, cpuPerCert } from "../lib/processes.js";
-import { measured } from "../lib/measured.js";
+import { rssOf, cpuOf, cpuPerCert, countPerCert, type Sched } from "../lib/processes.js";
+import { measured, type CertWindow } from "../lib/measured.js";
+
+type PerCert = ReturnType<typeof countPerCert>;
+
+/**
+ * n sequential certificates with the scheduler's counters of every process before and after:
+ * CPU and wake-ups (every thread) per certificate, for (cpu) and (wake); the run slices
+ * (wake-ups and returns after a preemption) in a note.
+ */
+async function counted(r: Running, n: number, label: string): Promise<{ s: Awaited<ReturnType<typeof sequential>>; cpu: PerCert; wake: PerCert; window: CertWindow }> {
+  const c0: Record<string, Sched> = cpuOf(r.server.pid);
+  const t0 = now();
+  const s = await sequential(r, n, 0);
+  const wallMs = (now() - t0) / n;
+  const c1 = cpuOf(r.server.pid);
+  const cpu = cpuPerCert(c0, c1, n);
+  const wake = countPerCert(c0, c1, n, "wakeups");
+  const main = countPerCert(c0, c1, n, "mainWakeups");
+  const slices = countPerCert(c0, c1, n, "slices");
+  const preempted = countPerCert(c0, c1, n, "preempted");
+  note(`${label}: wake-ups per certificate of the main threads ${main.total.toFixed(1)} (${main.rows}), the rest other threads'; run slices (schedstat field 3, every thread) ${slices.total.toFixed(1)} (${slices.rows}), of which after a preemption ${preempted.total.toFixed(1)} (${preempted.rows}); ${wallMs.toFixed(2)} ms wall per certificate`);
+  return { s, cpu, wake, window: { cpuMs: cpu.by, wakeups: wake.by, wallMs } };
+}
+
+const wakeValue = (w: PerCert): string => `${w.total.toFixed(1)} wake-ups (${w.rows})`;
 
 /** Per-stage mean from the services' JSON log lines (ms timestamps). */
 function stages(logs: string[], ids: Set<string>): string | undefined {
@@ -51,10 +75,10 @@ function stages(logs: string[], ids: Set<string>): string | undefined {
 async function steadyState(r: Running): Promise<void> {
   console.log(`[latency] steady state: ${N_STEADY_WARMUP} more sequential requests, then ${N_STEADY} measured`);
   const w = await sequential(r, N_STEADY_WARMUP, 0);
-  const c0 = cpuOf(r.server.pid);
-  const s = await sequential(r, N_STEADY, 0);
-  const cpu = cpuPerCert(c0, cpuOf(r.server.pid), N_STEADY);
+  const { s, cpu, wake, window } = await counted(r, N_STEADY, "latency, steady state");
+  (measured.windows ??= {}).warm = window;
   fig("(cpu-warm)", `CPU per certificate after ${N_LAT + N_STEADY_WARMUP + 10} certificates, all five processes`, `${ms(cpu.total)} (${cpu.rows})`, "<= 2.5 ms", cpu.total <= 2.5);
+  fig("(wake-warm)", `wake-ups per certificate after ${N_LAT + N_STEADY_WARMUP + 10} certificates, every thread`, wakeValue(wake));
   fig("(b warm)", `(b) after ${N_LAT + N_STEADY_WARMUP + 10} certificates`, `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`, "p50 <= 3 ms", q(s.lat, 0.5) <= 3);
   if (w.bad + s.bad) note(`latency, steady state: ${w.bad + s.bad} requests failed, e.g. ${(w.firstText || s.firstText).trim().slice(0, 160)}`);
   const rss = rssOf(r.server.pid);
@@ -66,11 +90,11 @@ async function secLatency(): Promise<void> {
   const r = await start("etca-bench-lat");
   try {
     await sequential(r, 0, 10);
-    const c0 = cpuOf(r.server.pid);
-    const s = await sequential(r, N_LAT, 0);
-    const cpu = cpuPerCert(c0, cpuOf(r.server.pid), N_LAT);
+    const { s, cpu, wake, window } = await counted(r, N_LAT, "latency");
     measured.cpuPerCert = cpu.total;
+    (measured.windows ??= {}).cold = window;
     fig("(cpu)", "CPU per certificate during (b), all five processes", `${ms(cpu.total)} (${cpu.rows})`, "<= 2.5 ms", cpu.total <= 2.5);
+    fig("(wake)", "wake-ups per certificate during (b), every thread", wakeValue(wake));
     if (s.bad) note(`latency: ${s.bad} requests failed, e.g. ${s.firstText.trim().slice(0, 160)}`);
     measured.b50 = q(s.lat, 0.5);
     fig("(b)", "server-side: symlink made -> result file seen", `p50 ${ms(q(s.lat, 0.5))} p99 ${ms(q(s.lat, 0.99))}`, "p50 <= 3 ms", q(s.lat, 0.5) <= 3);

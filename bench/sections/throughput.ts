@@ -3,7 +3,7 @@ import type { Section } from "./section.js";
 import { fig, note } from "../lib/report.js";
 import { q, ms, now } from "../lib/stats.js";
 import { start, stop, sequential } from "../lib/installation.js";
-import { rssOf, cpuOf, cpuPerCert } from "../lib/processes.js";
+import { rssOf, cpuOf, cpuPerCert, countPerCert } from "../lib/processes.js";
 import { measured } from "../lib/measured.js";
 
 async function secThroughput(): Promise<void> {
@@ -28,8 +28,11 @@ async function secThroughput(): Promise<void> {
     );
     const secs = (now() - t0) / 1000;
     const rate = ok / secs;
-    const cpu = cpuPerCert(c0, cpuOf(r.server.pid), ok);
+    const c1 = cpuOf(r.server.pid);
+    const cpu = cpuPerCert(c0, c1, ok);
     note(`CPU ms per certificate during (c) (schedstat, all threads): ${cpu.total.toFixed(2)} (${cpu.rows})`);
+    const wake = countPerCert(c0, c1, ok, "wakeups");
+    fig("(c wake)", `wake-ups per certificate during (c), ${writers} writers, every thread`, `${wake.total.toFixed(1)} wake-ups (${wake.rows})`);
     const goal = measured.signRate ? rate >= measured.signRate / 2 : undefined;
     fig("(c)", `sustained issuance, ${writers} writers (${ok}/${writers * per} ok)`, `${rate.toFixed(0)} certs/s (latency p50 ${ms(q(lat, 0.5), 1)})`, measured.signRate ? `>= ${(measured.signRate / 2).toFixed(0)}/s (half of (a))` : ">= half of (a)", goal);
     const rss = rssOf(r.server.pid);

@@ -3,6 +3,7 @@
 // Its life: open (sends and reads), draining (the peer's process is gone: no sends, what it wrote
 // before is still read to the end), closed.
 import type * as net from "node:net";
+import { performance } from "node:perf_hooks";
 import { contractProblem } from "../../proto/contract.js";
 import type { Frame, MessageType, Payload } from "../../proto/wire.js";
 import { EtokenError, ProtocolError } from "./errors.js";
@@ -15,7 +16,12 @@ interface Pending {
   expect: readonly MessageType[];
   resolve: (f: Frame) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() past which the request has timed out; Infinity: no timeout */
+  deadline: number;
+  /** Why, once it has: `${peer} did not answer ${type} within ${timeoutMs} ms` */
+  type: MessageType;
+  timeoutMs: number;
+  onLateAnswer: ((late: Frame) => void) | undefined;
 }
 
 export type FrameHandler = (frame: Frame, channel: Channel) => void;
@@ -23,6 +29,15 @@ export type FrameHandler = (frame: Frame, channel: Channel) => void;
 export class Channel {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
+  /**
+   * One timer for every pending request's timeout, armed for the earliest deadline (a timer of
+   * its own per request cost each request a timer list in Node's priority queue). While nothing
+   * is pending it stays, unref'd (no answered request keeps the process alive), and the next
+   * request with a later deadline needs no timer of its own: it fires once, finds nothing due,
+   * and is armed for what is pending then.
+   */
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweepAt = Infinity;
   /** Requests that timed out, with what to do if their answer comes after all. */
   private readonly expired = new Map<number, ((late: Frame) => void) | undefined>();
   private readonly decoder: FrameDecoder;
@@ -140,16 +155,42 @@ export class Channel {
         reject(err as Error);
         return;
       }
-      const timer =
-        timeoutMs > 0
-          ? setTimeout(() => {
-              this.pending.delete(id);
-              this.rememberExpired(id, opts.onLateAnswer);
-              reject(new ProtocolError("timeout", `${this.peer} did not answer ${type} within ${timeoutMs} ms`));
-            }, timeoutMs)
-          : undefined;
-      this.pending.set(id, { expect: expected, resolve: resolve as (f: Frame) => void, reject, timer });
+      const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Infinity;
+      this.pending.set(id, { expect: expected, resolve: resolve as (f: Frame) => void, reject, deadline, type, timeoutMs, onLateAnswer: opts.onLateAnswer });
+      if (deadline < this.sweepAt) this.armSweep(deadline);
+      else if (this.pending.size === 1) this.sweepTimer?.ref();
     });
+  }
+
+  private armSweep(at: number): void {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    this.sweepTimer = at === Infinity ? undefined : setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
+  }
+
+  /** The requests whose deadline has come fail (in the order sent); the timer is armed for the next one. */
+  private sweep(): void {
+    // due: what the timer was armed for, and whatever else has come by now (libuv's timers run on a
+    // clock that may lag performance.now() by what this turn has run so far)
+    const due = Math.max(this.sweepAt, performance.now());
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+    let next = Infinity;
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= due) {
+        this.pending.delete(id);
+        this.rememberExpired(id, p.onLateAnswer);
+        p.reject(new ProtocolError("timeout", `${this.peer} did not answer ${p.type} within ${p.timeoutMs} ms`));
+      } else if (p.deadline < next) {
+        next = p.deadline;
+      }
+    }
+    this.armSweep(next);
+  }
+
+  /** Nothing pending any more: the timer no longer keeps the process alive. */
+  private sweepIfIdle(): void {
+    if (this.pending.size === 0) this.sweepTimer?.unref();
   }
 
   /** Writes what this turn of the event loop held back now (a report that must not wait for the turn's end). */
@@ -226,7 +267,7 @@ export class Channel {
       return;
     }
     this.pending.delete(frame.replyTo);
-    if (p.timer) clearTimeout(p.timer);
+    this.sweepIfIdle();
     if (p.expect.includes(frame.type)) {
       p.resolve(frame);
     } else if (frame.type === "failure") {
@@ -248,8 +289,8 @@ export class Channel {
   private shutdown(reason: string, violation: ProtocolError | undefined): void {
     if (this.closed) return;
     this.closedReason = reason;
+    this.armSweep(Infinity);
     for (const [, p] of this.pending) {
-      if (p.timer) clearTimeout(p.timer);
       p.reject(new ProtocolError("closed", `channel to ${this.peer} closed: ${reason}`));
     }
     this.pending.clear();

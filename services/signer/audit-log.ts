@@ -2,15 +2,17 @@
 //
 // Appends only (O_APPEND), one write(2) per line. Durability: a line that a CRL is about to
 // commit to is fdatasynced first (checkpoint()), and so are revocations, CRLs and token events;
-// an issuance line is synced within SYNC_DELAY_MS (its index.txt line is synced before the
-// certificate leaves; a crash in between is repaired at the next start from index.txt, see
-// recoverFromIndex; check-db cross-checks the whole trail). A crash mid-append leaves an incomplete last line: at the next open it is
-// cut off and recorded in a `torn-line` line (its bytes kept there), so the chain stays whole.
+// an issuance line is synced within DEFERRED_FLUSH_MS, on the signer's one deferred-flush timer
+// (its index.txt line is synced before the certificate leaves; a crash in between is repaired at
+// the next start from index.txt, see recoverFromIndex; check-db cross-checks the whole trail).
+// A crash mid-append leaves an incomplete last line: at the next open it is cut off and
+// recorded in a `torn-line` line (its bytes kept there), so the chain stays whole.
 // A signer restart, and `openssl ca` rewriting index.txt, continue the chain: the head is the
 // last line of the file(s).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { syncDirectory } from "../common/durable-file.js";
+import { deferredFlush } from "./deferred-flush.js";
 import { DatabaseError } from "../common/errors.js";
 import { formatLine, GENESIS, lineHash, parseLine, readTrailBackwards, rotatedName, trailFiles, type AuditEvent, type ChainHead } from "../common/audit/trail.js";
 import type { IndexEntry } from "../common/ca-dir/index-format.js";
@@ -22,7 +24,6 @@ export interface IndexView {
   revokedEntries(): readonly { serialHex: string; revokedAt: Date }[];
 }
 
-const SYNC_DELAY_MS = 1000;
 const TAIL_CHUNK = 64 * 1024;
 
 function auditError(file: string, err: unknown, what: string): DatabaseError {
@@ -68,7 +69,14 @@ export class AuditLog {
   /** seq of the current file's first line (rotation names the file after it) */
   private firstSeq = 1;
   private headNow: ChainHead = { seq: 0, hash: GENESIS };
-  private syncTimer: NodeJS.Timeout | undefined;
+  /** the deferred-flush turn (the same function each time: scheduled once per timer) */
+  private readonly syncDue = (): void => {
+    try {
+      this.sync();
+    } catch {
+      // the next append reopens and reports
+    }
+  };
   /** the trail had no line before this open */
   isNew = false;
 
@@ -147,7 +155,7 @@ export class AuditLog {
 
   /**
    * Appends one line and returns its seq. `sync`: fdatasync before returning (otherwise within
-   * SYNC_DELAY_MS). Throws DatabaseError when the line could not be written.
+   * DEFERRED_FLUSH_MS). Throws DatabaseError when the line could not be written.
    */
   append(event: AuditEvent, fields: Record<string, unknown>, opts: { sync?: boolean } = {}): number {
     if (this.fd === undefined) this.openFile(); // a failed write closed it: reopening cuts off what it left
@@ -175,8 +183,7 @@ export class AuditLog {
   }
 
   sync(): void {
-    if (this.syncTimer) clearTimeout(this.syncTimer);
-    this.syncTimer = undefined;
+    deferredFlush.cancel(this.syncDue);
     if (this.fd === undefined) return;
     try {
       fs.fdatasyncSync(this.fd);
@@ -187,16 +194,7 @@ export class AuditLog {
   }
 
   private scheduleSync(): void {
-    if (this.syncTimer) return;
-    this.syncTimer = setTimeout(() => {
-      this.syncTimer = undefined;
-      try {
-        this.sync();
-      } catch {
-        // the next append reopens and reports
-      }
-    }, SYNC_DELAY_MS);
-    this.syncTimer.unref();
+    deferredFlush.schedule(this.syncDue);
   }
 
   /** The current file becomes AUDIT_LOG.<first seq>; the new file's first line chains to its last. */

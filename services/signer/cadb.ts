@@ -28,7 +28,7 @@
 // fdatasync commits with the data. newcerts/<SERIAL>.pem is a copy of what the client receives;
 // it is written before the line (so a line never points at a file that was never written) but
 // flushed off the hand-out path: its fsync and the fsync of newcerts/ are deferred to a
-// background flush (at most NEWCERTS_FLUSH_MS later, and always on close()). A crash in that
+// background flush (at most DEFERRED_FLUSH_MS later, and always on close()). A crash in that
 // window can lose or truncate newcerts files of the last moments (check-db reports them as
 // missing); it cannot lose an index line of a certificate that was handed out. Measured on this
 // project's CI disk one flush costs ~4 ms, so 3 flushes (file, directory, index) were ~12 ms per

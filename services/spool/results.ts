@@ -14,6 +14,9 @@ import {
 } from "../common/spool-protocol.js";
 import { inDir } from "./watcher.js";
 
+/** The umask that lets open(2) give a result RESULT_FILE_MODE exactly. */
+const RESULT_UMASK = 0o777 & ~RESULT_FILE_MODE;
+
 /** "published" with the result's inode (to tell it from a file put in its place later). */
 export type Publication = { kind: "published"; ino: number } | { kind: "claimed_by_client" };
 
@@ -31,11 +34,18 @@ export function publishResult(dir: string, requestId: string, content: string): 
   // 32 hex digits from randomUUID (122 random bits from node's cached entropy pool: no call into
   // the random generator per result)
   const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${crypto.randomUUID().replaceAll("-", "")}`);
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
+  // Created with its mode through the umask (the service's is 077; the client reads via the
+  // group), not an fchmod after: each change in SPOOL_DIR wakes every client waiting there.
+  const umask = process.umask(RESULT_UMASK);
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
+  } finally {
+    process.umask(umask);
+  }
   try {
     let ino: number;
     try {
-      fs.fchmodSync(fd, RESULT_FILE_MODE); // the service's umask is 077; the client reads via the group
       fs.writeSync(fd, content);
       ino = fs.fstatSync(fd).ino;
     } finally {

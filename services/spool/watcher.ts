@@ -1,10 +1,11 @@
-// Watching SPOOL_DIR: inotify (fs.watch) is a hint, a periodic rescan the safety net. Taking a
+// Watching SPOOL_DIR: inotify (native/spool-watch: names appearing only) is a hint, a periodic rescan the safety net. Taking a
 // request = reading the `request` symlink and removing it (which frees the lock for the next
 // client); the target name is checked against the strict pattern before anything else.
 // Nothing the client can write is ever removed recursively or followed: a file is unlinked (which
 // never follows a symlink), a directory renamed aside within SPOOL_DIR and removed only if empty.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import { createRequire } from "node:module";
 import * as path from "node:path";
 import { ABANDONED_SUFFIX, ASIDE_NAME, ASIDE_PREFIX, randomName, REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
 
@@ -95,9 +96,36 @@ export interface WatcherOptions {
   readonly onError: (err: Error) => void;
 }
 
-/** inotify on the directory plus a periodic rescan; a failing watch falls back to the rescan. */
+/** dist/services/spool/watcher.js -> dist/native/spool_watch.node (npm run build copies it there) */
+const ADDON = "../../native/spool_watch.node";
+
+interface SpoolWatchAddon {
+  /**
+   * inotify on `dir` for names created or renamed in (IN_CREATE, IN_MOVED_TO) that equal `exact`
+   * or end with `suffix`; nothing else wakes JavaScript (native/spool-watch/spool_watch.c).
+   */
+  watch(dir: string, exact: string, suffix: string, onEvents: (names: string[], overflow: boolean, gone: boolean) => void): { close(): void };
+}
+
+function loadAddon(): SpoolWatchAddon {
+  try {
+    return createRequire(import.meta.url)(ADDON) as SpoolWatchAddon;
+  } catch (err) {
+    const text = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new Error(`cannot load the spool's inotify helper ${new URL(ADDON, import.meta.url).pathname} (npm run build makes it): ${text}`);
+  }
+}
+
+/**
+ * inotify on the directory plus a periodic rescan; a failing watch falls back to the rescan.
+ * The watch reports only what the spool acts on: the `request` lock or a `.abandoned` marker
+ * appearing (created or renamed in). A request is complete when its link appears (the client
+ * writes and closes the file first, spool-protocol.ts); the file's own creation, writes and
+ * mode changes, removals (the client's cleanup, the spool's own) and the steps of the spool's
+ * own publication wake nobody. A request pending at start is found by the first rescan.
+ */
 export class SpoolWatcher {
-  private watcher: fs.FSWatcher | undefined;
+  private watcher: { close(): void } | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: WatcherOptions) {}
@@ -109,15 +137,16 @@ export class SpoolWatcher {
 
   start(): void {
     try {
-      this.watcher = fs.watch(this.opts.dir, { persistent: true }, (_event, filename) => {
-        if (filename === null) this.opts.onRescan(true);
-        else if (filename === REQUEST_LINK) this.opts.onHint();
-        else if (filename.endsWith(ABANDONED_SUFFIX)) this.opts.onMarker(filename.slice(0, -ABANDONED_SUFFIX.length));
-      });
-      this.watcher.on("error", (err) => {
-        this.opts.onError(err);
-        this.watcher?.close();
-        this.watcher = undefined;
+      this.watcher = loadAddon().watch(this.opts.dir, REQUEST_LINK, ABANDONED_SUFFIX, (names, overflow, gone) => {
+        if (gone) {
+          this.watcher = undefined;
+          this.opts.onError(new Error("the spool directory was removed or moved away: its inotify watch ended"));
+        }
+        if (overflow || gone) this.opts.onRescan(true);
+        for (const name of names) {
+          if (name === REQUEST_LINK) this.opts.onHint();
+          else this.opts.onMarker(name.slice(0, -ABANDONED_SUFFIX.length));
+        }
       });
     } catch (err) {
       this.opts.onError(err as Error);

@@ -2,8 +2,12 @@
 // test as the kernel), and their order (docs/design.md section 6): newcerts/<SERIAL>.pem created
 // once (O_CREAT|O_EXCL, never a temporary file and a rename), the index line written, index.txt
 // fdatasynced before the Issued frame leaves, and each newcerts file fsynced once, off the
-// hand-out path, within NEWCERTS_FLUSH_MS (cadb/newcerts.ts), newcerts/ itself after the files.
-// Issue 20 measured what each of these costs; this pins that nothing is added to them.
+// hand-out path, within DEFERRED_FLUSH_MS (cadb/newcerts.ts), newcerts/ itself after the files.
+// Issue 20 measured what each of these costs; this pins that nothing is added to them. And the
+// wake-ups they cost (issue 20, fourth round): everything flushed off the hand-out path (the
+// `serial` file, the audit trail, the delivery journal, the newcerts files) is flushed in one
+// turn of the signer's main thread (one timer, services/signer/deferred-flush.ts), the small
+// fdatasyncs on that thread (a trip through the thread pool cost two wake-ups).
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes, createPublicKey } from "node:crypto";
 import * as fs from "node:fs";
@@ -15,7 +19,7 @@ import { makeCsr, mustOpenssl } from "../fixtures/pki.js";
 import { createInstallation } from "../fixtures/server.js";
 
 const CERTIFICATES = 20;
-/** NEWCERTS_FLUSH_MS (1 s) and a margin for a loaded machine */
+/** DEFERRED_FLUSH_MS (1 s) and a margin for a loaded machine */
 const FLUSH_WAIT_MS = 3000;
 
 if (spawnSync("strace", ["-V"]).status !== 0) {
@@ -109,5 +113,18 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
     const lastFileSync = lastIndex(-1, all.length, new RegExp(`\\sfsync\\(\\d+<${newcerts}/[0-9A-F]+\\.pem>`));
     const dirSync = lastIndex(-1, all.length, new RegExp(`\\sfsync\\(\\d+<${newcerts}>`));
     t.ok(dirSync > lastFileSync, "newcerts/ fsynced after its files");
+
+    // the deferred flush after the last certificate: one turn of the main thread (between two of
+    // its epoll_pwait calls) renames `serial` and fdatasyncs the audit trail and the journal
+    const main = String(signer.child.pid);
+    const onMain = (i: number): boolean => all[i]!.startsWith(`${main} `);
+    const serialRename = all.findIndex((l, i) => i > lastIssued && new RegExp(`\\srename(at2?)?\\(.*"${q(path.join(caDir, "serial"))}"`).test(l));
+    const turnStart = lastIndex(-1, serialRename, new RegExp(`^${main} +epoll_pwait\\(`));
+    let turnEnd = all.findIndex((l, i) => i > serialRename && new RegExp(`^${main} +epoll_pwait\\(`).test(l));
+    if (turnEnd === -1) turnEnd = all.length;
+    const inTurn = (re: RegExp): number => all.slice(turnStart + 1, turnEnd).filter((l) => l.startsWith(`${main} `) && re.test(l)).length;
+    t.ok(serialRename !== -1 && onMain(serialRename), "`serial` rewritten (deferred) after the last certificate, on the main thread");
+    t.equal(inTurn(new RegExp(`\\sfdatasync\\(\\d+<${q(inst.config.AUDIT_LOG)}>`)), 1, "the audit trail fdatasynced in the same turn");
+    t.equal(inTurn(new RegExp(`\\sfdatasync\\(\\d+<${q(path.join(caDir, "delivery.journal"))}>`)), 1, "the delivery journal fdatasynced in the same turn, on the main thread");
   });
 }

@@ -13,6 +13,25 @@ import { makeCsr, SpoolHarness } from "../fixtures/spool-harness.js";
 import { randomBytes } from "node:crypto";
 
 const REQUESTS = 20;
+const IN_MODIFY = 0x2, IN_ATTRIB = 0x4, IN_CLOSE_WRITE = 0x8, IN_MOVED_FROM = 0x40, IN_MOVED_TO = 0x80, IN_CREATE = 0x100, IN_DELETE = 0x200;
+const WATCH_EVENTS = IN_CREATE | IN_MOVED_TO;
+const UNWANTED_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_DELETE;
+
+/** The event masks of every inotify watch the process holds (/proc/PID/fdinfo of its inotify fds). */
+function inotifyMasks(pid: number): number[] {
+  const masks: number[] = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let target = "";
+    try {
+      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== "anon_inode:inotify") continue;
+    for (const m of fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8").matchAll(/^inotify wd:\S+ .* mask:([0-9a-f]+)/gm)) masks.push(parseInt(m[1]!, 16));
+  }
+  return masks;
+}
 
 if (spawnSync("strace", ["-V"]).status !== 0) {
   t.fail("strace is needed (apt-get install strace)");
@@ -32,6 +51,8 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   };
   const dir = h.spoolDir;
 
+  /** The permission bits of every result read. */
+  const modes = new Set<string>();
   /** One request as the client makes it; resolves with the result's text. */
   const issue = async (): Promise<string> => {
     const id = `req.${randomName(16, randomBytes)}`;
@@ -43,6 +64,7 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
     const result = path.join(dir, resultName(id));
     await h.until(() => fs.existsSync(result), 10_000, `the result of ${id}`);
     const text = fs.readFileSync(result, "utf8");
+    modes.add((fs.statSync(result).mode & 0o7777).toString(8));
     fs.rmSync(result);
     fs.rmSync(file, { force: true });
     return text;
@@ -50,7 +72,7 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   await issue(); // the certificate is made, the spool warmed up
 
   const trace = path.join(h.root, "strace.out");
-  const strace = spawn("strace", ["-f", "-qq", "-e", "trace=%file", "-o", trace, "-p", String(h.child!.pid)], { stdio: "ignore" });
+  const strace = spawn("strace", ["-f", "-qq", "-e", "trace=%file,fchmod,umask", "-o", trace, "-p", String(h.child!.pid)], { stdio: "ignore" });
   const exited = new Promise((r) => strace.on("exit", r));
   // attached once a request link it reads shows in its output (a bad target: refused at once)
   let bad = 0;
@@ -88,8 +110,19 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   const q = dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
   t.equal(certificates, REQUESTS, "every request got its certificate");
+  // What wakes the spool: inotify asked for names appearing only (IN_CREATE, IN_MOVED_TO): the
+  // `request` link and `.abandoned` markers. Not the client's writes, mode changes and removals
+  // of its files, nor the spool's own publication steps (IN_MODIFY, IN_ATTRIB, IN_DELETE, ...).
+  const masks = inotifyMasks(h.child!.pid!);
+  t.equal(masks.length, 1, "one inotify watch (the spool directory)");
+  t.equal(masks[0]! & WATCH_EVENTS, IN_CREATE | IN_MOVED_TO, "it reports names created or renamed into the directory");
+  t.equal(masks[0]! & UNWANTED_EVENTS, 0, `and not writes, mode changes, removals or closes (mask 0x${(masks[0] ?? 0).toString(16)})`);
   t.equal(count(new RegExp(`\\sreadlink(at)?\\(.*"${q}/request"`)), REQUESTS, "the lock's link is read once per request");
   t.equal(count(new RegExp(`\\sunlink(at)?\\(.*"${q}/request"`)), REQUESTS, "and removed once per request");
   t.equal(count(new RegExp(`\\sopen(at)?\\(.*"${q}/req\\.[A-Za-z0-9]{16}", [^)]*O_NOFOLLOW`)), REQUESTS, "each request file opened once, with O_NOFOLLOW");
   t.equal(count(new RegExp(`\\slink(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", .*\\.result"`)), REQUESTS, "each result published with link(2)");
+  // created 0640 through the umask: no fchmod, whose IN_ATTRIB would wake every waiting client
+  t.same([...modes], ["640"], "every result is 0640 (the client reads it through the group)");
+  t.equal(count(/\sfchmod\(/), 0, "no fchmod: the result is created with its mode");
+  t.equal(count(new RegExp(`\\sopen(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", [^)]*O_EXCL[^)]*, 0640\\)`)), REQUESTS, "each result created O_EXCL, 0640");
 }

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { compareTable, compareUnits, mergeRuns, parseRun, type RunResult } from "../../bench/lib/compare.js";
+import { compareTable, compareUnits, mergeRuns, parseRun, unitKnownTo, type RunResult } from "../../bench/lib/compare.js";
 import { figureTable, type Figure } from "../../bench/lib/report.js";
 import { replaceRegion, writeRegion } from "../../bench/lib/results-file.js";
 import { withNeeds } from "../../bench/sections/section.js";
@@ -120,6 +120,50 @@ t.test("sections with what they need: --only latency runs sign first; --compare 
   t.throws(() => withNeeds(SECTIONS, ["nope"]), /no section nope; sections: fsync, sign/);
   t.same(compareUnits(SECTIONS, ["sign", "latency", "throughput", "client", "myproxy"]), [["sign", "latency"], ["sign", "throughput"], ["client"], ["myproxy"]]);
   t.same(compareUnits(SECTIONS, ["latency", "index1m"]), [["sign", "latency", "index1m"]]);
+  t.same(withNeeds(SECTIONS, ["floor"]), ["sign", "latency", "floor"], "the design's floor is latency's wake-ups at the echo's cost, + (a)'s C_Sign");
+  t.same(compareUnits(SECTIONS, ["latency", "floor"]), [["sign", "latency", "floor"]], "latency runs once, with floor");
+});
+
+t.test("wake-up rows: one row per process in wake-ups, not ms; an older checkout without them shows n/a", async (t) => {
+  const wake = (id: string, what: string, total: string, kernel: string, signer: string): Figure => ({ id, what, value: `${total} wake-ups (kernel ${kernel}, signer ${signer}, notifier 0.0)` });
+  const floor: Figure = { id: "(design floor)", what: "the wake-ups during (b) as bare echoes, + C_Sign's CPU", value: "2.37 ms (kernel 0.49, signer 0.48, C_Sign 0.82)", goal: "<= 2.5 ms", verdict: "PASS" };
+  const run = parseRun(
+    output([
+      cpu("7.13", "1.48", "1.76"),
+      wake("(wake)", "wake-ups per certificate during (b), every thread", "13.3", "4.5", "4.4"),
+      wake("(wake-warm)", "wake-ups per certificate after 570 certificates, every thread", "15.7", "4.4", "7.3"),
+      wake("(c wake)", "wake-ups per certificate during (c), 16 writers, every thread", "6.0", "2.0", "3.0"),
+      floor,
+    ]),
+  );
+  const rows = (id: string): string[][] => run.figures.filter((f) => f.id === id).map((f) => [f.what, f.value]);
+  t.same(rows("(wake)"), [
+    ["wake-ups per certificate during (b), every thread", "13.3 wake-ups (kernel 4.5, signer 4.4, notifier 0.0)"],
+    ["of which kernel", "4.5 wake-ups"],
+    ["of which signer", "4.4 wake-ups"],
+    ["of which notifier", "0.0 wake-ups"],
+  ]);
+  t.same(rows("(wake-warm)").slice(1), [["of which kernel", "4.4 wake-ups"], ["of which signer", "7.3 wake-ups"], ["of which notifier", "0.0 wake-ups"]], "warm apart from cold");
+  t.same(rows("(c wake)").slice(1, 2), [["of which kernel", "2.0 wake-ups"]]);
+  t.same(rows("(design floor)").slice(1), [["of which kernel", "0.49 ms"], ["of which signer", "0.48 ms"], ["of which C_Sign", "0.82 ms"]], "the floor's parts, C_Sign's CPU among them");
+  t.same(rows("(cpu)")[1], ["of which kernel", "1.48 ms"], "(cpu) stays in ms");
+
+  const older = [parseRun(output([cpu("8.00", "1.50", "3.00")]))];
+  const table = compareTable(older, [run]);
+  const row = (id: string, what: string): string[] => (table.find((l) => l.startsWith(`| ${id} | ${what} |`)) ?? "").split("|").slice(1, -1).map((x) => x.trim());
+  t.same(row("(wake)", "of which signer").slice(2), ["n/a", "4.4 wake-ups", "n/a", "", "n/a", ""], "no (wake) in the older checkout: n/a before");
+  t.same(row("(design floor)", "the wake-ups during (b) as bare echoes, + C_Sign's CPU").slice(2), ["n/a", "2.37 ms (kernel 0.49, signer 0.48, C_Sign 0.82)", "n/a", "<= 2.5 ms", "n/a", "PASS"]);
+  t.same(row("(cpu)", "of which kernel").slice(2, 5), ["1.50 ms", "1.48 ms", "0.99x"], "the older rows still line up");
+  const both = compareTable([run, run], [parseRun(output([wake("(wake)", "wake-ups per certificate during (b), every thread", "10.0", "3.0", "4.0")]))]);
+  t.ok(both.some((l) => l.startsWith("| (wake) | of which kernel | 4.5 wake-ups | 3.0 wake-ups | 0.67x |")), "before and after: the ratio of the wake-ups");
+});
+
+t.test("a section the before checkout lacks: it runs the rest of the unit; other failures are not retried", async (t) => {
+  const stderr = "bench: no section floor; sections: fsync, sign, latency, throughput, client, index1m, crl, detect, events, h2h, myproxy, cpuprof, slowtoken\n";
+  t.same(unitKnownTo(["sign", "latency", "floor"], stderr), ["sign", "latency"]);
+  t.equal(unitKnownTo(["floor"], stderr), undefined, "nothing of the unit left: no run");
+  t.equal(unitKnownTo(["sign", "latency"], "bench: run as root\n"), undefined, "another failure");
+  t.equal(unitKnownTo(["sign", "latency"], stderr), undefined, "every section known: the failure was something else");
 });
 
 const FIG_BEGIN = "<!-- bench:figures:begin (written by npm run bench -- --write-results; edit outside the markers) -->";

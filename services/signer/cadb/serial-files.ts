@@ -6,36 +6,31 @@ import { writeFileAtomic } from "../../common/durable-file.js";
 import { DatabaseError } from "../../common/errors.js";
 import { CRLNUMBER, SERIAL } from "../../common/ca-dir/index-format.js";
 import { ioError } from "../../common/ca-dir/index-reader.js";
-
-/** The `serial` file is rewritten at most this often (see SerialFile.schedule). */
-const SERIAL_FILE_DELAY_MS = 1000;
+import { deferredFlush } from "../deferred-flush.js";
 
 /**
  * `serial` only matters to `openssl ca` (our serials are random), and a rename per certificate
- * costs more than the token's signature on some file systems: written at most once a second,
- * and on flush().
+ * costs more than the token's signature on some file systems: written at most once a second
+ * (on the signer's deferred-flush timer), and on flush().
  */
 export class SerialFile {
   private readonly file: string;
   private pending: Buffer | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly flushDue = (): void => this.flush();
 
   constructor(caDir: string) {
     this.file = path.join(caDir, SERIAL);
   }
 
-  /** `last` was recorded: `serial` becomes last + 1, within SERIAL_FILE_DELAY_MS. */
+  /** `last` was recorded: `serial` becomes last + 1, within DEFERRED_FLUSH_MS. */
   schedule(last: Buffer): void {
     this.pending = last;
-    if (this.timer) return;
-    this.timer = setTimeout(() => this.flush(), SERIAL_FILE_DELAY_MS);
-    this.timer.unref();
+    deferredFlush.schedule(this.flushDue);
   }
 
   /** Writes what is pending now. */
   flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    deferredFlush.cancel(this.flushDue);
     const last = this.pending;
     this.pending = undefined;
     if (!last) return;

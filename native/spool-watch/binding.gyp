@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "spool_watch",
+      "sources": ["spool_watch.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror"]
+    }
+  ]
+}

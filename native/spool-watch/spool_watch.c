@@ -1,0 +1,231 @@
+/*
+ * inotify on SPOOL_DIR with the events the spool acts on only (services/spool/watcher.ts).
+ *
+ * fs.watch asks the kernel for every kind of change (libuv's fixed mask: IN_ATTRIB, IN_MODIFY,
+ * IN_DELETE, ...), so each step of a client's request (create, fchmod, write), the client's
+ * removal of its result and every step of the spool's own publication woke the spool or ran a
+ * JavaScript callback. What the spool acts on is a name appearing: the `request` lock (symlink,
+ * or whatever a hostile client puts there) and a `.abandoned` marker, by creation or rename.
+ * This watch asks for IN_CREATE and IN_MOVED_TO only, and enters JavaScript only for those names
+ * (and for a lost-events overflow, or the directory itself going away).
+ *
+ * watch(dir: string, exact: string, suffix: string,
+ *       onEvents: (names: string[], overflow: boolean, gone: boolean) => void): { close(): void }
+ * Throws an Error with `code` (the errno name) when the watch cannot be made.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <limits.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define MAX_NAME 255
+#define MAX_NAMES 64
+
+typedef struct {
+  uv_poll_t poll;
+  int fd;
+  int closed;      /* stopped: no more callbacks */
+  int uv_closed;   /* libuv is done with the poll handle */
+  int js_released; /* the JavaScript handle object was collected: nothing can call close() any more */
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  char exact[MAX_NAME + 1];
+  size_t exact_length;
+  char suffix[MAX_NAME + 1];
+  size_t suffix_length;
+} Watch;
+
+static napi_value type_error(napi_env env, const char *message) {
+  napi_throw_type_error(env, NULL, message);
+  return NULL;
+}
+
+static napi_value errno_error(napi_env env, const char *what, int err) {
+  napi_value message, code, error;
+  char text[256];
+  snprintf(text, sizeof text, "%s: %s", what, strerror(err));
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &error);
+  const char *name = err == ENOENT ? "ENOENT" : err == EACCES ? "EACCES" : err == ENOTDIR ? "ENOTDIR" : err == EMFILE ? "EMFILE" : err == ENOSPC ? "ENOSPC" : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_set_named_property(env, error, "code", code);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int wanted(const Watch *w, const char *name, size_t length) {
+  if (length == w->exact_length && memcmp(name, w->exact, length) == 0) return 1;
+  return w->suffix_length > 0 && length > w->suffix_length && memcmp(name + length - w->suffix_length, w->suffix, w->suffix_length) == 0;
+}
+
+/* The struct is freed once both libuv and JavaScript are done with it (close() may come after a stop). */
+static void on_closed(uv_handle_t *handle) {
+  Watch *w = (Watch *)handle->data;
+  close(w->fd);
+  w->uv_closed = 1;
+  if (w->js_released) free(w);
+}
+
+static void stop(Watch *w) {
+  if (w->closed) return;
+  w->closed = 1;
+  uv_poll_stop(&w->poll);
+  napi_delete_reference(w->env, w->callback);
+  napi_async_destroy(w->env, w->context);
+  uv_close((uv_handle_t *)&w->poll, on_closed);
+}
+
+static void on_readable(uv_poll_t *poll, int status, int events) {
+  (void)events;
+  Watch *w = (Watch *)poll->data;
+  if (w->closed) return;
+  char buffer[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+  char names[MAX_NAMES][MAX_NAME + 1];
+  size_t count = 0;
+  int overflow = status < 0, gone = 0;
+  for (;;) {
+    ssize_t n = read(w->fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break; /* EAGAIN: all read */
+    for (char *p = buffer; p < buffer + n;) {
+      const struct inotify_event *ev = (const struct inotify_event *)p;
+      p += sizeof(struct inotify_event) + ev->len;
+      if (ev->mask & IN_Q_OVERFLOW) overflow = 1;
+      if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) gone = 1;
+      if (ev->len == 0) continue;
+      size_t length = strnlen(ev->name, ev->len);
+      if (length > MAX_NAME || !wanted(w, ev->name, length)) continue;
+      if (count == MAX_NAMES) {
+        overflow = 1; /* the caller rescans everything: nothing is lost */
+        continue;
+      }
+      memcpy(names[count], ev->name, length);
+      names[count][length] = 0;
+      count++;
+    }
+  }
+  if (count == 0 && !overflow && !gone) return; /* nothing the spool acts on: JavaScript is not entered */
+
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, receiver, argv[3], result;
+  napi_get_reference_value(env, w->callback, &callback);
+  napi_get_global(env, &receiver); /* napi_make_callback needs an object */
+  napi_create_array_with_length(env, count, &argv[0]);
+  for (size_t i = 0; i < count; i++) {
+    napi_value name;
+    napi_create_string_latin1(env, names[i], NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, argv[0], (uint32_t)i, name);
+  }
+  napi_get_boolean(env, overflow, &argv[1]);
+  napi_get_boolean(env, gone, &argv[2]);
+  if (gone) stop(w); /* the watch is gone with the directory: the caller falls back to its rescans */
+  napi_async_context context = w->context;
+  if (gone) context = NULL;
+  if (context) {
+    if (napi_make_callback(env, context, receiver, callback, 3, argv, &result) == napi_pending_exception) {
+      napi_value error;
+      napi_get_and_clear_last_exception(env, &error);
+      napi_fatal_exception(env, error);
+    }
+  } else {
+    napi_async_context once;
+    napi_value resource;
+    napi_create_string_utf8(env, "SpoolWatch", NAPI_AUTO_LENGTH, &resource);
+    napi_async_init(env, NULL, resource, &once);
+    if (napi_make_callback(env, once, receiver, callback, 3, argv, &result) == napi_pending_exception) {
+      napi_value error;
+      napi_get_and_clear_last_exception(env, &error);
+      napi_fatal_exception(env, error);
+    }
+    napi_async_destroy(env, once);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void finalize_handle(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Watch *w = (Watch *)data;
+  w->js_released = 1;
+  if (!w->closed) stop(w);
+  else if (w->uv_closed) free(w);
+}
+
+static napi_value close_watch(napi_env env, napi_callback_info info) {
+  Watch *w = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, (void **)&w);
+  if (w != NULL) stop(w);
+  return NULL;
+}
+
+static int string_arg(napi_env env, napi_value value, char *out, size_t size, size_t *length) {
+  return napi_get_value_string_utf8(env, value, out, size, length) == napi_ok && *length < size - 1;
+}
+
+static napi_value watch(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4) return type_error(env, "watch(dir, exact, suffix, onEvents): 4 arguments");
+  char dir[PATH_MAX];
+  size_t dir_length = 0;
+  if (!string_arg(env, argv[0], dir, sizeof dir, &dir_length) || dir_length == 0) return type_error(env, "dir: a non-empty path");
+  Watch *w = calloc(1, sizeof *w);
+  if (w == NULL) return errno_error(env, "inotify", ENOMEM);
+  if (!string_arg(env, argv[1], w->exact, sizeof w->exact, &w->exact_length) || w->exact_length == 0 ||
+      !string_arg(env, argv[2], w->suffix, sizeof w->suffix, &w->suffix_length)) {
+    free(w);
+    return type_error(env, "exact, suffix: file names");
+  }
+  napi_valuetype type;
+  if (napi_typeof(env, argv[3], &type) != napi_ok || type != napi_function) {
+    free(w);
+    return type_error(env, "onEvents: a function");
+  }
+  w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (w->fd < 0) {
+    int err = errno;
+    free(w);
+    return errno_error(env, "inotify_init1", err);
+  }
+  if (inotify_add_watch(w->fd, dir, IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW) < 0) {
+    int err = errno;
+    close(w->fd);
+    free(w);
+    return errno_error(env, "inotify_add_watch", err);
+  }
+  uv_loop_t *loop = NULL;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &w->poll, w->fd) != 0) {
+    close(w->fd);
+    free(w);
+    return errno_error(env, "uv_poll_init", EIO);
+  }
+  w->poll.data = w;
+  w->env = env;
+  napi_value resource;
+  napi_create_string_utf8(env, "SpoolWatch", NAPI_AUTO_LENGTH, &resource);
+  napi_async_init(env, NULL, resource, &w->context);
+  napi_create_reference(env, argv[3], 1, &w->callback);
+  uv_poll_start(&w->poll, UV_READABLE, on_readable);
+
+  napi_value handle, close_fn;
+  napi_create_object(env, &handle);
+  napi_create_function(env, "close", NAPI_AUTO_LENGTH, close_watch, w, &close_fn);
+  napi_set_named_property(env, handle, "close", close_fn);
+  napi_add_finalizer(env, handle, w, finalize_handle, NULL, NULL);
+  return handle;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "watch", NAPI_AUTO_LENGTH, watch, NULL, &fn);
+  napi_set_named_property(env, exports, "watch", fn);
+  return exports;
+}
