@@ -200,12 +200,17 @@ export class IssuingPath {
       );
       const issued = await Promise.race([answer, ticket.aborted]);
       const cert = issued.message;
-      this.signerConfirmed(signer, cert.confirmedThrough);
+      const bookkeeping = this.signerConfirmed(signer, cert.confirmedThrough);
       this.queue.signed(m.requestId);
       this.queue.times.add(cert.signMs);
       if (cert.requestId !== m.requestId) {
         this.core.supervisor.securityEvent("signer", "issued answer does not match the request");
         return fail("internal", "the signer gave an invalid answer");
+      }
+      if (!bookkeeping) {
+        // the signer lied about its delivery journal: nothing it made on that answer is handed out
+        this.revokeUndelivered(cert.serial, "the signer that made it broke the delivery protocol");
+        return fail("signer.invalid", "the signer gave an invalid answer; nothing was handed out, try again");
       }
       // from here on the certificate exists: it ends delivered (confirmed) or revoked
       const handout = this.handouts.signed(m.requestId, cert.serial, spool);
@@ -321,13 +326,17 @@ export class IssuingPath {
     for (const id of batch.keys()) this.handouts.sent(id, signer, number);
   }
 
-  /** An Issued from this signer process: every batch up to `through` is in its journal. */
-  private signerConfirmed(signer: Channel, through: number): void {
+  /**
+   * An Issued from this signer process: every batch up to `through` is in its journal. False
+   * when it claims batches never sent (a security event: the signer is killed).
+   */
+  private signerConfirmed(signer: Channel, through: number): boolean {
     if (through > this.lastBatch) {
       this.core.supervisor.securityEvent("signer", `issued says confirmation batch ${through} is recorded, but the kernel sent ${this.lastBatch} batches`);
-      return;
+      return false;
     }
     if (through > 0) this.handouts.confirmedThrough(signer, through);
+    return true;
   }
 
   private onLateIssued(late: Frame): void {

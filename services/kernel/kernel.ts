@@ -363,13 +363,16 @@ export class Kernel implements KernelCore {
     this.tokenDetail = detail;
     this.log.info("token event", { epoch: ev.epoch, present, serial: ev.serial, source: ev.source, detail: ev.detail.slice(0, 200) });
     if (!present) {
-      // the monitor's first word, heard after NEED_PIN began: what the prompt had to wait for
-      // (pin.ts decides whether to ask for the token, here as everywhere)
-      if (before.epoch === 0) this.pin.considerPrompt();
-      if (before.present) {
-        this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
-        this.auditToken("removed", before.serial, before.label, detail);
+      if (!before.present) {
+        // no token to begin with (at start, whether the services are all up yet or not; or a
+        // restarted monitor saying it again): nothing was removed, the state stays, and NEED_PIN
+        // asks for the token (pin.ts decides whether to say it, here as everywhere)
+        this.pin.considerPrompt();
+        this.writeStatus();
+        return;
       }
+      this.notify("token-removed", `CA token ${before.serial} removed: issuing suspended, PIN forgotten`, { serial: before.serial });
+      this.auditToken("removed", before.serial, before.label, detail);
       this.tokenLost("token removed", "token-absent");
       return;
     }

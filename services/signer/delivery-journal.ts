@@ -117,6 +117,9 @@ export class DeliveryJournal {
   confirm(serials: readonly string[]): number {
     const fresh = serials.filter((s) => SERIAL.test(s) && !this.delivered.has(s));
     if (fresh.length === 0) return 0;
+    // an earlier append failed and so did the rewrite after it: no file is open, start it afresh
+    // (its error names the rewrite; a torn line from that append goes with the old file)
+    if (this.fd === undefined) this.rewrite();
     const bytes = Buffer.from(fresh.map((s) => `D ${s}\n`).join(""));
     try {
       const n = fs.writeSync(this.fd!, bytes);

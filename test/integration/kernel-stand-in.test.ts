@@ -1,11 +1,13 @@
 // The kernel with stand-in services (test/fixtures/stand-in-kernel.ts), where the order and
 // content of what services say is fixed.
 //
-// "insert the CA token" is the PIN prompt's to say (services/kernel/pin.ts), once while the token
-// is missing: the monitor's first report may come before the services are all up or after, and
-// the signer's first answer may come after both; each of them looks at the prompt again. With
-// stand-in services the order is fixed: the monitor reports "no token" at once, the signer is
-// the last one up and answers after that. Before the fix the console said it twice.
+// No token at start: the monitor's first report ("no token") may come before all services are up
+// or after. Either way nothing was removed: the kernel is in NEED_PIN, and the console says
+// "insert the CA token" once (it is the PIN prompt's to say, services/kernel/pin.ts; the
+// services coming up and the signer's first answer each look at the prompt again). The stand-ins
+// come up in the order the test says (after-go), without timing. Before the fixes the console
+// said it twice (the report first, the signer last) and the state was SUSPENDED when the report
+// came after the services were up (NEED_PIN took it for a removal).
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -13,17 +15,35 @@ import { contractProblem } from "../../proto/contract.js";
 import type { Message } from "../../proto/wire.js";
 import { waitFor } from "../fixtures/server.js";
 import { standInKernel } from "../fixtures/stand-in-kernel.js";
+import { ISSUED_SERIAL, OVERCLAIMED_BATCH } from "../fixtures/stand-in-values.js";
 
-t.test("no token at start: the console asks for it once, not again when the signer answers", async (t) => {
-  const { kernel, lines, consoleText } = standInKernel(t, { monitor: "token-absent", signer: "late-signer" });
-  await waitFor("the signer's first answer", () => kernel.signerReady || undefined, 20_000);
-  await waitFor("the console asking for the token", () => consoleText().includes("insert the CA token") || undefined, 20_000);
-  // the console writes through a pseudo-terminal: let what was said reach it
-  await new Promise((r) => setTimeout(r, 300));
-  t.equal(kernel.state, "NEED_PIN");
-  t.ok(lines.some((l) => l.includes('"msg":"token event"')), "the monitor's report was handled");
-  t.equal(consoleText().split("insert the CA token").length - 1, 1, `asked once:\n${consoleText()}`);
-});
+for (const reportFirst of [true, false]) {
+  const order = reportFirst ? "before the services are all up (the signer last)" : "after the services are all up (the monitor last)";
+  t.test(`no token at start, reported ${order}: NEED_PIN, and the console asks for the token once`, async (t) => {
+    const { kernel, supervisor, lines, shared, consoleText } = standInKernel(
+      t,
+      reportFirst ? { monitor: "token-absent", signer: "late-signer+after-go" } : { monitor: "token-absent+after-go", signer: "late-signer" },
+    );
+    const go = (name: string): void => fs.writeFileSync(path.join(shared, `go-${name}`), "");
+    if (reportFirst) {
+      await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
+      t.equal(kernel.state, "STARTING", "reported while the services come up");
+      go("signer");
+    } else {
+      await waitFor("the other services up", () => (["spool", "signer", "notifier"] as const).every((n) => supervisor.isUp(n)) || undefined, 20_000);
+      t.equal(kernel.state, "STARTING", "the monitor is the last one up");
+      go("monitor");
+      await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
+    }
+    await waitFor("the signer's first answer", () => kernel.signerReady || undefined, 20_000);
+    await waitFor("the console asking for the token", () => consoleText().includes("insert the CA token") || undefined, 20_000);
+    // the console writes through a pseudo-terminal: let what was said reach it
+    await new Promise((r) => setTimeout(r, 300));
+    t.equal(kernel.state, "NEED_PIN", "nothing was removed: waiting for the token and its PIN");
+    t.ok(lines.some((l) => l.includes('"msg":"token event"')), "the monitor's report was handled");
+    t.equal(consoleText().split("insert the CA token").length - 1, 1, `asked once:\n${consoleText()}`);
+  });
+}
 
 // A notification may carry text from elsewhere (a signer's login message, an error): the kernel
 // cuts it to the contract's bounds (proto/contract.ts), and does not send one that still breaks
@@ -49,4 +69,37 @@ t.test("notifications fit the contract: long texts are cut, a malformed one is n
   t.equal(long.details["code"], "token.pin_incorrect", "short texts untouched");
   t.ok(lines.some((l) => l.includes("notification not sent: it breaks the contract") && l.includes("Bad Event")), "the kernel logs what it did not send");
   t.equal(supervisor.all().find((r) => r.name === "notifier")!.restarts, 0, "the notifier never restarted");
+});
+
+/** The JSON lines a stand-in appended to DIR/<file> so far. */
+function recorded<T>(dir: string, file: string): T[] {
+  const p = path.join(dir, file);
+  return fs.existsSync(p) ? fs.readFileSync(p, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
+}
+
+// A signer whose Issued says it recorded more ConfirmDelivery batches than the kernel sent lies
+// about its delivery bookkeeping: it is killed (a security event), and the certificate of that
+// answer is not handed out but revoked like any other undeliverable one (docs/design.md, section
+// 5): not kept in flight, so the next signer revokes it when it settles. Before the fix the
+// certificate went on through the fence to its client.
+t.test("an Issued claiming confirmed_through above the batches sent: the signer is killed, that certificate is withheld and revoked", async (t) => {
+  const { kernel, lines, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: "signer+overclaim", spool: "one-request" });
+  await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
+  typeOnConsole("1234\r");
+  await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
+  fs.writeFileSync(path.join(shared, "go-request"), "");
+  type Answer = { type: string; message: { code?: string; message?: string; serial?: string } };
+  const [answer] = await waitFor("the kernel's answer to the spool", () => {
+    const a = recorded<Answer>(shared, "spool.jsonl");
+    return a.length > 0 ? a : undefined;
+  }, 20_000);
+  t.equal(answer!.type, "failure", `the request fails (got ${JSON.stringify(answer)})`);
+  t.match(answer!.message.message ?? "", /signer gave an invalid answer; nothing was handed out/, "with a clear message");
+  t.ok(lines.some((l) => l.includes("security event") && l.includes(`confirmation batch ${OVERCLAIMED_BATCH}`)), "a security event names the claim");
+  t.ok(lines.some((l) => l.includes("certificate not delivered to its client: revoking") && l.includes(ISSUED_SERIAL)), "its certificate is revoked as undeliverable");
+  const settles = await waitFor("the restarted signer settling", () => {
+    const s = recorded<string[]>(shared, "settle.jsonl");
+    return s.length >= 2 ? s : undefined;
+  }, 30_000);
+  t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
 });

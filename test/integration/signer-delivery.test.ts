@@ -4,13 +4,14 @@
 // delivered, except what the kernel still has in flight (item 5).
 import t from "tap";
 import { randomBytes, createPrivateKey, createPublicKey } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { RemoteFailure } from "../../services/common/channel.js";
 import { prepareDirectories } from "../../services/common/directories.js";
 import { spawnService, type FakeKernel } from "../fixtures/fake-kernel.js";
 import { makeCsr, mustOpenssl } from "../fixtures/pki.js";
-import { createInstallation } from "../fixtures/server.js";
+import { createInstallation, waitFor } from "../fixtures/server.js";
 import { caKeyPemOf } from "../fixtures/softhsm.js";
 
 const inst = createInstallation({ prefix: "etca-signer-delivery" });
@@ -181,4 +182,53 @@ t.test("a CRL and a certificate read at once: the CRL's signature is reported be
   t.ok(crlReported < certSigned.id, `the CRL's signature (frame ${crlReported}) is reported before the certificate's (frame ${certSigned.id})`);
   t.ok(crlSigned, "by a Signed for the CRL, which leaves at once (its answer waits for the CRL's files)");
   t.ok(crlSigned === undefined || crlSigned.id < crlInfo.id, "the Signed comes before the CRL's answer");
+});
+
+// A confirmation the journal cannot take (the disk refuses the append): the signer must not say
+// it recorded it (the kernel keeps that delivery in flight), and must record it with the next
+// confirmation once the disk takes writes again, without losing or duplicating a line. The fault
+// is the real file system's: the journal made immutable (chattr +i), so the append and the
+// rewrite after it both fail (EPERM), as on a disk that refuses writes.
+t.test("a delivery-journal write that fails: not claimed, written with the next confirmation", async (t) => {
+  const journal = path.join(inst.config.CA_DIR, "delivery.journal");
+  signer!.kill();
+  await signer!.exited;
+  const k = spawnService("signer", u.SIGNER_USER, inst.config, { env: inst.token.env, captureStderr: true });
+  signer = k;
+  await k.next("hello");
+  await k.channel.request("settleUndelivered", { inFlight: [] }, "undeliveredRevoked", 10_000);
+  await login(k);
+  const csr = der(good.csrPem);
+  const key = spkiOf(good.csrPem);
+  const issueOne = () => k.channel.request("issueRequest", issueRequest(csr, key), "issued", 30_000);
+  const lines = (): string[] => fs.readFileSync(journal, "utf8").split("\n").filter(Boolean);
+  const a = (await issueOne()).message.serial;
+  const b = await issueOne();
+  t.equal(b.message.confirmedThrough, 0, "nothing confirmed to this signer yet");
+  execFileSync("chattr", ["+i", journal]);
+  let immutable = true;
+  t.teardown(() => {
+    if (immutable) execFileSync("chattr", ["-i", journal]);
+  });
+  k.channel.send("confirmDelivery", { serials: [a], batch: 1 });
+  await waitFor("the signer's error", () => /cannot record delivered certificates/.test(k.stderr) || undefined, 10_000);
+  t.match(k.stderr, /delivery\.journal: cannot append to the delivery journal: EPERM/, "the error names the journal and why");
+  const c = await issueOne();
+  t.equal(c.message.confirmedThrough, 0, "the next Issued does not claim the batch the journal refused");
+  t.notOk(lines().includes(`D ${a}`), "and the journal does not have it");
+  execFileSync("chattr", ["-i", journal]);
+  immutable = false;
+  k.channel.send("confirmDelivery", { serials: [b.message.serial], batch: 2 });
+  const d = await issueOne();
+  t.notMatch(k.stderr, /must be of type number/, "no error about a missing descriptor");
+  t.equal(d.message.confirmedThrough, 2, "with the next confirmation both batches are written and claimed");
+  t.same(lines().filter((l) => l === `D ${a}` || l === `D ${b.message.serial}`).sort(), [`D ${a}`, `D ${b.message.serial}`].sort(), "each delivery once in the journal");
+  t.ok(lines().every((l) => /^(from \d+|D [0-9A-F]+)$/.test(l)), "no torn line");
+  t.same(fs.readdirSync(inst.config.CA_DIR).filter((n) => n.includes("delivery.journal")), ["delivery.journal"], "no temporary file left by the failed rewrite");
+  // a new signer settles: only the two never confirmed are revoked
+  k.kill();
+  await k.exited;
+  signer = await startSigner();
+  const settled = await signer.channel.request("settleUndelivered", { inFlight: [] }, "undeliveredRevoked", 10_000);
+  t.same([...settled.message.serials].sort(), [c.message.serial, d.message.serial].sort(), "the delivered ones stay valid; the two never confirmed are revoked");
 });

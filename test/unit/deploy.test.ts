@@ -393,6 +393,33 @@ t.test("deploy/install without the MyProxy group: refused before anything is wri
   t.same(fs.readdirSync(root, { recursive: true }).sort(), before, "nothing was written");
 });
 
+// The client runs at every logon from V8's code cache, which fits only the node (V8 version and
+// flags) that built it. A node that cannot use it would compile the client at every logon; install
+// runs the client's --version with that node and stops before writing anything. The other node
+// here is this one with another V8 flag: V8 compares both.
+t.test("deploy/install --node with a node that cannot use the client's code cache: refused before anything is written", async (t) => {
+  if (!requireRootUser(t) || !requireTools(t, "systemd-sysusers", "systemd-tmpfiles", "npm", "node")) return;
+  const built = path.join(REPO, "dist/client/bin");
+  if (!fs.existsSync(path.join(built, "etoken-ca-client.bundle.cache"))) return t.fail(`${built} has no code cache: npm run build first`);
+  const dir = fs.mkdtempSync("/tmp/etca-install-");
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const src = fakeSource(dir);
+  fs.cpSync(built, path.join(src, "dist/client/bin"), { recursive: true });
+  const other = path.join(dir, "other-node");
+  fs.writeFileSync(other, `#!/bin/sh\nexec '${process.execPath}' --no-opt "$@"\n`, { mode: 0o755 });
+  const root = stagingRoot(dir, "root");
+  const before = fs.readdirSync(root, { recursive: true }).sort();
+  const r = install(["--source", src, "--root", root, "--node", other]);
+  t.not(r.status, 0, "refused");
+  t.match(r.out, `install: ${other} (${process.version}) cannot use the client's V8 code cache, made by the node that built ${src}/dist: every MyProxy logon would compile the client from source.`);
+  t.match(r.out, "nothing was installed");
+  t.match(r.out, /etoken-ca-client: warning: V8 rejects code cache .*etoken-ca-client\.bundle\.cache/, "with the client's own words");
+  t.same(fs.readdirSync(root, { recursive: true }).sort(), before, "nothing was written");
+  const ok = install(["--source", src, "--root", root, "--node", process.execPath]);
+  t.equal(ok.status, 0, "the node that built it installs", { output: ok.out });
+  t.ok(fs.existsSync(path.join(root, DEFAULT_PREFIX, "dist/client/bin/etoken-ca-client.bundle.cache")), "with the code cache");
+});
+
 t.test("one PKCS#11 module name for the eToken in the README, the example configuration and etoken-ca(5)", async (t) => {
   const names = (file: string): string[] => [...fs.readFileSync(file, "utf8").matchAll(/\/usr\/lib\/(?:libeT|libeToken)[A-Za-z0-9]*\.so/g)].map((m) => m[0]);
   const found = [path.join(REPO, "README.md"), path.join(DEPLOY, "etoken-ca.sysconfig"), path.join(MAN, "etoken-ca.5")].map((f) => ({ f, n: names(f) }));
