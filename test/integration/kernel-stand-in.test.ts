@@ -45,6 +45,25 @@ for (const reportFirst of [true, false]) {
   });
 }
 
+// The services are all up (NEED_PIN) before the monitor's first report: the state line must not
+// claim there is no token, since nobody has looked yet. Before the fix it said "no token" (the
+// demo's second start showed `state NEED_PIN | no token` and then a prompt naming the token).
+t.test("the state line before the monitor's first report says the token is not checked yet, not that there is none", async (t) => {
+  const { kernel, shared, consoleText } = standInKernel(t, { monitor: "token-absent+report-after-go", signer: "late-signer" });
+  // complete lines only (the last piece may still be arriving through the pseudo-terminal)
+  const stateLine = (from: number): string | undefined => consoleText().slice(from).split("\n").slice(0, -1).find((l) => l.includes("state NEED_PIN |"));
+  const before = await waitFor("the NEED_PIN state line", () => stateLine(0), 20_000);
+  t.equal(kernel.token.epoch, 0, "the monitor has not reported yet");
+  t.match(before, /^\[[^\]]+\] state NEED_PIN \| token not checked yet \| issued 0 \| no CRL yet$/, "says the token is not checked yet");
+  t.notMatch(before, /no token/, "does not claim there is no token");
+  fs.writeFileSync(path.join(shared, "go-report"), "");
+  await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
+  const shownBefore = consoleText().length;
+  kernel.showState();
+  const after = await waitFor("the state line after the report", () => stateLine(shownBefore), 20_000);
+  t.match(after, /state NEED_PIN \| no token \| issued 0/, "once the monitor said so, there is no token");
+});
+
 // A notification may carry text from elsewhere (a signer's login message, an error): the kernel
 // cuts it to the contract's bounds (proto/contract.ts), and does not send one that still breaks
 // it (a kernel bug), since the notifier's channel would close on it. Before the fix the kernel
