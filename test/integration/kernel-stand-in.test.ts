@@ -96,29 +96,37 @@ function recorded<T>(dir: string, file: string): T[] {
   return fs.existsSync(p) ? fs.readFileSync(p, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
 }
 
-// A signer whose Issued says it recorded more ConfirmDelivery batches than the kernel sent lies
-// about its delivery bookkeeping: it is killed (a security event), and the certificate of that
-// answer is not handed out but revoked like any other undeliverable one (docs/design.md, section
-// 5): not kept in flight, so the next signer revokes it when it settles. Before the fix the
-// certificate went on through the fence to its client.
-t.test("an Issued claiming confirmed_through above the batches sent: the signer is killed, that certificate is withheld and revoked", async (t) => {
-  const { kernel, lines, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: "signer+overclaim", spool: "one-request" });
-  await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
-  typeOnConsole("1234\r");
-  await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
-  fs.writeFileSync(path.join(shared, "go-request"), "");
-  type Answer = { type: string; message: { code?: string; message?: string; serial?: string } };
-  const [answer] = await waitFor("the kernel's answer to the spool", () => {
-    const a = recorded<Answer>(shared, "spool.jsonl");
-    return a.length > 0 ? a : undefined;
-  }, 20_000);
-  t.equal(answer!.type, "failure", `the request fails (got ${JSON.stringify(answer)})`);
-  t.match(answer!.message.message ?? "", /signer gave an invalid answer; nothing was handed out/, "with a clear message");
-  t.ok(lines.some((l) => l.includes("security event") && l.includes(`confirmation batch ${OVERCLAIMED_BATCH}`)), "a security event names the claim");
-  t.ok(lines.some((l) => l.includes("certificate not delivered to its client: revoking") && l.includes(ISSUED_SERIAL)), "its certificate is revoked as undeliverable");
-  const settles = await waitFor("the restarted signer settling", () => {
-    const s = recorded<string[]>(shared, "settle.jsonl");
-    return s.length >= 2 ? s : undefined;
-  }, 30_000);
-  t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
-});
+// A signer whose Issued breaks the protocol is killed (a security event), and the certificate of
+// that answer is not handed out but revoked like any other undeliverable one (docs/design.md,
+// section 5): not kept in flight, so the next signer revokes it when it settles.
+// - It says it recorded more ConfirmDelivery batches than the kernel sent: it lies about its
+//   delivery bookkeeping. Before the fix the certificate went on through the fence to its client.
+// - It names another request than the one it answers. Before the fix the request failed but the
+//   certificate was not revoked explicitly (only the next signer's settling revoked it).
+const BROKEN_ISSUED = [
+  { mode: "overclaim", what: "claiming confirmed_through above the batches sent", event: `confirmation batch ${OVERCLAIMED_BATCH}` },
+  { mode: "wrong-id", what: "naming another request", event: "issued answer does not match the request" },
+] as const;
+for (const broken of BROKEN_ISSUED) {
+  t.test(`an Issued ${broken.what}: the signer is killed, that certificate is withheld and revoked`, async (t) => {
+    const { kernel, lines, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: `signer+${broken.mode}`, spool: "one-request" });
+    await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
+    typeOnConsole("1234\r");
+    await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
+    fs.writeFileSync(path.join(shared, "go-request"), "");
+    type Answer = { type: string; message: { code?: string; message?: string; serial?: string } };
+    const [answer] = await waitFor("the kernel's answer to the spool", () => {
+      const a = recorded<Answer>(shared, "spool.jsonl");
+      return a.length > 0 ? a : undefined;
+    }, 20_000);
+    t.equal(answer!.type, "failure", `the request fails (got ${JSON.stringify(answer)})`);
+    t.match(answer!.message.message ?? "", /signer gave an invalid answer; nothing was handed out/, "with a clear message");
+    t.ok(lines.some((l) => l.includes("security event") && l.includes(broken.event)), "a security event names what was wrong");
+    t.ok(lines.some((l) => l.includes("certificate not delivered to its client: revoking") && l.includes(ISSUED_SERIAL)), "its certificate is revoked as undeliverable");
+    const settles = await waitFor("the restarted signer settling", () => {
+      const s = recorded<string[]>(shared, "settle.jsonl");
+      return s.length >= 2 ? s : undefined;
+    }, 30_000);
+    t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
+  });
+}
