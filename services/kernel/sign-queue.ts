@@ -174,7 +174,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === requestId);
     if (!e || e.signed) return;
     e.signed = true;
-    this.opts.log?.debug("sign queue: signed", { request: requestId });
+    this.debugLog()?.debug("sign queue: signed", { request: requestId });
     this.tokenProgressed();
     this.pump();
   }
@@ -184,7 +184,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === undefined && x.sent && !x.signed);
     if (!e) return;
     e.signed = true;
-    this.opts.log?.debug("sign queue: CRL signed");
+    this.debugLog()?.debug("sign queue: CRL signed");
     this.tokenProgressed();
     this.pump();
   }
@@ -203,6 +203,12 @@ export class SignQueue {
   stop(): void {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
+  }
+
+  /** The logger when debug lines are on; `this.debugLog()?.debug(msg, fields)` builds no fields when they are off. */
+  private debugLog(): Logger | undefined {
+    const log = this.opts.log;
+    return log?.enabled("debug") ? log : undefined;
   }
 
   private unsigned(): AtSigner[] {
@@ -254,7 +260,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i < 0 || entry.sent) return;
     entry.sent = true;
-    this.opts.log?.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
+    this.debugLog()?.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
     this.atSigner.splice(i, 1);
     this.atSigner.push(entry);
     this.advance();
@@ -264,7 +270,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i >= 0) this.atSigner.splice(i, 1);
     if (entry.sent && !entry.signed) {
-      this.opts.log?.debug("sign queue: CRL done");
+      this.debugLog()?.debug("sign queue: CRL done");
       this.tokenProgressed(); // a CRL done (no Signed of its own)
     }
     this.pump();
@@ -287,7 +293,7 @@ export class SignQueue {
     if (!head) return;
     if (head.headSince === undefined) {
       head.headSince = this.now();
-      this.opts.log?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
+      this.debugLog()?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
     }
     const left = head.headSince + head.timeoutMs - this.now();
     this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));

@@ -3,6 +3,7 @@
 // signing (deadline passed, client gave up, token gone) and the SIGN_TIMEOUT watchdog. The clock
 // is the test's; nothing here waits on real time except the watchdog's own (short) timer.
 import t from "tap";
+import { createLogger, type Logger, setLogLevel, setLogSink } from "../../services/common/log.js";
 import { type HungSignature, QueueRefusal, SignQueue, SignTimes, type Ticket } from "../../services/kernel/sign-queue.js";
 
 function queue(opts: { signTimeoutMs?: number; clock?: { now: number } } = {}) {
@@ -299,4 +300,47 @@ t.test("the CRL's Signed: the token is done with it, the next clock starts then,
   t.same(reports.map((h) => [h.crl, h.requestIds]), [[false, ["e"]]], "e's clock started at the CRL's Signed (no answer from the CRL yet)");
   crl.done();
   t.equal(await Promise.race([crlAborted, tick().then(() => "pending")]), "pending", "the CRL, signed, was not found hung");
+});
+
+// The queue's debug lines are on the per-certificate path: with debug off they must cost nothing,
+// not even the field objects built for them (services/common/log.ts' enabled()). Observed through
+// the real logger, whose debug() records whether it was called at all. Before the fix every
+// signature called debug() with a fresh field object at any level.
+t.test("debug lines: not even called when debug is off; written when it is on", async (t) => {
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => {
+    setLogSink(process.stderr);
+    setLogLevel("info");
+  });
+  const real = createLogger("kernel.sign-queue");
+  const debugCalls: string[] = [];
+  const log: Logger = { ...real, debug: (m, f) => (debugCalls.push(m), real.debug(m, f)) };
+  const run = async (): Promise<void> => {
+    const clock = { now: 1_000_000 };
+    const q = new SignQueue({ signTimeoutMs: 3_600_000, onHung: () => undefined, now: () => clock.now, log });
+    t.teardown(() => q.stop());
+    q.setOpen(true);
+    const r = enterAll(q, ["a", "b"], clock.now + 60_000);
+    await tick();
+    q.signed("a");
+    r.tickets.get("a")!.done();
+    const crl = q.crlSent(1_000);
+    q.signed("b");
+    r.tickets.get("b")!.done();
+    q.crlSigned();
+    crl.done();
+    q.stop();
+  };
+  setLogLevel("info");
+  await run();
+  t.same(debugCalls, [], "debug off: no debug call, so no field object built");
+  t.same(lines, [], "and nothing written");
+  setLogLevel("debug");
+  await run();
+  t.ok(debugCalls.length >= 6, `debug on: the calls are made (${debugCalls.join(", ")})`);
+  const written = lines.map((l) => JSON.parse(l) as { msg: string; request?: string; timeoutMs?: number });
+  t.match(written, [{ msg: "sign queue: sent", request: "a" }], "the lines are written with their fields");
+  t.ok(written.some((w) => w.msg === "sign queue: clock started" && w.request === "CRL" && w.timeoutMs === 1_000), "the CRL's clock with its bound");
+  t.ok(written.some((w) => w.msg === "sign queue: CRL signed"), "the CRL's Signed");
 });
