@@ -123,6 +123,8 @@ export class SignQueue {
   private readonly atSigner: AtSigner[] = [];
   private open = false;
   private watchdog: NodeJS.Timeout | undefined;
+  /** The work the watchdog's timer is armed for, until the token finishes something (its clock starts again). */
+  private watched: AtSigner | undefined;
   readonly times = new SignTimes();
   private readonly now: () => number;
 
@@ -201,8 +203,13 @@ export class SignQueue {
   }
 
   stop(): void {
+    this.disarm();
+  }
+
+  private disarm(): void {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
+    this.watched = undefined;
   }
 
   /** The logger when debug lines are on; `this.debugLog()?.debug(msg, fields)` builds no fields when they are off. */
@@ -283,14 +290,19 @@ export class SignQueue {
    */
   private tokenProgressed(): void {
     for (const e of this.atSigner) e.headSince = undefined;
+    this.watched = undefined; // the timer, if any, is for a clock that no longer runs
   }
 
-  /** Starts the clock of the token's current work (the first sent and unsigned) and re-arms the watchdog for it. */
+  /**
+   * Starts the clock of the token's current work (the first sent and unsigned) and arms the
+   * watchdog for it; a timer already armed for that work and clock is kept (under load the queue
+   * changes with every request while the token stays at the same one).
+   */
   private advance(): void {
     const head = this.atSigner.find((e) => e.sent && !e.signed);
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = undefined;
-    if (!head) return;
+    if (!head) return this.disarm();
+    if (this.watchdog && this.watched === head) return;
+    this.disarm();
     if (head.headSince === undefined) {
       head.headSince = this.now();
       this.debugLog()?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
@@ -298,10 +310,12 @@ export class SignQueue {
     const left = head.headSince + head.timeoutMs - this.now();
     this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));
     this.watchdog.unref();
+    this.watched = head;
   }
 
   private hung(head: AtSigner): void {
     this.watchdog = undefined;
+    this.watched = undefined;
     if (head.signed || !this.atSigner.includes(head)) return this.advance();
     const waited = this.now() - (head.headSince ?? this.now());
     const seconds = Math.round(head.timeoutMs / 100) / 10;

@@ -344,3 +344,61 @@ t.test("debug lines: not even called when debug is off; written when it is on", 
   t.ok(written.some((w) => w.msg === "sign queue: clock started" && w.request === "CRL" && w.timeoutMs === 1_000), "the CRL's clock with its bound");
   t.ok(written.some((w) => w.msg === "sign queue: CRL signed"), "the CRL's Signed");
 });
+
+/** Runs `fn` (synchronous queue calls) and counts the timers it arms and clears. */
+function timerCalls(fn: () => void): { set: number; cleared: number } {
+  const calls = { set: 0, cleared: 0 };
+  const realSet = globalThis.setTimeout;
+  const realClear = globalThis.clearTimeout;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    calls.set++;
+    return realSet(...args);
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((timer: Parameters<typeof clearTimeout>[0]) => {
+    calls.cleared++;
+    realClear(timer);
+  }) as typeof clearTimeout;
+  try {
+    fn();
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+  }
+  return calls;
+}
+
+// Under load the queue changes with every request (entered, admitted, sent, answered) while the
+// token stays at the same work: the watchdog's timer for it stays as it is. Only a new head, or
+// the token finishing something (its clock starts again), arms it anew. Before the fix every
+// change cleared the timer and set another.
+t.test("the watchdog's timer is kept while the token's current work and its clock are unchanged", async (t) => {
+  const { q, clock, hung } = queue({ signTimeoutMs: 3_600_000 });
+  for (let i = 0; i < 5; i++) q.times.add(1); // a fast token: a deep pipeline
+  q.setOpen(true);
+  const r = enterAll(q, ["a"], clock.now + 60_000);
+  await tick();
+  t.same(r.admitted, ["a"], "a at the token");
+  const later: Ticket[] = [];
+  t.same(
+    timerCalls(() => {
+      for (const id of ["b", "c", "d"]) void q.enter(id, clock.now + 60_000).then((tk) => later.push(tk));
+    }),
+    { set: 0, cleared: 0 },
+    "requests entered and admitted behind it: the timer stays",
+  );
+  await tick();
+  t.equal(later.length, 3, "admitted");
+  t.same(timerCalls(() => later.forEach((tk) => tk.sent())), { set: 0, cleared: 0 }, "sent behind it: the timer stays");
+  let crl: Ticket | undefined;
+  t.same(timerCalls(() => (crl = q.crlSent(60_000))), { set: 0, cleared: 0 }, "a CRL sent behind it: the timer stays");
+  t.same(timerCalls(() => q.signed("a")), { set: 1, cleared: 1 }, "a signed: the next one's clock, one timer");
+  t.same(timerCalls(() => r.tickets.get("a")!.done()), { set: 0, cleared: 0 }, "a answered, b still at the token: the timer stays");
+  clock.now += 5;
+  t.same(timerCalls(() => q.signed("c")), { set: 1, cleared: 1 }, "the token finished something else (another order): the clock starts again, one timer");
+  for (const id of ["b", "d"]) q.signed(id);
+  t.same(timerCalls(() => q.crlSigned()), { set: 0, cleared: 1 }, "nothing left at the token: the timer goes");
+  crl!.done();
+  for (const tk of later) tk.done();
+  t.same(hung, [], "no hang reported");
+  t.equal(q.depth, 0);
+});
