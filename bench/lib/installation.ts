@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { makeCsr } from "../../test/fixtures/pki.js";
-import { createInstallation, startServer, countPrompts, typePin, waitForState, type Installation, type RunningServer } from "../../test/fixtures/server.js";
+import { createInstallation, startServer, untilReady, type Installation, type RunningServer } from "../../test/fixtures/server.js";
 import { SpoolDriver } from "./spool-driver.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -21,9 +21,7 @@ export async function bringUp(inst: Installation, serverArgs: string[] = [], nod
   fs.rmSync(inst.config.STATUS_FILE, { force: true }); // no stale state from an earlier run
   const server = startServer(inst, serverArgs, nodeArgs);
   try {
-    await waitForState(inst, "NEED_PIN", 120_000);
-    await typePin(inst, inst.token.userPin, countPrompts(inst) + (inst.consoleText().endsWith(": ") ? 0 : 1));
-    await waitForState(inst, "READY", 120_000);
+    await untilReady(inst, 120_000); // a loaded machine starts slowly
   } catch (err) {
     const tail = server.logs().slice(-6).join(" / ").slice(0, 1500);
     await server.stop();
