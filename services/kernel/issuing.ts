@@ -145,7 +145,7 @@ export class IssuingPath {
     this.queue.signed(requestId);
     if (entry && !entry.fence) {
       entry.fence = this.fence(entry.at);
-      this.core.log.debug("presence fence started on Signed", { request: requestId });
+      if (this.core.log.enabled("debug")) this.core.log.debug("presence fence started on Signed", { request: requestId });
     }
   }
 
@@ -215,7 +215,7 @@ export class IssuingPath {
       // the fence Signed started (or, from a backend that does not send it, one started now)
       if (!entry.fence) {
         entry.fence = this.fence(entry.at);
-        this.core.log.debug("presence fence started after Issued", { request: m.requestId });
+        if (this.core.log.enabled("debug")) this.core.log.debug("presence fence started after Issued", { request: m.requestId });
       }
       if (!((await entry.fence) && this.tokenUnchangedSince(entry.at))) {
         this.handouts.drop(m.requestId);

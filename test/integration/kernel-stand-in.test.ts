@@ -96,6 +96,31 @@ function recorded<T>(dir: string, file: string): T[] {
   return fs.existsSync(p) ? fs.readFileSync(p, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
 }
 
+// The per-certificate path's debug lines (the sign queue's clocks, the presence fence) must cost
+// nothing with debug off: not even the call that builds their fields (Logger.enabled). Before
+// the fix every certificate called debug() several times at level info.
+t.test("a certificate issued with debug off: no debug call on its path", async (t) => {
+  const debugCalls: string[] = [];
+  const { kernel, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: "signer", spool: "one-request" }, ({ kernel }) => {
+    const real = kernel.log.debug;
+    kernel.log.debug = (m, f) => {
+      debugCalls.push(m);
+      real(m, f);
+    };
+  });
+  t.equal(kernel.log.enabled("debug"), false, "debug is off (the default level)");
+  await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
+  typeOnConsole("1234\r");
+  await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
+  fs.writeFileSync(path.join(shared, "go-request"), "");
+  const [answer] = await waitFor("the kernel's answer to the spool", () => {
+    const a = recorded<{ type: string }>(shared, "spool.jsonl");
+    return a.length > 0 ? a : undefined;
+  }, 20_000);
+  t.equal(answer!.type, "issued", "the certificate went through the queue and the fence");
+  t.same(debugCalls, [], "no debug call");
+});
+
 // A signer whose Issued breaks the protocol is killed (a security event), and the certificate of
 // that answer is not handed out but revoked like any other undeliverable one (docs/design.md,
 // section 5): not kept in flight, so the next signer revokes it when it settles.
