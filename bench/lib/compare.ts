@@ -22,6 +22,8 @@ const NOTE_FIGURES: readonly { pattern: RegExp; id: string; what: string }[] = [
  * (...)": wake-ups).
  */
 const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)"]);
+/** the same figures split by kind of thread (lib/thread-figures.ts): "(cpu-warm v8)", "(c wake uv)", ... */
+const PER_PROCESS_BY_KIND = /^\((cpu-warm|wake-warm|c cpu|c wake) (main|v8|uv|other)\)$/;
 
 /** Numbers in a value, not digits inside words ("p50", "C_Sign"); a leading minus belongs to the number. */
 const NUMBER = /(?<![\w.])-?\d+(?:\.\d+)?/g;
@@ -50,7 +52,7 @@ export function parseRun(out: string): RunResult {
 }
 
 function withPerProcess(f: Figure): Figure[] {
-  if (!PER_PROCESS.has(f.id)) return [f];
+  if (!PER_PROCESS.has(f.id) && !PER_PROCESS_BY_KIND.test(f.id)) return [f];
   const list = /\(([^()]*)\)\s*$/.exec(f.value)?.[1] ?? "";
   const unit = /^-?\d+(?:\.\d+)? ([^\s(]+) \(/.exec(f.value)?.[1] ?? "ms";
   const rows = [...list.matchAll(/(\w+) (-?\d+(?:\.\d+)?)/g)].map((m): Figure => ({ id: f.id, what: `of which ${m[1]}`, value: `${m[2]} ${unit}` }));

@@ -207,3 +207,26 @@ t.test("a file without regions gets them under its title; broken markers are ref
   writeRegion(file, "figures", ["new"]);
   t.match(fs.readFileSync(file, "utf8"), /^# etoken-ca performance figures\n\n<!-- bench:figures:begin[^\n]*\n\nnew\n\n<!-- bench:figures:end -->\n$/, "a missing file is made with the title and the region");
 });
+
+t.test("CPU and wake-ups by kind of thread: one row per process under each kind, the (c) and steady-state ones apart, n/a before", async (t) => {
+  const kind = (id: string, what: string, value: string): Figure => ({ id, what, value });
+  const run = parseRun(
+    output([
+      kind("(cpu-warm main)", "CPU per certificate after 2310 certificates, main thread (event loop, JavaScript)", "1.80 ms (kernel 0.30, signer 1.40, notifier 0.00)"),
+      kind("(cpu-warm v8)", "CPU per certificate after 2310 certificates, V8's platform threads (optimising compiler, GC helpers)", "0.40 ms (kernel 0.05, signer 0.30, notifier 0.05)"),
+      kind("(wake-warm uv)", "wake-ups per certificate after 2310 certificates, libuv's pool (fs calls, fsync, crypto)", "2.0 wake-ups (kernel 0.0, signer 2.0, notifier 0.0)"),
+      kind("(c cpu main)", "CPU per certificate during (c), 32 writers, main thread (event loop, JavaScript)", "1.50 ms (kernel 0.20, signer 1.30, notifier 0.00)"),
+    ]),
+  );
+  const rows = (id: string): string[][] => run.figures.filter((f) => f.id === id).map((f) => [f.what, f.value]);
+  t.same(rows("(cpu-warm v8)").slice(1), [["of which kernel", "0.05 ms"], ["of which signer", "0.30 ms"], ["of which notifier", "0.05 ms"]]);
+  t.same(rows("(wake-warm uv)").slice(1, 3), [["of which kernel", "0.0 wake-ups"], ["of which signer", "2.0 wake-ups"]], "wake-ups, not ms");
+  t.same(rows("(c cpu main)").slice(1, 2), [["of which kernel", "0.20 ms"]]);
+  const older = [parseRun(output([cpu("8.00", "1.50", "3.00")]))];
+  const table = compareTable(older, [run, run]);
+  const row = (id: string, what: string): string[] => (table.find((l) => l.startsWith(`| ${id} | ${what} |`)) ?? "").split("|").slice(1, -1).map((x) => x.trim());
+  t.same(row("(cpu-warm main)", "of which signer").slice(2, 5), ["n/a", "1.40 ms", "n/a"], "the steady state's main thread of the signer; the older bench has none");
+  t.same(row("(c cpu main)", "of which signer").slice(2, 5), ["n/a", "1.30 ms", "n/a"], "(c)'s apart from the steady state's");
+  const again = compareTable([run], [parseRun(output([kind("(cpu-warm main)", "CPU per certificate after 570 certificates, main thread (event loop, JavaScript)", "0.90 ms (kernel 0.15, signer 0.70, notifier 0.00)")]))]);
+  t.ok(again.some((l) => l.startsWith("| (cpu-warm main) | of which signer | 1.40 ms | 0.70 ms | 0.50x |")), "--quick and full runs line up: before and after with the ratio");
+});

@@ -29,7 +29,11 @@ t.test("schedstat fields 1 and 3 and the context switches are summed over every 
     "4250": ["3 0 1", 1, 0], // libuv's pool
     "4251": null,
   });
-  t.same(schedOf(4242, proc), { cpuNs: 1250003, slices: 48, wakeups: 37, preempted: 11, mainWakeups: 30 }, "the main thread: the one whose id is the process's");
+  t.same(
+    schedOf(4242, proc),
+    { cpuNs: 1250003, slices: 48, wakeups: 37, preempted: 11, mainWakeups: 30, kinds: { main: { cpuNs: 1000000, wakeups: 30 }, other: { cpuNs: 250003, wakeups: 7 } } },
+    "the main thread: the one whose id is the process's; without the threads' stacks the others are not told apart",
+  );
 });
 
 t.test("per certificate: each counter's increase over n, per process and in all; a process new since the first reading counts from 0", async (t) => {
