@@ -36,8 +36,8 @@ async function secThroughput(): Promise<void> {
     const cpu = cpuPerCert(c0, c1, ok);
     note(`CPU ms per certificate during (c) (schedstat, all threads): ${cpu.total.toFixed(2)} (${cpu.rows})`);
     const wake = countPerCert(c0, c1, ok, "wakeups");
-    threadKindFigures({ cpu: "c cpu", wake: "c wake" }, `during (c), ${writers} writers`, c0, c1, ok);
     fig("(c wake)", `wake-ups per certificate during (c), ${writers} writers, every thread`, `${wake.total.toFixed(1)} wake-ups (${wake.rows})`);
+    threadKindFigures({ cpu: "c cpu", wake: "c wake" }, `during (c), ${writers} writers`, c0, c1, ok);
     const goal = measured.signRate ? rate >= measured.signRate / 2 : undefined;
     fig("(c)", `sustained issuance, ${writers} writers (${ok}/${writers * per} ok)`, `${rate.toFixed(0)} certs/s (latency p50 ${ms(q(lat, 0.5), 1)})`, measured.signRate ? `>= ${(measured.signRate / 2).toFixed(0)}/s (half of (a))` : ">= half of (a)", goal);
     const rss = rssOf(r.server.pid);
