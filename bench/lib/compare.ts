@@ -22,8 +22,11 @@ const NOTE_FIGURES: readonly { pattern: RegExp; id: string; what: string }[] = [
  * (...)": wake-ups).
  */
 const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)"]);
-/** the same figures split by kind of thread (lib/thread-figures.ts): "(cpu-warm v8)", "(c wake uv)", ... */
-const PER_PROCESS_BY_KIND = /^\((cpu-warm|wake-warm|c cpu|c wake) (main|v8|uv|other)\)$/;
+/**
+ * the same figures split by kind of thread (lib/thread-figures.ts): "(cpu-warm v8)", "(c wake uv)",
+ * ...; "other" (the inspector's idle signal thread) keeps its one total row
+ */
+const PER_PROCESS_BY_KIND = /^\((cpu-warm|wake-warm|c cpu|c wake) (main|v8|uv)\)$/;
 
 /** Numbers in a value, not digits inside words ("p50", "C_Sign"); a leading minus belongs to the number. */
 const NUMBER = /(?<![\w.])-?\d+(?:\.\d+)?/g;

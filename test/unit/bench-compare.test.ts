@@ -216,12 +216,14 @@ t.test("CPU and wake-ups by kind of thread: one row per process under each kind,
       kind("(cpu-warm v8)", "CPU per certificate after 2310 certificates, V8's platform threads (optimising compiler, GC helpers)", "0.40 ms (kernel 0.05, signer 0.30, notifier 0.05)"),
       kind("(wake-warm uv)", "wake-ups per certificate after 2310 certificates, libuv's pool (fs calls, fsync, crypto)", "2.0 wake-ups (kernel 0.0, signer 2.0, notifier 0.0)"),
       kind("(c cpu main)", "CPU per certificate during (c), 32 writers, main thread (event loop, JavaScript)", "1.50 ms (kernel 0.20, signer 1.30, notifier 0.00)"),
+      kind("(c cpu other)", "CPU per certificate during (c), 32 writers, other native threads", "0.00 ms (kernel 0.00, signer 0.00, notifier 0.00)"),
     ]),
   );
   const rows = (id: string): string[][] => run.figures.filter((f) => f.id === id).map((f) => [f.what, f.value]);
   t.same(rows("(cpu-warm v8)").slice(1), [["of which kernel", "0.05 ms"], ["of which signer", "0.30 ms"], ["of which notifier", "0.05 ms"]]);
   t.same(rows("(wake-warm uv)").slice(1, 3), [["of which kernel", "0.0 wake-ups"], ["of which signer", "2.0 wake-ups"]], "wake-ups, not ms");
   t.same(rows("(c cpu main)").slice(1, 2), [["of which kernel", "0.20 ms"]]);
+  t.same(rows("(c cpu other)"), [["CPU per certificate during (c), 32 writers, other native threads", "0.00 ms (kernel 0.00, signer 0.00, notifier 0.00)"]], "other threads (idle): the total only, no rows of zeros");
   const older = [parseRun(output([cpu("8.00", "1.50", "3.00")]))];
   const table = compareTable(older, [run, run]);
   const row = (id: string, what: string): string[] => (table.find((l) => l.startsWith(`| ${id} | ${what} |`)) ?? "").split("|").slice(1, -1).map((x) => x.trim());
