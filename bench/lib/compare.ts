@@ -161,7 +161,9 @@ export function compareTable(before: readonly RunResult[], after: readonly RunRe
     const x = b.get(k);
     const y = a.get(k);
     const any = (y ?? x)!;
-    return `| ${any.id} | ${any.what} | ${x?.value ?? "n/a"} | ${y?.value ?? "n/a"} | ${ratio(x, y)} | ${y?.goal ?? x?.goal ?? ""} | ${x ? x.verdict : "n/a"} | ${y ? y.verdict : "n/a"} |`;
+    // the same figure taken otherwise (--quick's counts, (c)'s writers in an older bench): say so
+    const what = x && y && x.what !== y.what ? `${y.what} (before: ${x.what})` : any.what;
+    return `| ${any.id} | ${what} | ${x?.value ?? "n/a"} | ${y?.value ?? "n/a"} | ${ratio(x, y)} | ${y?.goal ?? x?.goal ?? ""} | ${x ? x.verdict : "n/a"} | ${y ? y.verdict : "n/a"} |`;
   });
   return [...COMPARE_HEADER, ...rows];
 }
