@@ -242,3 +242,15 @@ t.test("the machine's load lines up like a figure: both sides' start and end, th
   const table = compareTable([parseRun(output([load("1.20 -> 2.00")])), parseRun(output([load("1.40 -> 2.20")]))], [parseRun(output([load("3.90 -> 4.10")]))]);
   t.ok(table.some((l) => l.startsWith("| (load) | load average (1 min) at the start and the end of the run, the bench's own processes included | 1.30 -> 2.10 | 3.90 -> 4.10 | 3.00x |")), table.join("\n"));
 });
+
+t.test("(c warm cpu): one row per process, apart from (c)'s", async (t) => {
+  const run = parseRun(output([{ id: "(c warm cpu)", what: "CPU per certificate during (c warm), all five processes (V8's threads 0.43 ms)", value: "3.64 ms (kernel 0.41, signer 2.36, notifier 0.00)" }]));
+  t.same(
+    run.figures.map((f) => [f.id, f.what, f.value]).slice(1),
+    [
+      ["(c warm cpu)", "of which kernel", "0.41 ms"],
+      ["(c warm cpu)", "of which signer", "2.36 ms"],
+      ["(c warm cpu)", "of which notifier", "0.00 ms"],
+    ],
+  );
+});
