@@ -11,12 +11,13 @@
 // etoken-ca-client does it; installation.ts, shared-installation.ts: servers to measure;
 // processes.ts: CPU and memory of each process; report.ts: the figures table; results-file.ts:
 // the generated regions of RESULTS.md).
+import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { machine } from "./lib/machine.js";
 import { checkBuilt, runCompare } from "./lib/compare-run.js";
 import { COMPARE, CPU_PROF, ONLY, QUICK, ROUNDS, WRITE } from "./lib/options.js";
-import { figures, figureTable, note, notes } from "./lib/report.js";
+import { fig, figures, figureTable, note, notes } from "./lib/report.js";
 import { writeRegion } from "./lib/results-file.js";
 import { sharedCleanup } from "./lib/shared-installation.js";
 import { SECTIONS } from "./sections/index.js";
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
   if (COMPARE !== undefined) return compare(path.resolve(COMPARE), m);
   console.log(`etoken-ca bench${QUICK ? " (--quick)" : ""}\n${m.map((x) => `  ${x}`).join("\n")}`);
   const started = Date.now();
+  const loadAtStart = os.loadavg()[0]!;
   for (const s of SECTIONS) {
     if (!wanted(s)) continue;
     const t0 = Date.now();
@@ -96,6 +98,8 @@ async function main(): Promise<void> {
     console.log(`  (${s.name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   }
   await sharedCleanup();
+  // the machine's load beside the figures (--compare lines it up): CPU per certificate grows with it
+  fig("(load)", "load average (1 min) at the start and the end of the run, the bench's own processes included", `${loadAtStart.toFixed(2)} -> ${os.loadavg()[0]!.toFixed(2)}`);
   const table = figureTable(figures);
   console.log(`\n${table.join("\n")}\n`);
   for (const n of notes) console.log(`- ${n}`);

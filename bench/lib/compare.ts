@@ -21,7 +21,7 @@ const NOTE_FIGURES: readonly { pattern: RegExp; id: string; what: string }[] = [
  * process too, in the unit after the figure's first number ("7.50 ms (...)": ms, "17.3 wake-ups
  * (...)": wake-ups).
  */
-const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)", "(above floor)", "(above floor warm)"]);
+const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)", "(above floor)", "(above floor warm)", "(c warm cpu)"]);
 /**
  * the same figures split by kind of thread (lib/thread-figures.ts): "(cpu-warm v8)", "(c wake uv)",
  * ...; "other" (the inspector's idle signal thread) keeps its one total row

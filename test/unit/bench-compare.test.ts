@@ -236,3 +236,21 @@ t.test("CPU and wake-ups by kind of thread: one row per process under each kind,
   const cRow = compareTable([parseRun(output([c16]))], [parseRun(output([c32]))]).find((l) => l.startsWith("| (c) |"));
   t.match(cRow, /^\| \(c\) \| sustained issuance, 32 writers \(320\/320 ok\) \(before: sustained issuance, 16 writers \(160\/160 ok\)\) \| 365 certs\/s/, "an older bench's (c) with 16 writers lines up, and the row says it was 16");
 });
+
+t.test("the machine's load lines up like a figure: both sides' start and end, the ratio of the starts", async (t) => {
+  const load = (v: string): Figure => ({ id: "(load)", what: "load average (1 min) at the start and the end of the run, the bench's own processes included", value: v });
+  const table = compareTable([parseRun(output([load("1.20 -> 2.00")])), parseRun(output([load("1.40 -> 2.20")]))], [parseRun(output([load("3.90 -> 4.10")]))]);
+  t.ok(table.some((l) => l.startsWith("| (load) | load average (1 min) at the start and the end of the run, the bench's own processes included | 1.30 -> 2.10 | 3.90 -> 4.10 | 3.00x |")), table.join("\n"));
+});
+
+t.test("(c warm cpu): one row per process, apart from (c)'s", async (t) => {
+  const run = parseRun(output([{ id: "(c warm cpu)", what: "CPU per certificate during (c warm), all five processes (V8's threads 0.43 ms)", value: "3.64 ms (kernel 0.41, signer 2.36, notifier 0.00)" }]));
+  t.same(
+    run.figures.map((f) => [f.id, f.what, f.value]).slice(1),
+    [
+      ["(c warm cpu)", "of which kernel", "0.41 ms"],
+      ["(c warm cpu)", "of which signer", "2.36 ms"],
+      ["(c warm cpu)", "of which notifier", "0.00 ms"],
+    ],
+  );
+});
