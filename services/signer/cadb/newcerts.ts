@@ -11,8 +11,15 @@ import { deferredFlush } from "../deferred-flush.js";
 import { NEWCERTS } from "../../common/ca-dir/index-format.js";
 import { ioError } from "../../common/ca-dir/index-reader.js";
 
-/** More unsynced newcerts files than this are flushed at once (bounds open descriptors). */
-const MAX_UNSYNCED_CERTS = 256;
+/**
+ * This many unsynced newcerts files start the background flush at once, without waiting for the
+ * timer: at 256 certificates a second or more the files then keep being synced one at a time in
+ * the thread pool. (A synchronous flush here blocked the main thread, which signs, for 256 fsyncs
+ * about once a second at the bench's sequential pace: issue 20, fifth round.)
+ */
+const FLUSH_EARLY_AT = 256;
+/** Open newcerts descriptors (unsynced and being synced) past which a flush is synchronous: bounds them when the disk falls behind. */
+const MAX_OPEN_CERTS = 1024;
 
 /** PEM as openssl writes it: 64-column base64 lines. */
 function pemCertificate(der: Buffer): Buffer {
@@ -29,6 +36,8 @@ export class NewCerts {
   private dirFd: number | undefined;
   /** newcerts files written but not yet fsynced (fds kept open until the background flush). */
   private unsynced: number[] = [];
+  /** descriptors handed to the background flush and not yet closed */
+  private syncing = 0;
   /** the background flush, one at a time (flushInBackground) */
   private readonly scheduleFlush = singleFlight(
     () => this.flushInBackground(),
@@ -76,8 +85,11 @@ export class NewCerts {
       throw ioError(certFile, err, "cannot write the certificate file");
     }
     this.unsynced.push(fd);
-    if (this.unsynced.length >= MAX_UNSYNCED_CERTS) this.flushSync();
-    else deferredFlush.schedule(this.flushDue);
+    if (this.unsynced.length + this.syncing >= MAX_OPEN_CERTS) this.flushSync();
+    else if (this.unsynced.length >= FLUSH_EARLY_AT) {
+      deferredFlush.cancel(this.flushDue);
+      this.scheduleFlush();
+    } else deferredFlush.schedule(this.flushDue);
   }
 
   /** fsync of every newcerts file written since the last flush, then of newcerts/ (sync). */
@@ -107,9 +119,11 @@ export class NewCerts {
     const fds = this.unsynced.splice(0);
     const dirFd = this.dirFd;
     if (fds.length === 0) return;
+    this.syncing += fds.length;
     for (const fd of fds) {
       await new Promise<void>((resolve) =>
         fs.fsync(fd, () => {
+          this.syncing--;
           try {
             fs.closeSync(fd);
           } catch {
