@@ -26,6 +26,15 @@ import type { Config, ConfigKey } from "./config-schema.js";
 // - The monitor's slot-event thread is a whole V8 isolate (~10 MiB): it starts only for a module
 //   that may have slot events (services/monitor/pkcs11-source.ts). With one (a reader's module:
 //   an eToken's, OpenSC's) the five processes' sum is ~10 MiB above the bench's SoftHSM2 figure.
+// - Tried for the cold figure (the first ~70/310 certificates) and not kept (issue 20 fifth
+//   round, --compare against the same code, 2-4 rounds; a null comparison moved 0.77-0.91x):
+//   the cold gap is the main threads running JavaScript not yet optimised, not compiling it
+//   (spool's "(program)" 0.11 ms per certificate cold, 0.02 warm). --no-lazy (everything compiled
+//   at start: all a code cache could give) 1.20x cold, +8 MiB; --always-sparkplug 1.22x cold,
+//   1.18x warm; --no-lazy-feedback-allocation 1.28x; --single-threaded-gc 1.17x; --max-lazy
+//   1.00x. --interrupt-budget=16384 (TurboFan 4x sooner) moves the compiling into the cold
+//   window: cold 1.46x (--quick) and 1.21x (full), warm 0.79x after 570 certificates but 1.01x
+//   after 2,310, rss-warm 297-298 MiB.
 /**
  * An `--inspect-port` no socket can bind (link-local multicast without a scope: EINVAL), on the
  * node command line of every etoken-ca process: a SIGUSR1 in the first milliseconds, before
