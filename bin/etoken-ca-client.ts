@@ -7,7 +7,9 @@
 //
 // MyProxy forks one per logon, so start-up is most of its cost. It is built as CommonJS on its
 // own (tsconfig.client.json -> dist/client/): Node's ESM loader alone costs ~15 ms here. It
-// imports no protobuf, no logger and no native addon on the normal path (see disableCoreDumps).
+// imports no protobuf and no logger; its one native addon on the normal path is native/spool-watch
+// (process.dlopen, after the passphrase is wiped), to wait on exactly its result's name
+// (cheaper to load in a fresh process than fs.watch, and one wake-up instead of many).
 import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import * as fs from "node:fs";
 import * as path from "node:path";

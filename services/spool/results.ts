@@ -45,8 +45,9 @@ export function publishResult(dir: string, requestId: string, content: string): 
   return publishNamed(dir, requestId, result, content);
 }
 
-/** O_TMPFILE stops being tried after the first failure that is not EEXIST (the file system or /proc cannot). */
+/** Cleared when the file system has no O_TMPFILE, or there is no /proc to link through: not tried again. */
 let tmpfileWorks = true;
+const NO_TMPFILE = new Set(["EOPNOTSUPP", "EISDIR", "EINVAL"]);
 
 /** Opens a new result file with RESULT_FILE_MODE exactly (through the umask: no fchmod after, whose IN_ATTRIB would wake waiting clients). */
 function openResult(open: () => number): number {
@@ -62,9 +63,9 @@ function publishUnnamed(addon: SpoolAddon, dir: string, result: string, content:
   let fd: number;
   try {
     fd = openResult(() => addon.openTmpfile(dir, RESULT_FILE_MODE));
-  } catch {
-    tmpfileWorks = false;
-    return undefined;
+  } catch (err) {
+    if (NO_TMPFILE.has((err as NodeJS.ErrnoException).code ?? "")) tmpfileWorks = false;
+    return undefined; // the named path: it works, or fails with the error the caller reports
   }
   try {
     fs.writeSync(fd, content);
@@ -74,8 +75,8 @@ function publishUnnamed(addon: SpoolAddon, dir: string, result: string, content:
       return { kind: "published", ino };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") return { kind: "claimed_by_client" };
-      tmpfileWorks = false; // nothing was named: the named path below does it all again
-      return undefined;
+      if (!fs.existsSync("/proc/self/fd")) tmpfileWorks = false;
+      return undefined; // nothing was named: the named path does it all again
     }
   } finally {
     fs.closeSync(fd);
