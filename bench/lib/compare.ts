@@ -21,7 +21,12 @@ const NOTE_FIGURES: readonly { pattern: RegExp; id: string; what: string }[] = [
  * process too, in the unit after the figure's first number ("7.50 ms (...)": ms, "17.3 wake-ups
  * (...)": wake-ups).
  */
-const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)"]);
+const PER_PROCESS = new Set(["(cpu)", "(cpu-warm)", "(c cpu)", "(prof)", "(wake)", "(wake-warm)", "(c wake)", "(design floor)", "(design floor warm)", "(above floor)", "(above floor warm)"]);
+/**
+ * the same figures split by kind of thread (lib/thread-figures.ts): "(cpu-warm v8)", "(c wake uv)",
+ * ...; "other" (the inspector's idle signal thread) keeps its one total row
+ */
+const PER_PROCESS_BY_KIND = /^\((cpu-warm|wake-warm|c cpu|c wake) (main|v8|uv)\)$/;
 
 /** Numbers in a value, not digits inside words ("p50", "C_Sign"); a leading minus belongs to the number. */
 const NUMBER = /(?<![\w.])-?\d+(?:\.\d+)?/g;
@@ -50,7 +55,7 @@ export function parseRun(out: string): RunResult {
 }
 
 function withPerProcess(f: Figure): Figure[] {
-  if (!PER_PROCESS.has(f.id)) return [f];
+  if (!PER_PROCESS.has(f.id) && !PER_PROCESS_BY_KIND.test(f.id)) return [f];
   const list = /\(([^()]*)\)\s*$/.exec(f.value)?.[1] ?? "";
   const unit = /^-?\d+(?:\.\d+)? ([^\s(]+) \(/.exec(f.value)?.[1] ?? "ms";
   const rows = [...list.matchAll(/(\w+) (-?\d+(?:\.\d+)?)/g)].map((m): Figure => ({ id: f.id, what: `of which ${m[1]}`, value: `${m[2]} ${unit}` }));
@@ -156,7 +161,9 @@ export function compareTable(before: readonly RunResult[], after: readonly RunRe
     const x = b.get(k);
     const y = a.get(k);
     const any = (y ?? x)!;
-    return `| ${any.id} | ${any.what} | ${x?.value ?? "n/a"} | ${y?.value ?? "n/a"} | ${ratio(x, y)} | ${y?.goal ?? x?.goal ?? ""} | ${x ? x.verdict : "n/a"} | ${y ? y.verdict : "n/a"} |`;
+    // the same figure taken otherwise (--quick's counts, (c)'s writers in an older bench): say so
+    const what = x && y && x.what !== y.what ? `${y.what} (before: ${x.what})` : any.what;
+    return `| ${any.id} | ${what} | ${x?.value ?? "n/a"} | ${y?.value ?? "n/a"} | ${ratio(x, y)} | ${y?.goal ?? x?.goal ?? ""} | ${x ? x.verdict : "n/a"} | ${y ? y.verdict : "n/a"} |`;
   });
   return [...COMPARE_HEADER, ...rows];
 }

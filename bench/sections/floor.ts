@@ -160,6 +160,17 @@ export function designFloor(w: CertWindow, costs: readonly EchoCost[], signCpuMs
   return { total: Object.values(byProcess).reduce((a, b) => a + b, 0) + signCpuMs, byProcess, idle };
 }
 
+/**
+ * Per process the CPU per certificate above its share of the design's floor (its wake-ups as
+ * bare echoes; the signer's C_Sign too): the work done inside the wake-ups, what a cut in that
+ * process's code can win without waking less. Negative: the process costs less than the echoes.
+ */
+export function aboveFloor(w: CertWindow, floor: DesignFloor, signCpuMs: number, signer = "signer"): { total: number; byProcess: Record<string, number> } {
+  const byProcess: Record<string, number> = {};
+  for (const [name, cpu] of Object.entries(w.cpuMs)) byProcess[name] = cpu - (floor.byProcess[name] ?? 0) - (name === signer ? signCpuMs : 0);
+  return { total: Object.values(byProcess).reduce((a, b) => a + b, 0), byProcess };
+}
+
 /** How many wake-ups in all a CPU budget per certificate leaves room for at each gap's cost, after C_Sign. */
 export function wakeupBudget(budgetMs: number, signCpuMs: number, costs: readonly EchoCost[]): string {
   return costs.map((c) => `${Math.max(0, ((budgetMs - signCpuMs) * 1000) / c.us).toFixed(0)} at ${c.gapMs} ms idle`).join(", ");
@@ -238,6 +249,8 @@ async function secFloor(): Promise<void> {
     fig(id, `the wake-ups ${label} as bare echoes, + C_Sign's CPU`, `${f.total.toFixed(2)} ms (${[...rows, `C_Sign ${sign.toFixed(2)}`].join(", ")})`, "<= 2.5 ms", f.total <= 2.5);
     const detail = Object.entries(f.idle).map(([k, v]) => `${k} ${w.wakeups[k]!.toFixed(1)} x ${v.us.toFixed(0)} µs (mean idle ${Number.isFinite(v.idleMs) ? v.idleMs.toFixed(2) : "-"} ms)`);
     note(`floor ${label}: ${w.wallMs.toFixed(2)} ms wall per certificate; ${detail.join(", ")}`);
+    const above = aboveFloor(w, f, sign);
+    fig(id.replace("design floor", "above floor"), `CPU ${label} above the design's floor (work inside the wake-ups; the signer's beyond C_Sign)`, `${above.total.toFixed(2)} ms (${Object.entries(above.byProcess).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")})`);
   }
 }
 

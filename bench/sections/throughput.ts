@@ -5,9 +5,13 @@ import { q, ms, now } from "../lib/stats.js";
 import { start, stop, sequential } from "../lib/installation.js";
 import { rssOf, cpuOf, cpuPerCert, countPerCert } from "../lib/processes.js";
 import { measured } from "../lib/measured.js";
+import { threadKindFigures } from "../lib/thread-figures.js";
+
+/** issue 20's (c): "sustained certificates/s with 32 writers", --quick too (fewer requests each) */
+export const C_WRITERS = 32;
 
 async function secThroughput(): Promise<void> {
-  const writers = QUICK ? 16 : 32;
+  const writers = C_WRITERS;
   const per = QUICK ? 10 : 30;
   console.log(`[throughput] ${writers} concurrent writers x ${per} requests each`);
   const r = await start("etca-bench-thr");
@@ -33,6 +37,7 @@ async function secThroughput(): Promise<void> {
     note(`CPU ms per certificate during (c) (schedstat, all threads): ${cpu.total.toFixed(2)} (${cpu.rows})`);
     const wake = countPerCert(c0, c1, ok, "wakeups");
     fig("(c wake)", `wake-ups per certificate during (c), ${writers} writers, every thread`, `${wake.total.toFixed(1)} wake-ups (${wake.rows})`);
+    threadKindFigures({ cpu: "c cpu", wake: "c wake" }, `during (c), ${writers} writers`, c0, c1, ok);
     const goal = measured.signRate ? rate >= measured.signRate / 2 : undefined;
     fig("(c)", `sustained issuance, ${writers} writers (${ok}/${writers * per} ok)`, `${rate.toFixed(0)} certs/s (latency p50 ${ms(q(lat, 0.5), 1)})`, measured.signRate ? `>= ${(measured.signRate / 2).toFixed(0)}/s (half of (a))` : ">= half of (a)", goal);
     const rss = rssOf(r.server.pid);

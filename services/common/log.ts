@@ -16,6 +16,11 @@ const NOT_SECRET = new Set(["pinFlags", "pin_flags", "needPin", "passed"]);
 export type LogFields = Record<string, unknown>;
 
 export interface Logger {
+  /**
+   * Whether a line at this level would be written: guard a call whose fields cost something to
+   * build on a hot path (`log.enabled("debug") && log.debug(...)`).
+   */
+  enabled(level: LogLevel): boolean;
   debug(msg: string, fields?: LogFields): void;
   info(msg: string, fields?: LogFields): void;
   notice(msg: string, fields?: LogFields): void;
@@ -28,7 +33,8 @@ export interface LogSink {
   write(line: string): unknown;
 }
 
-let globalLevel: LogLevel = "info";
+const LEVEL_RANK = Object.fromEntries(LOG_LEVELS.map((l, i) => [l, i])) as Readonly<Record<LogLevel, number>>;
+let globalRank = LEVEL_RANK.info;
 let sink: LogSink = process.stderr;
 
 /**
@@ -48,7 +54,11 @@ export function droppedLogWrites(): number {
 }
 
 export function setLogLevel(level: LogLevel): void {
-  globalLevel = level;
+  globalRank = LEVEL_RANK[level];
+}
+
+function levelEnabled(level: LogLevel): boolean {
+  return LEVEL_RANK[level] >= globalRank;
 }
 /** Tests and the demo may capture log lines. */
 export function setLogSink(s: LogSink): void {
@@ -102,7 +112,7 @@ function sanitize(fields: LogFields | undefined): LogFields {
 
 export function createLogger(component: string): Logger {
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
-    if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(globalLevel)) return;
+    if (!levelEnabled(level)) return;
     const record = { ts: new Date().toISOString(), level, svc: component, pid: process.pid, msg: cut(msg), ...sanitize(fields) };
     if (sink === process.stderr && outputBroken) {
       droppedWrites++;
@@ -115,6 +125,7 @@ export function createLogger(component: string): Logger {
     }
   };
   return {
+    enabled: levelEnabled,
     debug: (m, f) => emit("debug", m, f),
     info: (m, f) => emit("info", m, f),
     notice: (m, f) => emit("notice", m, f),

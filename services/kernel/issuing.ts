@@ -203,12 +203,10 @@ export class IssuingPath {
       const bookkeeping = this.signerConfirmed(signer, cert.confirmedThrough);
       this.queue.signed(m.requestId);
       this.queue.times.add(cert.signMs);
-      if (cert.requestId !== m.requestId) {
-        this.core.supervisor.securityEvent("signer", "issued answer does not match the request");
-        return fail("internal", "the signer gave an invalid answer");
-      }
-      if (!bookkeeping) {
-        // the signer lied about its delivery journal: nothing it made on that answer is handed out
+      const idMatches = cert.requestId === m.requestId;
+      if (!idMatches) this.core.supervisor.securityEvent("signer", "issued answer does not match the request");
+      if (!bookkeeping || !idMatches) {
+        // the signer broke the protocol (its delivery journal, or which request it answered): nothing it made on that answer is handed out
         this.revokeUndelivered(cert.serial, "the signer that made it broke the delivery protocol");
         return fail("signer.invalid", "the signer gave an invalid answer; nothing was handed out, try again");
       }

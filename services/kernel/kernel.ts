@@ -182,7 +182,8 @@ export class Kernel implements KernelCore {
 
   showState(): void {
     const t = this.token;
-    const tok = t.present ? `token "${t.label}" serial ${t.serial}` : "no token";
+    // epoch 0: the monitor has not reported yet, so nobody knows whether there is a token
+    const tok = t.present ? `token "${t.label}" serial ${t.serial}` : t.epoch === 0 ? "token not checked yet" : "no token";
     const crl = this.revocations.crl ? `CRL #${this.revocations.crl.number} expires ${new Date(this.revocations.crl.nextUpdate).toISOString()}` : "no CRL yet";
     this.console.say(`[${new Date().toISOString()}] state ${this.current} | ${tok} | issued ${this.counters.issued} | ${crl}`);
   }

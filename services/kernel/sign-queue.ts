@@ -123,6 +123,8 @@ export class SignQueue {
   private readonly atSigner: AtSigner[] = [];
   private open = false;
   private watchdog: NodeJS.Timeout | undefined;
+  /** The work the watchdog's timer is armed for, until the token finishes something (its clock starts again). */
+  private watched: AtSigner | undefined;
   readonly times = new SignTimes();
   private readonly now: () => number;
 
@@ -174,7 +176,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === requestId);
     if (!e || e.signed) return;
     e.signed = true;
-    this.opts.log?.debug("sign queue: signed", { request: requestId });
+    this.debugLog()?.debug("sign queue: signed", { request: requestId });
     this.tokenProgressed();
     this.pump();
   }
@@ -184,7 +186,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === undefined && x.sent && !x.signed);
     if (!e) return;
     e.signed = true;
-    this.opts.log?.debug("sign queue: CRL signed");
+    this.debugLog()?.debug("sign queue: CRL signed");
     this.tokenProgressed();
     this.pump();
   }
@@ -201,8 +203,19 @@ export class SignQueue {
   }
 
   stop(): void {
+    this.disarm();
+  }
+
+  private disarm(): void {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
+    this.watched = undefined;
+  }
+
+  /** The logger when debug lines are on; `this.debugLog()?.debug(msg, fields)` builds no fields when they are off. */
+  private debugLog(): Logger | undefined {
+    const log = this.opts.log;
+    return log?.enabled("debug") ? log : undefined;
   }
 
   private unsigned(): AtSigner[] {
@@ -254,7 +267,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i < 0 || entry.sent) return;
     entry.sent = true;
-    this.opts.log?.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
+    this.debugLog()?.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
     this.atSigner.splice(i, 1);
     this.atSigner.push(entry);
     this.advance();
@@ -264,7 +277,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i >= 0) this.atSigner.splice(i, 1);
     if (entry.sent && !entry.signed) {
-      this.opts.log?.debug("sign queue: CRL done");
+      this.debugLog()?.debug("sign queue: CRL done");
       this.tokenProgressed(); // a CRL done (no Signed of its own)
     }
     this.pump();
@@ -277,25 +290,32 @@ export class SignQueue {
    */
   private tokenProgressed(): void {
     for (const e of this.atSigner) e.headSince = undefined;
+    this.watched = undefined; // the timer, if any, is for a clock that no longer runs
   }
 
-  /** Starts the clock of the token's current work (the first sent and unsigned) and re-arms the watchdog for it. */
+  /**
+   * Starts the clock of the token's current work (the first sent and unsigned) and arms the
+   * watchdog for it; a timer already armed for that work and clock is kept (under load the queue
+   * changes with every request while the token stays at the same one).
+   */
   private advance(): void {
     const head = this.atSigner.find((e) => e.sent && !e.signed);
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = undefined;
-    if (!head) return;
+    if (!head) return this.disarm();
+    if (this.watchdog && this.watched === head) return;
+    this.disarm();
     if (head.headSince === undefined) {
       head.headSince = this.now();
-      this.opts.log?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
+      this.debugLog()?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
     }
     const left = head.headSince + head.timeoutMs - this.now();
     this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));
     this.watchdog.unref();
+    this.watched = head;
   }
 
   private hung(head: AtSigner): void {
     this.watchdog = undefined;
+    this.watched = undefined;
     if (head.signed || !this.atSigner.includes(head)) return this.advance();
     const waited = this.now() - (head.headSince ?? this.now());
     const seconds = Math.round(head.timeoutMs / 100) / 10;

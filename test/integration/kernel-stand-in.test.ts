@@ -45,6 +45,25 @@ for (const reportFirst of [true, false]) {
   });
 }
 
+// The services are all up (NEED_PIN) before the monitor's first report: the state line must not
+// claim there is no token, since nobody has looked yet. Before the fix it said "no token" (the
+// demo's second start showed `state NEED_PIN | no token` and then a prompt naming the token).
+t.test("the state line before the monitor's first report says the token is not checked yet, not that there is none", async (t) => {
+  const { kernel, shared, consoleText } = standInKernel(t, { monitor: "token-absent+report-after-go", signer: "late-signer" });
+  // complete lines only (the last piece may still be arriving through the pseudo-terminal)
+  const stateLine = (from: number): string | undefined => consoleText().slice(from).split("\n").slice(0, -1).find((l) => l.includes("state NEED_PIN |"));
+  const before = await waitFor("the NEED_PIN state line", () => stateLine(0), 20_000);
+  t.equal(kernel.token.epoch, 0, "the monitor has not reported yet");
+  t.match(before, /^\[[^\]]+\] state NEED_PIN \| token not checked yet \| issued 0 \| no CRL yet$/, "says the token is not checked yet");
+  t.notMatch(before, /no token/, "does not claim there is no token");
+  fs.writeFileSync(path.join(shared, "go-report"), "");
+  await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
+  const shownBefore = consoleText().length;
+  kernel.showState();
+  const after = await waitFor("the state line after the report", () => stateLine(shownBefore), 20_000);
+  t.match(after, /state NEED_PIN \| no token \| issued 0/, "once the monitor said so, there is no token");
+});
+
 // A notification may carry text from elsewhere (a signer's login message, an error): the kernel
 // cuts it to the contract's bounds (proto/contract.ts), and does not send one that still breaks
 // it (a kernel bug), since the notifier's channel would close on it. Before the fix the kernel
@@ -77,29 +96,37 @@ function recorded<T>(dir: string, file: string): T[] {
   return fs.existsSync(p) ? fs.readFileSync(p, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
 }
 
-// A signer whose Issued says it recorded more ConfirmDelivery batches than the kernel sent lies
-// about its delivery bookkeeping: it is killed (a security event), and the certificate of that
-// answer is not handed out but revoked like any other undeliverable one (docs/design.md, section
-// 5): not kept in flight, so the next signer revokes it when it settles. Before the fix the
-// certificate went on through the fence to its client.
-t.test("an Issued claiming confirmed_through above the batches sent: the signer is killed, that certificate is withheld and revoked", async (t) => {
-  const { kernel, lines, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: "signer+overclaim", spool: "one-request" });
-  await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
-  typeOnConsole("1234\r");
-  await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
-  fs.writeFileSync(path.join(shared, "go-request"), "");
-  type Answer = { type: string; message: { code?: string; message?: string; serial?: string } };
-  const [answer] = await waitFor("the kernel's answer to the spool", () => {
-    const a = recorded<Answer>(shared, "spool.jsonl");
-    return a.length > 0 ? a : undefined;
-  }, 20_000);
-  t.equal(answer!.type, "failure", `the request fails (got ${JSON.stringify(answer)})`);
-  t.match(answer!.message.message ?? "", /signer gave an invalid answer; nothing was handed out/, "with a clear message");
-  t.ok(lines.some((l) => l.includes("security event") && l.includes(`confirmation batch ${OVERCLAIMED_BATCH}`)), "a security event names the claim");
-  t.ok(lines.some((l) => l.includes("certificate not delivered to its client: revoking") && l.includes(ISSUED_SERIAL)), "its certificate is revoked as undeliverable");
-  const settles = await waitFor("the restarted signer settling", () => {
-    const s = recorded<string[]>(shared, "settle.jsonl");
-    return s.length >= 2 ? s : undefined;
-  }, 30_000);
-  t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
-});
+// A signer whose Issued breaks the protocol is killed (a security event), and the certificate of
+// that answer is not handed out but revoked like any other undeliverable one (docs/design.md,
+// section 5): not kept in flight, so the next signer revokes it when it settles.
+// - It says it recorded more ConfirmDelivery batches than the kernel sent: it lies about its
+//   delivery bookkeeping. Before the fix the certificate went on through the fence to its client.
+// - It names another request than the one it answers. Before the fix the request failed but the
+//   certificate was not revoked explicitly (only the next signer's settling revoked it).
+const BROKEN_ISSUED = [
+  { mode: "overclaim", what: "claiming confirmed_through above the batches sent", event: `confirmation batch ${OVERCLAIMED_BATCH}` },
+  { mode: "wrong-id", what: "naming another request", event: "issued answer does not match the request" },
+] as const;
+for (const broken of BROKEN_ISSUED) {
+  t.test(`an Issued ${broken.what}: the signer is killed, that certificate is withheld and revoked`, async (t) => {
+    const { kernel, lines, shared, consoleText, typeOnConsole } = standInKernel(t, { monitor: "token-present", signer: `signer+${broken.mode}`, spool: "one-request" });
+    await waitFor("the PIN prompt", () => consoleText().includes("PIN for CA token") || undefined, 20_000);
+    typeOnConsole("1234\r");
+    await waitFor("READY", () => kernel.state === "READY" || undefined, 20_000);
+    fs.writeFileSync(path.join(shared, "go-request"), "");
+    type Answer = { type: string; message: { code?: string; message?: string; serial?: string } };
+    const [answer] = await waitFor("the kernel's answer to the spool", () => {
+      const a = recorded<Answer>(shared, "spool.jsonl");
+      return a.length > 0 ? a : undefined;
+    }, 20_000);
+    t.equal(answer!.type, "failure", `the request fails (got ${JSON.stringify(answer)})`);
+    t.match(answer!.message.message ?? "", /signer gave an invalid answer; nothing was handed out/, "with a clear message");
+    t.ok(lines.some((l) => l.includes("security event") && l.includes(broken.event)), "a security event names what was wrong");
+    t.ok(lines.some((l) => l.includes("certificate not delivered to its client: revoking") && l.includes(ISSUED_SERIAL)), "its certificate is revoked as undeliverable");
+    const settles = await waitFor("the restarted signer settling", () => {
+      const s = recorded<string[]>(shared, "settle.jsonl");
+      return s.length >= 2 ? s : undefined;
+    }, 30_000);
+    t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
+  });
+}

@@ -110,7 +110,7 @@ t.test("(cpu-warm) gets per-process rows like (cpu), apart from them; --quick an
   const row = (id: string, what: string): string[] => (table.find((l) => l.startsWith(`| ${id} | ${what} |`)) ?? "").split("|").slice(1, -1).map((x) => x.trim());
   t.same(row("(cpu-warm)", "of which kernel").slice(2, 5), ["1.20 ms", "0.80 ms", "0.67x"], "warm kernel against warm kernel");
   t.same(row("(cpu)", "of which kernel").slice(2, 5), ["1.30 ms", "1.10 ms", "0.85x"], "cold against cold");
-  t.same(row("(cpu-warm)", "CPU per certificate after 2310 certificates, all five processes").slice(2, 5), ["4.00 ms (kernel 1.20, spool 1.00)", "2.00 ms (kernel 0.80, spool 1.00)", "0.50x"]);
+  t.same(row("(cpu-warm)", "CPU per certificate after 2310 certificates, all five processes (before: CPU per certificate after 570 certificates, all five processes)").slice(2, 5), ["4.00 ms (kernel 1.20, spool 1.00)", "2.00 ms (kernel 0.80, spool 1.00)", "0.50x"]);
 });
 
 t.test("sections with what they need: --only latency runs sign first; --compare runs each section with its needs, none twice alone", async (t) => {
@@ -206,4 +206,33 @@ t.test("a file without regions gets them under its title; broken markers are ref
   fs.rmSync(file);
   writeRegion(file, "figures", ["new"]);
   t.match(fs.readFileSync(file, "utf8"), /^# etoken-ca performance figures\n\n<!-- bench:figures:begin[^\n]*\n\nnew\n\n<!-- bench:figures:end -->\n$/, "a missing file is made with the title and the region");
+});
+
+t.test("CPU and wake-ups by kind of thread: one row per process under each kind, the (c) and steady-state ones apart, n/a before", async (t) => {
+  const kind = (id: string, what: string, value: string): Figure => ({ id, what, value });
+  const run = parseRun(
+    output([
+      kind("(cpu-warm main)", "CPU per certificate after 2310 certificates, main thread (event loop, JavaScript)", "1.80 ms (kernel 0.30, signer 1.40, notifier 0.00)"),
+      kind("(cpu-warm v8)", "CPU per certificate after 2310 certificates, V8's platform threads (optimising compiler, GC helpers)", "0.40 ms (kernel 0.05, signer 0.30, notifier 0.05)"),
+      kind("(wake-warm uv)", "wake-ups per certificate after 2310 certificates, libuv's pool (fs calls, fsync, crypto)", "2.0 wake-ups (kernel 0.0, signer 2.0, notifier 0.0)"),
+      kind("(c cpu main)", "CPU per certificate during (c), 32 writers, main thread (event loop, JavaScript)", "1.50 ms (kernel 0.20, signer 1.30, notifier 0.00)"),
+      kind("(c cpu other)", "CPU per certificate during (c), 32 writers, other native threads", "0.00 ms (kernel 0.00, signer 0.00, notifier 0.00)"),
+    ]),
+  );
+  const rows = (id: string): string[][] => run.figures.filter((f) => f.id === id).map((f) => [f.what, f.value]);
+  t.same(rows("(cpu-warm v8)").slice(1), [["of which kernel", "0.05 ms"], ["of which signer", "0.30 ms"], ["of which notifier", "0.05 ms"]]);
+  t.same(rows("(wake-warm uv)").slice(1, 3), [["of which kernel", "0.0 wake-ups"], ["of which signer", "2.0 wake-ups"]], "wake-ups, not ms");
+  t.same(rows("(c cpu main)").slice(1, 2), [["of which kernel", "0.20 ms"]]);
+  t.same(rows("(c cpu other)"), [["CPU per certificate during (c), 32 writers, other native threads", "0.00 ms (kernel 0.00, signer 0.00, notifier 0.00)"]], "other threads (idle): the total only, no rows of zeros");
+  const older = [parseRun(output([cpu("8.00", "1.50", "3.00")]))];
+  const table = compareTable(older, [run, run]);
+  const row = (id: string, what: string): string[] => (table.find((l) => l.startsWith(`| ${id} | ${what} |`)) ?? "").split("|").slice(1, -1).map((x) => x.trim());
+  t.same(row("(cpu-warm main)", "of which signer").slice(2, 5), ["n/a", "1.40 ms", "n/a"], "the steady state's main thread of the signer; the older bench has none");
+  t.same(row("(c cpu main)", "of which signer").slice(2, 5), ["n/a", "1.30 ms", "n/a"], "(c)'s apart from the steady state's");
+  const again = compareTable([run], [parseRun(output([kind("(cpu-warm main)", "CPU per certificate after 570 certificates, main thread (event loop, JavaScript)", "0.90 ms (kernel 0.15, signer 0.70, notifier 0.00)")]))]);
+  t.ok(again.some((l) => l.startsWith("| (cpu-warm main) | of which signer | 1.40 ms | 0.70 ms | 0.50x |")), "--quick and full runs line up: before and after with the ratio");
+  const c16 = c(160, "365");
+  const c32: Figure = { ...c(320, "307"), what: "sustained issuance, 32 writers (320/320 ok)" };
+  const cRow = compareTable([parseRun(output([c16]))], [parseRun(output([c32]))]).find((l) => l.startsWith("| (c) |"));
+  t.match(cRow, /^\| \(c\) \| sustained issuance, 32 writers \(320\/320 ok\) \(before: sustained issuance, 16 writers \(160\/160 ok\)\) \| 365 certs\/s/, "an older bench's (c) with 16 writers lines up, and the row says it was 16");
 });

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { countPerCert, cpuPerCert, schedOf } from "../../bench/lib/processes.js";
-import { costAt, designFloor, echoCosts, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { aboveFloor, costAt, designFloor, echoCosts, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
 
 /** A /proc-like directory: pid 4242 with threads given as [schedstat line, voluntary, involuntary] (null: the thread ended). */
 function fakeProc(t: Test, threads: Record<string, [string, number, number] | null>): string {
@@ -29,7 +29,11 @@ t.test("schedstat fields 1 and 3 and the context switches are summed over every 
     "4250": ["3 0 1", 1, 0], // libuv's pool
     "4251": null,
   });
-  t.same(schedOf(4242, proc), { cpuNs: 1250003, slices: 48, wakeups: 37, preempted: 11, mainWakeups: 30 }, "the main thread: the one whose id is the process's");
+  t.same(
+    schedOf(4242, proc),
+    { cpuNs: 1250003, slices: 48, wakeups: 37, preempted: 11, mainWakeups: 30, kinds: { main: { cpuNs: 1000000, wakeups: 30 }, other: { cpuNs: 250003, wakeups: 7 } } },
+    "the main thread: the one whose id is the process's; without the threads' stacks the others are not told apart",
+  );
 });
 
 t.test("per certificate: each counter's increase over n, per process and in all; a process new since the first reading counts from 0", async (t) => {
@@ -81,4 +85,12 @@ t.test("the wake-ups a budget leaves room for at each gap's cost, after C_Sign",
 
 t.test("an echoing child that cannot start: the section fails with why, it does not hang or crash the bench", async (t) => {
   await t.rejects(echoCosts("/nonexistent/etca-echo", [], {}), /ENOENT/);
+});
+
+t.test("above the design's floor: per process its CPU less its wake-ups as echoes, the signer's less C_Sign too", async (t) => {
+  const w = { wallMs: 5, cpuMs: { kernel: 1, signer: 3, monitor: 0.1, notifier: 0 }, wakeups: { kernel: 5, signer: 10, monitor: 1, notifier: 0 } };
+  const f = designFloor(w, costs, 0.8);
+  const a = aboveFloor(w, f, 0.8);
+  t.same(Object.fromEntries(Object.entries(a.byProcess).map(([k, v]) => [k, v.toFixed(2)])), { kernel: "0.64", signer: "1.72", monitor: "-0.10", notifier: "0.00" }, "kernel 1 - 0.36; signer 3 - 0.48 - 0.8; the monitor below its echo");
+  t.equal(a.total.toFixed(2), (1 + 3 + 0.1 - f.total).toFixed(2), "in all: the CPU less the whole floor");
 });

@@ -1,5 +1,5 @@
 import t from "tap";
-import { createLogger, setLogLevel, setLogSink } from "../../services/common/log.js";
+import { createLogger, LOG_LEVELS, setLogLevel, setLogSink } from "../../services/common/log.js";
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "../../services/common/framing.js";
 import { ProtocolError } from "../../services/common/errors.js";
 import { thrown } from "../fixtures/thrown.js";
@@ -53,6 +53,29 @@ t.test("long values are cut short in log lines", async (t) => {
   t.ok(lines[0]!.length < 2_500, `one short line (${lines[0]!.length} characters)`);
   t.match(rec.oid, /^1\.2\.9{100,}\.\.\. \(\d+ more characters\)$/, "the field says how much was cut");
   t.match(rec.msg, /^unknown 1\.2\.9+\.\.\. \(\d+ more characters\)$/, "so does the message");
+});
+
+t.test("enabled(level) says whether a line at that level would be written, as the level changes", async (t) => {
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => {
+    setLogSink(process.stderr);
+    setLogLevel("info");
+  });
+  const log = createLogger("test");
+  const child = log.child("part");
+  for (const level of LOG_LEVELS) {
+    setLogLevel(level);
+    for (const asked of LOG_LEVELS) {
+      const before = lines.length;
+      log[asked]("a line");
+      const written = lines.length > before;
+      t.equal(log.enabled(asked), written, `level ${level}: enabled("${asked}") is ${written}, as a ${asked} line is ${written ? "" : "not "}written`);
+      t.equal(child.enabled(asked), written, `level ${level}: a child logger agrees on ${asked}`);
+    }
+  }
+  setLogLevel("info");
+  t.equal(log.enabled("debug"), false, "the default level hides debug");
 });
 
 t.test("framing: round trip, split chunks, several frames in one chunk", async (t) => {

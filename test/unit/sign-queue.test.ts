@@ -3,6 +3,7 @@
 // signing (deadline passed, client gave up, token gone) and the SIGN_TIMEOUT watchdog. The clock
 // is the test's; nothing here waits on real time except the watchdog's own (short) timer.
 import t from "tap";
+import { createLogger, type Logger, setLogLevel, setLogSink } from "../../services/common/log.js";
 import { type HungSignature, QueueRefusal, SignQueue, SignTimes, type Ticket } from "../../services/kernel/sign-queue.js";
 
 function queue(opts: { signTimeoutMs?: number; clock?: { now: number } } = {}) {
@@ -299,4 +300,105 @@ t.test("the CRL's Signed: the token is done with it, the next clock starts then,
   t.same(reports.map((h) => [h.crl, h.requestIds]), [[false, ["e"]]], "e's clock started at the CRL's Signed (no answer from the CRL yet)");
   crl.done();
   t.equal(await Promise.race([crlAborted, tick().then(() => "pending")]), "pending", "the CRL, signed, was not found hung");
+});
+
+// The queue's debug lines are on the per-certificate path: with debug off they must cost nothing,
+// not even the field objects built for them (services/common/log.ts' enabled()). Observed through
+// the real logger, whose debug() records whether it was called at all. Before the fix every
+// signature called debug() with a fresh field object at any level.
+t.test("debug lines: not even called when debug is off; written when it is on", async (t) => {
+  const lines: string[] = [];
+  setLogSink({ write: (l: string) => lines.push(l) });
+  t.teardown(() => {
+    setLogSink(process.stderr);
+    setLogLevel("info");
+  });
+  const real = createLogger("kernel.sign-queue");
+  const debugCalls: string[] = [];
+  const log: Logger = { ...real, debug: (m, f) => (debugCalls.push(m), real.debug(m, f)) };
+  const run = async (): Promise<void> => {
+    const clock = { now: 1_000_000 };
+    const q = new SignQueue({ signTimeoutMs: 3_600_000, onHung: () => undefined, now: () => clock.now, log });
+    t.teardown(() => q.stop());
+    q.setOpen(true);
+    const r = enterAll(q, ["a", "b"], clock.now + 60_000);
+    await tick();
+    q.signed("a");
+    r.tickets.get("a")!.done();
+    const crl = q.crlSent(1_000);
+    q.signed("b");
+    r.tickets.get("b")!.done();
+    q.crlSigned();
+    crl.done();
+    q.stop();
+  };
+  setLogLevel("info");
+  await run();
+  t.same(debugCalls, [], "debug off: no debug call, so no field object built");
+  t.same(lines, [], "and nothing written");
+  setLogLevel("debug");
+  await run();
+  t.ok(debugCalls.length >= 6, `debug on: the calls are made (${debugCalls.join(", ")})`);
+  const written = lines.map((l) => JSON.parse(l) as { msg: string; request?: string; timeoutMs?: number });
+  t.match(written, [{ msg: "sign queue: sent", request: "a" }], "the lines are written with their fields");
+  t.ok(written.some((w) => w.msg === "sign queue: clock started" && w.request === "CRL" && w.timeoutMs === 1_000), "the CRL's clock with its bound");
+  t.ok(written.some((w) => w.msg === "sign queue: CRL signed"), "the CRL's Signed");
+});
+
+/** Runs `fn` (synchronous queue calls) and counts the timers it arms and clears. */
+function timerCalls(fn: () => void): { set: number; cleared: number } {
+  const calls = { set: 0, cleared: 0 };
+  const realSet = globalThis.setTimeout;
+  const realClear = globalThis.clearTimeout;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    calls.set++;
+    return realSet(...args);
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((timer: Parameters<typeof clearTimeout>[0]) => {
+    calls.cleared++;
+    realClear(timer);
+  }) as typeof clearTimeout;
+  try {
+    fn();
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+  }
+  return calls;
+}
+
+// Under load the queue changes with every request (entered, admitted, sent, answered) while the
+// token stays at the same work: the watchdog's timer for it stays as it is. Only a new head, or
+// the token finishing something (its clock starts again), arms it anew. Before the fix every
+// change cleared the timer and set another.
+t.test("the watchdog's timer is kept while the token's current work and its clock are unchanged", async (t) => {
+  const { q, clock, hung } = queue({ signTimeoutMs: 3_600_000 });
+  for (let i = 0; i < 5; i++) q.times.add(1); // a fast token: a deep pipeline
+  q.setOpen(true);
+  const r = enterAll(q, ["a"], clock.now + 60_000);
+  await tick();
+  t.same(r.admitted, ["a"], "a at the token");
+  const later: Ticket[] = [];
+  t.same(
+    timerCalls(() => {
+      for (const id of ["b", "c", "d"]) void q.enter(id, clock.now + 60_000).then((tk) => later.push(tk));
+    }),
+    { set: 0, cleared: 0 },
+    "requests entered and admitted behind it: the timer stays",
+  );
+  await tick();
+  t.equal(later.length, 3, "admitted");
+  t.same(timerCalls(() => later.forEach((tk) => tk.sent())), { set: 0, cleared: 0 }, "sent behind it: the timer stays");
+  let crl: Ticket | undefined;
+  t.same(timerCalls(() => (crl = q.crlSent(60_000))), { set: 0, cleared: 0 }, "a CRL sent behind it: the timer stays");
+  t.same(timerCalls(() => q.signed("a")), { set: 1, cleared: 1 }, "a signed: the next one's clock, one timer");
+  t.same(timerCalls(() => r.tickets.get("a")!.done()), { set: 0, cleared: 0 }, "a answered, b still at the token: the timer stays");
+  clock.now += 5;
+  t.same(timerCalls(() => q.signed("c")), { set: 1, cleared: 1 }, "the token finished something else (another order): the clock starts again, one timer");
+  for (const id of ["b", "d"]) q.signed(id);
+  t.same(timerCalls(() => q.crlSigned()), { set: 0, cleared: 1 }, "nothing left at the token: the timer goes");
+  crl!.done();
+  for (const tk of later) tk.done();
+  t.same(hung, [], "no hang reported");
+  t.equal(q.depth, 0);
 });
