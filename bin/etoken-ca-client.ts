@@ -7,7 +7,9 @@
 //
 // MyProxy forks one per logon, so start-up is most of its cost. It is built as CommonJS on its
 // own (tsconfig.client.json -> dist/client/): Node's ESM loader alone costs ~15 ms here. It
-// imports no protobuf, no logger and no native addon on the normal path (see disableCoreDumps).
+// imports no protobuf and no logger; its one native addon on the normal path is native/spool-watch
+// (process.dlopen, after the passphrase is wiped), to wait on exactly its result's name
+// (cheaper to load in a fresh process than fs.watch, and one wake-up instead of many).
 import "../services/common/no-inspector.js"; // first: before anything else runs (see there)
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -105,23 +107,58 @@ function readStdin(): Buffer {
   return buf.subarray(0, total);
 }
 
+/** What the client uses of native/spool-watch (see services/spool/watcher.ts). */
+interface WatchAddon {
+  watch(dir: string, exact: string, suffix: string, onEvents: (names: string[], overflow: boolean, gone: boolean) => void, disappear: boolean): { close(): void };
+}
+
+let watchAddon: WatchAddon | null | undefined;
+
+/** dist/client/bin -> dist/native/spool_watch.node (deploy/install copies dist/native too); loaded once. */
+function loadWatchAddon(): WatchAddon | undefined {
+  if (watchAddon !== undefined) return watchAddon ?? undefined;
+  watchAddon = null;
+  try {
+    // process.dlopen, not require: no module resolution, and the bundle step leaves it alone
+    const m = { exports: {} as WatchAddon };
+    process.dlopen(m, path.join(__dirname, "../../native/spool_watch.node"));
+    watchAddon = m.exports;
+    return watchAddon;
+  } catch {
+    return undefined; // fs.watch instead
+  }
+}
+
 /**
- * Wakes waiters when the name they wait for changes in the spool directory (inotify), with a
- * poll fallback. Every client watching the spool hears of every file in it: looking at the name
- * first keeps a crowd of waiting call-outs from all retrying at each event.
+ * Wakes waiters when the one name they wait for appears (or goes away) in the spool directory,
+ * with a poll fallback. Through native/spool-watch, the kernel wakes the client for that name's
+ * kind of event only (IN_CREATE/IN_MOVED_TO, or IN_DELETE/IN_MOVED_FROM): fs.watch asks for every
+ * change in the directory, and woke the client for each step of its own request, of the spool's
+ * publication and of every other request (under load, every other client's files).
  */
 class DirWaiter {
-  private watcher: fs.FSWatcher | undefined;
+  private watcher: { close(): void } | undefined;
   private waiters: (() => void)[] = [];
-  /** the file name the current wait is about */
-  watching = "";
 
-  constructor(dir: string) {
+  constructor(private readonly dir: string) {}
+
+  /** Watches for `name` appearing (created or renamed in), or with `disappear` going away; replaces the previous watch. */
+  watchName(name: string, disappear: boolean): void {
+    this.close();
+    const addon = loadWatchAddon();
     try {
-      this.watcher = fs.watch(dir, { persistent: false }, (_event, name) => {
-        if (name === null || name === this.watching) this.wake();
+      if (addon) {
+        this.watcher = addon.watch(this.dir, name, "", (_names, _overflow, gone) => {
+          if (gone) this.watcher = undefined; // the directory went away: polling only
+          this.wake();
+        }, disappear);
+        return;
+      }
+      const w = fs.watch(this.dir, { persistent: false }, (_event, changed) => {
+        if (changed === null || changed === name) this.wake();
       });
-      this.watcher.on("error", () => this.close());
+      w.on("error", () => this.close());
+      this.watcher = w;
     } catch {
       // no inotify: polling only
     }
@@ -234,7 +271,7 @@ class Request {
 
   /** Takes the lock (creates the `request` symlink); false when the deadline passed first. */
   async lock(waiter: DirWaiter): Promise<boolean> {
-    waiter.watching = REQUEST_LINK;
+    let watching = false;
     for (;;) {
       try {
         fs.symlinkSync(this.id, this.link);
@@ -243,6 +280,13 @@ class Request {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw spoolErrno(err, "create the request link", this.dir);
       }
+      if (!watching) {
+        // held by another request: watch for its removal, then try again at once (it may have
+        // gone before the watch was made)
+        waiter.watchName(REQUEST_LINK, true);
+        watching = true;
+        continue;
+      }
       const left = this.deadline - Date.now();
       if (left <= 0) return false;
       await waiter.wait(Math.min(LOCK_POLL_MS, left));
@@ -250,7 +294,7 @@ class Request {
   }
 
   async waitResult(waiter: DirWaiter): Promise<ResultFile | "abandoned"> {
-    waiter.watching = path.basename(this.result);
+    waiter.watchName(path.basename(this.result), false); // before the first look: no result is missed
     const giveUp = this.deadline + DELIVERY_GRACE_MS;
     for (;;) {
       const r = tryReadResult(this.result);

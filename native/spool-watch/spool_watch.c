@@ -10,13 +10,30 @@
  * (and for a lost-events overflow, or the directory itself going away).
  *
  * watch(dir: string, exact: string, suffix: string,
- *       onEvents: (names: string[], overflow: boolean, gone: boolean) => void): { close(): void }
- * Throws an Error with `code` (the errno name) when the watch cannot be made.
+ *       onEvents: (names: string[], overflow: boolean, gone: boolean) => void,
+ *       disappear?: boolean): { close(): void }
+ * With `disappear`, names removed or renamed away (IN_DELETE, IN_MOVED_FROM) instead: what
+ * etoken-ca-client waits for while another request holds the lock.
+ * etoken-ca-client waits with the same watch on exactly its result's name: fs.watch's mask woke it
+ * for every step of every request in the directory.
+ *
+ * openTmpfile(dir: string, mode: number): number
+ *   An unnamed file in `dir` (O_TMPFILE, O_WRONLY, O_CLOEXEC): its creation and writes make no
+ *   event in the directory, and a crash leaves nothing behind.
+ * linkTmpfile(fd: number, path: string): void
+ *   Gives such a file its name with linkat(2) (through /proc/self/fd, AT_SYMLINK_FOLLOW: an
+ *   unprivileged process cannot use AT_EMPTY_PATH), which like link(2) never replaces a name
+ *   (EEXIST): the spool publishes a result in one step, one IN_CREATE.
+ * Each throws an Error with `code` (the errno name) when the call fails.
  */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <limits.h>
 #include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -52,7 +69,9 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   snprintf(text, sizeof text, "%s: %s", what, strerror(err));
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
   napi_create_error(env, NULL, message, &error);
-  const char *name = err == ENOENT ? "ENOENT" : err == EACCES ? "EACCES" : err == ENOTDIR ? "ENOTDIR" : err == EMFILE ? "EMFILE" : err == ENOSPC ? "ENOSPC" : "EIO";
+  const char *name = err == ENOENT ? "ENOENT" : err == EACCES ? "EACCES" : err == ENOTDIR ? "ENOTDIR" : err == EMFILE ? "EMFILE" : err == ENOSPC ? "ENOSPC"
+                   : err == EEXIST ? "EEXIST" : err == EOPNOTSUPP ? "EOPNOTSUPP" : err == EISDIR ? "EISDIR" : err == EINVAL ? "EINVAL" : err == EPERM ? "EPERM"
+                   : err == EBADF ? "EBADF" : err == EXDEV ? "EXDEV" : err == ENOMEM ? "ENOMEM" : "EIO";
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
   napi_set_named_property(env, error, "code", code);
   napi_throw(env, error);
@@ -171,9 +190,11 @@ static int string_arg(napi_env env, napi_value value, char *out, size_t size, si
 }
 
 static napi_value watch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4) return type_error(env, "watch(dir, exact, suffix, onEvents): 4 arguments");
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) return type_error(env, "watch(dir, exact, suffix, onEvents, disappear?): 4 or 5 arguments");
+  bool disappear = false;
+  if (argc == 5 && napi_get_value_bool(env, argv[4], &disappear) != napi_ok) return type_error(env, "disappear: a boolean");
   char dir[PATH_MAX];
   size_t dir_length = 0;
   if (!string_arg(env, argv[0], dir, sizeof dir, &dir_length) || dir_length == 0) return type_error(env, "dir: a non-empty path");
@@ -195,7 +216,8 @@ static napi_value watch(napi_env env, napi_callback_info info) {
     free(w);
     return errno_error(env, "inotify_init1", err);
   }
-  if (inotify_add_watch(w->fd, dir, IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW) < 0) {
+  uint32_t names = disappear ? IN_DELETE | IN_MOVED_FROM : IN_CREATE | IN_MOVED_TO;
+  if (inotify_add_watch(w->fd, dir, names | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW) < 0) {
     int err = errno;
     close(w->fd);
     free(w);
@@ -223,9 +245,44 @@ static napi_value watch(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+static napi_value open_tmpfile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char dir[PATH_MAX];
+  size_t dir_length = 0;
+  uint32_t mode = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 || !string_arg(env, argv[0], dir, sizeof dir, &dir_length) || dir_length == 0 ||
+      napi_get_value_uint32(env, argv[1], &mode) != napi_ok || mode > 07777)
+    return type_error(env, "openTmpfile(dir, mode): a directory and a file mode");
+  int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, (mode_t)mode);
+  if (fd < 0) return errno_error(env, "open O_TMPFILE", errno);
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+static napi_value link_tmpfile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char target[PATH_MAX];
+  size_t target_length = 0;
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      !string_arg(env, argv[1], target, sizeof target, &target_length) || target_length == 0)
+    return type_error(env, "linkTmpfile(fd, path): a file descriptor and a path");
+  char source[64];
+  snprintf(source, sizeof source, "/proc/self/fd/%d", (int)fd);
+  if (linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) != 0) return errno_error(env, "linkat", errno);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "watch", NAPI_AUTO_LENGTH, watch, NULL, &fn);
   napi_set_named_property(env, exports, "watch", fn);
+  napi_create_function(env, "openTmpfile", NAPI_AUTO_LENGTH, open_tmpfile, NULL, &fn);
+  napi_set_named_property(env, exports, "openTmpfile", fn);
+  napi_create_function(env, "linkTmpfile", NAPI_AUTO_LENGTH, link_tmpfile, NULL, &fn);
+  napi_set_named_property(env, exports, "linkTmpfile", fn);
   return exports;
 }

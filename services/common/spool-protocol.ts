@@ -9,7 +9,8 @@
 //   req.<random>.result           result: PEM certificate, or "error=<code>\n<message>\n"; published by
 //                                 the spool with link(2) (atomic, never overwrites), or claimed empty
 //                                 by a client that gives up (see below)
-//   req.<random>.result.tmp<rnd>  result being written by the spool
+//   req.<random>.result.tmp<rnd>  result being written by the spool, only on a file system without
+//                                 O_TMPFILE (else it is written unnamed and linked in: no such name)
 //   req.<random>.abandoned        the client gave up: the CA must not sign (or deliver) this request
 //   aside.<random>                a directory found where the `request` lock belongs, renamed away by
 //                                 the spool (which never empties what the client can write)

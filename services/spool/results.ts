@@ -1,5 +1,5 @@
-// Result files: written as req.<id>.result.tmp<rand> (O_EXCL, 0640), then published
-// with link(2) under req.<id>.result. link never replaces an existing name, so a client that gave
+// Result files: written unnamed (O_TMPFILE, 0640; else as req.<id>.result.tmp<rand>, O_EXCL),
+// then published with linkat(2)/link(2) under req.<id>.result. link never replaces an existing name, so a client that gave
 // up and claimed the result name first makes the publication fail: the certificate is then
 // reported undelivered (see spool-protocol.ts).
 import * as crypto from "node:crypto";
@@ -12,7 +12,7 @@ import {
   RESULT_TMP_INFIX,
   resultName,
 } from "../common/spool-protocol.js";
-import { inDir } from "./watcher.js";
+import { inDir, spoolAddon, type SpoolAddon } from "./watcher.js";
 
 /** The umask that lets open(2) give a result RESULT_FILE_MODE exactly. */
 const RESULT_UMASK = 0o777 & ~RESULT_FILE_MODE;
@@ -29,20 +29,65 @@ export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
  * Synchronous on purpose (no promise either: its callers go on in the same turn): a handful of small local calls is cheaper than a dozen event-loop
  * round trips on the hand-out path. No fsync: the result is a hand-off to a live process that
  * reads it at once; after a crash its client is gone and the certificate is already recorded.
+ *
+ * The result is written unnamed (O_TMPFILE) and named with linkat(2): its only event in SPOOL_DIR
+ * is the IN_CREATE of its name, which wakes its client once; a named temporary file woke every
+ * client watching the directory for its creation and cost an unlink after. A file system without
+ * O_TMPFILE (or no /proc to link through) gets the named temporary file and link(2).
  */
 export function publishResult(dir: string, requestId: string, content: string): Publication {
-  // 32 hex digits from randomUUID (122 random bits from node's cached entropy pool: no call into
-  // the random generator per result)
-  const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${crypto.randomUUID().replaceAll("-", "")}`);
-  // Created with its mode through the umask (the service's is 077; the client reads via the
-  // group), not an fchmod after: each change in SPOOL_DIR wakes every client waiting there.
+  const result = inDir(dir, resultName(requestId));
+  const addon = tmpfileWorks ? spoolAddon() : undefined;
+  if (addon) {
+    const published = publishUnnamed(addon, dir, result, content);
+    if (published) return published;
+  }
+  return publishNamed(dir, requestId, result, content);
+}
+
+/** Cleared when the file system has no O_TMPFILE, or there is no /proc to link through: not tried again. */
+let tmpfileWorks = true;
+const NO_TMPFILE = new Set(["EOPNOTSUPP", "EISDIR", "EINVAL"]);
+
+/** Opens a new result file with RESULT_FILE_MODE exactly (through the umask: no fchmod after, whose IN_ATTRIB would wake waiting clients). */
+function openResult(open: () => number): number {
   const umask = process.umask(RESULT_UMASK);
-  let fd: number;
   try {
-    fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE);
+    return open();
   } finally {
     process.umask(umask);
   }
+}
+
+function publishUnnamed(addon: SpoolAddon, dir: string, result: string, content: string): Publication | undefined {
+  let fd: number;
+  try {
+    fd = openResult(() => addon.openTmpfile(dir, RESULT_FILE_MODE));
+  } catch (err) {
+    if (NO_TMPFILE.has((err as NodeJS.ErrnoException).code ?? "")) tmpfileWorks = false;
+    return undefined; // the named path: it works, or fails with the error the caller reports
+  }
+  try {
+    fs.writeSync(fd, content);
+    const ino = fs.fstatSync(fd).ino;
+    try {
+      addon.linkTmpfile(fd, result);
+      return { kind: "published", ino };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return { kind: "claimed_by_client" };
+      if (!fs.existsSync("/proc/self/fd")) tmpfileWorks = false;
+      return undefined; // nothing was named: the named path does it all again
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function publishNamed(dir: string, requestId: string, result: string, content: string): Publication {
+  // 32 hex digits from randomUUID (122 random bits from node's cached entropy pool: no call into
+  // the random generator per result)
+  const tmp = inDir(dir, `${requestId}${RESULT_TMP_INFIX}${crypto.randomUUID().replaceAll("-", "")}`);
+  const fd = openResult(() => fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, RESULT_FILE_MODE));
   try {
     let ino: number;
     try {
@@ -52,7 +97,7 @@ export function publishResult(dir: string, requestId: string, content: string): 
       fs.closeSync(fd);
     }
     try {
-      fs.linkSync(tmp, inDir(dir, resultName(requestId)));
+      fs.linkSync(tmp, result);
       return { kind: "published", ino };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") return { kind: "claimed_by_client" };

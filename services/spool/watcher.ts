@@ -99,20 +99,40 @@ export interface WatcherOptions {
 /** dist/services/spool/watcher.js -> dist/native/spool_watch.node (npm run build copies it there) */
 const ADDON = "../../native/spool_watch.node";
 
-interface SpoolWatchAddon {
+export interface SpoolAddon {
   /**
    * inotify on `dir` for names created or renamed in (IN_CREATE, IN_MOVED_TO) that equal `exact`
    * or end with `suffix`; nothing else wakes JavaScript (native/spool-watch/spool_watch.c).
    */
   watch(dir: string, exact: string, suffix: string, onEvents: (names: string[], overflow: boolean, gone: boolean) => void): { close(): void };
+  /** An unnamed file in `dir` (O_TMPFILE), open for writing; throws with `code`. */
+  openTmpfile(dir: string, mode: number): number;
+  /** Names a file from openTmpfile (linkat(2): never replaces a name, EEXIST); throws with `code`. */
+  linkTmpfile(fd: number, path: string): void;
 }
 
-function loadAddon(): SpoolWatchAddon {
+let addon: SpoolAddon | Error | undefined;
+
+/** The addon, loaded once; throws (the same Error each time) when it cannot be loaded. */
+function loadAddon(): SpoolAddon {
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url)(ADDON) as SpoolAddon;
+    } catch (err) {
+      const text = err instanceof Error ? err.message.split("\n")[0] : String(err);
+      addon = new Error(`cannot load the spool's inotify helper ${new URL(ADDON, import.meta.url).pathname} (npm run build makes it): ${text}`);
+    }
+  }
+  if (addon instanceof Error) throw addon;
+  return addon;
+}
+
+/** The addon, or undefined when it cannot be loaded (the caller's fall-back then; the watcher reports why). */
+export function spoolAddon(): SpoolAddon | undefined {
   try {
-    return createRequire(import.meta.url)(ADDON) as SpoolWatchAddon;
-  } catch (err) {
-    const text = err instanceof Error ? err.message.split("\n")[0] : String(err);
-    throw new Error(`cannot load the spool's inotify helper ${new URL(ADDON, import.meta.url).pathname} (npm run build makes it): ${text}`);
+    return loadAddon();
+  } catch {
+    return undefined;
   }
 }
 

@@ -11,27 +11,11 @@ import t from "tap";
 import { formatRequestFile, randomName, REQUEST_LINK, resultName } from "../../services/common/spool-protocol.js";
 import { makeCsr, SpoolHarness } from "../fixtures/spool-harness.js";
 import { randomBytes } from "node:crypto";
+import { IN_CREATE, IN_MOVED_TO, inotifyMasks, NAME_EVENTS } from "../fixtures/inotify.js";
 
 const REQUESTS = 20;
-const IN_MODIFY = 0x2, IN_ATTRIB = 0x4, IN_CLOSE_WRITE = 0x8, IN_MOVED_FROM = 0x40, IN_MOVED_TO = 0x80, IN_CREATE = 0x100, IN_DELETE = 0x200;
 const WATCH_EVENTS = IN_CREATE | IN_MOVED_TO;
-const UNWANTED_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_DELETE;
-
-/** The event masks of every inotify watch the process holds (/proc/PID/fdinfo of its inotify fds). */
-function inotifyMasks(pid: number): number[] {
-  const masks: number[] = [];
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    let target = "";
-    try {
-      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (target !== "anon_inode:inotify") continue;
-    for (const m of fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8").matchAll(/^inotify wd:\S+ .* mask:([0-9a-f]+)/gm)) masks.push(parseInt(m[1]!, 16));
-  }
-  return masks;
-}
+const UNWANTED_EVENTS = NAME_EVENTS & ~WATCH_EVENTS;
 
 if (spawnSync("strace", ["-V"]).status !== 0) {
   t.fail("strace is needed (apt-get install strace)");
@@ -120,9 +104,13 @@ if (spawnSync("strace", ["-V"]).status !== 0) {
   t.equal(count(new RegExp(`\\sreadlink(at)?\\(.*"${q}/request"`)), REQUESTS, "the lock's link is read once per request");
   t.equal(count(new RegExp(`\\sunlink(at)?\\(.*"${q}/request"`)), REQUESTS, "and removed once per request");
   t.equal(count(new RegExp(`\\sopen(at)?\\(.*"${q}/req\\.[A-Za-z0-9]{16}", [^)]*O_NOFOLLOW`)), REQUESTS, "each request file opened once, with O_NOFOLLOW");
-  t.equal(count(new RegExp(`\\slink(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", .*\\.result"`)), REQUESTS, "each result published with link(2)");
+  // written unnamed (O_TMPFILE) and named by linkat(2) in one step: the only event a result makes
+  // in SPOOL_DIR is its name's IN_CREATE (a named temporary file woke every waiting client for its
+  // creation, and cost an unlink after)
+  t.equal(count(new RegExp(`\\sopen(at)?\\(.*"${q}", [^)]*O_TMPFILE[^)]*, 0640\\)`)), REQUESTS, "each result created unnamed (O_TMPFILE) in the spool directory, 0640");
+  t.equal(count(new RegExp(`\\slinkat\\(AT_FDCWD, "/proc/self/fd/[0-9]+", AT_FDCWD, "${q}/req\\.[A-Za-z0-9]{16}\\.result", AT_SYMLINK_FOLLOW\\)`)), REQUESTS, "each result published with linkat(2)");
+  t.equal(count(/\.result\.tmp/), 0, "no temporary result name is ever made (nor removed) in the spool directory");
   // created 0640 through the umask: no fchmod, whose IN_ATTRIB would wake every waiting client
   t.same([...modes], ["640"], "every result is 0640 (the client reads it through the group)");
   t.equal(count(/\sfchmod\(/), 0, "no fchmod: the result is created with its mode");
-  t.equal(count(new RegExp(`\\sopen(at)?\\(.*\\.result\\.tmp[A-Za-z0-9]+", [^)]*O_EXCL[^)]*, 0640\\)`)), REQUESTS, "each result created O_EXCL, 0640");
 }
