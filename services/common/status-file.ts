@@ -51,6 +51,11 @@ export function writeStatus(file: string, snapshot: StatusSnapshot): void {
   writeFileAtomic(file, JSON.stringify(snapshot, null, 1) + "\n", { mode: STATUS_FILE_MODE, durable: false });
 }
 
+/** Until the monitor's first report (token epoch 0) nobody has looked for the token: not "absent". */
+export function tokenPresence(token: Pick<StatusSnapshot["token"], "present" | "epoch">): "present" | "absent" | "not checked yet" {
+  return token.present ? "present" : token.epoch === 0 ? "not checked yet" : "absent";
+}
+
 /** Whether the kernel that wrote a status file still runs (its pid names etoken-ca). */
 export function kernelAlive(pid: number): boolean {
   try {

@@ -1,6 +1,6 @@
 // The monitoring probe's decision table: each rule looks at the status file's facts and the
 // thresholds and may raise a level. The worst level wins; its exit code is the Nagios one.
-import type { StatusSnapshot } from "../common/status-file.js";
+import { type StatusSnapshot, tokenPresence } from "../common/status-file.js";
 
 export const LEVELS = ["OK", "WARNING", "CRITICAL", "UNKNOWN"] as const;
 export type Level = (typeof LEVELS)[number];
@@ -44,9 +44,13 @@ export const RULES: readonly Rule[] = [
   { level: "CRITICAL", check: (f) => (f.snap.state === "STOPPING" ? "server stopping" : undefined) },
   { level: "CRITICAL", check: (f, t) => (f.now - f.snap.updatedAt > t.staleCritical ? `status not updated for ${secs(f.now - f.snap.updatedAt)}` : undefined) },
   { level: "WARNING", check: (f, t) => (f.now - f.snap.updatedAt > t.staleWarning ? `status not updated for ${secs(f.now - f.snap.updatedAt)}` : undefined) },
-  { level: "CRITICAL", check: (f) => (f.snap.state === "SUSPENDED" ? `SUSPENDED since ${new Date(f.snap.stateSince).toISOString()} (token ${f.snap.token.present ? "refused or failing" : "absent"})` : undefined) },
+  { level: "CRITICAL", check: (f) => (f.snap.state === "SUSPENDED" ? `SUSPENDED since ${new Date(f.snap.stateSince).toISOString()} (token ${f.snap.token.present ? "refused or failing" : tokenPresence(f.snap.token)})` : undefined) },
   { level: "CRITICAL", check: (f, t) => (f.snap.state === "NEED_PIN" && f.now - f.snap.stateSince > t.needPinCritical ? `waiting for the PIN for ${secs(f.now - f.snap.stateSince)}` : undefined) },
   { level: "WARNING", check: (f) => (f.snap.state === "NEED_PIN" || f.snap.state === "STARTING" ? `${f.snap.state} for ${secs(f.now - f.snap.stateSince)}` : undefined) },
+  // Not UNKNOWN: the probe read a fresh status, and UNKNOWN is for a probe that cannot tell (the
+  // plugin guidelines); not OK: the CA cannot issue before the token is seen; not CRITICAL: it lasts
+  // seconds after each start (a monitor that never reports keeps NEED_PIN, CRITICAL in time).
+  { level: "WARNING", check: (f) => (tokenPresence(f.snap.token) === "not checked yet" ? "token not checked yet (the monitor has not reported since the server started)" : undefined) },
   { level: "CRITICAL", check: (f) => { const l = crlLeft(f); return l !== undefined && l <= 0 ? `CRL #${f.snap.crl!.number} expired ${secs(-l)} ago` : undefined; } },
   { level: "CRITICAL", check: (f, t) => { const l = crlLeft(f); return l !== undefined && l > 0 && l < t.crlCritical && f.snap.state !== "READY" ? `CRL #${f.snap.crl!.number} expires in ${secs(l)} and no PIN to reissue it` : undefined; } },
   { level: "WARNING", check: (f, t) => { const l = crlLeft(f); return l !== undefined && l > 0 && l < t.crlWarning ? `CRL #${f.snap.crl!.number} expires in ${secs(l)}` : undefined; } },
@@ -112,6 +116,6 @@ export function perfdata(f: Facts, t: Thresholds): string {
 
 export function checkLine(f: Facts, t: Thresholds): { line: string; code: number } {
   const v = decide(f, t);
-  const text = v.reasons.length ? v.reasons.join("; ") : `${f.snap.state}, token ${f.snap.token.present ? "present" : "absent"}, CRL #${f.snap.crl?.number ?? "-"}`;
+  const text = v.reasons.length ? v.reasons.join("; ") : `${f.snap.state}, token ${tokenPresence(f.snap.token)}, CRL #${f.snap.crl?.number ?? "-"}`;
   return { line: `ETOKEN-CA ${v.level} - ${text.replace(/\|/g, "/").replace(/[\r\n]+/g, " ")} | ${perfdata(f, t)}`, code: exitCodeOf(v.level) };
 }

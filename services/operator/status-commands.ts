@@ -10,7 +10,7 @@ import { isRoot, type UserInfo } from "../common/identity.js";
 import { configFor, SERVICE_ENV } from "../common/service-table.js";
 import { oneLine } from "../common/spool-protocol.js";
 import { checkStartConfiguration } from "../common/start-checks.js";
-import { kernelAlive, type StatusSnapshot } from "../common/status-file.js";
+import { kernelAlive, type StatusSnapshot, tokenPresence } from "../common/status-file.js";
 
 const USAGE = `usage: etoken-ca status [--json] [--config FILE]
        etoken-ca check-config [--config FILE]
@@ -98,8 +98,13 @@ async function status(argv: string[]): Promise<number> {
   lines.push(`state:        ${running ? snap.state : `NOT RUNNING (last state ${snap.state})`} since ${new Date(snap.stateSince).toISOString()} (${duration(now - snap.stateSince)})`);
   lines.push(`kernel pid:   ${snap.kernelPid}`);
   const t = snap.token;
-  const tokenNow = t.present ? `present, label "${t.label}", serial ${t.serial}` : "absent";
-  lines.push(`token:        ${running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`}`);
+  const presence = tokenPresence(t);
+  const tokenNow = presence === "present" ? `present, label "${t.label}", serial ${t.serial}` : presence;
+  const tokenLine =
+    presence === "not checked yet"
+      ? running ? "not checked yet (the monitor has not reported since the server started)" : "unknown: the server is not running (it had not checked the token yet)"
+      : running ? `${tokenNow}${t.pinFlags.length ? ` (PIN: ${t.pinFlags.join(", ")})` : ""}` : `unknown: the server is not running (it last saw: ${tokenNow})`;
+  lines.push(`token:        ${tokenLine}`);
   const c = snap.counters;
   lines.push(`issued:       ${plural(c.issued, "certificate")}, ${plural(c.failed, "request")} failed, ${c.rejected} rejected by the spool, ${c.fenceRevoked} revoked by the presence fence`);
   lines.push(`queue depth:  ${plural(snap.queueDepth, "request")} waiting for the token or being signed`);

@@ -31,6 +31,8 @@ function snapshot(over: Partial<StatusSnapshot> = {}): StatusSnapshot {
   };
 }
 const facts = (over: Partial<StatusSnapshot> = {}, kernelAlive = true): Facts => ({ snap: snapshot(over), now: NOW, kernelAlive });
+/** the kernel's token before the monitor's first report (epoch 0): nobody has looked yet */
+const NOT_CHECKED: StatusSnapshot["token"] = { present: false, serial: "", label: "", pinFlags: [], epoch: 0, usbAvailable: false };
 const restarted = (name: string, ago: number, restarts = 1) => snapshot().services.map((s) => (s.name === name ? { ...s, startedAt: NOW - ago, restarts } : s));
 
 const CASES: [string, Facts, "OK" | "WARNING" | "CRITICAL", RegExp][] = [
@@ -56,6 +58,8 @@ const CASES: [string, Facts, "OK" | "WARNING" | "CRITICAL", RegExp][] = [
   ["hook failed yesterday", facts({ lastHookFailure: `${new Date(NOW - DAY).toISOString()} /usr/local/bin/hook (crl-updated): exit 1` }), "OK", /^READY/],
   ["20% of requests failed", facts({ counters: { ...snapshot().counters, issued: 40, failed: 10 } }), "WARNING", /10 of 50 requests failed \(20%\)/],
   ["high rate, too few to count", facts({ counters: { ...snapshot().counters, issued: 1, failed: 4 } }), "OK", /^READY/],
+  ["NEED_PIN before the monitor's first report", facts({ state: "NEED_PIN", stateSince: NOW - 3 * S, token: NOT_CHECKED }), "WARNING", /^NEED_PIN for 3s; token not checked yet \(the monitor has not reported since the server started\)$/],
+  ["SUSPENDED before the monitor's first report", facts({ state: "SUSPENDED", stateSince: NOW - 3 * S, token: NOT_CHECKED }), "CRITICAL", /^SUSPENDED since .* \(token not checked yet\); token not checked yet/],
 ];
 
 t.test("decision table: level, exit code and text for each state", async (t) => {
@@ -68,6 +72,23 @@ t.test("decision table: level, exit code and text for each state", async (t) => 
     t.match(head!.replace(/^ETOKEN-CA \w+ - /, ""), text, `${name}: says why`);
     t.match(perf, /^('[a-z_]+'=-?\d+(c|s)?(;[0-9:]*){0,4})( '[a-z_]+'=-?\d+(c|s)?(;[0-9:]*){0,4})*$/, `${name}: perfdata syntax`);
   }
+});
+
+// Before the fix the probe said "token absent" (and OK when nothing else was wrong) although no
+// one had looked for the token yet. Not yet checked is WARNING: the probe itself read a fresh
+// status, so it is not UNKNOWN (that is for a probe that cannot tell, per the plugin guidelines),
+// and the CA cannot issue until the token is seen; it is expected for seconds after each start,
+// so not CRITICAL (a monitor that never reports leaves NEED_PIN, which turns CRITICAL later).
+t.test("before the monitor's first report: WARNING at least, never 'absent', whatever the state", async (t) => {
+  for (const state of ["STARTING", "NEED_PIN", "READY", "SUSPENDED"]) {
+    const f = facts({ state, stateSince: NOW - 3 * S, token: NOT_CHECKED });
+    const { line, code } = checkLine(f, T);
+    t.ok(code === 1 || code === 2, `${state}: WARNING or CRITICAL, not OK nor UNKNOWN: ${line}`);
+    t.match(line, /token not checked yet/, `${state}: says the token is not checked yet`);
+    t.notMatch(line, /absent/, `${state}: does not claim the token is absent`);
+  }
+  const checked = checkLine(facts({ state: "NEED_PIN", stateSince: NOW - 3 * S, token: { ...NOT_CHECKED, epoch: 1 } }), T).line;
+  t.notMatch(checked, /not checked/, "after the monitor's first report it is no longer 'not checked yet'");
 });
 
 t.test("a server that is gone is reported alone (its last status says nothing current)", async (t) => {
@@ -156,6 +177,10 @@ t.test("etoken-ca check prints one line and exits with the Nagios code", async (
   const denied = run(["check", "--status-file", secret], BIN.ca, nobody);
   t.equal(denied.code, 3, denied.out);
   t.match(denied.out, /^ETOKEN-CA UNKNOWN - cannot read .*: EACCES\n$/);
+
+  const unchecked = run(["check", "--status-file", writeStatusFile("unchecked.json", JSON.stringify({ ...JSON.parse(live()), state: "NEED_PIN", stateSince: Date.now() - 2 * S, token: NOT_CHECKED }))]);
+  t.equal(unchecked.code, 1, `not checked yet is WARNING (1): ${unchecked.out}`);
+  t.match(unchecked.out, /^ETOKEN-CA WARNING - NEED_PIN for \ds; token not checked yet \(the monitor has not reported since the server started\) \| /);
 
   const badOption = run(["check", "--frobnicate"]);
   t.equal(badOption.code, 3, "a bad option is UNKNOWN (3), not a usage exit code");
