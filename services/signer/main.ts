@@ -19,6 +19,7 @@ import { clampLifetime } from "./profile.js";
 import { loadCaCertificate } from "../common/x509/certificate.js";
 import { CrlPublisher } from "./crl-publisher.js";
 import { NativeBackend } from "./native-backend.js";
+import { logFrameTaken } from "./frame-log.js";
 import { provenPublicKey } from "./possession.js";
 import { AuditLog } from "./audit-log.js";
 import { REVOKED_BY, type ChainHead } from "../common/audit/trail.js";
@@ -64,8 +65,7 @@ await runService("signer", {
 
   accepts: ["login", "logout", "issueRequest", "revoke", "makeCrl", "getSignerStatus", "confirmDelivery", "settleUndelivered", "tokenAudit"],
   dispatch(frame, ctx) {
-    // the timeline the kernel's watchdog cannot see: when each frame is taken up (never its content)
-    ctx.log.debug("frame taken", { type: frame.type, id: frame.id, request: frame.type === "issueRequest" ? frame.message.requestId : undefined });
+    logFrameTaken(ctx.log, frame);
     switch (frame.type) {
       case "login":
         return login(frame, ctx);

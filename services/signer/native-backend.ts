@@ -149,7 +149,8 @@ export class NativeBackend implements SigningBackend {
     const serial = this.c.db.newSerial();
     const tbs = this.template.tbs({ serial, subjectDer: input.subject.der, publicKey: input.publicKey, emails: [...input.emails], notBefore, notAfter });
     let signature: Buffer;
-    this.c.log.debug("C_Sign started: certificate");
+    const debug = this.c.log.enabled("debug");
+    if (debug) this.c.log.debug("C_Sign started: certificate");
     const started = performance.now();
     try {
       signature = token.sign(tbs);
@@ -157,7 +158,7 @@ export class NativeBackend implements SigningBackend {
       return Promise.reject(this.tokenFailure(err, "signing"));
     }
     const signMs = performance.now() - started;
-    this.c.log.debug("C_Sign ended: certificate", { signMs });
+    if (debug) this.c.log.debug("C_Sign ended: certificate", { signMs });
     input.onSigned?.();
     const certificate = assembleCertificate(tbs, signature);
     // Answered only once the index line is on disk; concurrent requests share one flush.
@@ -169,8 +170,9 @@ export class NativeBackend implements SigningBackend {
   makeCrl(lifetimeMs: number, checkpoint: () => ChainHead, onSigned?: () => void): Promise<PublishedCrl> {
     try {
       const token = this.readyToken();
+      const debug = this.c.log.enabled("debug");
       const info = this.c.crls.publish(this.c.db, lifetimeMs, (tbs) => {
-        this.c.log.debug("C_Sign started: CRL");
+        if (debug) this.c.log.debug("C_Sign started: CRL");
         const started = performance.now();
         let signature: Buffer;
         try {
@@ -178,7 +180,7 @@ export class NativeBackend implements SigningBackend {
         } catch (err) {
           throw this.tokenFailure(err, "signing the CRL");
         } finally {
-          this.c.log.debug("C_Sign ended: CRL", { signMs: performance.now() - started });
+          if (debug) this.c.log.debug("C_Sign ended: CRL", { signMs: performance.now() - started });
         }
         onSigned?.();
         return signature;
