@@ -203,8 +203,13 @@ t.test("myproxy-logon through a real MyProxy CA signs with etoken-ca", async (t)
   await t.test("a wrong password fails in MyProxy, before the CA is involved", async (t) => {
     const csr = makeCsr(work, "wrongpw");
     const out = path.join(work, "wrong.pem");
-    await new Promise((r) => setTimeout(r, 500)); // counters reach the status file within 100 ms
+    // The status file's counters are written at most once per STATUS_COUNTER_INTERVAL_MS (1 s), so
+    // the last logon's delivery can reach it up to a second late: wait until every certificate in
+    // the CA database (all delivered, none revoked so far) is counted, else the next check races it.
+    const issuedSoFar = indexLines(inst.config.CA_DIR).length;
+    await waitFor("every delivered certificate in the status counters", () => (readStatus(inst)?.counters.issued === issuedSoFar ? true : undefined), 10_000).catch(() => undefined);
     const before = { index: indexLines(inst.config.CA_DIR).length, counters: readStatus(inst)!.counters };
+    t.equal(before.counters.issued, before.index, "before: the status counters count every certificate delivered so far");
     const logsBefore = server.logs().length;
     const r = await myproxyLogon({ server: mp, username: USER_PLAIN, password: "not-the-password", hours: 1, csrPath: csr.csrPath, outPath: out, trustDir: mp.trustDir });
     t.not(r.code, 0, "myproxy-logon fails");
