@@ -35,10 +35,9 @@ import {
   resultName,
   type ResultFile,
 } from "../services/common/spool-protocol.js";
+import { DirWaiter } from "../services/common/spool-waiter.js";
 
 const PROGRAM = "etoken-ca-client";
-const LOCK_POLL_MS = 50;
-const RESULT_POLL_MS = 100;
 /** The only keys the client reads: their values are checked here, the rest by the server at start. */
 const CLIENT_KEYS = ["SPOOL_DIR", "CLIENT_TIMEOUT", "DN_FORMAT", "USERNAME_RDN_TYPES"] as const;
 
@@ -107,88 +106,8 @@ function readStdin(): Buffer {
   return buf.subarray(0, total);
 }
 
-/** What the client uses of native/spool-watch (see services/spool/watcher.ts). */
-interface WatchAddon {
-  watch(dir: string, exact: string, suffix: string, onEvents: (names: string[], overflow: boolean, gone: boolean) => void, disappear: boolean): { close(): void };
-}
-
-let watchAddon: WatchAddon | null | undefined;
-
-/** dist/client/bin -> dist/native/spool_watch.node (deploy/install copies dist/native too); loaded once. */
-function loadWatchAddon(): WatchAddon | undefined {
-  if (watchAddon !== undefined) return watchAddon ?? undefined;
-  watchAddon = null;
-  try {
-    // process.dlopen, not require: no module resolution, and the bundle step leaves it alone
-    const m = { exports: {} as WatchAddon };
-    process.dlopen(m, path.join(__dirname, "../../native/spool_watch.node"));
-    watchAddon = m.exports;
-    return watchAddon;
-  } catch {
-    return undefined; // fs.watch instead
-  }
-}
-
-/**
- * Wakes waiters when the one name they wait for appears (or goes away) in the spool directory,
- * with a poll fallback. Through native/spool-watch, the kernel wakes the client for that name's
- * kind of event only (IN_CREATE/IN_MOVED_TO, or IN_DELETE/IN_MOVED_FROM): fs.watch asks for every
- * change in the directory, and woke the client for each step of its own request, of the spool's
- * publication and of every other request (under load, every other client's files).
- */
-class DirWaiter {
-  private watcher: { close(): void } | undefined;
-  private waiters: (() => void)[] = [];
-
-  constructor(private readonly dir: string) {}
-
-  /** Watches for `name` appearing (created or renamed in), or with `disappear` going away; replaces the previous watch. */
-  watchName(name: string, disappear: boolean): void {
-    this.close();
-    const addon = loadWatchAddon();
-    try {
-      if (addon) {
-        this.watcher = addon.watch(this.dir, name, "", (_names, _overflow, gone) => {
-          if (gone) this.watcher = undefined; // the directory went away: polling only
-          this.wake();
-        }, disappear);
-        return;
-      }
-      const w = fs.watch(this.dir, { persistent: false }, (_event, changed) => {
-        if (changed === null || changed === name) this.wake();
-      });
-      w.on("error", () => this.close());
-      this.watcher = w;
-    } catch {
-      // no inotify: polling only
-    }
-  }
-
-  wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve();
-      }, Math.max(1, ms));
-      this.waiters.push(done);
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  close(): void {
-    this.watcher?.close();
-    this.watcher = undefined;
-  }
-}
+/** dist/client/bin -> dist/native/spool_watch.node (deploy/install copies dist/native too). */
+const WATCH_ADDON = path.join(__dirname, "../../native/spool_watch.node");
 
 function unlinkQuiet(file: string): void {
   try {
@@ -271,38 +190,16 @@ class Request {
 
   /** Takes the lock (creates the `request` symlink); false when the deadline passed first. */
   async lock(waiter: DirWaiter): Promise<boolean> {
-    let watching = false;
-    for (;;) {
-      try {
-        fs.symlinkSync(this.id, this.link);
-        this.linked = true;
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw spoolErrno(err, "create the request link", this.dir);
-      }
-      if (!watching) {
-        // held by another request: watch for its removal, then try again at once (it may have
-        // gone before the watch was made)
-        waiter.watchName(REQUEST_LINK, true);
-        watching = true;
-        continue;
-      }
-      const left = this.deadline - Date.now();
-      if (left <= 0) return false;
-      await waiter.wait(Math.min(LOCK_POLL_MS, left));
+    try {
+      this.linked = await waiter.lock(this.id, this.deadline);
+    } catch (err) {
+      throw spoolErrno(err, "create the request link", this.dir);
     }
+    return this.linked;
   }
 
   async waitResult(waiter: DirWaiter): Promise<ResultFile | "abandoned"> {
-    waiter.watchName(path.basename(this.result), false); // before the first look: no result is missed
-    const giveUp = this.deadline + DELIVERY_GRACE_MS;
-    for (;;) {
-      const r = tryReadResult(this.result);
-      if (r) return r;
-      const left = giveUp - Date.now();
-      if (left <= 0) return this.abandon();
-      await waiter.wait(Math.min(RESULT_POLL_MS, left));
-    }
+    return (await waiter.waitFor(path.basename(this.result), this.deadline + DELIVERY_GRACE_MS, () => tryReadResult(this.result))) ?? this.abandon();
   }
 
   /**
@@ -431,7 +328,7 @@ async function main(argv: string[]): Promise<void> {
   };
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, onSignal);
 
-  const waiter = new DirWaiter(dir);
+  const waiter = new DirWaiter(dir, WATCH_ADDON);
   const seconds = Math.round(config.CLIENT_TIMEOUT / 100) / 10;
   if (!(await req.lock(waiter))) {
     unlinkQuiet(req.file);

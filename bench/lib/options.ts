@@ -1,19 +1,35 @@
 // The runner's options: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]
 // [--compare DIR [--rounds N]]`.
-import { parseArgs } from "node:util";
+import { isHelpRequest, parseArgs } from "../../services/common/cli.js";
 
-const { values } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    quick: { type: "boolean", default: false },
-    only: { type: "string" },
-    "write-results": { type: "boolean", default: false },
-    "cpu-prof": { type: "boolean", default: false },
-    compare: { type: "string" },
-    rounds: { type: "string" },
-  },
-  strict: true,
-});
+export const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof] [--compare DIR [--rounds N]]
+  --quick          shorter runs (fewer requests; the warm window after 500 certificates, not 2000)
+  --only NAMES     these sections only (and what they need); names and aliases: bench/README.md
+  --write-results  write the generated regions of bench/RESULTS.md
+  --cpu-prof       V8 CPU profiles of the services (alone: the profile section only)
+  --compare DIR    run from the built checkout DIR and from this one, alternating, side by side
+  --rounds N       --compare's rounds (default 2)`;
+
+/**
+ * The command line's options. --help or -h: the usage on stdout, exit 0; a mistake (unknown
+ * option, missing value, stray argument): one line naming it on stderr, exit 2 (the bench's
+ * "cannot run"). Read when this module loads, before any section does.
+ */
+function readOptions(argv: string[]) {
+  try {
+    return parseArgs(argv.map((a) => (a === "-h" ? "--help" : a)), { quick: "flag", only: "value", "write-results": "flag", "cpu-prof": "flag", compare: "value", rounds: "value" }, USAGE);
+  } catch (err) {
+    if (isHelpRequest(err)) {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    }
+    // the UsageError's first line names the mistake; the usage follows it there
+    process.stderr.write(`bench: ${(err as Error).message.split("\n")[0]} (npm run bench -- --help)\n`);
+    process.exit(2);
+  }
+}
+
+const values = readOptions(process.argv.slice(2));
 
 export const QUICK = values.quick === true;
 export const WRITE = values["write-results"] === true;

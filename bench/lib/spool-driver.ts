@@ -1,86 +1,80 @@
 // Requests injected exactly as etoken-ca-client does it (services/common/spool-protocol.ts):
 // request file (O_EXCL, 0644, not fsynced, owned by CLIENT_USER), then the `request` symlink (the
-// lock, retried while taken); the result file is awaited with fs.watch (inotify) plus a 20 ms poll.
+// lock), and the wait for the result, both through the client's own DirWaiter
+// (services/common/spool-waiter.ts: native/spool-watch on exactly the one name, the client's
+// polls as the fallback). Each request has its own waiter, as each client process has: (b) and
+// (c) include the wake-ups a real client has, no more, no fewer.
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { formatRequestFile, randomName, REQUEST_LINK, resultName } from "../../services/common/spool-protocol.js";
+import { fileURLToPath } from "node:url";
+import { DELIVERY_GRACE_MS, formatRequestFile, randomName, REQUEST_FILE_MODE, REQUEST_RANDOM_CHARS, resultName } from "../../services/common/spool-protocol.js";
+import { DirWaiter } from "../../services/common/spool-waiter.js";
 import { lookupUser } from "../../services/common/identity.js";
 import { type Installation } from "../../test/fixtures/server.js";
 import { now } from "./stats.js";
 
+/** dist/bench/lib -> dist/native/spool_watch.node, the file the client loads from dist/client/bin */
+const WATCH_ADDON = fileURLToPath(new URL("../../native/spool_watch.node", import.meta.url));
+
 // ---------------------------------------------------------------------------------------------
-// the spool driver: writes requests like the client, waits for results with inotify
+// the spool driver: writes requests like the client, waits like the client
 
 export class SpoolDriver {
-  private readonly waiters = new Map<string, () => void>();
-  private readonly lockWaiters: (() => void)[] = [];
-  private readonly watcher: fs.FSWatcher;
-  private readonly timer: NodeJS.Timeout;
   readonly dir: string;
   /** CLIENT_USER of the configuration (the spool accepts requests owned by it only) */
   private readonly client: { uid: number; gid: number };
+  /** the waiters of the requests in flight (close() stops them) */
+  private readonly waiting = new Set<DirWaiter>();
 
-  constructor(private readonly inst: Installation) {
+  constructor(private readonly inst: Pick<Installation, "config">) {
     this.dir = inst.config.SPOOL_DIR;
     this.client = lookupUser(inst.config.CLIENT_USER);
-    this.watcher = fs.watch(this.dir, (_e, f) => {
-      if (f === REQUEST_LINK) this.wakeLock();
-      else if (f && this.waiters.has(f)) this.check(f);
-    });
-    this.timer = setInterval(() => {
-      for (const f of this.waiters.keys()) this.check(f);
-      this.wakeLock();
-    }, 20);
-  }
-  private check(f: string): void {
-    if (fs.existsSync(path.join(this.dir, f))) {
-      const w = this.waiters.get(f);
-      this.waiters.delete(f);
-      w?.();
-    }
-  }
-  /** One writer at a time tries the lock (all of them would only collide on EEXIST). */
-  private wakeLock(): void {
-    this.lockWaiters.shift()?.();
   }
   close(): void {
-    this.watcher.close();
-    clearInterval(this.timer);
+    for (const w of this.waiting) w.close();
+    this.waiting.clear();
   }
 
   /** One request; times: start (before the request file), linked (symlink made), done (result seen). */
   async issue(username: string, csrPem: string): Promise<{ t0: number; linked: number; done: number; ok: boolean; text: string; id: string }> {
     const u = this.client;
-    const id = `req.${randomName(16, randomBytes)}`;
+    const id = `req.${randomName(REQUEST_RANDOM_CHARS, randomBytes)}`;
     const file = path.join(this.dir, id);
     const t0 = now();
     const deadline = Date.now() + this.inst.config.CLIENT_TIMEOUT;
-    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-    fs.fchmodSync(fd, 0o644);
+    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, REQUEST_FILE_MODE);
+    fs.fchmodSync(fd, REQUEST_FILE_MODE);
     fs.writeSync(fd, formatRequestFile({ username, proxyLifetime: 43200, maxCertLifetime: 0, deadline, csrPem }));
     fs.fchownSync(fd, u.uid, u.gid);
     fs.closeSync(fd);
     const res = resultName(id);
-    const seen = new Promise<void>((r) => this.waiters.set(res, r));
-    let tries = 0;
-    for (;;) {
-      try {
-        fs.symlinkSync(id, path.join(this.dir, REQUEST_LINK));
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        // first in line again: the writers of this process take the lock in turn
-        await new Promise<void>((r) => (tries++ === 0 ? this.lockWaiters.push(r) : this.lockWaiters.unshift(r)));
-      }
+    const waiter = new DirWaiter(this.dir, WATCH_ADDON);
+    this.waiting.add(waiter);
+    let text: string | undefined;
+    let linked = t0;
+    try {
+      if (!(await waiter.lock(id, deadline))) return { t0, linked, done: now(), ok: false, text: "the spool stayed busy (the lock) past the request's deadline", id };
+      linked = now();
+      text = await waiter.waitFor(res, deadline + DELIVERY_GRACE_MS, () => readIfThere(path.join(this.dir, res)));
+    } finally {
+      waiter.close();
+      this.waiting.delete(waiter);
     }
-    const linked = now();
-    this.check(res);
-    await seen;
     const done = now();
-    const text = fs.readFileSync(path.join(this.dir, res), "utf8");
     fs.rmSync(path.join(this.dir, res), { force: true });
     fs.rmSync(file, { force: true });
+    if (text === undefined) return { t0, linked, done, ok: false, text: "no result before the request's deadline", id };
     return { t0, linked, done, ok: text.startsWith("-----BEGIN CERTIFICATE-----"), text, id };
+  }
+}
+
+/** The file's text, or undefined while it does not exist. */
+function readIfThere(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
   }
 }
