@@ -24,10 +24,8 @@ import {
   DELIVERY_GRACE_MS,
   formatErrorResult,
   formatRequestFile,
-  MAX_RESULT_BYTES,
   MAX_STDIN_BYTES,
   parseMyproxyInput,
-  parseResultFile,
   randomName,
   REQUEST_FILE_MODE,
   REQUEST_LINK,
@@ -35,7 +33,7 @@ import {
   resultName,
   type ResultFile,
 } from "../services/common/spool-protocol.js";
-import { DirWaiter } from "../services/common/spool-waiter.js";
+import { DirWaiter, tryReadResult } from "../services/common/spool-waiter.js";
 
 const PROGRAM = "etoken-ca-client";
 /** The only keys the client reads: their values are checked here, the rest by the server at start. */
@@ -43,7 +41,7 @@ const CLIENT_KEYS = ["SPOOL_DIR", "CLIENT_TIMEOUT", "DN_FORMAT", "USERNAME_RDN_T
 
 class ClientError extends Error {}
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
 /** Random bytes from the kernel (node:crypto costs a few ms of start-up we do not need). */
 function randomBytes(n: number): Buffer {
@@ -121,32 +119,6 @@ function spoolErrno(err: unknown, what: string, dir: string): ClientError {
   const code = (err as NodeJS.ErrnoException).code;
   const hint = code === "EACCES" || code === "EPERM" ? " (permission denied: run as CLIENT_USER, and check the spool directory's owner and mode)" : code === "ENOENT" ? " (no such directory: is etoken-ca-server installed and started once?)" : "";
   return new ClientError(`cannot ${what} in the spool directory ${dir}: ${code ?? String(err)}${hint}`);
-}
-
-/** Reads the result file if it is there; undefined when it is not (yet). */
-function tryReadResult(file: string): ResultFile | undefined {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    return { ok: false, code: "bad_result", message: `cannot read the result file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_RESULT_BYTES) return { ok: false, code: "bad_result", message: `the result file ${file} is not a regular file of at most ${MAX_RESULT_BYTES} bytes` };
-    const buf = Buffer.alloc(MAX_RESULT_BYTES + 1);
-    let total = 0;
-    for (;;) {
-      const n = fs.readSync(fd, buf, total, buf.length - total, null);
-      if (n === 0) break;
-      total += n;
-      if (total > MAX_RESULT_BYTES) return { ok: false, code: "bad_result", message: `the result file ${file} is larger than ${MAX_RESULT_BYTES} bytes` };
-    }
-    return parseResultFile(buf.subarray(0, total).toString("utf8"));
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 class Request {

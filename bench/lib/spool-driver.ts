@@ -1,15 +1,16 @@
 // Requests injected exactly as etoken-ca-client does it (services/common/spool-protocol.ts):
 // request file (O_EXCL, 0644, not fsynced, owned by CLIENT_USER), then the `request` symlink (the
 // lock), and the wait for the result, both through the client's own DirWaiter
-// (services/common/spool-waiter.ts: native/spool-watch on exactly the one name, the client's
-// polls as the fallback). Each request has its own waiter, as each client process has: (b) and
+// (services/common/spool-waiter.ts: the queue in front of the link, native/spool-watch on exactly
+// the one name, the client's polls as the fallback; the result read with the client's
+// tryReadResult). Each request has its own waiter, as each client process has: (b) and
 // (c) include the wake-ups a real client has, no more, no fewer.
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { DELIVERY_GRACE_MS, formatRequestFile, randomName, REQUEST_FILE_MODE, REQUEST_RANDOM_CHARS, resultName } from "../../services/common/spool-protocol.js";
-import { DirWaiter } from "../../services/common/spool-waiter.js";
+import { DELIVERY_GRACE_MS, formatRequestFile, randomName, REQUEST_FILE_MODE, REQUEST_RANDOM_CHARS, resultName, type ResultFile } from "../../services/common/spool-protocol.js";
+import { DirWaiter, tryReadResult } from "../../services/common/spool-waiter.js";
 import { lookupUser } from "../../services/common/identity.js";
 import { type Installation } from "../../test/fixtures/server.js";
 import { now } from "./stats.js";
@@ -51,12 +52,12 @@ export class SpoolDriver {
     const res = resultName(id);
     const waiter = new DirWaiter(this.dir, WATCH_ADDON);
     this.waiting.add(waiter);
-    let text: string | undefined;
+    let result: ResultFile | undefined;
     let linked = t0;
     try {
       if (!(await waiter.lock(id, deadline))) return { t0, linked, done: now(), ok: false, text: "the spool stayed busy (the lock) past the request's deadline", id };
       linked = now();
-      text = await waiter.waitFor(res, deadline + DELIVERY_GRACE_MS, () => readIfThere(path.join(this.dir, res)));
+      result = await waiter.waitFor(res, deadline + DELIVERY_GRACE_MS, () => tryReadResult(path.join(this.dir, res)));
     } finally {
       waiter.close();
       this.waiting.delete(waiter);
@@ -64,17 +65,7 @@ export class SpoolDriver {
     const done = now();
     fs.rmSync(path.join(this.dir, res), { force: true });
     fs.rmSync(file, { force: true });
-    if (text === undefined) return { t0, linked, done, ok: false, text: "no result before the request's deadline", id };
-    return { t0, linked, done, ok: text.startsWith("-----BEGIN CERTIFICATE-----"), text, id };
-  }
-}
-
-/** The file's text, or undefined while it does not exist. */
-function readIfThere(file: string): string | undefined {
-  try {
-    return fs.readFileSync(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
+    if (result === undefined) return { t0, linked, done, ok: false, text: "no result before the request's deadline", id };
+    return result.ok ? { t0, linked, done, ok: true, text: result.certificatePem, id } : { t0, linked, done, ok: false, text: `${result.code}: ${result.message}`, id };
   }
 }

@@ -24,6 +24,17 @@
  *   Gives such a file its name with linkat(2) (through /proc/self/fd, AT_SYMLINK_FOLLOW: an
  *   unprivileged process cannot use AT_EMPTY_PATH), which like link(2) never replaces a name
  *   (EEXIST): the spool publishes a result in one step, one IN_CREATE.
+ * queueFlock(dir: string, onTurn: (code: string | null) => void): { release(): void }
+ *   Queues for flock(2) LOCK_EX on a description of `dir` itself (opened here O_RDONLY |
+ *   O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC): the queue in front of the spool's `request` lock
+ *   (services/common/spool-waiter.ts). Since Linux 4.20 a release wakes only the next waiter, in
+ *   the order they queued; the `request` link's release woke every waiting client. The blocking
+ *   flock runs in a detached thread of its own (not libuv's pool: libuv joins its threads at exit,
+ *   and one blocked in flock would hang the exit), which reports through a socketpair read on the
+ *   event loop: onTurn(null) once the lock is ours, onTurn(errno name) if flock failed. release()
+ *   frees the lock (closes the directory), or while still queued gives up the place: the thread
+ *   closes the directory once its flock returns, and onTurn is not called. The process's exit
+ *   frees both.
  * Each throws an Error with `code` (the errno name) when the call fails.
  */
 #define _GNU_SOURCE
@@ -32,11 +43,15 @@
 #include <stdio.h>
 #include <limits.h>
 #include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -71,7 +86,8 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   napi_create_error(env, NULL, message, &error);
   const char *name = err == ENOENT ? "ENOENT" : err == EACCES ? "EACCES" : err == ENOTDIR ? "ENOTDIR" : err == EMFILE ? "EMFILE" : err == ENOSPC ? "ENOSPC"
                    : err == EEXIST ? "EEXIST" : err == EOPNOTSUPP ? "EOPNOTSUPP" : err == EISDIR ? "EISDIR" : err == EINVAL ? "EINVAL" : err == EPERM ? "EPERM"
-                   : err == EBADF ? "EBADF" : err == EXDEV ? "EXDEV" : err == ENOMEM ? "ENOMEM" : "EIO";
+                   : err == EBADF ? "EBADF" : err == EXDEV ? "EXDEV" : err == ENOMEM ? "ENOMEM" : err == ELOOP ? "ELOOP" : err == ENOLCK ? "ENOLCK"
+                   : err == EAGAIN ? "EAGAIN" : "EIO";
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
   napi_set_named_property(env, error, "code", code);
   napi_throw(env, error);
@@ -276,6 +292,194 @@ static napi_value link_tmpfile(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* queueFlock ---------------------------------------------------------------------------------- */
+
+enum { TURN_WAITING, TURN_HELD, TURN_CANCELLED, TURN_DONE };
+
+typedef struct {
+  uv_poll_t poll;
+  int dir_fd;
+  int report[2];      /* [0] read on the loop, [1] written once by the thread */
+  _Atomic int state;  /* who owns dir_fd: the thread while WAITING or CANCELLED, JavaScript once HELD */
+  _Atomic int refs;   /* the thread, the poll handle, the JavaScript handle */
+  int polling;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+} Turn;
+
+static void turn_unref(Turn *q) {
+  if (atomic_fetch_sub(&q->refs, 1) == 1) free(q);
+}
+
+static void *turn_thread(void *arg) {
+  Turn *q = (Turn *)arg;
+  int r, err = 0;
+  do r = flock(q->dir_fd, LOCK_EX);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) err = errno;
+  int expected = TURN_WAITING;
+  if (err != 0 || !atomic_compare_exchange_strong(&q->state, &expected, TURN_HELD)) {
+    close(q->dir_fd); /* failed, or nobody wants it any more: the lock passes on */
+    if (err != 0) atomic_store(&q->state, TURN_DONE);
+  }
+  ssize_t n;
+  do n = send(q->report[1], &err, sizeof err, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  close(q->report[1]);
+  turn_unref(q);
+  return NULL;
+}
+
+static void turn_poll_closed(uv_handle_t *handle) {
+  Turn *q = (Turn *)handle->data;
+  close(q->report[0]);
+  turn_unref(q);
+}
+
+static void turn_stop_polling(Turn *q) {
+  if (!q->polling) return;
+  q->polling = 0;
+  uv_poll_stop(&q->poll);
+  napi_delete_reference(q->env, q->callback);
+  napi_async_destroy(q->env, q->context);
+  uv_close((uv_handle_t *)&q->poll, turn_poll_closed);
+}
+
+static void turn_reported(uv_poll_t *poll, int status, int events) {
+  (void)status;
+  (void)events;
+  Turn *q = (Turn *)poll->data;
+  if (!q->polling) return;
+  int err = 0;
+  ssize_t n;
+  do n = recv(q->report[0], &err, sizeof err, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EAGAIN) return;
+  if (n != (ssize_t)sizeof err && err == 0) err = EIO; /* the thread died without a word: cannot happen */
+  napi_env env = q->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, receiver, argv[1], result;
+  napi_get_reference_value(env, q->callback, &callback);
+  napi_get_global(env, &receiver);
+  if (err == 0) napi_get_null(env, &argv[0]);
+  else {
+    /* the name errno_error gives it */
+    napi_value e, code;
+    errno_error(env, "flock", err);
+    napi_get_and_clear_last_exception(env, &e);
+    napi_get_named_property(env, e, "code", &code);
+    argv[0] = code;
+  }
+  napi_async_context context = q->context;
+  q->context = NULL;
+  q->polling = 0; /* one answer only */
+  uv_poll_stop(&q->poll);
+  if (napi_make_callback(env, context, receiver, callback, 1, argv, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+  napi_delete_reference(env, q->callback);
+  napi_async_destroy(env, context);
+  uv_close((uv_handle_t *)&q->poll, turn_poll_closed);
+  napi_close_handle_scope(env, scope);
+}
+
+/* Frees the lock, or gives up the place in the queue; once only. */
+static void turn_release(Turn *q) {
+  int expected = TURN_WAITING;
+  if (atomic_compare_exchange_strong(&q->state, &expected, TURN_CANCELLED)) {
+    turn_stop_polling(q); /* the thread closes the directory once its flock returns */
+    return;
+  }
+  if (expected == TURN_HELD && atomic_compare_exchange_strong(&q->state, &expected, TURN_DONE)) {
+    turn_stop_polling(q); /* held but not reported yet: the answer is dropped */
+    close(q->dir_fd);
+  }
+}
+
+static napi_value release_turn(napi_env env, napi_callback_info info) {
+  Turn *q = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, (void **)&q);
+  if (q != NULL) turn_release(q);
+  return NULL;
+}
+
+static void finalize_turn(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Turn *q = (Turn *)data;
+  turn_release(q);
+  turn_unref(q);
+}
+
+static napi_value queue_flock(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char dir[PATH_MAX];
+  size_t dir_length = 0;
+  napi_valuetype type;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 || !string_arg(env, argv[0], dir, sizeof dir, &dir_length) || dir_length == 0 ||
+      napi_typeof(env, argv[1], &type) != napi_ok || type != napi_function)
+    return type_error(env, "queueFlock(dir, onTurn): a directory and a function");
+  Turn *q = calloc(1, sizeof *q);
+  if (q == NULL) return errno_error(env, "queueFlock", ENOMEM);
+  q->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (q->dir_fd < 0) {
+    int err = errno;
+    free(q);
+    return errno_error(env, "open", err);
+  }
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, q->report) != 0) {
+    int err = errno;
+    close(q->dir_fd);
+    free(q);
+    return errno_error(env, "socketpair", err);
+  }
+  uv_loop_t *loop = NULL;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &q->poll, q->report[0]) != 0) {
+    close(q->report[0]);
+    close(q->report[1]);
+    close(q->dir_fd);
+    free(q);
+    return errno_error(env, "uv_poll_init", EIO);
+  }
+  q->poll.data = q;
+  atomic_init(&q->state, TURN_WAITING);
+  atomic_init(&q->refs, 3);
+  q->env = env;
+  q->polling = 1;
+  pthread_attr_t attr;
+  pthread_t thread;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  int err = pthread_create(&thread, &attr, turn_thread, q);
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    close(q->report[1]);
+    close(q->dir_fd);
+    q->polling = 0;
+    atomic_store(&q->refs, 1);
+    uv_close((uv_handle_t *)&q->poll, turn_poll_closed);
+    return errno_error(env, "pthread_create", err);
+  }
+  napi_value resource;
+  napi_create_string_utf8(env, "SpoolQueue", NAPI_AUTO_LENGTH, &resource);
+  napi_async_init(env, NULL, resource, &q->context);
+  napi_create_reference(env, argv[1], 1, &q->callback);
+  uv_poll_start(&q->poll, UV_READABLE, turn_reported);
+
+  napi_value handle, release_fn;
+  napi_create_object(env, &handle);
+  napi_create_function(env, "release", NAPI_AUTO_LENGTH, release_turn, q, &release_fn);
+  napi_set_named_property(env, handle, "release", release_fn);
+  napi_add_finalizer(env, handle, q, finalize_turn, NULL, NULL);
+  return handle;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "watch", NAPI_AUTO_LENGTH, watch, NULL, &fn);
@@ -284,5 +488,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "openTmpfile", fn);
   napi_create_function(env, "linkTmpfile", NAPI_AUTO_LENGTH, link_tmpfile, NULL, &fn);
   napi_set_named_property(env, exports, "linkTmpfile", fn);
+  napi_create_function(env, "queueFlock", NAPI_AUTO_LENGTH, queue_flock, NULL, &fn);
+  napi_set_named_property(env, exports, "queueFlock", fn);
   return exports;
 }

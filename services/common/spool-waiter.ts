@@ -4,32 +4,47 @@
 // Compiled twice (CommonJS for the client, ES modules for the rest): nothing here may use
 // __dirname or import.meta, so the caller names the addon's file.
 import * as fs from "node:fs";
-import { REQUEST_LINK } from "./spool-protocol.js";
+import { loadSpoolAddon, type SpoolAddon } from "./spool-addon.js";
+import { MAX_RESULT_BYTES, parseResultFile, REQUEST_LINK, type ResultFile } from "./spool-protocol.js";
+
+const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 
 /** The fallback polls, should a wake-up be missed (or inotify be unusable). */
 export const LOCK_POLL_MS = 50;
 export const RESULT_POLL_MS = 100;
 
-/** What the waiter uses of native/spool-watch (see services/spool/watcher.ts). */
-interface WatchAddon {
-  watch(dir: string, exact: string, suffix: string, onEvents: (names: string[], overflow: boolean, gone: boolean) => void, disappear: boolean): { close(): void };
+/** Reads the result file `file` if it is there; undefined when it is not (yet). What the client pays for each look. */
+export function tryReadResult(file: string): ResultFile | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    return { ok: false, code: "bad_result", message: `cannot read the result file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_RESULT_BYTES) return { ok: false, code: "bad_result", message: `the result file ${file} is not a regular file of at most ${MAX_RESULT_BYTES} bytes` };
+    const buf = Buffer.alloc(MAX_RESULT_BYTES + 1);
+    let total = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, total, buf.length - total, null);
+      if (n === 0) break;
+      total += n;
+      if (total > MAX_RESULT_BYTES) return { ok: false, code: "bad_result", message: `the result file ${file} is larger than ${MAX_RESULT_BYTES} bytes` };
+    }
+    return parseResultFile(buf.subarray(0, total).toString("utf8"));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
-const addons = new Map<string, WatchAddon | null>();
-
-/** native/spool-watch from `file`, loaded once per process; undefined when it cannot be loaded. */
-function loadWatchAddon(file: string): WatchAddon | undefined {
-  const known = addons.get(file);
-  if (known !== undefined) return known ?? undefined;
-  addons.set(file, null);
+/** native/spool-watch from `file`; undefined when it cannot be loaded (fs.watch and no queue then). */
+function loadWatchAddon(file: string): SpoolAddon | undefined {
   try {
-    // process.dlopen, not require: no module resolution, and the client's bundle step leaves it alone
-    const m = { exports: {} as WatchAddon };
-    process.dlopen(m, file);
-    addons.set(file, m.exports);
-    return m.exports;
+    return loadSpoolAddon(file);
   } catch {
-    return undefined; // fs.watch instead
+    return undefined;
   }
 }
 
@@ -43,6 +58,8 @@ function loadWatchAddon(file: string): WatchAddon | undefined {
 export class DirWaiter {
   private watcher: { close(): void } | undefined;
   private waiters: (() => void)[] = [];
+  /** Set while queued for the lock: gives up the place. */
+  private leaveQueue: (() => void) | undefined;
 
   /** `addonFile`: native/spool-watch's spool_watch.node (dist/native/); fs.watch when it cannot be loaded. */
   constructor(
@@ -88,9 +105,57 @@ export class DirWaiter {
 
   /**
    * Takes the lock: creates the `request` symlink to `id`. True once it is ours, false when the
-   * deadline passed first; any error but EEXIST is thrown as it came.
+   * deadline passed first (or close() was called); any error but EEXIST is thrown as it came.
+   *
+   * Writers queue first, with flock(2) on SPOOL_DIR itself (native/spool-watch's queueFlock):
+   * only the queue's head tries the link and, while another request holds it, waits for it to go
+   * away; once its link is made, it frees the queue for the next. The kernel (>= 4.20) wakes only
+   * the next flock waiter, in the order they queued, so the spool's release of the link wakes one
+   * writer: without the queue, every waiting writer woke and tried the link, and one won. The
+   * queue adds no name to the spool, and the spool does not see it: the link is the lock. Without
+   * the addon, or when flock fails, every writer tries the link as before.
    */
   async lock(id: string, deadline: number): Promise<boolean> {
+    const turn = await this.queue(deadline);
+    if (turn === "late") return false;
+    try {
+      return await this.link(id, deadline);
+    } finally {
+      turn?.release();
+    }
+  }
+
+  /** This writer's turn at the head of the queue; undefined when there is no queue; "late" when the deadline (or close()) came first. */
+  private queue(deadline: number): Promise<{ release(): void } | undefined | "late"> {
+    const addon = loadWatchAddon(this.addonFile);
+    if (addon?.queueFlock === undefined) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      let turn: { release(): void };
+      try {
+        turn = addon.queueFlock(this.dir, (code) => {
+          clearTimeout(timer);
+          this.leaveQueue = undefined;
+          resolve(code === null ? turn : undefined); // flock failed: the link alone, as without the queue
+        });
+      } catch {
+        resolve(undefined); // the directory cannot be opened (or is a symlink): the link alone
+        return;
+      }
+      // No wake-up while queued but this one: the deadline. A queue head that never lets go (only
+      // the client user can queue) ends here, as a link that is never removed does.
+      this.leaveQueue = (): void => {
+        clearTimeout(timer);
+        this.leaveQueue = undefined;
+        turn.release();
+        resolve("late");
+      };
+      timer = setTimeout(this.leaveQueue, Math.max(1, deadline - Date.now()));
+    });
+  }
+
+  /** Creates the link, waiting while another request holds it. */
+  private async link(id: string, deadline: number): Promise<boolean> {
     const link = `${this.dir}/${REQUEST_LINK}`;
     let watching = false;
     for (;;) {
@@ -135,7 +200,9 @@ export class DirWaiter {
     for (const f of w) f();
   }
 
+  /** Stops watching; a lock() still queued returns false. */
   close(): void {
+    this.leaveQueue?.();
     this.watcher?.close();
     this.watcher = undefined;
   }

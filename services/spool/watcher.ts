@@ -5,8 +5,9 @@
 // never follows a symlink), a directory renamed aside within SPOOL_DIR and removed only if empty.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import { createRequire } from "node:module";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadSpoolAddon, type SpoolAddon } from "../common/spool-addon.js";
 import { ABANDONED_SUFFIX, ASIDE_NAME, ASIDE_PREFIX, randomName, REQUEST_LINK, REQUEST_NAME, SPOOL_FILE } from "../common/spool-protocol.js";
 
 export type Taken =
@@ -97,34 +98,13 @@ export interface WatcherOptions {
 }
 
 /** dist/services/spool/watcher.js -> dist/native/spool_watch.node (npm run build copies it there) */
-const ADDON = "../../native/spool_watch.node";
+const ADDON = fileURLToPath(new URL("../../native/spool_watch.node", import.meta.url));
 
-export interface SpoolAddon {
-  /**
-   * inotify on `dir` for names created or renamed in (IN_CREATE, IN_MOVED_TO) that equal `exact`
-   * or end with `suffix`; nothing else wakes JavaScript (native/spool-watch/spool_watch.c).
-   */
-  watch(dir: string, exact: string, suffix: string, onEvents: (names: string[], overflow: boolean, gone: boolean) => void): { close(): void };
-  /** An unnamed file in `dir` (O_TMPFILE), open for writing; throws with `code`. */
-  openTmpfile(dir: string, mode: number): number;
-  /** Names a file from openTmpfile (linkat(2): never replaces a name, EEXIST); throws with `code`. */
-  linkTmpfile(fd: number, path: string): void;
-}
-
-let addon: SpoolAddon | Error | undefined;
+export type { SpoolAddon };
 
 /** The addon, loaded once; throws (the same Error each time) when it cannot be loaded. */
 function loadAddon(): SpoolAddon {
-  if (addon === undefined) {
-    try {
-      addon = createRequire(import.meta.url)(ADDON) as SpoolAddon;
-    } catch (err) {
-      const text = err instanceof Error ? err.message.split("\n")[0] : String(err);
-      addon = new Error(`cannot load the spool's inotify helper ${new URL(ADDON, import.meta.url).pathname} (npm run build makes it): ${text}`);
-    }
-  }
-  if (addon instanceof Error) throw addon;
-  return addon;
+  return loadSpoolAddon(ADDON);
 }
 
 /** The addon, or undefined when it cannot be loaded (the caller's fall-back then; the watcher reports why). */

@@ -1,12 +1,13 @@
 // The spool hand-off end to end: the real client as etca-client, the real spool service as
 // etca-spool, the test as the kernel on the fd-3 socketpair.
-import { execFile, execFileSync, type ChildProcess } from "node:child_process";
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import t, { type Test } from "tap";
 import type { Frame } from "../../proto/wire.js";
 import { pemEncode } from "../../services/common/x509/pem.js";
 import { DELIVERY_GRACE_MS, formatRequestFile, MAX_REQUEST_BYTES, MAX_USERNAME_BYTES } from "../../services/common/spool-protocol.js";
+import { flockQueue } from "../fixtures/flock-queue.js";
 import { dirContents, makeCsr, myproxyInput, runClient, SpoolHarness } from "../fixtures/spool-harness.js";
 import { provenPublicKey } from "../../services/signer/possession.js";
 import type { RequestError } from "../../services/common/errors.js";
@@ -591,4 +592,27 @@ t.test("no spool running: the client gives up on the lock or the answer with a c
   const r2 = await runClient(h3, myproxyInput({}, csrPem));
   t.equal(r2.code, 1);
   t.match(r2.stderr, /^etoken-ca-client: the CA's request spool stayed busy for 1 s/);
+});
+
+t.test("attack: the client user holds the queue in front of the lock forever; clients give up at their deadline as with a held link", async (t) => {
+  // Only CLIENT_USER can open SPOOL_DIR; it could always hold the `request` link forever. Holding
+  // the flock the clients queue with is the same denial of service, and ends the same way.
+  const h4 = new SpoolHarness({ clientTimeout: "2" });
+  const holder = spawn("flock", [h4.spoolDir, "sleep", "600"], { uid: h4.users.CLIENT_USER.uid, gid: h4.users.CLIENT_USER.gid, stdio: "ignore" });
+  const exited = new Promise((resolve) => holder.on("exit", resolve));
+  t.teardown(async () => {
+    holder.kill("SIGKILL");
+    await exited;
+    h4.cleanup();
+  });
+  await h4.until(() => flockQueue(h4.spoolDir).holder === holder.pid, 10_000, "the attacker's flock");
+  const pids: number[] = [];
+  const runs = [0, 1].map(() => runClient(h4, myproxyInput({}, csrPem), { onSpawn: (c) => pids.push(c.pid!) }));
+  await h4.until(() => pids.length === 2 && pids.every((p) => flockQueue(h4.spoolDir).waiters.includes(p)), 20_000, "both clients in the queue");
+  for (const r of await Promise.all(runs)) {
+    t.equal(r.code, 1);
+    t.match(r.stderr, /^etoken-ca-client: the CA's request spool stayed busy for 2 s \(another request held it, or etoken-ca-server is not running\)\n$/);
+  }
+  t.same(fs.readdirSync(h4.spoolDir), [], "no request file left behind, no link made");
+  t.same(flockQueue(h4.spoolDir).waiters, [], "and they left the queue");
 });
