@@ -9,6 +9,7 @@ import * as path from "node:path";
 import t from "tap";
 import { SpoolDriver } from "../../bench/lib/spool-driver.js";
 import { REQUEST_LINK, resultName } from "../../services/common/spool-protocol.js";
+import { flockQueue } from "../fixtures/flock-queue.js";
 import { IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, inotifyMasks, NAME_EVENTS } from "../fixtures/inotify.js";
 import { makeCsr, myproxyInput, runClient, SpoolHarness, type ClientRun } from "../fixtures/spool-harness.js";
 
@@ -53,19 +54,24 @@ t.test("the driver waits for the lock and for its result with the client's watch
   t.teardown(() => driver.close());
   t.same(newMasks(baseline), [], "no watch before a request (the client has none before its request either)");
 
-  // 1. the lock is held by someone else: both wait for it to go away
+  // 1. the lock is held by someone else: the client heads the queue in front of it and watches
+  // it; the driver queues behind the client as a second client would, and watches nothing until
+  // it heads the queue (services/common/spool-waiter.ts)
   fs.symlinkSync("req.SomeoneElse0001", link);
   const first = await startClient();
   await h.until(() => inotifyMasks(first.client.pid!).length > 0, 20_000, "the client's lock watch");
+  const clientLock = inotifyMasks(first.client.pid!);
   let issued: ReturnType<SpoolDriver["issue"]> | undefined = driver.issue("jdoe", csrPem);
   void issued.catch(() => {});
-  await h.until(() => newMasks(baseline).length > 0, 10_000, "the driver's lock watch");
-  const clientLock = inotifyMasks(first.client.pid!);
-  const driverLock = newMasks(baseline);
-  t.same(driverLock, clientLock, `waiting for the lock: the driver's watches are the client's (driver ${hex(driverLock)}, client ${hex(clientLock)})`);
-  t.equal(driverLock.length === 1 && driverLock[0]! & NAME_EVENTS, IN_DELETE | IN_MOVED_FROM, "one watch, for names going away");
-  first.client.kill("SIGTERM"); // abandons while waiting: leaves the lock alone
+  await h.until(() => flockQueue(h.spoolDir).waiters.includes(process.pid), 10_000, "the driver in the queue");
+  t.same(flockQueue(h.spoolDir), { holder: first.client.pid, waiters: [process.pid] }, "the driver queued behind the client");
+  t.same(newMasks(baseline), [], "and watches nothing while queued, as a queued client");
+  first.client.kill("SIGTERM"); // abandons while waiting: leaves the lock alone, and the queue
   await first.run;
+  await h.until(() => newMasks(baseline).length > 0, 10_000, "the driver's lock watch");
+  const driverLock = newMasks(baseline);
+  t.same(driverLock, clientLock, `heading the queue: the driver's watches are the client's (driver ${hex(driverLock)}, client ${hex(clientLock)})`);
+  t.equal(driverLock.length === 1 && driverLock[0]! & NAME_EVENTS, IN_DELETE | IN_MOVED_FROM, "one watch, for names going away");
   fs.unlinkSync(link);
   await h.until(() => /^req\.[A-Za-z0-9]{16}$/.test(target() ?? ""), 10_000, "the driver's lock");
   const id = target()!;
@@ -83,7 +89,7 @@ t.test("the driver waits for the lock and for its result with the client's watch
   t.equal(driverResult.length, 1, "the lock's watch was replaced by the result's");
 
   // 3. the result appears (in one step, as the spool publishes it): the driver wakes and reads it
-  const text = "-----BEGIN CERTIFICATE-----\nnot one, but the driver only looks at the start\n-----END CERTIFICATE-----\n";
+  const text = "-----BEGIN CERTIFICATE-----\nbm90IG9uZQ==\n-----END CERTIFICATE-----\n"; // the shape the client's tryReadResult accepts
   const tmp = path.join(h.spoolDir, "publish.tmp");
   fs.writeFileSync(tmp, text);
   fs.renameSync(tmp, path.join(h.spoolDir, resultName(id)));
