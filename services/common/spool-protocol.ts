@@ -5,7 +5,10 @@
 //
 // SPOOL_DIR (SPOOL_USER : CLIENT_USER's group, 2770):
 //   req.<random>                  request, written by the client (O_EXCL, 0644, end marker; not fsynced: worthless after a crash)
-//   request -> req.<random>       the lock: a fixed-name symlink, made by the client, removed by the spool
+//   request -> req.<random>       the lock: a fixed-name symlink, made by the client, removed by the spool.
+//                                 Clients queue for it with flock(2) on SPOOL_DIR itself (spool-waiter.ts):
+//                                 the queue's head alone tries the link, so a release wakes one client;
+//                                 the spool neither sees nor takes that flock
 //   req.<random>.result           result: PEM certificate, or "error=<code>\n<message>\n"; published by
 //                                 the spool with link(2) (atomic, never overwrites), or claimed empty
 //                                 by a client that gives up (see below)
