@@ -94,6 +94,27 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   return NULL;
 }
 
+/* An object { <method>() } for JavaScript: the method gets `data`, the finalizer too once the object is collected. */
+static napi_value native_handle(napi_env env, const char *method, napi_callback fn, void *data, napi_finalize finalize) {
+  napi_value handle, method_fn;
+  napi_create_object(env, &handle);
+  napi_create_function(env, method, NAPI_AUTO_LENGTH, fn, data, &method_fn);
+  napi_set_named_property(env, handle, method, method_fn);
+  napi_add_finalizer(env, handle, data, finalize, NULL, NULL);
+  return handle;
+}
+
+/* Calls into JavaScript from the event loop; an exception there is the process's uncaught exception. */
+static void call_back(napi_env env, napi_async_context context, napi_value callback, size_t argc, const napi_value *argv) {
+  napi_value receiver, result;
+  napi_get_global(env, &receiver); /* napi_make_callback needs an object */
+  if (napi_make_callback(env, context, receiver, callback, argc, argv, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+}
+
 static int wanted(const Watch *w, const char *name, size_t length) {
   if (length == w->exact_length && memcmp(name, w->exact, length) == 0) return 1;
   return w->suffix_length > 0 && length > w->suffix_length && memcmp(name + length - w->suffix_length, w->suffix, w->suffix_length) == 0;
@@ -150,9 +171,8 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, receiver, argv[3], result;
+  napi_value callback, argv[3];
   napi_get_reference_value(env, w->callback, &callback);
-  napi_get_global(env, &receiver); /* napi_make_callback needs an object */
   napi_create_array_with_length(env, count, &argv[0]);
   for (size_t i = 0; i < count; i++) {
     napi_value name;
@@ -164,22 +184,13 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   if (gone) stop(w); /* the watch is gone with the directory: the caller falls back to its rescans */
   napi_async_context context = w->context;
   if (gone) context = NULL;
-  if (context) {
-    if (napi_make_callback(env, context, receiver, callback, 3, argv, &result) == napi_pending_exception) {
-      napi_value error;
-      napi_get_and_clear_last_exception(env, &error);
-      napi_fatal_exception(env, error);
-    }
-  } else {
+  if (context) call_back(env, context, callback, 3, argv);
+  else {
     napi_async_context once;
     napi_value resource;
     napi_create_string_utf8(env, "SpoolWatch", NAPI_AUTO_LENGTH, &resource);
     napi_async_init(env, NULL, resource, &once);
-    if (napi_make_callback(env, once, receiver, callback, 3, argv, &result) == napi_pending_exception) {
-      napi_value error;
-      napi_get_and_clear_last_exception(env, &error);
-      napi_fatal_exception(env, error);
-    }
+    call_back(env, once, callback, 3, argv);
     napi_async_destroy(env, once);
   }
   napi_close_handle_scope(env, scope);
@@ -253,12 +264,7 @@ static napi_value watch(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[3], 1, &w->callback);
   uv_poll_start(&w->poll, UV_READABLE, on_readable);
 
-  napi_value handle, close_fn;
-  napi_create_object(env, &handle);
-  napi_create_function(env, "close", NAPI_AUTO_LENGTH, close_watch, w, &close_fn);
-  napi_set_named_property(env, handle, "close", close_fn);
-  napi_add_finalizer(env, handle, w, finalize_handle, NULL, NULL);
-  return handle;
+  return native_handle(env, "close", close_watch, w, finalize_handle);
 }
 
 static napi_value open_tmpfile(napi_env env, napi_callback_info info) {
@@ -360,9 +366,8 @@ static void turn_reported(uv_poll_t *poll, int status, int events) {
   napi_env env = q->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, receiver, argv[1], result;
+  napi_value callback, argv[1];
   napi_get_reference_value(env, q->callback, &callback);
-  napi_get_global(env, &receiver);
   if (err == 0) napi_get_null(env, &argv[0]);
   else {
     /* the name errno_error gives it */
@@ -376,11 +381,7 @@ static void turn_reported(uv_poll_t *poll, int status, int events) {
   q->context = NULL;
   q->polling = 0; /* one answer only */
   uv_poll_stop(&q->poll);
-  if (napi_make_callback(env, context, receiver, callback, 1, argv, &result) == napi_pending_exception) {
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_fatal_exception(env, error);
-  }
+  call_back(env, context, callback, 1, argv);
   napi_delete_reference(env, q->callback);
   napi_async_destroy(env, context);
   uv_close((uv_handle_t *)&q->poll, turn_poll_closed);
@@ -472,12 +473,7 @@ static napi_value queue_flock(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &q->callback);
   uv_poll_start(&q->poll, UV_READABLE, turn_reported);
 
-  napi_value handle, release_fn;
-  napi_create_object(env, &handle);
-  napi_create_function(env, "release", NAPI_AUTO_LENGTH, release_turn, q, &release_fn);
-  napi_set_named_property(env, handle, "release", release_fn);
-  napi_add_finalizer(env, handle, q, finalize_turn, NULL, NULL);
-  return handle;
+  return native_handle(env, "release", release_turn, q, finalize_turn);
 }
 
 NAPI_MODULE_INIT() {
