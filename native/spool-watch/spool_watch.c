@@ -24,12 +24,13 @@
  *   Gives such a file its name with linkat(2) (through /proc/self/fd, AT_SYMLINK_FOLLOW: an
  *   unprivileged process cannot use AT_EMPTY_PATH), which like link(2) never replaces a name
  *   (EEXIST): the spool publishes a result in one step, one IN_CREATE.
- * queueFlock(dir: string, onTurn: (code: string | null) => void): { release(): void }
+ * queueFlock(dir: string, onTurn: (code: string | null) => void): { held?: true, release(): void }
  *   Queues for flock(2) LOCK_EX on a description of `dir` itself (opened here O_RDONLY |
  *   O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC): the queue in front of the spool's `request` lock
  *   (services/common/spool-waiter.ts). Since Linux 4.20 a release wakes only the next waiter, in
  *   the order they queued; the `request` link's release woke every waiting client. The blocking
- *   flock runs in a detached thread of its own (not libuv's pool: libuv joins its threads at exit,
+ *   flock (unless the lock is free: then `held` is
+ *   true at once, and onTurn is never called) runs in a detached thread of its own (not libuv's pool: libuv joins its threads at exit,
  *   and one blocked in flock would hang the exit), which reports through a socketpair read on the
  *   event loop: onTurn(null) once the lock is ours, onTurn(errno name) if flock failed. release()
  *   frees the lock (closes the directory), or while still queued gives up the place: the thread
@@ -432,6 +433,25 @@ static napi_value queue_flock(napi_env env, napi_callback_info info) {
     int err = errno;
     free(q);
     return errno_error(env, "open", err);
+  }
+  /* Free now (no queue): held at once, without a thread or a turn of the event loop. */
+  int r;
+  do r = flock(q->dir_fd, LOCK_EX | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  if (r == 0 || errno != EWOULDBLOCK) {
+    int err = r == 0 ? 0 : errno;
+    if (err != 0) {
+      close(q->dir_fd);
+      free(q);
+      return errno_error(env, "flock", err);
+    }
+    atomic_init(&q->state, TURN_HELD);
+    atomic_init(&q->refs, 1);
+    q->env = env;
+    napi_value handle = native_handle(env, "release", release_turn, q, finalize_turn), held;
+    napi_get_boolean(env, true, &held);
+    napi_set_named_property(env, handle, "held", held);
+    return handle;
   }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, q->report) != 0) {
     int err = errno;

@@ -17,11 +17,12 @@ export interface SpoolAddon {
   linkTmpfile(fd: number, path: string): void;
   /**
    * Queues for flock(2) LOCK_EX on `dir` itself (opened O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC;
-   * throws with `code` when it cannot be opened), in a thread of its own: onTurn(null) once it is
-   * held, onTurn(errno name) when flock failed. release() frees it, or gives up the place in the
-   * queue (onTurn is then never called).
+   * throws with `code` when it cannot be opened or flock fails at once). Held at once when it is
+   * free (`held`, and onTurn is never called); else queued in a thread of its own: onTurn(null)
+   * once it is held, onTurn(errno name) when flock failed. release() frees it, or gives up the
+   * place in the queue (onTurn is then never called).
    */
-  queueFlock(dir: string, onTurn: (code: string | null) => void): { release(): void };
+  queueFlock(dir: string, onTurn: (code: string | null) => void): { readonly held?: boolean; release(): void };
 }
 
 const loaded = new Map<string, SpoolAddon | Error>();

@@ -131,7 +131,7 @@ export class DirWaiter {
     if (addon?.queueFlock === undefined) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
-      let turn: { release(): void };
+      let turn: ReturnType<SpoolAddon["queueFlock"]>;
       try {
         turn = addon.queueFlock(this.dir, (code) => {
           clearTimeout(timer);
@@ -140,6 +140,10 @@ export class DirWaiter {
         });
       } catch {
         resolve(undefined); // the directory cannot be opened (or is a symlink): the link alone
+        return;
+      }
+      if (turn.held === true) {
+        resolve(turn); // nobody queued: no thread, no wait
         return;
       }
       // No wake-up while queued but this one: the deadline. A queue head that never lets go (only
