@@ -81,7 +81,11 @@ export class KernelMetrics {
     out.family("etoken_ca_pin_needed_since_timestamp_seconds", "gauge", "When the kernel started waiting for the PIN (Unix time); 0 when it is not waiting", [
       [{}, s.state === "NEED_PIN" ? s.stateSince / 1000 : 0],
     ]);
-    out.family("etoken_ca_token_present", "gauge", "1 when the token monitor sees the CA token", [[{}, s.token.present ? 1 : 0]]);
+    // epoch 0: the monitor has not reported yet, so present is not known: no sample rather than a
+    // 0 that an `== 0` alert would take for a missing token at every start
+    const checked = s.token.epoch > 0;
+    out.family("etoken_ca_token_checked", "gauge", "1 once the token monitor has reported since the server started, 0 before", [[{}, checked ? 1 : 0]]);
+    out.family("etoken_ca_token_present", "gauge", "1 when the token monitor sees the CA token, 0 when not; no sample before its first report", checked ? [[{}, s.token.present ? 1 : 0]] : []);
     out.family("etoken_ca_certificates_issued_total", "counter", "Certificates delivered to their clients", [[{}, s.counters.issued]]);
     out.family("etoken_ca_requests_failed_total", "counter", "Requests answered with an error after the spool accepted them, by failure code", labelled(this.failed, "reason"));
     out.family("etoken_ca_requests_rejected_total", "counter", "Request files the spool refused before issuing, by failure code", labelled(this.rejected, "reason"));

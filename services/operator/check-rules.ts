@@ -39,17 +39,26 @@ const secs = (ms: number): string => `${Math.round(ms / 1000)}s`;
 const crlLeft = (f: Facts): number | undefined => (f.snap.crl ? f.snap.crl.nextUpdate - f.now : undefined);
 const hookFailedAt = (s: string | null): number => (s ? Date.parse(s.split(" ")[0]!) : NaN);
 
+/**
+ * States in which the CA cannot issue until something happens (expected for a while after each
+ * start): WARNING, and CRITICAL once they last longer than --need-pin-critical.
+ */
+const NOT_ISSUING = new Map<string, (lasted: string) => string>([
+  ["NEED_PIN", (lasted) => `waiting for the PIN for ${lasted}`],
+  ["STARTING", (lasted) => `not up for ${lasted}: still STARTING (not every service has come up)`],
+]);
+
 export const RULES: readonly Rule[] = [
   { level: "CRITICAL", final: true, check: (f) => (f.kernelAlive ? undefined : `server not running (pid ${f.snap.kernelPid} gone, last state ${f.snap.state})`) },
   { level: "CRITICAL", check: (f) => (f.snap.state === "STOPPING" ? "server stopping" : undefined) },
   { level: "CRITICAL", check: (f, t) => (f.now - f.snap.updatedAt > t.staleCritical ? `status not updated for ${secs(f.now - f.snap.updatedAt)}` : undefined) },
   { level: "WARNING", check: (f, t) => (f.now - f.snap.updatedAt > t.staleWarning ? `status not updated for ${secs(f.now - f.snap.updatedAt)}` : undefined) },
   { level: "CRITICAL", check: (f) => (f.snap.state === "SUSPENDED" ? `SUSPENDED since ${new Date(f.snap.stateSince).toISOString()} (token ${f.snap.token.present ? "refused or failing" : tokenPresence(f.snap.token)})` : undefined) },
-  { level: "CRITICAL", check: (f, t) => (f.snap.state === "NEED_PIN" && f.now - f.snap.stateSince > t.needPinCritical ? `waiting for the PIN for ${secs(f.now - f.snap.stateSince)}` : undefined) },
-  { level: "WARNING", check: (f) => (f.snap.state === "NEED_PIN" || f.snap.state === "STARTING" ? `${f.snap.state} for ${secs(f.now - f.snap.stateSince)}` : undefined) },
+  { level: "CRITICAL", check: (f, t) => { const says = NOT_ISSUING.get(f.snap.state); return says && f.now - f.snap.stateSince > t.needPinCritical ? says(secs(f.now - f.snap.stateSince)) : undefined; } },
+  { level: "WARNING", check: (f) => (NOT_ISSUING.has(f.snap.state) ? `${f.snap.state} for ${secs(f.now - f.snap.stateSince)}` : undefined) },
   // Not UNKNOWN: the probe read a fresh status, and UNKNOWN is for a probe that cannot tell (the
   // plugin guidelines); not OK: the CA cannot issue before the token is seen; not CRITICAL: it lasts
-  // seconds after each start (a monitor that never reports keeps NEED_PIN, CRITICAL in time).
+  // seconds after each start (a monitor that never reports keeps NEED_PIN or STARTING, CRITICAL in time).
   { level: "WARNING", check: (f) => (tokenPresence(f.snap.token) === "not checked yet" ? "token not checked yet (the monitor has not reported since the server started)" : undefined) },
   { level: "CRITICAL", check: (f) => { const l = crlLeft(f); return l !== undefined && l <= 0 ? `CRL #${f.snap.crl!.number} expired ${secs(-l)} ago` : undefined; } },
   { level: "CRITICAL", check: (f, t) => { const l = crlLeft(f); return l !== undefined && l > 0 && l < t.crlCritical && f.snap.state !== "READY" ? `CRL #${f.snap.crl!.number} expires in ${secs(l)} and no PIN to reissue it` : undefined; } },

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import * as pty from "node-pty";
-import { CLEAN_PATH, ROOT, waitFor } from "../fixtures/server.js";
+import { CLEAN_PATH, ROOT, waitFor, waitForLine } from "../fixtures/server.js";
 import type { StatusSnapshot } from "../../services/common/status-file.js";
 
 /** The demo's PIN (demo/demo.ts' DEMO_PIN): DEMO ONLY, printed by the demo itself. */
@@ -79,7 +79,8 @@ t.test("demo/run --interactive --keep: the PIN typed here reaches the console, a
   term.write(`${DEMO_PIN}\r`);
   // second start (the new DN_FORMAT): asked here again
   await typeAtPrompt(2, DEMO_PIN);
-  await waitFor("left running", () => (shown().includes("Left running (--keep)") && said("pull the token") !== undefined) || undefined, 240_000);
+  // the last line of the --keep block, whole: the lines read below come before it
+  await waitForLine("left running", shown, /^ {3}stop and clean up: kill \d+/, 240_000);
   t.equal(exit, undefined, "the demo stays in the foreground");
   t.match(shown(), /the PIN is asked for again after the token comes back: type it here/, "says the PIN is asked for here again");
   const configFile = said("configuration");
@@ -109,6 +110,8 @@ t.test("demo/run --interactive --keep: the PIN typed here reaches the console, a
   term.write("\x03");
   await waitFor("the demo to end", () => exit ?? undefined, 120_000);
   t.equal(exit!.exitCode, 130, "exits 130 after Ctrl-C");
+  // the pty's exit can be seen before its last output has been read here
+  await waitForLine("the clean-up heading", shown, /== Cleaning up$/, 20_000);
   t.match(shown(), /\(SIGINT\)[\s\S]*Cleaning up/, "said it was interrupted, and cleaned up");
   t.notOk(kernelPid !== undefined && alive(kernelPid), "etoken-ca-server stopped");
   t.notOk(fs.existsSync(dir), "the demo's directory is removed");

@@ -7,7 +7,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { countPrompts, createInstallation, pinAgain, readStatus, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { countPrompts, createInstallation, pinAgain, readStatus, typePin, waitForLine, waitForState } from "../fixtures/server.js";
 import { certField, openssl, verifyCert } from "../fixtures/pki.js";
 import { readyServer } from "../fixtures/ready-server.js";
 import { simOf } from "../fixtures/etoken-sim.js";
@@ -68,7 +68,8 @@ t.test("the token's PIN counter: the console warns, says FINAL TRY, and stops as
   await typePin(inst, "wrong-pin-1", n++);
   await typePin(inst, "wrong-pin-2", n++);
   await typePin(inst, "wrong-pin-3", n);
-  await waitFor("the locked message", () => (/the user PIN is LOCKED/.test(inst.consoleText()) ? true : undefined), 20_000);
+  const locked = await waitForLine("the locked message", inst.consoleText, /the user PIN is LOCKED/, 20_000);
+  t.match(locked, /the user PIN is LOCKED; unlock it with the SO PIN, then re-insert the token$/);
   const text = inst.consoleText();
   t.match(text, /WARNING: a wrong PIN was entered before/, "after one wrong PIN");
   t.match(text, /WARNING: FINAL TRY: one more wrong PIN locks the token/, "with one try left");

@@ -3,7 +3,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, runClient, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, runClient, createInstallation, readStatus, runCommand, startServer, TEST_CRL_URL, TEST_POLICY_OID, typePin, waitFor, waitForLine, waitForState } from "../fixtures/server.js";
 import { useOpensslBackend } from "../fixtures/openssl-ca.js";
 import { calloutInput, certField, certText, filesContaining, makeCsr, openssl, publicKeyOfCert, publicKeyOfCsr, verifyCert } from "../fixtures/pki.js";
 
@@ -24,9 +24,10 @@ const client = (input: string) => runClient(inst, input);
 t.test("PIN entry through the console", async (t) => {
   await waitForState(inst, "NEED_PIN", 60_000);
   await typePin(inst, "000000", 1);
-  await waitFor("the login failure on the console", () => (inst.consoleText().includes("LOGIN FAILED") ? true : undefined), 20_000);
-  t.match(inst.consoleText(), /LOGIN FAILED: .*(wrong PIN|incorrect)/i, "the console says the PIN was wrong");
-  t.match(inst.consoleText(), /count-low/, "and shows what the token says about remaining tries");
+  // the whole line: it can reach this test in pieces (waitForLine)
+  const failed = await waitForLine("the login failure on the console", inst.consoleText, /LOGIN FAILED/);
+  t.match(failed, /LOGIN FAILED: .*(wrong PIN|incorrect)/i, "the console says the PIN was wrong");
+  t.match(failed, /\(token reports: [^)]*count-low[^)]*\)$/, "and shows what the token says about remaining tries");
   t.equal(readStatus(inst)!.state, "NEED_PIN", "still NEED_PIN after a wrong PIN");
   t.notMatch(inst.consoleText(), /000000/, "the PIN was not echoed");
   const refused = await client(calloutInput({ username: "early", passphrase: PASSPHRASE, csrPem: makeCsr(work, "early").csrPem }));

@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { contractProblem } from "../../proto/contract.js";
 import type { Message } from "../../proto/wire.js";
-import { waitFor } from "../fixtures/server.js";
+import { waitFor, waitForLine } from "../fixtures/server.js";
 import { standInKernel } from "../fixtures/stand-in-kernel.js";
 import { ISSUED_SERIAL, OVERCLAIMED_BATCH } from "../fixtures/stand-in-values.js";
 
@@ -50,9 +50,7 @@ for (const reportFirst of [true, false]) {
 // demo's second start showed `state NEED_PIN | no token` and then a prompt naming the token).
 t.test("the state line before the monitor's first report says the token is not checked yet, not that there is none", async (t) => {
   const { kernel, shared, consoleText } = standInKernel(t, { monitor: "token-absent+report-after-go", signer: "late-signer" });
-  // complete lines only (the last piece may still be arriving through the pseudo-terminal)
-  const stateLine = (from: number): string | undefined => consoleText().slice(from).split("\n").slice(0, -1).find((l) => l.includes("state NEED_PIN |"));
-  const before = await waitFor("the NEED_PIN state line", () => stateLine(0), 20_000);
+  const before = await waitForLine("the NEED_PIN state line", consoleText, /state NEED_PIN \|/, 20_000);
   t.equal(kernel.token.epoch, 0, "the monitor has not reported yet");
   t.match(before, /^\[[^\]]+\] state NEED_PIN \| token not checked yet \| issued 0 \| no CRL yet$/, "says the token is not checked yet");
   t.notMatch(before, /no token/, "does not claim there is no token");
@@ -60,7 +58,7 @@ t.test("the state line before the monitor's first report says the token is not c
   await waitFor("the monitor's report handled", () => kernel.token.epoch === 1 || undefined, 20_000);
   const shownBefore = consoleText().length;
   kernel.showState();
-  const after = await waitFor("the state line after the report", () => stateLine(shownBefore), 20_000);
+  const after = await waitForLine("the state line after the report", consoleText, /state NEED_PIN \|/, 20_000, shownBefore);
   t.match(after, /state NEED_PIN \| no token \| issued 0/, "once the monitor said so, there is no token");
 });
 

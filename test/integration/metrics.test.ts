@@ -40,6 +40,7 @@ t.test("NEED_PIN, and a request refused without the PIN is counted by its reason
   const text = await waitForSample('etoken_ca_requests_failed_total{reason="token.not_available"}', (v) => v === "1");
   t.equal(sample(text, 'etoken_ca_state{state="NEED_PIN"}'), "1");
   t.ok(Number(sample(text, "etoken_ca_pin_needed_since_timestamp_seconds")) > 0, "waiting for the PIN since a time");
+  t.equal(sample(text, "etoken_ca_token_checked"), "1", "the monitor has reported");
   t.equal(sample(text, "etoken_ca_token_present"), "1");
   t.same(promtool(text), { status: 0, said: "" }, "promtool check metrics accepts it");
   const st = fs.statSync(metricsFile);

@@ -5,7 +5,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, countPrompts, createInstallation, readStatus, runCommand, startServer, waitFor, waitForState, typePin, type Installation } from "../fixtures/server.js";
+import { BIN, countPrompts, createInstallation, readStatus, runCommand, startServer, waitFor, waitForLine, waitForState, typePin, type Installation } from "../fixtures/server.js";
 import { simOf } from "../fixtures/etoken-sim.js";
 
 const installations: Installation[] = [];
@@ -30,13 +30,12 @@ t.test("a corrupt index.txt: the signer's reason on the console and in status, n
   const consoleBefore = inst.consoleText().length;
   const server = startServer(inst);
   t.teardown(() => server.stop());
-  await waitFor("the signer's reason on the console", () => inst.consoleText().slice(consoleBefore).includes("duplicate serial"), 60_000);
-  const shown = inst.consoleText().slice(consoleBefore).replace(/\r/g, "");
-  t.match(shown, new RegExp(`^signer: ${index.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:2: .*duplicate serial 0A.*\\(exited with status 78\\); restarting it$`, "m"));
+  const reason = await waitForLine("the signer's reason on the console", inst.consoleText, /duplicate serial/, 60_000, consoleBefore);
+  t.match(reason, new RegExp(`^signer: ${index.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:2: .*duplicate serial 0A.*\\(exited with status 78\\); restarting it$`));
   // the signer keeps failing: by its third start the prompt would long have been shown
   await waitFor("three signer starts", () => ((readStatus(inst)?.services.find((s) => s.name === "signer")?.restarts ?? 0) >= 3 ? true : undefined), 60_000);
   t.equal(countPrompts(inst), promptsBefore, "no PIN prompt while the signer cannot start");
-  t.equal(shown.split("duplicate serial").length - 1, 1, "the same reason is said once, not at every restart");
+  t.equal(inst.consoleText().slice(consoleBefore).split("duplicate serial").length - 1, 1, "the same reason is said once, not at every restart");
   const r = runCommand(process.execPath, [BIN.ca, "status", "--config", inst.configPath]);
   t.match(r.stdout, /^signer\s.*\s\/\S*\/index\.txt:2: [^\n]*duplicate serial 0A[^\n]*\(exited with status 78\)$/m, "status shows the signer's own reason as its last error");
   t.notMatch(r.stdout, /killed: channel closed/, "not the kernel's view of it");
@@ -46,10 +45,9 @@ t.test("KEY names a token that is not there: which token it looked for, which it
   const inst = install("etca-view-label", { KEY: "pkcs11:token=no-such-token" });
   const server = startServer(inst);
   t.teardown(() => server.stop());
-  await waitFor("the token complaint", () => inst.consoleText().includes("CA token not found"), 60_000);
-  const text = inst.consoleText().replace(/\r/g, "");
-  t.match(text, `CA token not found: no token matches KEY (token label "no-such-token"); found: label "${inst.token.label}" serial ${inst.token.serial} (slot index 0); check KEY in ${inst.configPath}`);
-  t.notMatch(text, /insert the CA token/, "not told to insert a token that is there");
+  const complaint = await waitForLine("the token complaint", inst.consoleText, /CA token not found/, 60_000);
+  t.equal(complaint, `CA token not found: no token matches KEY (token label "no-such-token"); found: label "${inst.token.label}" serial ${inst.token.serial} (slot index 0); check KEY in ${inst.configPath}`);
+  t.notMatch(inst.consoleText(), /insert the CA token/, "not told to insert a token that is there");
   t.equal(countPrompts(inst), 0);
 });
 
@@ -59,10 +57,9 @@ t.test("KEY names no key on the token: LOGIN FAILED says retyping the PIN will n
   t.teardown(() => server.stop());
   await waitForState(inst, "NEED_PIN", 60_000);
   await typePin(inst, inst.token.userPin, 1);
-  await waitFor("the configuration fault", () => inst.consoleText().includes("configuration fault"), 30_000);
-  const text = inst.consoleText().replace(/\r/g, "");
-  t.match(text, /LOGIN FAILED: no private key matching KEY \(slot index 0, key id ee\)/);
-  t.match(text, `this is a configuration fault: typing the PIN again will not help. Fix KEY in ${inst.configPath}`);
+  const fault = await waitForLine("the configuration fault", inst.consoleText, /configuration fault/, 30_000);
+  t.match(inst.consoleText(), /LOGIN FAILED: no private key matching KEY \(slot index 0, key id ee\)/, "said before the fault's line");
+  t.match(fault, `this is a configuration fault: typing the PIN again will not help. Fix KEY in ${inst.configPath} `);
   // the status file is rewritten every 5 s: wait for a write after the message, then count
   const after = Date.now();
   await waitFor("a status write", () => ((readStatus(inst)?.updatedAt ?? 0) > after ? true : undefined), 30_000);

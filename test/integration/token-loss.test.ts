@@ -4,7 +4,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, runCommand, runClient, countPrompts, createInstallation, pinAgain, readStatus, startReady, typePin, waitFor, waitForState } from "../fixtures/server.js";
+import { BIN, runCommand, runClient, countPrompts, createInstallation, pinAgain, readStatus, startReady, typePin, waitFor, waitForLine, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 import { findInMemory } from "../fixtures/memory.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
@@ -47,10 +47,9 @@ t.test("removal while idle suspends, requests fail fast, re-insertion asks for t
   t.equal(st.token.present, false, "status shows the token absent");
   await waitFor("token-removed hook", () => (events().includes(`token-removed ${inst.token.serial}`) ? true : undefined), 10_000);
   t.match(events(), new RegExp(`^token-removed ${inst.token.serial}$`, "m"), "the notifier hook got token-removed");
-  // The console reaches this test through a pty read on its own event loop: the status file and
-  // the hook's file can be seen before the kernel's last console line has been read here.
-  await waitFor("the console's SUSPENDED line", () => (/SUSPENDED: token removed; issuing stopped, PIN forgotten/.test(inst.consoleText()) ? true : undefined), 10_000).catch(() => undefined);
-  t.match(inst.consoleText(), /SUSPENDED: token removed; issuing stopped, PIN forgotten/);
+  // the status file and the hook's file can be seen before the console's line (waitForLine says why)
+  const suspended = await waitForLine("the console's SUSPENDED line", inst.consoleText, /SUSPENDED:/, 10_000);
+  t.match(suspended, /SUSPENDED: token removed; issuing stopped, PIN forgotten$/);
   for (const svc of [{ name: "kernel", pid: st.kernelPid }, st.services.find((x) => x.name === "signer")!]) {
     const found = findInMemory(svc.pid!, Buffer.from(PIN, "latin1"));
     t.equal(found.hits, 0, `${svc.name}: no copy of the PIN left in its memory (${found.scannedMiB.toFixed(0)} MiB searched)`);
@@ -77,9 +76,8 @@ t.test("a replacement token with another key is refused", async (t) => {
     return s && s.token.present && s.token.serial === other.serial ? s : undefined;
   }, 10_000);
   t.equal(st.state, "SUSPENDED", "the kernel stays out of READY");
-  const refusedLine = new RegExp(`REFUSED: token serial ${other.serial} is not the CA token`);
-  await waitFor("the console's REFUSED line", () => (refusedLine.test(inst.consoleText()) ? true : undefined), 10_000).catch(() => undefined);
-  t.match(inst.consoleText(), refusedLine);
+  const refusedLine = await waitForLine("the console's REFUSED line", inst.consoleText, /REFUSED:/, 10_000);
+  t.match(refusedLine, new RegExp(`REFUSED: token serial ${other.serial} is not the CA token \\(expected serial ${inst.token.serial}\\); insert the CA token$`));
   await waitFor("token-refused hook", () => (events().includes(`token-refused ${other.serial}`) ? true : undefined), 10_000);
   t.pass("the notifier hook got token-refused");
   await waitFor("the refusal in the audit trail", () => (auditRecords().some((x) => x.event === "token" && x.token === "refused" && x.tokenSerial === other.serial) ? true : undefined), 10_000);

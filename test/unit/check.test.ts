@@ -45,6 +45,8 @@ const CASES: [string, Facts, "OK" | "WARNING" | "CRITICAL", RegExp][] = [
   ["NEED_PIN for 5 min", facts({ state: "NEED_PIN", stateSince: NOW - 300 * S }), "WARNING", /NEED_PIN for 300s/],
   ["NEED_PIN for 2 h", facts({ state: "NEED_PIN", stateSince: NOW - 7200 * S }), "CRITICAL", /waiting for the PIN for 7200s/],
   ["STARTING", facts({ state: "STARTING", stateSince: NOW - 3 * S }), "WARNING", /STARTING for 3s/],
+  // before the fix STARTING stayed WARNING however long it lasted (NEED_PIN turns CRITICAL)
+  ["STARTING for 2 h, token not checked", facts({ state: "STARTING", stateSince: NOW - 7200 * S, token: NOT_CHECKED }), "CRITICAL", /^not up for 7200s: still STARTING \(not every service has come up\); STARTING for 7200s; token not checked yet/],
   ["CRL expired", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW - 10 * S } }), "CRITICAL", /CRL #7 expired 10s ago/],
   ["CRL within reissue window, no PIN", facts({ state: "NEED_PIN", stateSince: NOW - 60 * S, crl: { ...snapshot().crl!, nextUpdate: NOW + 5 * DAY } }), "CRITICAL", /CRL #7 expires in 432000s and no PIN to reissue it/],
   ["CRL past the reissue point, READY (the next one is being made)", facts({ crl: { ...snapshot().crl!, nextUpdate: NOW + 7 * DAY + 60 * S } }), "OK", /^READY/],

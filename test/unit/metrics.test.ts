@@ -108,6 +108,22 @@ t.test("the values: state enum, PIN-needed since, counters by reason, histograms
   t.notMatch(waiting, /etoken_ca_crl_number/, "no CRL yet: no CRL series");
 });
 
+// Before the monitor's first report nobody knows whether the token is there: etoken_ca_token_present
+// 0 then made an `== 0` alert fire at every start. Before the fix it was written 0, with nothing
+// saying it was not checked yet.
+t.test("before the monitor's first report: token_present absent, token_checked 0; after it, both", async (t) => {
+  const notChecked = new KernelMetrics().render(snapshot({ state: "STARTING", token: { present: false, serial: "", label: "", pinFlags: [], epoch: 0, usbAvailable: false } }));
+  t.equal(sample(notChecked, "etoken_ca_token_checked"), "0", "not checked yet");
+  t.equal(sample(notChecked, "etoken_ca_token_present"), undefined, "no token_present sample: neither 0 nor 1 is known");
+  t.same(promtool(notChecked), { status: 0, said: "" }, "promtool accepts it");
+  const absent = new KernelMetrics().render(snapshot({ state: "NEED_PIN", token: { present: false, serial: "", label: "", pinFlags: [], epoch: 1, usbAvailable: false } }));
+  t.equal(sample(absent, "etoken_ca_token_checked"), "1", "the monitor reported");
+  t.equal(sample(absent, "etoken_ca_token_present"), "0", "and saw no token");
+  const present = new KernelMetrics().render(snapshot());
+  t.equal(sample(present, "etoken_ca_token_checked"), "1");
+  t.equal(sample(present, "etoken_ca_token_present"), "1");
+});
+
 t.test("the file: replaced atomically, 0644 under umask 077, only on change", async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-metrics-"));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
