@@ -14,6 +14,7 @@ import { fig, note } from "../lib/report.js";
 import { now } from "../lib/stats.js";
 import { schedOf, type Sched } from "../lib/processes.js";
 import { measured, type CertWindow } from "../lib/measured.js";
+import { fileSystemNote } from "../lib/file-system.js";
 
 /** Idle gaps before each echo, ms, and echoes measured at each per round (a few seconds in all). */
 export const GAPS: readonly { gapMs: number; n: number }[] = [
@@ -217,42 +218,6 @@ export function durableWritesCpu(dir: string = os.tmpdir(), n = 100): DurableWri
   } finally {
     fs.rmSync(scratch, { recursive: true, force: true });
   }
-}
-
-/**
- * Whether `dir` is on ext4 without a journal, and what that costs a create. Such an ext4 (this
- * project's test VM's root) skips, at every new inode, each free inode of the group that was
- * deleted in the last 60 s (360 s while its inode table block is dirty) (fs/ext4/ialloc.c,
- * find_inode_bit -> recently_deleted, checked only without a journal), so a create costs ~30 µs
- * in a quiet group and up to ~1 ms in one where thousands of files were just removed (test runs,
- * the bench's own installations and spool files). A journaled ext4, the default, does not.
- */
-export function fileSystemNote(dir: string): string {
-  let mount: { point: string; type: string; device: string } | undefined;
-  try {
-    const real = fs.realpathSync(dir);
-    for (const l of fs.readFileSync("/proc/self/mounts", "utf8").split("\n")) {
-      const [device, point, type] = l.split(" ");
-      if (!device || !point || !type) continue;
-      const p = point.replace(/\\040/g, " ");
-      if ((real === p || real.startsWith(p === "/" ? "/" : `${p}/`)) && (!mount || p.length >= mount.point.length)) mount = { point: p, type, device };
-    }
-  } catch {
-    return "file system not known";
-  }
-  if (!mount) return "file system not known";
-  if (mount.type !== "ext4") return `${mount.type} at ${mount.point}`;
-  let journal: boolean | undefined;
-  try {
-    const dev = path.basename(fs.realpathSync(mount.device));
-    journal = fs.readdirSync("/proc/fs/jbd2").some((d) => d.startsWith(`${dev}-`));
-  } catch {
-    journal = undefined;
-  }
-  if (journal === undefined) return `ext4 at ${mount.point}`;
-  return journal
-    ? `ext4 with a journal at ${mount.point}`
-    : `ext4 WITHOUT a journal at ${mount.point}: each create skips the inodes its group freed in the last minutes (find_inode_bit -> recently_deleted), so the create's CPU follows what was deleted there lately, not the signer`;
 }
 
 /** The C echo's costs, or why there are none (no compiler is needed: this is a note). */

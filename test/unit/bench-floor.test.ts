@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { countPerCert, cpuPerCert, schedOf } from "../../bench/lib/processes.js";
-import { aboveFloor, costAt, designFloor, durableWritesCpu, echoCosts, fileSystemNote, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { aboveFloor, costAt, designFloor, durableWritesCpu, echoCosts, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { fileSystemNote } from "../../bench/lib/file-system.js";
 
 /** A /proc-like directory: pid 4242 with threads given as [schedstat line, voluntary, involuntary] (null: the thread ended). */
 function fakeProc(t: Test, threads: Record<string, [string, number, number] | null>): string {
