@@ -74,6 +74,7 @@ export function makeImageFs(parent: string, run: Run = runQuiet, uid = process.g
     fs.rmSync(base, { recursive: true, force: true });
   };
   try {
+    fs.chmodSync(base, 0o711); // the services' users reach their CA_DIR through it; the image stays 0600
     fs.mkdirSync(dir);
     fs.closeSync(fs.openSync(image, "w", 0o600));
     fs.truncateSync(image, IMAGE_BYTES);

@@ -67,6 +67,7 @@ t.test("as root: a journaled ext4 mounted, then unmounted and deleted by release
   t.equal(fileSystemNote(image.dir), `ext4 with a journal at ${image.dir}`, "with a journal");
   t.match(image.describe, /^ext4 with a journal \(a fresh 8 GiB sparse image, /, "described as such");
   t.equal(fs.statSync(image.dir).mode & 0o7777, 0o1777, "open to the installations' own directories, as /tmp");
+  t.equal(fs.statSync(path.dirname(image.dir)).mode & 0o777, 0o711, "its parent searchable: the service users reach their CA_DIR through it");
   fs.writeFileSync(path.join(image.dir, "x"), "y");
   image.release();
   t.notOk(mounts().includes(image.dir), "unmounted");
