@@ -1,10 +1,12 @@
 // The benchmark runner: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]
-// [--compare DIR [--rounds N]]`.
+// [--compare DIR [--rounds N]] [--fs image|tmp]`.
 // Starts real installations (as root: real users, SoftHSM2 token, the kernel and its four
 // services), measures from the outside where the goals say so, and prints one table of figures
 // with the goals and PASS/MISS. It never asserts and always exits 0 unless it cannot run at all.
 // --compare DIR runs the sections from the built checkout DIR and from this one, alternating,
 // and prints both side by side (lib/compare-run.ts).
+// The installations live under os.tmpdir(), by default a fresh journaled ext4 image mounted for
+// the run (lib/file-system.ts: why), `--fs tmp` the temporary directory as it is.
 //
 // The sections (names for --only) are the rows of sections/index.ts, one file each under
 // sections/; the helpers they share are in lib/ (spool-driver.ts: requests injected exactly as
@@ -15,8 +17,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { machine } from "./lib/machine.js";
-import { checkBuilt, runCompare } from "./lib/compare-run.js";
-import { COMPARE, CPU_PROF, ONLY, QUICK, ROUNDS, WRITE } from "./lib/options.js";
+import { checkBuilt, runCompare, stopChild } from "./lib/compare-run.js";
+import { fallbackLine, fileSystemNote, makeImageFs, PREPARED_ENV } from "./lib/file-system.js";
+import { stopAll } from "./lib/installation.js";
+import { COMPARE, CPU_PROF, FS, ONLY, QUICK, ROUNDS, WRITE } from "./lib/options.js";
 import { fig, figures, figureTable, note, notes } from "./lib/report.js";
 import { writeRegion } from "./lib/results-file.js";
 import { sharedCleanup } from "./lib/shared-installation.js";
@@ -48,13 +52,76 @@ let selected: Set<string> | undefined;
 /** --cpu-prof alone runs only the profile section; with --only, the named ones too */
 const wanted = (s: Section): boolean => selected?.has(s.name) === true || (s.name === "cpuprof" ? CPU_PROF : ONLY === undefined && !CPU_PROF && !s.onRequest);
 
-async function compare(beforeDir: string, m: string[]): Promise<void> {
+/**
+ * Where this run's installations go, as one line (the header, RESULTS.md): a fresh journaled ext4
+ * image (TMPDIR set to its mount; unmounted and deleted at exit), the temporary directory with
+ * --fs tmp or when no image can be had (one line on stdout says why), or what a --compare parent
+ * prepared (PREPARED_ENV).
+ */
+function installationsBase(): string {
+  const tmp = os.tmpdir();
+  const prepared = process.env[PREPARED_ENV];
+  if (prepared) return `installations under ${tmp}: ${prepared}`;
+  if (FS === "tmp") return `installations under ${tmp} (--fs tmp): ${fileSystemNote(tmp)}`;
+  const image = makeImageFs(tmp);
+  if ("reason" in image) {
+    const line = fallbackLine(tmp, image.reason);
+    console.log(line);
+    return `installations under ${tmp}: ${fileSystemNote(tmp)} (${line.slice("bench: ".length)})`;
+  }
+  process.env.TMPDIR = image.dir;
+  return `installations under ${image.dir}: ${image.describe}`;
+}
+
+/** --compare: a fresh image for each child run (the same for both sides: they honour TMPDIR), or the temporary directory. */
+function compareBase(): { prepare: () => { env: Record<string, string>; release(): void }; installations: string } {
+  const tmp = os.tmpdir();
+  const asIs = (why: string) => ({ prepare: () => ({ env: { [PREPARED_ENV]: `${fileSystemNote(tmp)} (${why})` }, release: () => {} }), installations: `under ${tmp} for both sides (${why}): ${fileSystemNote(tmp)}` });
+  if (FS === "tmp") return asIs("--fs tmp");
+  const probe = makeImageFs(tmp);
+  if ("reason" in probe) {
+    console.log(fallbackLine(tmp, probe.reason));
+    return asIs(`no journaled ext4 image: ${probe.reason}`);
+  }
+  const kind = probe.describe;
+  probe.release();
+  return {
+    prepare: () => {
+      const image = makeImageFs(tmp);
+      if ("reason" in image) throw new Error(`no journaled ext4 image for this run: ${image.reason}`);
+      return { env: { TMPDIR: image.dir, [PREPARED_ENV]: image.describe }, release: image.release };
+    },
+    installations: `a new image for each run, before and after alike (TMPDIR): ${kind}`,
+  };
+}
+
+/**
+ * SIGINT/SIGTERM: the servers stopped (a --compare child: the signal passed on and its end
+ * awaited), then exit, whose hook unmounts and deletes the image. A second signal exits at once.
+ */
+function stopOnSignals(): void {
+  let stopping = false;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      const code = signal === "SIGINT" ? 130 : 143;
+      if (stopping) process.exit(code);
+      stopping = true;
+      console.error(`bench: ${signal}: stopping the servers, then removing the installations' file system`);
+      const cap = new Promise((r) => setTimeout(r, 30_000).unref());
+      void Promise.race([Promise.allSettled([stopChild(signal), stopAll(), sharedCleanup()]), cap]).finally(() => process.exit(code));
+    });
+  }
+}
+
+async function compare(beforeDir: string): Promise<void> {
   const missing = checkBuilt(beforeDir);
   if (missing) fail(missing);
+  const base = compareBase();
+  const m = machine(`installations: ${base.installations}`);
   const only = CPU_PROF ? [...(ONLY ?? []), "cpuprof"] : ONLY;
   console.log(`etoken-ca bench --compare${QUICK ? " (--quick)" : ""}\n${m.map((x) => `  ${x}`).join("\n")}`);
   const started = Date.now();
-  const c = await runCompare({ beforeDir, afterDir: CHECKOUT, only, quick: QUICK, rounds: ROUNDS }, SECTIONS);
+  const c = await runCompare({ beforeDir, afterDir: CHECKOUT, only, quick: QUICK, rounds: ROUNDS, ...base }, SECTIONS);
   console.log(`\n${c.header.join("\n")}\n\n${c.table.join("\n")}\n`);
   for (const p of c.problems) console.log(`- ${p}`);
   console.log(`(${((Date.now() - started) / 1000).toFixed(0)} s)`);
@@ -77,13 +144,15 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   if (Number.isNaN(ROUNDS)) fail("--rounds takes a whole number >= 1");
+  if (FS === undefined) fail("--fs takes image or tmp");
   try {
     selected = ONLY === undefined ? undefined : new Set(withNeeds(SECTIONS, ONLY));
   } catch (err) {
     fail((err as Error).message);
   }
-  const m = machine();
-  if (COMPARE !== undefined) return compare(path.resolve(COMPARE), m);
+  stopOnSignals();
+  if (COMPARE !== undefined) return compare(path.resolve(COMPARE));
+  const m = machine(installationsBase());
   console.log(`etoken-ca bench${QUICK ? " (--quick)" : ""}\n${m.map((x) => `  ${x}`).join("\n")}`);
   const started = Date.now();
   const loadAtStart = os.loadavg()[0]!;

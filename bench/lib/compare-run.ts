@@ -2,7 +2,7 @@
 // ("after"), each in a child `node dist/bench/run.js --only ...` of its own checkout, alternating
 // section by section and round by round (A B, then B A), so that the shared machine's load
 // drifts hit both sides alike; then one table (lib/compare.ts) with both and the ratio.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -19,6 +19,10 @@ export interface CompareOptions {
   only: readonly string[] | undefined;
   quick: boolean;
   rounds: number;
+  /** the file system of each child run (run.ts): its environment (TMPDIR), released after it */
+  prepare: () => { env: Record<string, string>; release(): void };
+  /** one line: what prepare() gives the runs */
+  installations: string;
 }
 
 interface Side {
@@ -38,10 +42,22 @@ export function describeCheckout(dir: string): string {
   }
 }
 
+let running: ChildProcess | undefined;
+
+/** On SIGINT/SIGTERM: passes the signal to the child bench running, and waits for it to end (its own clean-up). */
+export async function stopChild(signal: NodeJS.Signals): Promise<void> {
+  const child = running;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const closed = new Promise((r) => child.once("close", r));
+  child.kill(signal);
+  await closed;
+}
+
 /** Runs `dir`'s bench once with `args`, its output echoed with `tag`; its exit code and output. */
-function runBench(dir: string, args: string[], tag: string): Promise<{ code: number | null; out: string; err: string }> {
+function runBench(dir: string, args: string[], tag: string, env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(dir, "dist/bench/run.js"), ...args], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [path.join(dir, "dist/bench/run.js"), ...args], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+    running = child;
     let out = "";
     let err = "";
     let partial = "";
@@ -54,6 +70,7 @@ function runBench(dir: string, args: string[], tag: string): Promise<{ code: num
     child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
     child.on("error", reject);
     child.on("close", (code) => {
+      running = undefined;
       if (partial) console.log(`${tag} ${partial}`);
       resolve({ code, out, err });
     });
@@ -71,6 +88,7 @@ export async function runCompare(o: CompareOptions, sections: readonly Section[]
   const header = [
     `before: ${describeCheckout(o.beforeDir)}`,
     `after: ${describeCheckout(o.afterDir)}`,
+    `installations: ${o.installations}`,
     `runs: ${units.map((u) => `--only ${u.join(",")}`).join("; ")}${o.quick ? " (each --quick)" : ""}; ${o.rounds} round(s), before and after alternating run by run (A B, B A, ...)`,
   ];
   for (const h of header) console.log(`  ${h}`);
@@ -81,14 +99,27 @@ export async function runCompare(o: CompareOptions, sections: readonly Section[]
         let args = ["--only", unit.join(","), ...(o.quick ? ["--quick"] : [])];
         const tag = `[${side.label} ${round + 1}/${o.rounds}]`;
         const t0 = Date.now();
-        let r = await runBench(side.dir, args, tag);
+        const once = async (): Promise<{ code: number | null; out: string; err: string }> => {
+          let base: ReturnType<CompareOptions["prepare"]>;
+          try {
+            base = o.prepare();
+          } catch (err) {
+            return { code: null, out: "", err: (err as Error).message };
+          }
+          try {
+            return await runBench(side.dir, args, tag, base.env);
+          } finally {
+            base.release();
+          }
+        };
+        let r = await once();
         const known = r.code !== 0 ? unitKnownTo(unit, r.err) : undefined;
         if (known) {
           // an older checkout without a newer section: its figures are n/a, the rest still compares
           const msg = `${side.label}: no section ${unit.filter((n) => !known.includes(n)).join(", ")} in ${side.dir}; ran --only ${known.join(",")}`;
           if (!problems.includes(msg)) problems.push(msg);
           args = ["--only", known.join(","), ...(o.quick ? ["--quick"] : [])];
-          r = await runBench(side.dir, args, tag);
+          r = await once();
         }
         const run = parseRun(r.out);
         console.log(`${tag} exit ${r.code}, ${((Date.now() - t0) / 1000).toFixed(0)} s, ${run.figures.length} figures`);

@@ -52,7 +52,17 @@ export async function start(prefix: string, extra: Record<string, string> = {}, 
   const work = path.join(inst.dir, "work");
   fs.mkdirSync(work, { mode: 0o755 });
   const { csrPem } = makeCsr(work, "bench");
-  return { inst, server, driver: new SpoolDriver(inst), csrPem };
+  const r = { inst, server, driver: new SpoolDriver(inst), csrPem };
+  live.add(r);
+  return r;
+}
+
+/** Installations started and not stopped yet: what stopAll() stops on SIGINT/SIGTERM. */
+const live = new Set<Running>();
+
+/** Stops every installation still running (the signal handlers' clean-up, before the image goes). */
+export async function stopAll(): Promise<void> {
+  await Promise.allSettled([...live].map((r) => stop(r)));
 }
 /**
  * The spool on tmpfs, as deployed (SPOOL_DIR's default is under /run): /run when it is tmpfs,
@@ -76,6 +86,7 @@ function tmpfsSpool(prefix: string): { base: string; dir: string } | undefined {
 const TMPFS_MAGIC = 0x01021994;
 
 export async function stop(r: Running): Promise<void> {
+  live.delete(r);
   r.driver.close();
   await r.server.stop();
   r.inst.cleanup();

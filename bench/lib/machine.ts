@@ -3,7 +3,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 
-export function machine(): string[] {
+/** `installations`: one line saying which file system the installations are on (run.ts). */
+export function machine(installations: string): string[] {
   const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "?";
   let softhsm = "?";
   let openssl = "?";
@@ -18,17 +19,10 @@ export function machine(): string[] {
     // none
   }
   const mem = Number(/MemTotal:\s+(\d+)/.exec(fs.readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0) / 1048576;
-  const fsType = (() => {
-    try {
-      return execFileSync("findmnt", ["-n", "-o", "FSTYPE,SOURCE,OPTIONS", "-T", os.tmpdir()], { encoding: "utf8" }).trim();
-    } catch {
-      return "?";
-    }
-  })();
   return [
     `nproc ${os.cpus().length}, CPU ${cpu}, ${mem.toFixed(1)} GiB RAM`,
     `kernel ${os.release()}, node ${process.version}, SoftHSM2 ${softhsm}, ${openssl}`,
-    `file system of ${os.tmpdir()}: ${fsType}`,
+    installations,
     `load average at start ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
   ];
 }

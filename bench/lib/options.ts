@@ -1,14 +1,17 @@
 // The runner's options: `npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof]
-// [--compare DIR [--rounds N]]`.
+// [--compare DIR [--rounds N]] [--fs image|tmp]`.
 import { isHelpRequest, parseArgs } from "../../services/common/cli.js";
 
-export const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof] [--compare DIR [--rounds N]]
+export const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME]] [--write-results] [--cpu-prof] [--compare DIR [--rounds N]] [--fs image|tmp]
   --quick          shorter runs (fewer requests; the warm window after 500 certificates, not 2000)
   --only NAMES     these sections only (and what they need); names and aliases: bench/README.md
   --write-results  write the generated regions of bench/RESULTS.md
   --cpu-prof       V8 CPU profiles of the services (alone: the profile section only)
   --compare DIR    run from the built checkout DIR and from this one, alternating, side by side
-  --rounds N       --compare's rounds (default 2)`;
+  --rounds N       --compare's rounds (default 2)
+  --fs image|tmp   where the installations live: image (default) a fresh journaled ext4, a sparse
+                   image loop-mounted for the run (for each run with --compare), as a CA host's
+                   disk; tmp the temporary directory as it is (TMPDIR or /tmp)`;
 
 /**
  * The command line's options. --help or -h: the usage on stdout, exit 0; a mistake (unknown
@@ -17,7 +20,7 @@ export const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME]] [--
  */
 function readOptions(argv: string[]) {
   try {
-    return parseArgs(argv.map((a) => (a === "-h" ? "--help" : a)), { quick: "flag", only: "value", "write-results": "flag", "cpu-prof": "flag", compare: "value", rounds: "value" }, USAGE);
+    return parseArgs(argv.map((a) => (a === "-h" ? "--help" : a)), { quick: "flag", only: "value", "write-results": "flag", "cpu-prof": "flag", compare: "value", rounds: "value", fs: "value" }, USAGE);
   } catch (err) {
     if (isHelpRequest(err)) {
       process.stdout.write(`${USAGE}\n`);
@@ -41,6 +44,11 @@ export const CPU_PROF = values["cpu-prof"] === true;
 export const COMPARE = values.compare;
 /** --compare's rounds (each: every section once from each checkout); NaN when not a whole number >= 1 */
 export const ROUNDS = values.rounds === undefined ? 2 : /^[1-9]\d*$/.test(values.rounds) ? Number(values.rounds) : NaN;
+/** --fs: "image" (default) or "tmp"; undefined when it is neither */
+export const FS = parseFs(values.fs);
+export function parseFs(value: string | undefined): "image" | "tmp" | undefined {
+  return value === undefined || value === "image" ? "image" : value === "tmp" ? "tmp" : undefined;
+}
 /** sequential requests of the latency sections */
 export const N_LAT = QUICK ? 60 : 300;
 /**

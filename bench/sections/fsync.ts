@@ -7,7 +7,7 @@ import { fig } from "../lib/report.js";
 import { q, ms, now } from "../lib/stats.js";
 
 async function secFsync(): Promise<void> {
-  console.log("[fsync] what one flush costs on the file system under /tmp");
+  console.log(`[fsync] what one flush costs on the file system under ${os.tmpdir()}`);
   const d = fs.mkdtempSync(path.join(os.tmpdir(), "etca-bench-fsync-"));
   try {
     const fd = fs.openSync(path.join(d, "a"), "a");

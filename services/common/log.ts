@@ -18,7 +18,7 @@ export type LogFields = Record<string, unknown>;
 export interface Logger {
   /**
    * Whether a line at this level would be written: guard a call whose fields cost something to
-   * build on a hot path (`log.enabled("debug") && log.debug(...)`).
+   * build on a hot path (`if (log.enabled("debug")) log.debug(...)`).
    */
   enabled(level: LogLevel): boolean;
   debug(msg: string, fields?: LogFields): void;

@@ -115,7 +115,7 @@ export interface SignQueueOptions {
   readonly onHung: (hung: HungSignature) => void;
   readonly now?: () => number;
   /** Debug lines: when each clock starts and what the token finished (the watchdog's timeline). */
-  readonly log?: Logger;
+  readonly log: Logger;
 }
 
 export class SignQueue {
@@ -127,9 +127,11 @@ export class SignQueue {
   private watched: AtSigner | undefined;
   readonly times = new SignTimes();
   private readonly now: () => number;
+  private readonly log: Logger;
 
   constructor(private readonly opts: SignQueueOptions) {
     this.now = opts.now ?? Date.now;
+    this.log = opts.log;
   }
 
   /** Requests not yet signed: waiting here or at the signer. */
@@ -176,7 +178,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === requestId);
     if (!e || e.signed) return;
     e.signed = true;
-    this.debugLog()?.debug("sign queue: signed", { request: requestId });
+    if (this.log.enabled("debug")) this.log.debug("sign queue: signed", { request: requestId });
     this.tokenProgressed();
     this.pump();
   }
@@ -186,7 +188,7 @@ export class SignQueue {
     const e = this.atSigner.find((x) => x.requestId === undefined && x.sent && !x.signed);
     if (!e) return;
     e.signed = true;
-    this.debugLog()?.debug("sign queue: CRL signed");
+    if (this.log.enabled("debug")) this.log.debug("sign queue: CRL signed");
     this.tokenProgressed();
     this.pump();
   }
@@ -210,12 +212,6 @@ export class SignQueue {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
     this.watched = undefined;
-  }
-
-  /** The logger when debug lines are on; `this.debugLog()?.debug(msg, fields)` builds no fields when they are off. */
-  private debugLog(): Logger | undefined {
-    const log = this.opts.log;
-    return log?.enabled("debug") ? log : undefined;
   }
 
   private unsigned(): AtSigner[] {
@@ -267,7 +263,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i < 0 || entry.sent) return;
     entry.sent = true;
-    this.debugLog()?.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
+    if (this.log.enabled("debug")) this.log.debug("sign queue: sent", { request: entry.requestId ?? "CRL" });
     this.atSigner.splice(i, 1);
     this.atSigner.push(entry);
     this.advance();
@@ -277,7 +273,7 @@ export class SignQueue {
     const i = this.atSigner.indexOf(entry);
     if (i >= 0) this.atSigner.splice(i, 1);
     if (entry.sent && !entry.signed) {
-      this.debugLog()?.debug("sign queue: CRL done");
+      if (this.log.enabled("debug")) this.log.debug("sign queue: CRL done");
       this.tokenProgressed(); // a CRL done (no Signed of its own)
     }
     this.pump();
@@ -305,7 +301,7 @@ export class SignQueue {
     this.disarm();
     if (head.headSince === undefined) {
       head.headSince = this.now();
-      this.debugLog()?.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
+      if (this.log.enabled("debug")) this.log.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
     }
     const left = head.headSince + head.timeoutMs - this.now();
     this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));

@@ -37,6 +37,7 @@ export function derToPem(der: Uint8Array, label = "CERTIFICATE"): string {
  */
 export function publishResult(dir: string, requestId: string, content: string): Publication {
   const result = inDir(dir, resultName(requestId));
+  tmpfileWorks ??= fs.existsSync("/proc/self/fd");
   const addon = tmpfileWorks ? spoolAddon() : undefined;
   if (addon) {
     const published = publishUnnamed(addon, dir, result, content);
@@ -45,8 +46,12 @@ export function publishResult(dir: string, requestId: string, content: string): 
   return publishNamed(dir, requestId, result, content);
 }
 
-/** Cleared when the file system has no O_TMPFILE, or there is no /proc to link through: not tried again. */
-let tmpfileWorks = true;
+/**
+ * Whether results are written unnamed: decided at the first result (no /proc/self/fd to link
+ * through: never), and cleared for good when the file system has no O_TMPFILE. A linkat that
+ * fails for another reason sends only that result the named way.
+ */
+let tmpfileWorks: boolean | undefined;
 const NO_TMPFILE = new Set(["EOPNOTSUPP", "EISDIR", "EINVAL"]);
 
 /** Opens a new result file with RESULT_FILE_MODE exactly (through the umask: no fchmod after, whose IN_ATTRIB would wake waiting clients). */
@@ -75,7 +80,6 @@ function publishUnnamed(addon: SpoolAddon, dir: string, result: string, content:
       return { kind: "published", ino };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") return { kind: "claimed_by_client" };
-      if (!fs.existsSync("/proc/self/fd")) tmpfileWorks = false;
       return undefined; // nothing was named: the named path does it all again
     }
   } finally {

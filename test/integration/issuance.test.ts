@@ -86,11 +86,11 @@ t.test("the presence fence starts as soon as the token has signed", async (t) =>
   const before = server.logs().length;
   const r = await client(calloutInput({ username: "fence timing", passphrase: PASSPHRASE, csrPem: makeCsr(work, "fence").csrPem }));
   t.equal(r.code, 0, r.stderr);
-  const started = server
-    .logs()
-    .slice(before)
-    .filter((l) => l.includes('"msg":"presence fence started'))
-    .map((l) => (JSON.parse(l) as { msg: string }).msg);
+  // the kernel's stderr reaches this test through a pipe read on its own event loop: the client's
+  // exit can be seen before the fence's line, written earlier, has been read here
+  const fenceLines = (): string[] => server.logs().slice(before).filter((l) => l.includes('"msg":"presence fence started'));
+  await waitFor("the fence's log line", () => fenceLines().length > 0 || undefined, 10_000).catch(() => undefined);
+  const started = fenceLines().map((l) => (JSON.parse(l) as { msg: string }).msg);
   if (process.env.ETCA_SIGNER_BACKEND === "openssl") {
     // openssl ca signs and records in one run: the kernel learns of the signature from Issued
     t.same(started, ["presence fence started after Issued"], "one fence, after the openssl backend's answer");

@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { countPerCert, cpuPerCert, schedOf } from "../../bench/lib/processes.js";
-import { aboveFloor, costAt, designFloor, echoCosts, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { aboveFloor, costAt, designFloor, durableWritesCpu, echoCosts, wakeupBudget, type EchoCost } from "../../bench/sections/floor.js";
+import { fileSystemNote } from "../../bench/lib/file-system.js";
 
 /** A /proc-like directory: pid 4242 with threads given as [schedstat line, voluntary, involuntary] (null: the thread ended). */
 function fakeProc(t: Test, threads: Record<string, [string, number, number] | null>): string {
@@ -93,4 +94,20 @@ t.test("above the design's floor: per process its CPU less its wake-ups as echoe
   const a = aboveFloor(w, f, 0.8);
   t.same(Object.fromEntries(Object.entries(a.byProcess).map(([k, v]) => [k, v.toFixed(2)])), { kernel: "0.64", signer: "1.72", monitor: "-0.10", notifier: "0.00" }, "kernel 1 - 0.36; signer 3 - 0.48 - 0.8; the monitor below its echo");
   t.equal(a.total.toFixed(2), (1 + 3 + 0.1 - f.total).toFixed(2), "in all: the CPU less the whole floor");
+});
+
+t.test("the signer's writes before hand-out: the newcerts create and the index line's flush are timed apart", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-floor-writes-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const w = durableWritesCpu(dir, 20);
+  t.ok(Number.isFinite(w.createMs) && w.createMs > 0, `the create part has a cost (${w.createMs} ms)`);
+  t.ok(Number.isFinite(w.lineMs) && w.lineMs > 0, `the line part has a cost (${w.lineMs} ms)`);
+  t.same(fs.readdirSync(dir), [], "its scratch directory is removed");
+});
+
+t.test("the probe names the file system it measured: the mount holding the directory, the longest match", async (t) => {
+  t.equal(fileSystemNote("/proc/self"), "proc at /proc", "not the root's");
+  t.equal(fileSystemNote("/nonexistent/etca"), "file system not known");
+  const root = fileSystemNote("/");
+  t.match(root, / at \/($|:)/, `the root (${root})`);
 });

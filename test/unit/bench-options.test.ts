@@ -19,7 +19,7 @@ t.test("--help and -h: the usage on stdout, exit 0", async (t) => {
     t.equal(r.code, 0, `${flag}: exit 0 (${r.stderr.split("\n")[0]})`);
     t.equal(r.stderr, "", `${flag}: nothing on stderr`);
     t.match(r.stdout, /^usage: npm run bench -- /, `${flag}: the usage first`);
-    for (const option of ["--quick", "--only", "--write-results", "--cpu-prof", "--compare", "--rounds"]) t.match(r.stdout, new RegExp(`^  ${option} `, "m"), `${flag}: ${option} explained`);
+    for (const option of ["--quick", "--only", "--write-results", "--cpu-prof", "--compare", "--rounds", "--fs"]) t.match(r.stdout, new RegExp(`^  ${option} `, "m"), `${flag}: ${option} explained`);
   }
   const late = bench(["--quick", "--help"]);
   t.equal(late.code, 0, "--help after other options: the usage too");
@@ -33,6 +33,7 @@ t.test("a mistake: one line on stderr naming it, exit 2, nothing run", async (t)
     [["--only"], /^bench: --only needs a value\b/],
     [["--quick=yes"], /^bench: --quick takes no value\b/],
     [["latency"], /^bench: unexpected argument "latency"/],
+    [["--fs"], /^bench: --fs needs a value\b/],
   ];
   for (const [args, message] of cases) {
     const r = bench(args);
@@ -41,4 +42,15 @@ t.test("a mistake: one line on stderr naming it, exit 2, nothing run", async (t)
     t.equal(r.stderr.trimEnd().split("\n").length, 1, `${args.join(" ")}: one line, no stack trace`);
     t.equal(r.stdout, "", `${args.join(" ")}: nothing on stdout (nothing ran)`);
   }
+});
+
+t.test("--fs takes image or tmp: anything else is one line, exit 2, nothing run (no image made)", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.pass("checked after the bench's root check", { skip: true });
+    return;
+  }
+  const r = bench(["--fs", "journal"]);
+  t.equal(r.code, 2, "exit 2");
+  t.equal(r.stderr, "bench: --fs takes image or tmp\n", "named, one line");
+  t.equal(r.stdout, "", "nothing on stdout (nothing ran)");
 });

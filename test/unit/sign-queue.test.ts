@@ -3,6 +3,7 @@
 // signing (deadline passed, client gave up, token gone) and the SIGN_TIMEOUT watchdog. The clock
 // is the test's; nothing here waits on real time except the watchdog's own (short) timer.
 import t from "tap";
+import { readFileSync } from "node:fs";
 import { createLogger, type Logger, setLogLevel, setLogSink } from "../../services/common/log.js";
 import { type HungSignature, QueueRefusal, SignQueue, SignTimes, type Ticket } from "../../services/kernel/sign-queue.js";
 
@@ -17,6 +18,7 @@ function queue(opts: { signTimeoutMs?: number; clock?: { now: number } } = {}) {
       reports.push(h);
     },
     now: () => clock.now,
+    log: createLogger("kernel.sign-queue"),
   });
   t.teardown(() => q.stop());
   return { q, clock, hung, reports };
@@ -401,4 +403,16 @@ t.test("the watchdog's timer is kept while the token's current work and its cloc
   for (const tk of later) tk.done();
   t.same(hung, [], "no hang reported");
   t.equal(q.depth, 0);
+});
+
+// One way to guard a debug line on the per-certificate path, the one services/common/log.ts
+// documents and issuing and the signer use: `if (log.enabled("debug")) log.debug(...)`. Before
+// the fix the sign queue had its own (`this.debugLog()?.debug(...)`, its logger optional).
+t.test("the sign queue's debug lines are guarded as log.ts documents", async (t) => {
+  const source = (file: string): string => readFileSync(new URL(`../../../services/${file}`, import.meta.url), "utf8");
+  const documented = /`(if \(log\.enabled\("debug"\)\) log\.debug\(\.\.\.\))`/.exec(source("common/log.ts"))?.[1];
+  t.equal(documented, 'if (log.enabled("debug")) log.debug(...)', "log.ts documents the guard");
+  const calls = source("kernel/sign-queue.ts").split("\n").filter((l) => /\.debug\(/.test(l));
+  t.ok(calls.length >= 5, `the sign queue has its debug lines (${calls.length})`);
+  for (const l of calls) t.match(l, /^\s*if \(this\.log\.enabled\("debug"\)\) this\.log\.debug\("/, `guarded as documented: ${l.trim()}`);
 });
