@@ -598,10 +598,12 @@ t.test("attack: the client user holds the queue in front of the lock forever; cl
   // Only CLIENT_USER can open SPOOL_DIR; it could always hold the `request` link forever. Holding
   // the flock the clients queue with is the same denial of service, and ends the same way.
   const h4 = new SpoolHarness({ clientTimeout: "2" });
-  const holder = spawn("flock", [h4.spoolDir, "sleep", "600"], { uid: h4.users.CLIENT_USER.uid, gid: h4.users.CLIENT_USER.gid, stdio: "ignore" });
+  // flock(1) forks `sleep`, which inherits the locked descriptor: the holder is a process group,
+  // killed whole (a `sleep` left behind kept running as CLIENT_USER, and `userdel` then failed)
+  const holder = spawn("flock", [h4.spoolDir, "sleep", "600"], { uid: h4.users.CLIENT_USER.uid, gid: h4.users.CLIENT_USER.gid, stdio: "ignore", detached: true });
   const exited = new Promise((resolve) => holder.on("exit", resolve));
   t.teardown(async () => {
-    holder.kill("SIGKILL");
+    process.kill(-holder.pid!, "SIGKILL");
     await exited;
     h4.cleanup();
   });
