@@ -64,6 +64,9 @@ export const TOKEN_AUDIT_EVENTS = ["inserted", "removed", "refused", "replaced"]
 export const MAX_TOKEN_AUDIT_DETAIL = 300;
 /** Largest number of revoke queue entries applied per pass (the rest comes with the next pass). */
 export const MAX_QUEUE_ENTRIES = 1000;
+/** ServiceWarning: the message is shown on the console as one line. */
+export const MAX_SERVICE_WARNING = 400;
+const SERVICE_WARNING_CODE = /^[a-z]+\.[a-z_]{1,40}$/;
 
 // ---- timing the processes agree on ------------------------------------------------------------
 
@@ -201,6 +204,7 @@ export const VALIDATORS: Validators = {
   // the kernel fits what it sends into this (kernel.ts notify): only a kernel bug breaks it
   notify,
   hookFailed: () => undefined,
+  serviceWarning: (m) => first(SERVICE_WARNING_CODE.test(m.code) ? undefined : `warning code ${JSON.stringify(m.code.slice(0, 40))} is not <service>.<word>`, text("message", m.message, MAX_SERVICE_WARNING)),
 };
 
 /** Why a decoded message breaks the contract, or undefined. */

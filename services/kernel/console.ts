@@ -65,12 +65,21 @@ export class OperatorConsole {
     }
   }
 
+  /** Ends the prompt's line (echo is off: the operator's Enter shows nothing); never throws. */
+  private endLine(): void {
+    try {
+      fs.writeSync(this.fd, "\r\n");
+    } catch {
+      // nothing to do: the console is gone
+    }
+  }
+
   /** True while a PIN prompt is open. */
   get prompting(): boolean {
     return this.reading !== undefined;
   }
 
-  /** Interrupts an open prompt (token removed): readSecret resolves undefined. */
+  /** Interrupts an open prompt (token removed) and ends its line: readSecret resolves undefined. */
   abortPrompt(): void {
     this.reading?.abort();
   }
@@ -103,11 +112,7 @@ export class OperatorConsole {
           const c = chunk[i]!;
           if (c === 0x0d || c === 0x0a) {
             chunk.fill(0);
-            try {
-              fs.writeSync(this.fd, "\r\n");
-            } catch {
-              // ignore
-            }
+            this.endLine();
             if (tooLong) {
               this.say(`PIN longer than ${MAX_PIN_BYTES} bytes: ignored, type it again`);
               finish(Buffer.alloc(0));
@@ -134,7 +139,13 @@ export class OperatorConsole {
         }
         chunk.fill(0);
       };
-      this.reading = { abort: () => finish(undefined) };
+      // an aborted prompt ends its line: the kernel's next line must not follow the prompt's ": "
+      this.reading = {
+        abort: () => {
+          this.endLine();
+          finish(undefined);
+        },
+      };
       try {
         fs.writeSync(this.fd, prompt);
         this.input.setRawMode(true);

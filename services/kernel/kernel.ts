@@ -3,7 +3,7 @@
 // and the status file. What it owns besides lives in its parts: the issuing path (issuing.ts),
 // the PIN (pin.ts), the revoke queue and CRLs (revocations.ts). It parses nothing untrusted:
 // every frame was checked against the contract (proto/contract.ts) before it gets here.
-import { contractProblem, MAX_NOTIFY_DETAIL_VALUE, MAX_NOTIFY_MESSAGE, MAX_REASON, MAX_TOKEN_AUDIT_DETAIL, type TOKEN_AUDIT_EVENTS } from "../../proto/contract.js";
+import { contractProblem, MAX_NOTIFY_DETAIL_VALUE, MAX_NOTIFY_MESSAGE, MAX_REASON, MAX_SERVICE_WARNING, MAX_TOKEN_AUDIT_DETAIL, type TOKEN_AUDIT_EVENTS } from "../../proto/contract.js";
 import type { Frame, Message } from "../../proto/wire.js";
 import { TokenPresence } from "../../proto/wire.js";
 import { RemoteFailure } from "../common/channel.js";
@@ -87,6 +87,8 @@ export class Kernel implements KernelCore {
   tokenDetail = "";
   readonly counters = { issued: 0, failed: 0, rejected: 0, fenceRevoked: 0, undelivered: 0 };
   private lastHookFailure: string | null = null;
+  /** ServiceWarning codes already shown: a restarted service's repeat is logged, not shown again. */
+  private readonly warningsShown = new Set<string>();
   private statusTimer: NodeJS.Timeout | undefined;
   private crlTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -113,6 +115,7 @@ export class Kernel implements KernelCore {
     onSignerFault: (frame) => this.onSignerFault(frame),
     onTokenEvent: (frame) => this.onTokenEvent(frame),
     onHookFailed: (frame) => this.onHookFailed(frame),
+    onServiceWarning: (frame) => this.onServiceWarning(frame),
   };
 
   constructor(
@@ -338,6 +341,15 @@ export class Kernel implements KernelCore {
     this.lastHookFailure = `${new Date().toISOString()} ${m.hook.slice(0, 100)} (${m.event.slice(0, 40)}): ${redactCredentials(m.message.slice(0, 300))}`;
     this.log.warning("hook failed", { hook: m.hook.slice(0, 200), event: m.event.slice(0, 40), message: m.message.slice(0, 300) });
     this.writeStatus();
+  }
+
+  private onServiceWarning(frame: Frame<"serviceWarning">): void {
+    const m = frame.message;
+    const message = oneLine(m.message, MAX_SERVICE_WARNING);
+    this.log.warning("service warning", { code: m.code, message });
+    if (this.warningsShown.has(m.code)) return;
+    this.warningsShown.add(m.code);
+    this.console.say(`WARNING: ${message}`);
   }
 
   // ---- the token ------------------------------------------------------------------------------

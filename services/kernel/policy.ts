@@ -23,6 +23,7 @@ export interface KernelHandlers {
   readonly onSignerFault: (frame: Frame<"signerFault">) => void;
   readonly onTokenEvent: (frame: Frame<"tokenEvent">) => void;
   readonly onHookFailed: (frame: Frame<"hookFailed">) => void;
+  readonly onServiceWarning: (frame: Frame<"serviceWarning">) => void;
 }
 
 /** The handlers that take a frame of type T. */
@@ -48,6 +49,7 @@ export const KERNEL_TABLE: readonly TableRow[] = [
   { sender: "spool", type: "delivered", states: RUNNING, handler: "onDelivered" },
   // the client gave up (its .abandoned marker): a request still queued for the token is dropped
   { sender: "spool", type: "withdrawn", states: RUNNING, handler: "onWithdrawn" },
+  { sender: "spool", type: "serviceWarning", states: RUNNING, handler: "onServiceWarning" },
   // a signature can complete just as the token goes away (the state leaves READY)
   { sender: "signer", type: "signed", states: ["NEED_PIN", "READY", "SUSPENDED"], handler: "onSigned" },
   { sender: "signer", type: "signerFault", states: ["NEED_PIN", "READY", "SUSPENDED"], handler: "onSignerFault" },

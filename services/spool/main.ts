@@ -4,7 +4,7 @@
 // "other" bits only. Hostile input never crashes it: every case ends in an error result for that
 // client (when the name is valid), a requestRejected to the kernel and a log line.
 import * as fs from "node:fs";
-import { SERIAL } from "../../proto/contract.js";
+import { MAX_SERVICE_WARNING, SERIAL } from "../../proto/contract.js";
 import type { Frame } from "../../proto/wire.js";
 import { dnTemplateOf } from "../common/config.js";
 import { ConfigError, describeError, errorCode, RequestError } from "../common/errors.js";
@@ -16,7 +16,7 @@ import type { DnTemplate } from "../common/x509/dn.js";
 import { singleFlight } from "../common/single-flight.js";
 import { readRequest, type ValidRequest } from "./request-file.js";
 import { derToPem, hasAbandonedMarker, publishError, publishResult, removeAbandoned, resultInode } from "./results.js";
-import { inDir, SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
+import { inDir, spoolAddon, SpoolWatcher, sweepSpool, takeRequestLink, type Taken } from "./watcher.js";
 
 /** Requests read and waiting for the kernel at once; beyond this the lock is left held. */
 export const MAX_IN_FLIGHT = 256;
@@ -98,8 +98,25 @@ class Spool {
         this.checkWithdrawal(requestId);
         this.checkRefusal(requestId);
       },
-      onError: (err) => ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) }),
+      onError: (err) => {
+        ctx.log.warning("inotify watch failed; relying on the periodic rescan", { dir: this.dir, error: describeError(err) });
+        this.warnNoWatch(err);
+      },
     });
+  }
+
+  /** The operator's console says once that requests now wait for the rescan, and what to do. */
+  private warnNoWatch(err: Error): void {
+    const [what, remedy] =
+      spoolAddon() === undefined
+        ? ["native/spool-watch not loaded", "reinstall (deploy/install) or rebuild (npm run build)"]
+        : ["inotify watch on SPOOL_DIR failed", "restart the CA once SPOOL_DIR is in order"];
+    const message = `spool: ${what} (${oneLine(err.message)}): requests are picked up by the rescan, up to ${RESCAN_MS / 1000} s late; ${remedy}`;
+    try {
+      this.ctx.channel.send("serviceWarning", { code: "spool.no_watch", message: message.slice(0, MAX_SERVICE_WARNING) });
+    } catch (e) {
+      this.ctx.log.warning("cannot tell the kernel that the spool rescans", { error: describeError(e) });
+    }
   }
 
   start(): void {

@@ -153,3 +153,11 @@ for (const broken of BROKEN_ISSUED) {
     t.notOk(settles[settles.length - 1]!.includes(ISSUED_SERIAL), "the next signer is not told to keep it valid: it revokes it when it settles");
   });
 }
+
+t.test("a service's warning (ServiceWarning) is shown on the console once, as one line without control characters", async (t) => {
+  const { consoleText, lines } = standInKernel(t, { spool: "warn-twice" });
+  const line = await waitForLine("the console's WARNING line", consoleText, /WARNING:/, 20_000);
+  t.equal(line, "WARNING: spool: stand-in warning [2J; do this", "the spool's words, control characters made spaces");
+  await waitFor("both warnings logged", () => lines.filter((l) => l.includes("service warning")).length >= 2 || undefined, 20_000);
+  t.equal(consoleText().split("WARNING:").length - 1, 1, "shown once, though said twice");
+});

@@ -41,3 +41,9 @@ t.test("a request gets its certificate through the rescan and a named temporary 
   await h.until(() => fs.readdirSync(h.spoolDir).length === 0, 10_000, "the spool directory empty");
   t.same(fs.readdirSync(h.spoolDir), [], "nothing left behind (the temporary name removed)");
 });
+
+t.test("the kernel is told, for the operator's console, that requests wait for the rescan and what to do", async (t) => {
+  const w = await h.next("serviceWarning", 10_000);
+  t.equal(w.message.code, "spool.no_watch");
+  t.match(w.message.message, /^spool: native\/spool-watch not loaded \(cannot load the spool's inotify helper [^)]*spool_watch\.node.*\): requests are picked up by the rescan, up to 1 s late; reinstall \(deploy\/install\) or rebuild \(npm run build\)$/);
+});

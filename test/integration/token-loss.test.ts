@@ -4,7 +4,7 @@
 import t from "tap";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BIN, runCommand, runClient, countPrompts, createInstallation, pinAgain, readStatus, startReady, typePin, waitFor, waitForLine, waitForState } from "../fixtures/server.js";
+import { BIN, runCommand, runClient, countPrompts, createInstallation, pinAgain, promptShown, readStatus, startReady, typePin, waitFor, waitForLine, waitForState } from "../fixtures/server.js";
 import { calloutInput, certField, makeCsr, openssl } from "../fixtures/pki.js";
 import { findInMemory } from "../fixtures/memory.js";
 import { reinsertToken, removeToken, replaceToken } from "../fixtures/softhsm.js";
@@ -129,6 +129,21 @@ t.test("presence fence: removal between signature and release revokes and withho
   t.ok(trail.some((x) => x.event === "token" && x.token === "removed"), "and the removal");
   const verify = runCommand(process.execPath, [BIN.ca, "audit", "verify", "--config", inst.configPath]);
   t.equal(verify.code, 0, verify.stdout);
+});
+
+t.test("removal while the PIN prompt is open: the prompt's line ends, the state line is a whole line", async (t) => {
+  removeToken(inst.token);
+  await waitForState(inst, "SUSPENDED", 10_000);
+  reinsertToken(inst.token);
+  await waitForState(inst, "NEED_PIN", 10_000);
+  await promptShown(inst, 20_000);
+  const from = inst.consoleText().lastIndexOf("PIN for CA token");
+  removeToken(inst.token);
+  const line = await waitForLine("the console's SUSPENDED state line", inst.consoleText, /state SUSPENDED/, 10_000, from);
+  t.match(line, /^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] state SUSPENDED \| /, "a line of its own, starting with the time stamp (not after the prompt's ': ')");
+  t.match(inst.consoleText().slice(from).replace(/\r/g, ""), /^PIN for CA token [^\n]*\): \n/, "the aborted prompt's line ends there");
+  reinsertToken(inst.token);
+  await pinAgain(inst);
 });
 
 t.test("issuing works again afterwards", async (t) => {
