@@ -21,8 +21,6 @@ export interface CompareOptions {
   rounds: number;
   /** the file system of each child run (run.ts): its environment (TMPDIR), released after it */
   prepare: () => { env: Record<string, string>; release(): void };
-  /** one line: what prepare() gives the runs */
-  installations: string;
 }
 
 interface Side {
@@ -88,7 +86,6 @@ export async function runCompare(o: CompareOptions, sections: readonly Section[]
   const header = [
     `before: ${describeCheckout(o.beforeDir)}`,
     `after: ${describeCheckout(o.afterDir)}`,
-    `installations: ${o.installations}`,
     `runs: ${units.map((u) => `--only ${u.join(",")}`).join("; ")}${o.quick ? " (each --quick)" : ""}; ${o.rounds} round(s), before and after alternating run by run (A B, B A, ...)`,
   ];
   for (const h of header) console.log(`  ${h}`);
