@@ -4,6 +4,7 @@
 // off its own CPU (process.cpuUsage) in the same interval.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { mountTable } from "./file-system.js";
 
 export interface ChildCpu {
   /** runs `fn` (which runs children synchronously) and returns its result and the children's CPU in ms */
@@ -13,11 +14,7 @@ export interface ChildCpu {
 }
 
 function cgroup2Mount(): string | undefined {
-  for (const line of fs.readFileSync("/proc/self/mounts", "utf8").split("\n")) {
-    const f = line.split(" ");
-    if (f[2] === "cgroup2") return f[1];
-  }
-  return undefined;
+  return mountTable().find((m) => m.type === "cgroup2")?.point;
 }
 
 /** undefined when there is no cgroup v2 hierarchy this process may use (then no figure). */

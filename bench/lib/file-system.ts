@@ -45,12 +45,24 @@ function why(err: unknown, what: string): string {
 
 const sleepSync = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
-function isMountPoint(dir: string): boolean {
+/** /proc/self/mounts, one entry per mount (spaces in paths unescaped); empty when it cannot be read. */
+export function mountTable(): { device: string; point: string; type: string }[] {
+  let text: string;
   try {
-    return fs.readFileSync("/proc/self/mounts", "utf8").split("\n").some((l) => l.split(" ")[1]?.replace(/\\040/g, " ") === dir);
+    text = fs.readFileSync("/proc/self/mounts", "utf8");
   } catch {
-    return false;
+    return [];
   }
+  const table: { device: string; point: string; type: string }[] = [];
+  for (const l of text.split("\n")) {
+    const [device, point, type] = l.split(" ");
+    if (device && point && type) table.push({ device, point: point.replace(/\\040/g, " "), type });
+  }
+  return table;
+}
+
+function isMountPoint(dir: string): boolean {
+  return mountTable().some((m) => m.point === dir);
 }
 
 /**
@@ -158,17 +170,15 @@ export function fallbackLine(tmp: string, reason: string): string {
  * the bench's own installations and spool files). A journaled ext4, the default, does not.
  */
 export function fileSystemNote(dir: string): string {
-  let mount: { point: string; type: string; device: string } | undefined;
+  let real: string;
   try {
-    const real = fs.realpathSync(dir);
-    for (const l of fs.readFileSync("/proc/self/mounts", "utf8").split("\n")) {
-      const [device, point, type] = l.split(" ");
-      if (!device || !point || !type) continue;
-      const p = point.replace(/\\040/g, " ");
-      if ((real === p || real.startsWith(p === "/" ? "/" : `${p}/`)) && (!mount || p.length >= mount.point.length)) mount = { point: p, type, device };
-    }
+    real = fs.realpathSync(dir);
   } catch {
     return "file system not known";
+  }
+  let mount: { point: string; type: string; device: string } | undefined;
+  for (const m of mountTable()) {
+    if ((real === m.point || real.startsWith(m.point === "/" ? "/" : `${m.point}/`)) && (!mount || m.point.length >= mount.point.length)) mount = m;
   }
   if (!mount) return "file system not known";
   if (mount.type !== "ext4") return `${mount.type} at ${mount.point}`;

@@ -128,7 +128,7 @@ export class DirWaiter {
   /** This writer's turn at the head of the queue; undefined when there is no queue; "late" when the deadline (or close()) came first. */
   private queue(deadline: number): Promise<{ release(): void } | undefined | "late"> {
     const addon = loadWatchAddon(this.addonFile);
-    if (addon?.queueFlock === undefined) return Promise.resolve(undefined);
+    if (addon === undefined) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
       let turn: ReturnType<SpoolAddon["queueFlock"]>;
@@ -139,7 +139,7 @@ export class DirWaiter {
           resolve(code === null ? turn : undefined); // flock failed: the link alone, as without the queue
         });
       } catch {
-        resolve(undefined); // the directory cannot be opened (or is a symlink): the link alone
+        resolve(undefined); // the directory cannot be opened (or is a symlink), or an addon built before queueFlock: the link alone
         return;
       }
       if (turn.held === true) {

@@ -107,11 +107,12 @@ class Spool {
 
   /** The operator's console says once that requests now wait for the rescan, and what to do. */
   private warnNoWatch(err: Error): void {
+    // the loader's own message names the file and the build that makes it
     const [what, remedy] =
       spoolAddon() === undefined
-        ? ["native/spool-watch not loaded", "reinstall (deploy/install) or rebuild (npm run build)"]
-        : ["inotify watch on SPOOL_DIR failed", "restart the CA once SPOOL_DIR is in order"];
-    const message = `spool: ${what} (${oneLine(err.message)}): requests are picked up by the rescan, up to ${RESCAN_MS / 1000} s late; ${remedy}`;
+        ? [oneLine(err.message), "on an installed system, rerun deploy/install"]
+        : [`inotify watch on SPOOL_DIR failed (${oneLine(err.message)})`, "restart the CA once SPOOL_DIR is in order"];
+    const message = `spool: ${what}: requests are picked up by the rescan, up to ${RESCAN_MS / 1000} s late; ${remedy}`;
     try {
       this.ctx.channel.send("serviceWarning", { code: "spool.no_watch", message: message.slice(0, MAX_SERVICE_WARNING) });
     } catch (e) {

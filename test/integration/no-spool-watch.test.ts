@@ -45,5 +45,6 @@ t.test("a request gets its certificate through the rescan and a named temporary 
 t.test("the kernel is told, for the operator's console, that requests wait for the rescan and what to do", async (t) => {
   const w = await h.next("serviceWarning", 10_000);
   t.equal(w.message.code, "spool.no_watch");
-  t.match(w.message.message, /^spool: native\/spool-watch not loaded \(cannot load the spool's inotify helper [^)]*spool_watch\.node.*\): requests are picked up by the rescan, up to 1 s late; reinstall \(deploy\/install\) or rebuild \(npm run build\)$/);
+  t.match(w.message.message, /^spool: cannot load the spool's inotify helper \S*spool_watch\.node \(npm run build makes it\): .+: requests are picked up by the rescan, up to 1 s late; on an installed system, rerun deploy\/install$/);
+  t.equal(w.message.message.split("npm run build").length - 1, 1, "what to do said once (the loader's message already names the build)");
 });
