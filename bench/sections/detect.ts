@@ -22,16 +22,22 @@ async function fenceRtt(): Promise<number[]> {
   const mon = ensureUser("etca-mon");
   const tok = createSoftToken({ dir: path.join(base, "hsm"), readerGid: mon.gid });
   const config = parseConfig(`DN_FORMAT=/CN=%s\nCA_OIDS=1.3.6.1.4.1.99999.1.1\nCRL_URLS=URI:http://ca.example.org/crl.der\nPKCS11_MODULE=${tok.modulePath}\nCA_CERT=${tok.caCertPath}\nMONITOR_USER=etca-mon\nTOKEN_POLL_INTERVAL=1h\n`, "bench");
-  const child = spawn(process.execPath, [fileURLToPath(new URL("../services/common/start.js", import.meta.url)), "monitor"], {
+  const child = spawn(process.execPath, [fileURLToPath(new URL("../../services/common/start.js", import.meta.url)), "monitor"], {
     uid: mon.uid,
     gid: mon.gid,
     cwd: "/",
-    stdio: ["ignore", "ignore", "ignore", "pipe"],
+    stdio: ["ignore", "ignore", "pipe", "pipe"],
     env: { PATH: "/usr/bin:/bin", ETOKEN_CA_SERVICE: "monitor", ETOKEN_CA_CONFIG: JSON.stringify(configFor("monitor", config)), ETOKEN_CA_UID: String(mon.uid), ETOKEN_CA_GID: String(mon.gid), SOFTHSM2_CONF: tok.confPath },
   });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   try {
     const ch = new Channel(child.stdio[3] as net.Socket, "monitor");
-    await new Promise<void>((resolve) => ch.onFrame((f) => (f.type === "tokenEvent" ? resolve() : undefined)));
+    // a monitor that cannot start must fail the section, not leave the bench waiting on nothing
+    await new Promise<void>((resolve, reject) => {
+      ch.onFrame((f) => (f.type === "tokenEvent" ? resolve() : undefined));
+      child.once("exit", (code, signal) => reject(new Error(`the monitor exited (${signal ?? `code ${code}`}) before its first token report: ${stderr.trim() || "no output"}`)));
+    });
     const rtt: number[] = [];
     for (let i = 0; i < (QUICK ? 200 : 1000); i++) {
       const a = now();
