@@ -16,6 +16,9 @@ import type { Config, ConfigKey } from "./config-schema.js";
 //   code pages of the binary, its zone and code): the five processes' peak 291 MiB (--quick)
 //   and 293 MiB (full length) against 289-291 before these cuts with both in lite mode.
 //   Within 570 certificates (--quick) the monitor's JIT saves nothing yet.
+// - With SIGNER_BACKEND=openssl the spool and monitor run interpreter-only too: an `openssl ca`
+//   child per certificate (~20 ms) dwarfs their JavaScript, and their compiler's ~20 MiB put the
+//   five processes' peak in the openssl throughput run (bench (h5)) at 316 MiB; lite: 299.
 // - The notifier runs interpreter-only (--lite-mode): it does almost nothing. --no-expose-wasm
 //   silences V8's warning that lite mode turns WebAssembly off (nothing here uses it).
 // - The signer keeps the optimizing compiler: it builds CRLs of 100,000s of entries and reads
@@ -68,12 +71,15 @@ const SIGNER_KEYS = [
 const MONITOR_KEYS = ["KEY", "PKCS11_MODULE", "USB_DEVICE", "TOKEN_POLL_INTERVAL"] as const;
 const NOTIFIER_KEYS = ["NOTIFY_HOOK", "POST_CRL_HOOK", "HOOK_TIMEOUT", "NOTIFY_EMAIL", "NOTIFY_FROM", "SMTP_URL", "NOTIFY_RATE_LIMIT"] as const;
 
+/** The same flags whichever SIGNER_BACKEND signs. */
+const ANY_BACKEND = <F extends readonly string[]>(flags: F) => ({ pkcs11: flags, openssl: flags }) as const;
+
 export const SERVICES = {
-  spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: JIT, configKeys: SPOOL_KEYS },
-  signer: { userKey: "SIGNER_USER", entry: "services/signer/main.js", title: "etoken-ca: signer", pkcs11Env: true, nodeFlags: SIGNER, configKeys: SIGNER_KEYS },
-  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: JIT, configKeys: MONITOR_KEYS },
-  notifier: { userKey: "NOTIFIER_USER", entry: "services/notifier/main.js", title: "etoken-ca: notifier", pkcs11Env: false, nodeFlags: LITE, configKeys: NOTIFIER_KEYS },
-} as const satisfies Record<string, { userKey: ConfigKey; entry: string; title: string; pkcs11Env: boolean; nodeFlags: readonly string[]; configKeys: readonly ConfigKey[] }>;
+  spool: { userKey: "SPOOL_USER", entry: "services/spool/main.js", title: "etoken-ca: spool", pkcs11Env: false, nodeFlags: { pkcs11: JIT, openssl: LITE }, configKeys: SPOOL_KEYS },
+  signer: { userKey: "SIGNER_USER", entry: "services/signer/main.js", title: "etoken-ca: signer", pkcs11Env: true, nodeFlags: ANY_BACKEND(SIGNER), configKeys: SIGNER_KEYS },
+  monitor: { userKey: "MONITOR_USER", entry: "services/monitor/main.js", title: "etoken-ca: monitor", pkcs11Env: true, nodeFlags: { pkcs11: JIT, openssl: LITE }, configKeys: MONITOR_KEYS },
+  notifier: { userKey: "NOTIFIER_USER", entry: "services/notifier/main.js", title: "etoken-ca: notifier", pkcs11Env: false, nodeFlags: ANY_BACKEND(LITE), configKeys: NOTIFIER_KEYS },
+} as const satisfies Record<string, { userKey: ConfigKey; entry: string; title: string; pkcs11Env: boolean; nodeFlags: Readonly<Record<Config["SIGNER_BACKEND"], readonly string[]>>; configKeys: readonly ConfigKey[] }>;
 
 export type ServiceName = keyof typeof SERVICES;
 export const SERVICE_NAMES = Object.keys(SERVICES) as ServiceName[];

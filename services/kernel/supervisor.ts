@@ -139,7 +139,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       const script = this.spawnOptions.startScript ?? START_SCRIPT;
       const extra = this.spawnOptions.scriptArgs?.[name] ?? [];
       const profile = this.spawnOptions.cpuProfileDir ? cpuProfileFlags(this.spawnOptions.cpuProfileDir, name, r.user) : [];
-      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags, ...profile, script, name, ...extra], {
+      child = spawn(process.execPath, ["--disable-proto=delete", INSPECT_PORT_NOWHERE, ...spec.nodeFlags[this.config.SIGNER_BACKEND], ...profile, script, name, ...extra], {
         uid: r.user.uid,
         gid: r.user.gid,
         cwd: "/",
