@@ -18,7 +18,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { machine } from "./lib/machine.js";
 import { checkBuilt, runCompare, stopChild } from "./lib/compare-run.js";
-import { fallbackLine, fileSystemNote, makeImageFs, PREPARED_ENV } from "./lib/file-system.js";
+import { fallbackLine, fileSystemNote, KEEP_ENV, makeImageFs, PREPARED_ENV } from "./lib/file-system.js";
 import { stopAll } from "./lib/installation.js";
 import { COMPARE, CPU_PROF, FS, ONLY, QUICK, ROUNDS, WRITE } from "./lib/options.js";
 import { fig, figures, figureTable, note, notes } from "./lib/report.js";
@@ -69,6 +69,7 @@ function installationsBase(): string {
     console.log(line);
     return `installations under ${tmp}: ${fileSystemNote(tmp)} (${line.slice("bench: ".length)})`;
   }
+  process.env[KEEP_ENV] = tmp;
   process.env.TMPDIR = image.dir;
   return `installations under ${image.dir}: ${image.describe}`;
 }
@@ -89,7 +90,7 @@ function compareBase(): { prepare: () => { env: Record<string, string>; release(
     prepare: () => {
       const image = makeImageFs(tmp);
       if ("reason" in image) throw new Error(`no journaled ext4 image for this run: ${image.reason}`);
-      return { env: { TMPDIR: image.dir, [PREPARED_ENV]: image.describe }, release: image.release };
+      return { env: { TMPDIR: image.dir, [KEEP_ENV]: tmp, [PREPARED_ENV]: image.describe }, release: image.release };
     },
     installations: `a new image for each run, before and after alike (TMPDIR): ${kind}`,
   };

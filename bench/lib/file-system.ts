@@ -6,6 +6,7 @@
 // keeps the temporary directory as it is.
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 
 /**
@@ -17,6 +18,14 @@ export const IMAGE_BYTES = 8 * 1024 ** 3;
 
 /** Set by --compare's parent for each child run: TMPDIR is already prepared, and this says on what. */
 export const PREPARED_ENV = "ETCA_BENCH_FS";
+
+/** Set wherever TMPDIR is pointed at an image: the temporary directory it was made under. */
+export const KEEP_ENV = "ETCA_BENCH_KEEP";
+
+/** Where what must outlive the run goes (the --cpu-prof profiles): never the image, which is deleted at the end. */
+export function keepDir(): string {
+  return process.env[KEEP_ENV] || os.tmpdir();
+}
 
 export interface ImageFs {
   /** the mount point: the installations' base (TMPDIR) */

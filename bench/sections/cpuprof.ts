@@ -3,9 +3,9 @@
 // kernel's root-only --cpu-prof-dir); then, per process, the functions with the most self time
 // while those certificates were issued (profile-summary.ts, window on the monotonic clock).
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { formatSummary, summarizeProfile } from "../profile-summary.js";
+import { keepDir } from "../lib/file-system.js";
 import { sequential, start, stop } from "../lib/installation.js";
 import { QUICK } from "../lib/options.js";
 import { cpuOf, cpuPerCert } from "../lib/processes.js";
@@ -17,8 +17,9 @@ const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 async function secCpuProf(): Promise<void> {
   const n = QUICK ? 300 : 1000;
-  // root's, 0755: each service writes into its own subdirectory, made by the kernel
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "etca-bench-prof-"));
+  // root's, 0755: each service writes into its own subdirectory, made by the kernel; outside the
+  // bench's image (deleted at the end), since the profiles are kept
+  const dir = fs.mkdtempSync(path.join(keepDir(), "etca-bench-prof-"));
   fs.chmodSync(dir, 0o755);
   fs.mkdirSync(path.join(dir, "kernel"), { mode: 0o700 });
   console.log(`[cpuprof] ${n} sequential certificates with every process under the CPU profiler; profiles in ${dir}`);
