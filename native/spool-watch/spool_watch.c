@@ -64,7 +64,7 @@ typedef struct {
   int fd;
   int closed;      /* stopped: no more callbacks */
   int uv_closed;   /* libuv is done with the poll handle */
-  int js_released; /* the JavaScript handle object was collected: nothing can call close() any more */
+  int js_released; /* the JavaScript handle's close() was collected: nothing can call it any more */
   napi_env env;
   napi_ref callback;
   napi_async_context context;
@@ -95,13 +95,18 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-/* An object { <method>() } for JavaScript: the method gets `data`, the finalizer too once the object is collected. */
+/*
+ * An object { <method>() } for JavaScript: the method gets `data`, the finalizer too once the
+ * method is collected. The method, not the object: a method kept on its own (a bound or stored
+ * release) outlives the object, and was called on freed memory when the object's collection
+ * freed `data`; the object holds the method, so the method never goes first.
+ */
 static napi_value native_handle(napi_env env, const char *method, napi_callback fn, void *data, napi_finalize finalize) {
   napi_value handle, method_fn;
   napi_create_object(env, &handle);
   napi_create_function(env, method, NAPI_AUTO_LENGTH, fn, data, &method_fn);
   napi_set_named_property(env, handle, method, method_fn);
-  napi_add_finalizer(env, handle, data, finalize, NULL, NULL);
+  napi_add_finalizer(env, method_fn, data, finalize, NULL, NULL);
   return handle;
 }
 

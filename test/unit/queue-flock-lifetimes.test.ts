@@ -1,0 +1,55 @@
+// native/spool-watch's handles under AddressSanitizer: queueFlock's turn (a detached thread
+// blocked in flock(2), a socketpair, the poll handle and the JavaScript handle share it, counted)
+// and watch's handle, through every way their lifetimes can end: release() twice, from its own
+// callback, while queued; the handle collected while queued, or while only its method is kept;
+// exit and a worker's end while the thread is blocked. Each scenario runs in a child process
+// (test/fixtures/queue-flock-child.ts) with the addon built here with -fsanitize=address and
+// libasan preloaded into node; the child checks the lock free, no descriptor and no thread left.
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import t from "tap";
+import { DIST, NO_TAP_HOOKS } from "../fixtures/spool-harness.js";
+
+const SOURCE = path.resolve(DIST, "../native/spool-watch/spool_watch.c");
+const CHILD = path.join(DIST, "test/fixtures/queue-flock-child.js");
+/** node's own headers, next to the node that runs the tests (node-gyp builds against the same) */
+const NODE_INCLUDE = path.resolve(path.dirname(process.execPath), "../include/node");
+
+const SCENARIOS = [
+  "release-twice",
+  "collected-while-queued",
+  "turn-then-release",
+  "release-in-its-callback",
+  "release-kept-after-the-handle-was-collected",
+  "close-kept-after-the-watch-was-collected",
+  "exit-while-queued",
+  "worker-ends-while-queued",
+];
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-queue-asan-"));
+t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+const addon = path.join(work, "spool_watch_asan.node");
+const libasan = execFileSync("cc", ["-print-file-name=libasan.so"], { encoding: "utf8" }).trim();
+
+t.test("the AddressSanitizer build of native/spool-watch", async (t) => {
+  t.ok(fs.existsSync(path.join(NODE_INCLUDE, "node_api.h")), `node's headers in ${NODE_INCLUDE}`);
+  t.ok(path.isAbsolute(libasan) && fs.existsSync(libasan), `cc's libasan (${libasan})`);
+  const cc = spawnSync("cc", ["-shared", "-fPIC", "-g", "-O1", "-fsanitize=address", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", "-I", NODE_INCLUDE, "-o", addon, SOURCE, "-lpthread"], { encoding: "utf8" });
+  t.equal(cc.status, 0, `cc: ${cc.stderr}`);
+});
+
+for (const scenario of SCENARIOS) {
+  t.test(scenario, async (t) => {
+    const dir = fs.mkdtempSync(path.join(work, "spool-"));
+    const r = spawnSync(
+      "env",
+      [...NO_TAP_HOOKS, `LD_PRELOAD=${libasan}`, "ASAN_OPTIONS=detect_leaks=0:exitcode=66", process.execPath, "--expose-gc", CHILD, addon, dir, scenario],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+    t.equal(r.stderr, "", "no AddressSanitizer report, no error");
+    t.equal(r.stdout, "ok\n", "the lock free, no descriptor and no thread left behind");
+    t.equal(r.status, 0);
+  });
+}
