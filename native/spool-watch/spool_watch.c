@@ -368,7 +368,9 @@ static void turn_reported(uv_poll_t *poll, int status, int events) {
   do n = recv(q->report[0], &err, sizeof err, MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0 && errno == EAGAIN) return;
-  if (n != (ssize_t)sizeof err && err == 0) err = EIO; /* the thread died without a word: cannot happen */
+  /* No word (its send failed, only the end came): the state says what its flock did. HELD: the
+   * lock is ours and ours to release; an EIO here left it held by a turn JavaScript dropped. */
+  if (n != (ssize_t)sizeof err) err = atomic_load(&q->state) == TURN_HELD ? 0 : EIO;
   napi_env env = q->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;

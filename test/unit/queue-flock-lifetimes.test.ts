@@ -2,7 +2,8 @@
 // blocked in flock(2), a socketpair, the poll handle and the JavaScript handle share it, counted)
 // and watch's handle, through every way their lifetimes can end: release() twice, from its own
 // callback, while queued; the handle collected while queued, or while only its method is kept;
-// exit and a worker's end while the thread is blocked. Each scenario runs in a child process
+// exit and a worker's end while the thread is blocked; the thread's report lost (its send(2) made
+// to fail by test/fixtures/send-fails.c, preloaded). Each scenario runs in a child process
 // (test/fixtures/queue-flock-child.ts) with the addon built here with -fsanitize=address and
 // libasan preloaded into node; the child checks the lock free, no descriptor and no thread left.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -14,6 +15,7 @@ import { DIST, NO_TAP_HOOKS } from "../fixtures/spool-harness.js";
 
 const SOURCE = path.resolve(DIST, "../native/spool-watch/spool_watch.c");
 const CHILD = path.join(DIST, "test/fixtures/queue-flock-child.js");
+const SEND_FAILS = path.resolve(DIST, "../test/fixtures/send-fails.c");
 /** node's own headers, next to the node that runs the tests (node-gyp builds against the same) */
 const NODE_INCLUDE = path.resolve(path.dirname(process.execPath), "../include/node");
 
@@ -24,6 +26,7 @@ const SCENARIOS = [
   "release-in-its-callback",
   "release-kept-after-the-handle-was-collected",
   "close-kept-after-the-watch-was-collected",
+  "the-thread-cannot-report",
   "exit-while-queued",
   "worker-ends-while-queued",
 ];
@@ -31,6 +34,7 @@ const SCENARIOS = [
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "etca-queue-asan-"));
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
 const addon = path.join(work, "spool_watch_asan.node");
+const sendFails = path.join(work, "send-fails.so");
 const libasan = execFileSync("cc", ["-print-file-name=libasan.so"], { encoding: "utf8" }).trim();
 
 t.test("the AddressSanitizer build of native/spool-watch", async (t) => {
@@ -38,6 +42,8 @@ t.test("the AddressSanitizer build of native/spool-watch", async (t) => {
   t.ok(path.isAbsolute(libasan) && fs.existsSync(libasan), `cc's libasan (${libasan})`);
   const cc = spawnSync("cc", ["-shared", "-fPIC", "-g", "-O1", "-fsanitize=address", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", "-I", NODE_INCLUDE, "-o", addon, SOURCE, "-lpthread"], { encoding: "utf8" });
   t.equal(cc.status, 0, `cc: ${cc.stderr}`);
+  const shim = spawnSync("cc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", sendFails, SEND_FAILS, "-ldl"], { encoding: "utf8" });
+  t.equal(shim.status, 0, `cc send-fails.c: ${shim.stderr}`);
 });
 
 for (const scenario of SCENARIOS) {
@@ -45,7 +51,7 @@ for (const scenario of SCENARIOS) {
     const dir = fs.mkdtempSync(path.join(work, "spool-"));
     const r = spawnSync(
       "env",
-      [...NO_TAP_HOOKS, `LD_PRELOAD=${libasan}`, "ASAN_OPTIONS=detect_leaks=0:exitcode=66", process.execPath, "--expose-gc", CHILD, addon, dir, scenario],
+      [...NO_TAP_HOOKS, `LD_PRELOAD=${libasan}${scenario === "the-thread-cannot-report" ? ` ${sendFails}` : ""}`, "ASAN_OPTIONS=detect_leaks=0:exitcode=66", process.execPath, "--expose-gc", CHILD, addon, dir, scenario],
       { encoding: "utf8", timeout: 60_000 },
     );
     t.equal(r.stderr, "", "no AddressSanitizer report, no error");
