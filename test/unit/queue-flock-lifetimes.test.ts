@@ -3,11 +3,11 @@
 // and watch's handle, through every way their lifetimes can end: release() twice, from its own
 // callback, while queued; the handle collected while queued, or while only its method is kept;
 // exit and a worker's end while the thread is blocked; no thread to be had (RLIMIT_NPROC); the
-// thread's report lost (its send(2) made
-// to fail by test/fixtures/send-fails.c, preloaded); a program started while queued inherits none
-// of the addon's descriptors. Each scenario runs in a child process
-// (test/fixtures/queue-flock-child.ts) with the addon built here with -fsanitize=address and
-// libasan preloaded into node; the child checks the lock free, no descriptor and no thread left.
+// thread's report lost (its send(2) made to fail by test/fixtures/send-fails.c, preloaded). And a
+// program started while queued inherits none of the addon's descriptors. Each scenario runs in a
+// child process (test/fixtures/queue-flock-child.ts) with the addon built here with
+// -fsanitize=address and libasan preloaded into node; the child checks the lock free, and no
+// thread and none of the addon's descriptors left.
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
