@@ -28,7 +28,8 @@
  *   Queues for flock(2) LOCK_EX on a description of `dir` itself (opened here O_RDONLY |
  *   O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC): the queue in front of the spool's `request` lock
  *   (services/common/spool-waiter.ts). Since Linux 4.20 a release wakes only the next waiter, in
- *   the order they queued; the `request` link's release woke every waiting client. The blocking
+ *   the order they queued (a flock call between the release and that waiter's retry still takes
+ *   the lock first: docs/design.md); the `request` link's release woke every waiting client. The blocking
  *   flock (unless the lock is free: then `held` is
  *   true at once, and onTurn is never called) runs in a detached thread of its own (not libuv's pool: libuv joins its threads at exit,
  *   and one blocked in flock would hang the exit), which reports through a socketpair read on the
