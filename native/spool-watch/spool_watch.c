@@ -46,6 +46,7 @@
 #include <limits.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -485,7 +486,14 @@ static napi_value queue_flock(napi_env env, napi_callback_info info) {
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 64 * 1024);
+  /* The thread blocks every signal (it inherits the mask it is created with): a signal handled in
+   * it interrupts flock, which leaves the queue and, restarted, joins it again at the end. The
+   * main thread takes the process's signals. */
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &before);
   int err = pthread_create(&thread, &attr, turn_thread, q);
+  pthread_sigmask(SIG_SETMASK, &before, NULL);
   pthread_attr_destroy(&attr);
   if (err != 0) {
     close(q->report[1]);

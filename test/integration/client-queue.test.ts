@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import t from "tap";
 import { REQUEST_LINK, REQUEST_NAME } from "../../services/common/spool-protocol.js";
-import { flockQueue, flockThreadSwitches } from "../fixtures/flock-queue.js";
+import { flockQueue, flockThreads, flockThreadSwitches, signalThread } from "../fixtures/flock-queue.js";
 import { IN_DELETE, inotifyMasks } from "../fixtures/inotify.js";
 import { type ClientRun, makeCsr, myproxyInput, runClient, SpoolHarness } from "../fixtures/spool-harness.js";
 
@@ -147,4 +147,31 @@ t.test("a CLIENT_TIMEOUT beyond a timer's range (over 24.8 days): a queued clien
     t.equal(r.code, 1);
     t.equal(r.stderr, "etoken-ca-client: interrupted by SIGTERM; the request was abandoned\n", "one line, no warning");
   }
+});
+
+t.test("a signal that reaches a queued client's flock thread does not cost it its place", async (t) => {
+  // An interrupted flock(2) leaves the queue and, restarted, joins it again at the end: behind
+  // the client after it whenever that one (woken as the interrupted one leaves) queues again
+  // first. A process-directed signal goes to the main thread while it does not block it; this
+  // sends SIGUSR2 (the client ignores it with a listener, no-inspector.ts) to the thread itself.
+  const SIGUSR2 = 12;
+  const h = new SpoolHarness({ clientTimeout: "60" });
+  const clients: Queued[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.child.kill("SIGKILL");
+    await Promise.all(clients.map((c) => c.run));
+    h.cleanup();
+  });
+  const { csrPem } = makeCsr(h.root, "queue-signal");
+  fs.symlinkSync("req.SomeoneElse0001", path.join(h.spoolDir, REQUEST_LINK));
+  for (const what of ["the head", "the second", "the third"]) clients.push(await queueClient(h, csrPem, what));
+  const [head, second, third] = clients.map((c) => c.child.pid!) as [number, number, number];
+  t.same(flockQueue(h.spoolDir), { holder: head, waiters: [second, third] }, "queued in the order they came");
+  const threads = flockThreads(second);
+  t.equal(threads.length, 1, "the second client has one thread in flock");
+  for (let i = 0; i < 20; i++) {
+    signalThread(second, threads[0]!, SIGUSR2);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  t.same(flockQueue(h.spoolDir), { holder: head, waiters: [second, third] }, "after 20 signals to its flock thread, the second is still second");
 });
