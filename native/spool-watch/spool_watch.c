@@ -28,7 +28,8 @@
  *   Queues for flock(2) LOCK_EX on a description of `dir` itself (opened here O_RDONLY |
  *   O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC): the queue in front of the spool's `request` lock
  *   (services/common/spool-waiter.ts). Since Linux 4.20 a release wakes only the next waiter, in
- *   the order they queued; the `request` link's release woke every waiting client. The blocking
+ *   the order they queued (a flock call between the release and that waiter's retry still takes
+ *   the lock first: docs/design.md); the `request` link's release woke every waiting client. The blocking
  *   flock (unless the lock is free: then `held` is
  *   true at once, and onTurn is never called) runs in a detached thread of its own (not libuv's pool: libuv joins its threads at exit,
  *   and one blocked in flock would hang the exit), which reports through a socketpair read on the
@@ -45,6 +46,7 @@
 #include <limits.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -64,7 +66,7 @@ typedef struct {
   int fd;
   int closed;      /* stopped: no more callbacks */
   int uv_closed;   /* libuv is done with the poll handle */
-  int js_released; /* the JavaScript handle object was collected: nothing can call close() any more */
+  int js_released; /* the JavaScript handle's close() was collected: nothing can call it any more */
   napi_env env;
   napi_ref callback;
   napi_async_context context;
@@ -95,13 +97,18 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-/* An object { <method>() } for JavaScript: the method gets `data`, the finalizer too once the object is collected. */
+/*
+ * An object { <method>() } for JavaScript: the method gets `data`, the finalizer too once the
+ * method is collected. The method, not the object: a method kept on its own (a bound or stored
+ * release) outlives the object, and was called on freed memory when the object's collection
+ * freed `data`; the object holds the method, so the method never goes first.
+ */
 static napi_value native_handle(napi_env env, const char *method, napi_callback fn, void *data, napi_finalize finalize) {
   napi_value handle, method_fn;
   napi_create_object(env, &handle);
   napi_create_function(env, method, NAPI_AUTO_LENGTH, fn, data, &method_fn);
   napi_set_named_property(env, handle, method, method_fn);
-  napi_add_finalizer(env, handle, data, finalize, NULL, NULL);
+  napi_add_finalizer(env, method_fn, data, finalize, NULL, NULL);
   return handle;
 }
 
@@ -363,7 +370,9 @@ static void turn_reported(uv_poll_t *poll, int status, int events) {
   do n = recv(q->report[0], &err, sizeof err, MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0 && errno == EAGAIN) return;
-  if (n != (ssize_t)sizeof err && err == 0) err = EIO; /* the thread died without a word: cannot happen */
+  /* No word (its send failed, only the end came): the state says what its flock did. HELD: the
+   * lock is ours and ours to release; an EIO here left it held by a turn JavaScript dropped. */
+  if (n != (ssize_t)sizeof err) err = atomic_load(&q->state) == TURN_HELD ? 0 : EIO;
   napi_env env = q->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -477,7 +486,14 @@ static napi_value queue_flock(napi_env env, napi_callback_info info) {
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 64 * 1024);
+  /* The thread blocks every signal (it inherits the mask it is created with): a signal handled in
+   * it interrupts flock, which leaves the queue and, restarted, joins it again at the end. The
+   * main thread takes the process's signals. */
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &before);
   int err = pthread_create(&thread, &attr, turn_thread, q);
+  pthread_sigmask(SIG_SETMASK, &before, NULL);
   pthread_attr_destroy(&attr);
   if (err != 0) {
     close(q->report[1]);

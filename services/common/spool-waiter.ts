@@ -12,6 +12,8 @@ const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 /** The fallback polls, should a wake-up be missed (or inotify be unusable). */
 export const LOCK_POLL_MS = 50;
 export const RESULT_POLL_MS = 100;
+/** setTimeout's longest delay: a longer one (a CLIENT_TIMEOUT over 24.8 days) fires after 1 ms, with a warning on stderr. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Reads the result file `file` if it is there; undefined when it is not (yet). What the client pays for each look. */
 export function tryReadResult(file: string): ResultFile | undefined {
@@ -148,13 +150,18 @@ export class DirWaiter {
       }
       // No wake-up while queued but this one: the deadline. A queue head that never lets go (only
       // the client user can queue) ends here, as a link that is never removed does.
-      this.leaveQueue = (): void => {
+      const leave = (): void => {
         clearTimeout(timer);
         this.leaveQueue = undefined;
         turn.release();
         resolve("late");
       };
-      timer = setTimeout(this.leaveQueue, Math.max(1, deadline - Date.now()));
+      this.leaveQueue = leave;
+      const arm = (): void => {
+        const left = deadline - Date.now();
+        timer = left > MAX_TIMER_MS ? setTimeout(arm, MAX_TIMER_MS) : setTimeout(leave, Math.max(1, left));
+      };
+      arm();
     });
   }
 

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import t from "tap";
 import { REQUEST_LINK, REQUEST_NAME } from "../../services/common/spool-protocol.js";
-import { flockQueue, flockThreadSwitches } from "../fixtures/flock-queue.js";
+import { flockQueue, flockThreads, flockThreadSwitches, signalThread } from "../fixtures/flock-queue.js";
 import { IN_DELETE, inotifyMasks } from "../fixtures/inotify.js";
 import { type ClientRun, makeCsr, myproxyInput, runClient, SpoolHarness } from "../fixtures/spool-harness.js";
 
@@ -39,7 +39,12 @@ async function queueClient(h: SpoolHarness, csrPem: string, what: string): Promi
     const q = flockQueue(h.spoolDir);
     return q.holder === pid || q.waiters.includes(pid);
   };
-  await h.until(inQueue, 20_000, `${what} in the spool directory's flock queue`);
+  const exited = (): boolean => child !== undefined && child.exitCode !== null;
+  await h.until(() => inQueue() || exited(), 20_000, `${what} in the spool directory's flock queue`);
+  if (!inQueue()) {
+    const r = await run;
+    throw new Error(`${what} ended (status ${r.code}) instead of queueing: ${JSON.stringify(r.stderr)}`);
+  }
   const id = requestFiles(h.spoolDir).filter((n) => !before.has(n));
   if (id.length !== 1) throw new Error(`${what}: ${id.length} new request files`);
   return { child: child!, run, id: id[0]! };
@@ -113,4 +118,60 @@ t.test("a client waiting in the queue abandons on SIGTERM, and leaves the queue"
   t.notOk(fs.existsSync(path.join(h.spoolDir, queued.id)), "its request file is gone");
   t.same(flockQueue(h.spoolDir), { holder: head.child.pid, waiters: [] }, "it left the queue; the head still holds it");
   t.equal(target(path.join(h.spoolDir, REQUEST_LINK)), "req.SomeoneElse0001", "and it never touched the link");
+});
+
+t.test("a CLIENT_TIMEOUT beyond a timer's range (over 24.8 days): a queued client still waits its turn", async (t) => {
+  // setTimeout takes at most 2^31-1 ms; a longer delay fires after 1 ms, with a warning on stderr
+  const h = new SpoolHarness({ clientTimeout: "30d" });
+  const clients: Queued[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.child.kill("SIGKILL");
+    await Promise.all(clients.map((c) => c.run));
+    h.cleanup();
+  });
+  const { csrPem } = makeCsr(h.root, "queue-long");
+  const link = path.join(h.spoolDir, REQUEST_LINK);
+  fs.symlinkSync("req.SomeoneElse0001", link);
+  const head = await queueClient(h, csrPem, "the head");
+  clients.push(head);
+  const queued = await queueClient(h, csrPem, "the queued client");
+  clients.push(queued);
+  fs.unlinkSync(link);
+  await h.until(() => target(link) === head.id, 20_000, "the head taking the lock");
+  await h.until(() => flockQueue(h.spoolDir).holder === queued.child.pid || queued.child.exitCode !== null, 20_000, "the queued client heading the queue");
+  t.equal(queued.child.exitCode, null, "the queued client is still there");
+  t.equal(flockQueue(h.spoolDir).holder, queued.child.pid, "and heads the queue once the head took the link");
+  for (const c of clients) c.child.kill("SIGTERM");
+  for (const c of clients) {
+    const r = await c.run;
+    t.equal(r.code, 1);
+    t.equal(r.stderr, "etoken-ca-client: interrupted by SIGTERM; the request was abandoned\n", "one line, no warning");
+  }
+});
+
+t.test("a signal that reaches a queued client's flock thread does not cost it its place", async (t) => {
+  // An interrupted flock(2) leaves the queue and, restarted, joins it again at the end: behind
+  // the client after it whenever that one (woken as the interrupted one leaves) queues again
+  // first. A process-directed signal goes to the main thread while it does not block it; this
+  // sends SIGUSR2 (the client ignores it with a listener, no-inspector.ts) to the thread itself.
+  const SIGUSR2 = 12;
+  const h = new SpoolHarness({ clientTimeout: "60" });
+  const clients: Queued[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.child.kill("SIGKILL");
+    await Promise.all(clients.map((c) => c.run));
+    h.cleanup();
+  });
+  const { csrPem } = makeCsr(h.root, "queue-signal");
+  fs.symlinkSync("req.SomeoneElse0001", path.join(h.spoolDir, REQUEST_LINK));
+  for (const what of ["the head", "the second", "the third"]) clients.push(await queueClient(h, csrPem, what));
+  const [head, second, third] = clients.map((c) => c.child.pid!) as [number, number, number];
+  t.same(flockQueue(h.spoolDir), { holder: head, waiters: [second, third] }, "queued in the order they came");
+  const threads = flockThreads(second);
+  t.equal(threads.length, 1, "the second client has one thread in flock");
+  for (let i = 0; i < 20; i++) {
+    signalThread(second, threads[0]!, SIGUSR2);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  t.same(flockQueue(h.spoolDir), { holder: head, waiters: [second, third] }, "after 20 signals to its flock thread, the second is still second");
 });
