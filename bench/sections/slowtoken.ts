@@ -146,6 +146,7 @@ async function run(): Promise<void> {
     const wastedB = b.signatures - okB.length;
     fig("st7", "slow token: overload, signatures wasted", `${wastedB} of ${b.signatures}`, "0", wastedB === 0);
     if (otherB.length) note(`slowtoken overload: other failures, e.g. ${otherB[0]!.stderr.trim().slice(0, 200)}`);
+    for (const r of lateIn) note(`slowtoken overload: late after ${(r.ms / 1000).toFixed(1)} s: ${r.stderr.trim().slice(0, 300)}`);
   } finally {
     await server?.stop();
     inst.cleanup();
