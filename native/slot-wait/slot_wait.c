@@ -76,7 +76,6 @@ static void wait_unref(Wait *w) {
 
 static void *wait_thread(void *arg) {
   Wait *w = (Wait *)arg;
-  pthread_setname_np(pthread_self(), "etca-slot-wait");
   Report r = {0, 0};
   CK_SLOT_ID slot = 0;
   r.rv = w->wait(0, &slot, NULL); /* flags 0: blocking */
@@ -178,7 +177,6 @@ static napi_value wait_for_slot_event(napi_env env, napi_callback_info info) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   /* the default stack size: the module's code is not ours to budget; only touched pages cost */
   pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited by the thread */
   int err = pthread_create(&thread, &attr, wait_thread, w);
@@ -191,6 +189,9 @@ static napi_value wait_for_slot_event(napi_env env, napi_callback_info info) {
     uv_close((uv_handle_t *)&w->poll, poll_closed);
     return errno_fail(env, "pthread_create", err);
   }
+  /* named (and only then detached) here: named by itself, it could be seen unnamed in /proc for a moment */
+  pthread_setname_np(thread, "etca-slot-wait");
+  pthread_detach(thread);
   napi_value resource;
   napi_create_string_utf8(env, "SlotWait", NAPI_AUTO_LENGTH, &resource);
   napi_async_init(env, NULL, resource, &w->context);

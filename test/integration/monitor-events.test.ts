@@ -3,7 +3,7 @@
 // One token: a SoftHSM2 token behind the eToken-like test module (slot events), also opened
 // through SoftHSM2 itself (no blocking C_WaitForSlotEvent: CKR_FUNCTION_NOT_SUPPORTED).
 // Which path saw a change is read from the tokenEvent's detail and the monitor's log, never timed.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -259,4 +259,50 @@ t.test("a rescan ends the wait and the wait is armed again", async (t) => {
   await source.stopped();
   clearInterval(alive);
   sim.insert();
+});
+
+// Without native/slot-wait (an installation missing dist/native/slot_wait.node): the monitor says
+// why in its log, naming the file and what makes it, and polls. Run from a copy of dist/.
+t.test("without the slot-wait addon the monitor says so once and polls", async (t) => {
+  inReader();
+  const dist = new URL("../..", import.meta.url).pathname;
+  const copy = fs.mkdtempSync(path.join(os.tmpdir(), "etca-no-slot-wait-"));
+  t.teardown(() => fs.rmSync(copy, { recursive: true, force: true }));
+  for (const d of ["services", "proto", "native", "test/fixtures"]) fs.cpSync(path.join(dist, d), path.join(copy, "dist", d), { recursive: true });
+  fs.rmSync(path.join(copy, "dist/native/slot_wait.node"));
+  fs.writeFileSync(path.join(copy, "package.json"), '{ "type": "module" }\n');
+  fs.symlinkSync(path.resolve(dist, "../node_modules"), path.join(copy, "node_modules"));
+  const child = spawn("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, path.join(copy, "dist/test/fixtures/slot-wait-missing-child.js"), token.modulePath], {
+    env: { PATH: "/usr/bin:/bin", ...token.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  let heard = (): void => undefined;
+  child.stdout.setEncoding("utf8").on("data", (s: string) => {
+    out += s;
+    heard();
+  });
+  child.stderr.setEncoding("utf8").on("data", (s: string) => (err += s));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  /** The child's first line matching `re`, or a failure naming it after 20 s (no timing asserted). */
+  const line = (re: RegExp): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no line ${re} within 20 s; stdout: ${out}; stderr: ${err}`)), 20_000);
+      heard = () => {
+        const l = out.split("\n").find((x) => re.test(x));
+        if (l === undefined) return;
+        clearTimeout(timer);
+        resolve(l);
+      };
+      heard();
+    });
+  t.equal(await line(/^started /), "started false", "not event-driven");
+  sim.remove();
+  t.notMatch(await line(/^absent /), /slot event/, "the removal seen by a poll");
+  t.equal(await exited, 0);
+  sim.insert();
+  const said = err.split("\n").filter((l) => /slot events/.test(l));
+  t.equal(said.length, 1, `said once: ${said.join(" | ")}`);
+  t.match(said[0], /"msg":"slot events failed; polling","detail":"C_WaitForSlotEvent: the slot-event thread cannot start: cannot load the slot-event helper \S*\/dist\/native\/slot_wait\.node \(npm run build makes it; on an installed system, rerun deploy\/install\): /);
 });
