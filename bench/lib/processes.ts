@@ -41,8 +41,9 @@ export interface ThreadInfo {
  * --v8-pool-size workers), made before any JavaScript runs; then the inspector's SIGUSR1 thread,
  * the only one with a small stack (32 KiB; the others have 8 MiB); then libuv's pool, made at
  * its first use. Threads named by a newer libuv or Node ("libuv-worker", "V8 ...",
- * "DelayedTask...") go by their name. Without that small-stack thread to separate them, the
- * unnamed threads are "other" rather than guessed.
+ * "DelayedTask...") go by their name, and so do ours ("etca-slot-wait", the monitor's, made
+ * after libuv's pool: other). Without that small-stack thread to separate them, the unnamed
+ * threads are "other" rather than guessed.
  */
 export function classify(pid: number, threads: readonly ThreadInfo[]): Map<number, ThreadKind> {
   const out = new Map<number, ThreadKind>();
@@ -52,6 +53,7 @@ export function classify(pid: number, threads: readonly ThreadInfo[]): Map<numbe
     if (t.tid === pid) out.set(t.tid, "main");
     else if (/^libuv-worker/.test(t.comm)) out.set(t.tid, "uv");
     else if (/^(V8|DelayedTask)/i.test(t.comm)) out.set(t.tid, "v8");
+    else if (/^etca-/.test(t.comm)) out.set(t.tid, "other"); // ours (the monitor's etca-slot-wait)
     else if (signal === undefined || t.tid === signal) out.set(t.tid, "other");
     else out.set(t.tid, t.tid < signal ? "v8" : "uv");
   }

@@ -26,9 +26,10 @@ import type { Config, ConfigKey } from "./config-schema.js";
 //   less eagerly: with SIGNER_BACKEND=openssl (each certificate an `openssl ca` child through
 //   execa) its peak RSS over a few hundred certificates fell from 91 to 75 MiB; native latency,
 //   throughput and CRL times did not move beyond the run-to-run noise.
-// - The monitor's slot-event thread is a whole V8 isolate (~10 MiB): it starts only for a module
-//   that may have slot events (services/monitor/pkcs11-source.ts). With one (a reader's module:
-//   an eToken's, OpenSC's) the five processes' sum is ~10 MiB above the bench's SoftHSM2 figure.
+// - The monitor's slot-event thread, for a module that may have slot events (a reader's module:
+//   an eToken's, OpenSC's; services/monitor/pkcs11-source.ts), is a native thread (native/slot-wait),
+//   not a worker_thread: a worker's V8 isolate put the five processes' sum ~10 MiB above the
+//   bench's SoftHSM2 figure; the thread costs the monitor well under 1 MiB.
 // - Tried for the cold figure (the first ~70/310 certificates) and not kept (issue 20 fifth
 //   round, --compare against the same code, 2-4 rounds; a null comparison moved 0.77-0.91x):
 //   the cold gap is the main threads running JavaScript not yet optimised, not compiling it

@@ -18,8 +18,8 @@
 // polls slow down to a safety net (SAFETY_POLL_FACTOR). Where it has none (SoftHSM2 answers
 // CKR_FUNCTION_NOT_SUPPORTED to a blocking wait, tpm2-pkcs11 to any) or the call fails, the
 // monitor says so once and polls every TOKEN_POLL_INTERVAL as before. Which it is is asked on
-// the monitor's own thread first (probeSlotEvents): the slot-event thread is a whole V8
-// isolate (~10 MiB of the monitor's RSS), started only for a module that may have events.
+// the monitor's own thread first (probeSlotEvents): the slot-event thread (a native one,
+// native/slot-wait) starts only for a module that may have events.
 import pkcs11js from "pkcs11js";
 import type { KeyRef } from "../common/config-schema.js";
 import { TokenError } from "../common/errors.js";

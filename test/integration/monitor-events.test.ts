@@ -3,6 +3,7 @@
 // One token: a SoftHSM2 token behind the eToken-like test module (slot events), also opened
 // through SoftHSM2 itself (no blocking C_WaitForSlotEvent: CKR_FUNCTION_NOT_SUPPORTED).
 // Which path saw a change is read from the tokenEvent's detail and the monitor's log, never timed.
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -121,8 +122,66 @@ t.test("a module whose C_WaitForSlotEvent fails: the monitor lives on and polls"
   t.match(said[0], /CKR_DEVICE_ERROR/);
 });
 
-// The slot-event thread is a whole V8 isolate (~10 MiB of the monitor's RSS): the monitor asks
-// the module on its own thread first and starts one only where events may come.
+/** What /proc says about a running monitor: its threads' names, its event loops, peak RSS, CPU. */
+function processFigures(pid: number): { threads: string[]; eventLoops: number; vmHwmKiB: number; cpuMs: number } {
+  const threads = fs.readdirSync(`/proc/${pid}/task`).map((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim());
+  // every libuv loop (the main one, each worker thread's) owns an epoll instance
+  const eventLoops = fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === "anon_inode:[eventpoll]";
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
+  const vmHwmKiB = Number(/^VmHWM:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+  // utime and stime (fields 14 and 15) in clock ticks of 10 ms; the name in parentheses may hold spaces
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const cpuMs = (Number(fields[11]) + Number(fields[12])) * 10;
+  return { threads, eventLoops, vmHwmKiB, cpuMs };
+}
+
+// A module with slot events costs the monitor one native thread (named etca-slot-wait, waiting in
+// C_WaitForSlotEvent), not a worker_thread: a worker is a whole V8 isolate with a libuv loop of
+// its own (~10 MiB of RSS). Compared with the same module and token whose wait fails (the monitor
+// then polls and starts no thread), measured in the same state: the token seen once.
+t.test("slot events cost the monitor a native thread, not a JavaScript isolate", async (t) => {
+  inReader();
+  sim.set({ waitError: "device_error" });
+  const polling = startMonitor(t, token, "3600");
+  await nextPresence(polling, true, "the token at start (polling)");
+  const without = processFigures(polling.child.pid!);
+  polling.kill();
+  await polling.exited;
+  sim.set({ waitError: undefined });
+
+  const k = startMonitor(t, token, "3600");
+  await nextPresence(k, true, "the token at start (slot events)");
+  // an event seen proves the wait is running, whatever starts it
+  sim.remove();
+  t.match((await nextPresence(k, false, "the removal")).message.detail, /slot event/);
+  sim.insert();
+  t.match((await nextPresence(k, true, "the insertion")).message.detail, /slot event/);
+  // the monitor reports the event before it waits again, and the last wait's thread ends just
+  // after its report: give the next one a moment to start, the last one to go
+  const waiting = (f: { threads: string[] }): string[] => f.threads.filter((n) => n === "etca-slot-wait");
+  let withEvents = processFigures(k.child.pid!);
+  for (let i = 0; i < 1000 && waiting(withEvents).length !== 1; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    withEvents = processFigures(k.child.pid!);
+  }
+  t.comment(`monitor on etoken-sim, token seen: polling VmHWM ${without.vmHwmKiB} KiB, CPU ${without.cpuMs} ms, ${without.threads.length} threads; ` +
+    `slot events VmHWM ${withEvents.vmHwmKiB} KiB, CPU ${withEvents.cpuMs} ms, ${withEvents.threads.length} threads`);
+  t.equal(withEvents.eventLoops, without.eventLoops, "no event loop (no isolate) of its own for the wait");
+  t.same(waiting(withEvents), ["etca-slot-wait"], "one thread waits in the module");
+  t.same(waiting(without), [], "and none without slot events");
+  // the worker isolate it replaces: ~10 MiB (bench/RESULTS.md); a pthread's touched stack and the
+  // addon: well under 1 MiB; the rest is what differs between two runs of the same process
+  t.ok(withEvents.vmHwmKiB - without.vmHwmKiB < 4096, `peak RSS with slot events ${withEvents.vmHwmKiB} KiB, without ${without.vmHwmKiB} KiB: less than 4 MiB apart`);
+});
+
+// The monitor asks the module on its own thread first and starts a slot-event thread only where
+// events may come (SoftHSM2's blocking wait would only answer CKR_FUNCTION_NOT_SUPPORTED).
 t.test("the slot-event thread runs only for a module that may have slot events", async (t) => {
   // the modules read their environment (SOFTHSM2_CONF, the simulator's) at load and C_Initialize
   const saved = { ...process.env };
@@ -147,4 +206,110 @@ t.test("the slot-event thread runs only for a module that may have slot events",
     await source.stopped();
     clearInterval(alive);
   }
+});
+
+// The monitor's stop finalises the module first (that ends the wait); a process that dies without
+// that (a fatal error, an uncaught exception) leaves with the thread still inside the module.
+t.test("a process that exits while the slot-event thread waits in the module exits cleanly", async (t) => {
+  inReader();
+  const child = new URL("../fixtures/slot-wait-exit-child.js", import.meta.url).pathname;
+  for (const [when, code] of [["at-once", 0], ["waiting", 0], ["throw", 1]] as const) {
+    for (let round = 0; round < 3; round++) {
+      const r = spawnSync("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, child, token.modulePath, when], {
+        env: { PATH: "/usr/bin:/bin", ...token.env },
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+      t.equal(r.stdout, "armed\n", `${when}, round ${round + 1}: armed, and no result before the exit`);
+      t.same({ status: r.status, signal: r.signal }, { status: code, signal: null }, `${when}, round ${round + 1}: exit ${code}, no signal${r.stderr ? ` (stderr: ${r.stderr.trim().split("\n").slice(-3).join(" | ")})` : ""}`);
+    }
+  }
+});
+
+// A rescan's C_Finalize ends a blocked wait (CKR_CRYPTOKI_NOT_INITIALIZED: the simulator answers
+// so while its C_Initialize takes 100 ms); the monitor then waits again, and a removal after
+// the rescans still arrives as an event (an hour between polls: nothing else would report it).
+t.test("a rescan ends the wait and the wait is armed again", async (t) => {
+  const saved = { ...process.env };
+  Object.assign(process.env, token.env);
+  t.teardown(() => {
+    for (const k of Object.keys(token.env)) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+  });
+  inReader();
+  const source = new Pkcs11Source(loadModule(token.modulePath), KEY0, 3_600_000, createLogger("test"), new SlotEventThread(token.modulePath));
+  const states: string[] = [];
+  let removal: (() => void) | undefined;
+  source.start((s) => {
+    states.push(`${s.present ? "present" : "absent"}: ${s.detail}`);
+    if (!s.present) removal?.();
+  });
+  t.equal(source.current().present, true, "the token is seen");
+  sim.set({ initMs: 100 });
+  source.rescan();
+  source.rescan();
+  sim.set({ initMs: 0 });
+  // let the woken waits report and re-arm before the token goes
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const gone = new Promise<void>((resolve, reject) => {
+    removal = resolve;
+    setTimeout(() => reject(new Error(`no removal within 20 s; states: ${states.join("; ")}`)), 20_000).unref();
+  });
+  sim.remove();
+  await gone;
+  t.match(states.at(-1), /^absent: .*\(slot event\)$/, `seen through a slot event: ${states.at(-1)}`);
+  t.equal(source.eventDriven, true, "still event-driven");
+  source.stop();
+  const alive = setInterval(() => undefined, 1000);
+  await source.stopped();
+  clearInterval(alive);
+  sim.insert();
+});
+
+// Without native/slot-wait (an installation missing dist/native/slot_wait.node): the monitor says
+// why in its log, naming the file and what makes it, and polls. Run from a copy of dist/.
+t.test("without the slot-wait addon the monitor says so once and polls", async (t) => {
+  inReader();
+  const dist = new URL("../..", import.meta.url).pathname;
+  const copy = fs.mkdtempSync(path.join(os.tmpdir(), "etca-no-slot-wait-"));
+  t.teardown(() => fs.rmSync(copy, { recursive: true, force: true }));
+  for (const d of ["services", "proto", "native", "test/fixtures"]) fs.cpSync(path.join(dist, d), path.join(copy, "dist", d), { recursive: true });
+  fs.rmSync(path.join(copy, "dist/native/slot_wait.node"));
+  fs.writeFileSync(path.join(copy, "package.json"), '{ "type": "module" }\n');
+  fs.symlinkSync(path.resolve(dist, "../node_modules"), path.join(copy, "node_modules"));
+  const child = spawn("/usr/bin/env", ["-u", "NODE_OPTIONS", process.execPath, path.join(copy, "dist/test/fixtures/slot-wait-missing-child.js"), token.modulePath], {
+    env: { PATH: "/usr/bin:/bin", ...token.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  let heard = (): void => undefined;
+  child.stdout.setEncoding("utf8").on("data", (s: string) => {
+    out += s;
+    heard();
+  });
+  child.stderr.setEncoding("utf8").on("data", (s: string) => (err += s));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  /** The child's first line matching `re`, or a failure naming it after 20 s (no timing asserted). */
+  const line = (re: RegExp): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no line ${re} within 20 s; stdout: ${out}; stderr: ${err}`)), 20_000);
+      heard = () => {
+        const l = out.split("\n").find((x) => re.test(x));
+        if (l === undefined) return;
+        clearTimeout(timer);
+        resolve(l);
+      };
+      heard();
+    });
+  t.equal(await line(/^started /), "started false", "not event-driven");
+  sim.remove();
+  t.notMatch(await line(/^absent /), /slot event/, "the removal seen by a poll");
+  t.equal(await exited, 0);
+  sim.insert();
+  const said = err.split("\n").filter((l) => /slot events/.test(l));
+  t.equal(said.length, 1, `said once: ${said.join(" | ")}`);
+  t.match(said[0], /"msg":"slot events failed; polling","detail":"C_WaitForSlotEvent: the slot-event thread cannot start: cannot load the slot-event helper \S*\/dist\/native\/slot_wait\.node \(npm run build makes it; on an installed system, rerun deploy\/install\): /);
 });

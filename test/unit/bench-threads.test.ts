@@ -37,6 +37,12 @@ t.test("threads by kind: the order Node makes them in, split by the inspector's 
     { 100: "main", 103: "other", 105: "other", 113: "other", 128: "other", 129: "other", 130: "other", 131: "other" },
     "the separator's stack not read: other, not a guess",
   );
+  // the monitor's slot-event thread (native/slot-wait) comes after libuv's pool: not one of them
+  t.same(
+    Object.fromEntries(classify(100, [...NODE20, { tid: 140, comm: "etca-slot-wait", stackKiB: 8192 }])),
+    { 100: "main", 103: "v8", 105: "v8", 113: "other", 128: "uv", 129: "uv", 130: "uv", 131: "uv", 140: "other" },
+    "our own named threads are other native threads",
+  );
 });
 
 /** A /proc-like directory for pid 100 with the Node 20 threads above, each given [schedstat line, voluntary switches]. */

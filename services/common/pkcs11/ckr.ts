@@ -17,6 +17,7 @@ export const CKR: Readonly<Record<string, number>> = {
   CKR_GENERAL_ERROR: 0x5,
   CKR_FUNCTION_FAILED: 0x6,
   CKR_ARGUMENTS_BAD: 0x7,
+  CKR_NO_EVENT: 0x8,
   CKR_DEVICE_ERROR: 0x30,
   CKR_DEVICE_MEMORY: 0x31,
   CKR_DEVICE_REMOVED: 0x32,
@@ -81,6 +82,11 @@ const KNOWN: Readonly<Record<string, MappedCkr>> = {
 
 const BY_NUMBER = new Map<number, string>(Object.entries(CKR).map(([k, v]) => [v, k]));
 
+/** The CKR_* name of a CK_RV number (CKR_0x... for one not named here). */
+export function ckrNameOf(rv: number): string {
+  return BY_NUMBER.get(rv) ?? `CKR_0x${rv.toString(16).padStart(8, "0")}`;
+}
+
 /** The CKR_* name in a thrown value (pkcs11js puts it in the message), if any. */
 export function ckrName(err: unknown): string | undefined {
   if (err instanceof TokenError) return err.ckr;
@@ -89,7 +95,7 @@ export function ckrName(err: unknown): string | undefined {
     const m = /\bCKR_[A-Z0-9_]+\b/.exec(msg);
     if (m) return m[0];
     const code = (err as { code?: unknown }).code;
-    if (typeof code === "number") return BY_NUMBER.get(code) ?? `CKR_0x${code.toString(16).padStart(8, "0")}`;
+    if (typeof code === "number") return ckrNameOf(code);
   }
   return undefined;
 }
