@@ -12,6 +12,12 @@ export interface KeySpec {
   readonly default: string | undefined;
   readonly section: string;
   readonly doc: string;
+  /**
+   * A duration's longest accepted value (as it would be written) and why. A timer waits at most
+   * 2^31-1 ms (24.8 days; longer fires after 1 ms): a duration given to one stays below that, or
+   * is scheduled in steps (services/common/long-timer.ts).
+   */
+  readonly max?: { readonly limit: string; readonly why: string };
 }
 
 export const CONFIG_SCHEMA = {
@@ -44,29 +50,29 @@ export const CONFIG_SCHEMA = {
   CONSOLE: { kind: "path", default: "/dev/tty8", section: "console", doc: "Console device the PIN is read from (a Linux virtual terminal)" },
   CONSOLE_ALLOW_PTY: { kind: "bool", default: "no", section: "console", doc: "Accept a pseudo-terminal as CONSOLE (tests and the demo only)" },
   // issuing
-  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest validity (notAfter - notBefore, the 5-minute backdating of notBefore included) of a certificate (seconds, or with s/m/h/d); above 13 months is refused, above 1000000 s (the IGTF ceiling for short-lived credentials) warned" },
+  MAX_LIFETIME: { kind: "duration", default: "43200", section: "issuing", doc: "Longest validity (notAfter - notBefore, the 5-minute backdating of notBefore included) of a certificate (seconds, or with s/m/h/d); at most 395d (13 months), above 1000000 s (the IGTF ceiling for short-lived credentials) warned", max: { limit: "395d", why: "13 months, the longest an IGTF end-entity certificate may live" } },
   MIN_KEY_BITS: { kind: "integer", default: "2048", section: "issuing", doc: "Smallest RSA modulus accepted in a request" },
-  CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it" },
-  SIGN_TIMEOUT: { kind: "duration", default: "10s", section: "issuing", doc: "Longest the token may take over one signature (C_Sign; a CRL gets 0.04 ms more per entry) before the kernel declares the signer hung: the waiting request (or the CRL) fails, the signer is killed and restarted, and the PIN the kernel holds logs the new one in" },
+  CLIENT_TIMEOUT: { kind: "duration", default: "60", section: "issuing", doc: "How long etoken-ca-client waits for its certificate; the CA never signs a request past it; at most 1h", max: { limit: "1h", why: "MyProxy's request_timeout, which it stays below, is minutes" } },
+  SIGN_TIMEOUT: { kind: "duration", default: "10s", section: "issuing", doc: "Longest the token may take over one signature (C_Sign; a CRL gets 0.04 ms more per entry) before the kernel declares the signer hung: the waiting request (or the CRL) fails, the signer is killed and restarted, and the PIN the kernel holds logs the new one in; at most 10m", max: { limit: "10m", why: "a signature not finished after this long is a hung token" } },
   FENCE_REVOKE_REASON: { kind: "reason", default: "unspecified", section: "issuing", doc: "Revocation reason for certificates signed while the token was being removed" },
   UNDELIVERED_REVOKE_REASON: { kind: "reason", default: "cessationOfOperation", section: "issuing", doc: "Revocation reason for certificates signed but never handed to their client (client gave up, a process died)" },
   // CRLs
-  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL; above 30 days is warned" },
-  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour" },
+  CRL_LIFETIME: { kind: "duration", default: "30d", section: "crl", doc: "nextUpdate - thisUpdate of each CRL; above 30 days is warned; at most 365d", max: { limit: "365d", why: "relying parties would trust a revoked certificate for longer than a year" } },
+  CRL_REISSUE_BEFORE: { kind: "duration", default: "7d", section: "crl", doc: "A new CRL is in place at least this long before the current one's nextUpdate; from that point on, without a PIN, the crl-expiring warning is given every hour; shorter than CRL_LIFETIME, at most 365d", max: { limit: "365d", why: "it must be shorter than CRL_LIFETIME" } },
   // audit trail
   AUDIT_LOG: { kind: "path", default: "/var/log/etoken-ca/audit.log", section: "audit", doc: "Tamper-evident audit trail (JSON lines, hash-chained) written by the signer: issuances, revocations, CRLs, logins, token events; its directory is the signer's, 0700. Every CRL commits to its head; check it with etoken-ca audit verify" },
-  AUDIT_CHECKPOINT_INTERVAL: { kind: "duration", default: "1d", section: "audit", doc: "While the PIN is there, a new CRL (and with it a checkpoint of the audit trail) is made at least this often" },
+  AUDIT_CHECKPOINT_INTERVAL: { kind: "duration", default: "1d", section: "audit", doc: "While the PIN is there, a new CRL (and with it a checkpoint of the audit trail) is made at least this often; at most 365d", max: { limit: "365d", why: "an audit trail unchecked for longer than a year" } },
   AUDIT_ROTATE_SIZE: { kind: "integer", default: "67108864", section: "audit", doc: "The audit trail's file is renamed to AUDIT_LOG.<first line number> once it would grow past this many bytes (0: never); the chain continues in the new file" },
   // hooks and mail
   NOTIFY_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run on every event: argument = event name, details in ETOKEN_* variables, message on stdin" },
   POST_CRL_HOOK: { kind: "optionalPath", default: "", section: "notify", doc: "Executable run after each new CRL with the numbered DER file (CRL_DIR/crl-NNNNNN.der) as argument and CRL_URLS in ETOKEN_CRL_URLS" },
-  HOOK_TIMEOUT: { kind: "duration", default: "30", section: "notify", doc: "A hook still running after this is killed and reported" },
+  HOOK_TIMEOUT: { kind: "duration", default: "30", section: "notify", doc: "A hook still running after this is killed and reported; at most 1h", max: { limit: "1h", why: "a hook running longer is hung; it also bounds each SMTP exchange" } },
   NOTIFY_EMAIL: { kind: "emailList", default: "", section: "notify", doc: "Comma-separated operator addresses; empty disables e-mail" },
   NOTIFY_FROM: { kind: "string", default: "etoken-ca@localhost", section: "notify", doc: "Sender address of notification e-mail" },
   SMTP_URL: { kind: "smtpUrl", default: "smtp://localhost:25", section: "notify", doc: "SMTP server for notification e-mail (smtp:// or smtps://)" },
-  NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval" },
+  NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval; at most 30d", max: { limit: "30d", why: "a repeat held longer than a month is no longer news" } },
   // monitor
-  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look; where the module has slot events, these polls are a safety net ten times less often (accepts ms, e.g. 500ms)" },
+  TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look; where the module has slot events, these polls are a safety net ten times less often (accepts ms, e.g. 500ms); at most 1h", max: { limit: "1h", why: "a removal unnoticed for longer is no longer watched" } },
   // backend
   SIGNER_BACKEND: { kind: "backend", default: "pkcs11", section: "backend", doc: "pkcs11 (native) or openssl (openssl ca with the pkcs11 engine)" },
   OPENSSL_CA_CONF: { kind: "optionalPath", default: "", section: "backend", doc: "openssl.cnf for SIGNER_BACKEND=openssl" },

@@ -2,7 +2,7 @@
 import { redactCredentials } from "./redact.js";
 import * as fs from "node:fs";
 import { ConfigError } from "./errors.js";
-import { BACKDATE_SECONDS, CONFIG_SCHEMA, RETIRED_KEYS, type Config, type ConfigKey, type KindValue, type KeyRef, type ValueKind } from "./config-schema.js";
+import { BACKDATE_SECONDS, CONFIG_SCHEMA, RETIRED_KEYS, type Config, type ConfigKey, type KindValue, type KeyRef, type KeySpec, type ValueKind } from "./config-schema.js";
 import { compileDnFormat, parseUsernameRdnTypes, type DnTemplate } from "./x509/dn.js";
 import { isRevocationReason, reasonProblem } from "./reasons.js";
 
@@ -312,7 +312,19 @@ function refuser(key: ConfigKey, value: string, file: string, line: number): Bad
 function parseValue(key: ConfigKey, value: string, file: string, line: number): unknown {
   const refuse = refuser(key, value, file, line);
   const bad: Bad = (expected) => refuse(`expected ${expected}`);
-  return (PARSERS[CONFIG_SCHEMA[key].kind] as Parser<ValueKind>)(value, bad, refuse);
+  const spec: KeySpec = CONFIG_SCHEMA[key];
+  const parsed = (PARSERS[spec.kind] as Parser<ValueKind>)(value, bad, refuse);
+  if (spec.max !== undefined && (parsed as number) > durationLimitMs(key, spec.max.limit)) refuse(`longer than ${spec.max.limit} (${spec.max.why})`);
+  return parsed;
+}
+
+/** A duration's maximum in ms, as the schema writes it. */
+function durationLimitMs(key: ConfigKey, limit: string): number {
+  return PARSERS.duration(limit, (expected) => {
+    throw new Error(`CONFIG_SCHEMA.${key}.max: expected ${expected}`);
+  }, (rule) => {
+    throw new Error(`CONFIG_SCHEMA.${key}.max: ${rule}`);
+  });
 }
 
 function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
@@ -331,9 +343,6 @@ function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
     }
   }
   const lifetime = `MAX_LIFETIME=${formatDuration(c.MAX_LIFETIME)}`;
-  if (c.MAX_LIFETIME > MAX_LIFETIME_LIMIT_MS) {
-    throw new ConfigError("bad_value", `${lifetime}: longer than 13 months (395 days), the longest an IGTF end-entity certificate may live`, { file, line: seen.get("MAX_LIFETIME"), key: "MAX_LIFETIME" });
-  }
   if (c.MAX_LIFETIME <= BACKDATE_SECONDS * 1000) {
     throw new ConfigError("bad_value", `${lifetime}: must be longer than the ${BACKDATE_SECONDS / 60}-minute backdating of notBefore, which it includes`, { file, line: seen.get("MAX_LIFETIME"), key: "MAX_LIFETIME" });
   }
@@ -354,8 +363,6 @@ function crossCheck(c: Config, file: string, seen: Map<string, number>): void {
   }
 }
 
-/** 13 months: the IGTF limit for any end-entity certificate. */
-const MAX_LIFETIME_LIMIT_MS = 395 * 86_400_000;
 /** The IGTF ceiling for short-lived credentials (1,000,000 s, about 11.6 days). */
 const SHORT_LIVED_MS = 1_000_000_000;
 const CRL_LIFETIME_WARN_MS = 30 * 86_400_000;

@@ -4,6 +4,7 @@
 // Compiled twice (CommonJS for the client, ES modules for the rest): nothing here may use
 // __dirname or import.meta, so the caller names the addon's file.
 import * as fs from "node:fs";
+import { type LongTimeout, setLongTimeout } from "./long-timer.js";
 import { loadSpoolAddon, type SpoolAddon } from "./spool-addon.js";
 import { MAX_RESULT_BYTES, parseResultFile, REQUEST_LINK, type ResultFile } from "./spool-protocol.js";
 
@@ -12,8 +13,6 @@ const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 /** The fallback polls, should a wake-up be missed (or inotify be unusable). */
 export const LOCK_POLL_MS = 50;
 export const RESULT_POLL_MS = 100;
-/** setTimeout's longest delay: a longer one (a CLIENT_TIMEOUT over 24.8 days) fires after 1 ms, with a warning on stderr. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Reads the result file `file` if it is there; undefined when it is not (yet). What the client pays for each look. */
 export function tryReadResult(file: string): ResultFile | undefined {
@@ -132,11 +131,11 @@ export class DirWaiter {
     const addon = loadWatchAddon(this.addonFile);
     if (addon === undefined) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: LongTimeout | undefined;
       let turn: ReturnType<SpoolAddon["queueFlock"]>;
       try {
         turn = addon.queueFlock(this.dir, (code) => {
-          clearTimeout(timer);
+          timer?.clear();
           this.leaveQueue = undefined;
           resolve(code === null ? turn : undefined); // flock failed: the link alone, as without the queue
         });
@@ -151,17 +150,14 @@ export class DirWaiter {
       // No wake-up while queued but this one: the deadline. A queue head that never lets go (only
       // the client user can queue) ends here, as a link that is never removed does.
       const leave = (): void => {
-        clearTimeout(timer);
+        timer?.clear();
         this.leaveQueue = undefined;
         turn.release();
         resolve("late");
       };
       this.leaveQueue = leave;
-      const arm = (): void => {
-        const left = deadline - Date.now();
-        timer = left > MAX_TIMER_MS ? setTimeout(arm, MAX_TIMER_MS) : setTimeout(leave, Math.max(1, left));
-      };
-      arm();
+      // a deadline may lie beyond a timer's limit (24.8 days): see long-timer.ts
+      timer = setLongTimeout(leave, Math.max(1, deadline - Date.now()));
     });
   }
 

@@ -12,6 +12,7 @@ function loadNodemailer(): typeof Nodemailer {
 }
 import type { Logger } from "../common/log.js";
 import { redactCredentials } from "../common/redact.js";
+import { type LongTimeout, setLongTimeout } from "../common/long-timer.js";
 import type { NotifyEvent } from "./validate.js";
 
 export interface MailerOptions {
@@ -32,7 +33,7 @@ interface Window {
   suppressed: number;
   latest: NotifyEvent | undefined;
   firstSuppressedAt: number;
-  timer: NodeJS.Timeout | undefined;
+  timer: LongTimeout | undefined;
 }
 
 interface Mail {
@@ -93,8 +94,8 @@ export class Mailer {
       w.latest = ev;
       this.opts.log.info("e-mail rate-limited", { event: ev.event, suppressed: w.suppressed });
       if (!w.timer) {
-        w.timer = setTimeout(() => this.flush(ev.event), w.until - now);
-        w.timer.unref();
+        // NOTIFY_RATE_LIMIT may exceed a timer's limit (24.8 days)
+        w.timer = setLongTimeout(() => this.flush(ev.event), w.until - now).unref();
       }
       return;
     }
@@ -109,7 +110,7 @@ export class Mailer {
 
   close(): void {
     this.closed = true;
-    for (const w of this.windows.values()) if (w.timer) clearTimeout(w.timer);
+    for (const w of this.windows.values()) w.timer?.clear();
     this.queue.length = 0;
     this.transport.close();
   }

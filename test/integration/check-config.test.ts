@@ -79,6 +79,15 @@ t.test("an unknown key close to a known one", async (t) => {
   t.match(r.stdout, /unknown key SIGNER_USR \(did you mean SIGNER_USER\?\)\n$/);
 });
 
+t.test("SIGN_TIMEOUT=30d (meaning 'never'): one line with file, line, value and the limit", async (t) => {
+  const file = variant("forever", inst, { SIGN_TIMEOUT: "30d" });
+  const line = fs.readFileSync(file, "utf8").split("\n").findIndex((l) => l.startsWith("SIGN_TIMEOUT=")) + 1;
+  const r = checkConfig(file);
+  t.equal(r.code, 1);
+  t.equal(r.stdout, `${file}:${line}: SIGN_TIMEOUT="30d": longer than 10m (a signature not finished after this long is a hung token)\n`, r.stderr);
+  t.notMatch(r.stdout + r.stderr, /\n\s+at |TimeoutOverflowWarning/, "no stack trace, no timer warning");
+});
+
 t.test("KEY names a token that is not there: which it looked for, which are there", async (t) => {
   const r = checkConfig(variant("label", inst, { KEY: "pkcs11:token=no-such-token" }));
   t.equal(r.code, 1);

@@ -1,6 +1,7 @@
 import t from "tap";
 import { configWarnings, dnTemplateOf, parseConfig } from "../../services/common/config.js";
 import { ConfigError } from "../../services/common/errors.js";
+import { CONFIG_SCHEMA, type ConfigKey } from "../../services/common/config-schema.js";
 
 const REQUIRED = "DN_FORMAT=/DC=org/DC=example/CN=%s\nPKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so\nCA_CERT=/etc/etoken-ca/ca.pem\n";
 const BASE = REQUIRED + "CA_OIDS=1.3.6.1.4.1.99999.1.1\nCRL_URLS=URI:http://ca.example.org/crl.der\n";
@@ -114,7 +115,7 @@ t.test("the IGTF profile held by the configuration", async (t) => {
   t.match(errorOf(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=URI:ldap://x.example.org/cn=crl\n").message, /:5: CRL_URLS="URI:ldap:\/\/x.example.org\/cn=crl": expected comma-separated URI:http:\/\/\.\.\. entries/);
   t.match(errorOf(REQUIRED + "CA_OIDS=1.2.3\nCRL_URLS=http://x.example.org/c.der\n").message, /:5: CRL_URLS=.*URI:http/);
 
-  t.match(errorOf(BASE + "MAX_LIFETIME=396d\n").message, /:6: MAX_LIFETIME=34214400s: longer than 13 months \(395 days\)/);
+  t.match(errorOf(BASE + "MAX_LIFETIME=396d\n").message, /:6: MAX_LIFETIME="396d": longer than 395d \(13 months, the longest an IGTF end-entity certificate may live\)/);
   t.match(errorOf(BASE + "MAX_LIFETIME=300\n").message, /:6: MAX_LIFETIME=300s: must be longer than the 5-minute backdating of notBefore/);
   t.equal(parseConfig(BASE + "MAX_LIFETIME=395d\n", "f").MAX_LIFETIME, 395 * 86_400_000, "13 months is the limit");
 
@@ -167,4 +168,44 @@ t.test("a key subset (the client's): every line's syntax and key name checked, o
   }
   t.match(subsetError(BASE.replace("DN_FORMAT=/DC=org/DC=example/CN=%s", "DN_FORMAT=/DC=org/CN=x")), "/etc/sysconfig/etoken-ca:1: DN_FORMAT=\"/DC=org/CN=x\": must contain exactly one %s (found 0)");
   t.equal(subsetError(BASE.replace("DN_FORMAT=/DC=org/DC=example/CN=%s\n", "")), "/etc/sysconfig/etoken-ca: DN_FORMAT is required (" + "Subject DN in slash form with one %s for the MyProxy username. %s inside a value (/DC=org/DC=example/CN=%s): the username is that value. %s where RDNs can stand (/DC=org/DC=example%s, or %s alone): the username is a DN suffix such as /O=Example/CN=Jane Doe, inserted there)");
+});
+
+// Node's timers wait at most 2^31-1 ms (24.8 days): a longer delay fires after 1 ms. Each duration
+// has a sensible maximum in the schema (max), and the loader refuses a longer one where it is read.
+const TIMER_LIMIT_MS = 2 ** 31 - 1;
+/** Durations that are date arithmetic, or are scheduled in steps (services/common/long-timer.ts): they may exceed a timer's limit. */
+const BEYOND_TIMERS = ["MAX_LIFETIME", "CRL_LIFETIME", "CRL_REISSUE_BEFORE", "AUDIT_CHECKPOINT_INTERVAL", "NOTIFY_RATE_LIMIT"];
+
+t.test("every duration has a maximum, given in its doc, and the loader refuses what is longer (file, line, value, limit)", async (t) => {
+  const durations = Object.entries(CONFIG_SCHEMA).filter(([, spec]) => spec.kind === "duration");
+  t.equal(durations.length, 9, "the schema's durations");
+  const line = BASE.split("\n").length;
+  for (const [key, spec] of durations) {
+    const max = (spec as { max?: { limit: string; why: string } }).max;
+    t.ok(max, `${key} has a max`);
+    if (!max) continue;
+    t.ok(spec.doc.includes(`at most ${max.limit}`), `${key}'s doc says "at most ${max.limit}"`);
+    const limitMs = parseConfig(`${BASE}${key}=${max.limit}\n`, "f", [key as ConfigKey])[key as ConfigKey] as number;
+    if (!BEYOND_TIMERS.includes(key)) t.ok(limitMs <= TIMER_LIMIT_MS, `${key}: its maximum fits a timer`);
+    const over = `${limitMs + 1}ms`;
+    let message = "no error";
+    try {
+      parseConfig(`${BASE}${key}=${over}\n`, "/etc/sysconfig/etoken-ca", [key as ConfigKey]);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      message = err.message;
+    }
+    t.equal(message, `/etc/sysconfig/etoken-ca:${line}: ${key}="${over}": longer than ${max.limit} (${max.why})`, `${key}: one past the limit is refused`);
+  }
+});
+
+t.test("SIGN_TIMEOUT=30d and TOKEN_POLL_INTERVAL=60d (meaning 'never') are refused at start, not obeyed after 1 ms", async (t) => {
+  t.equal(errorOf(BASE + "SIGN_TIMEOUT=30d\n").message, "/etc/sysconfig/etoken-ca:6: SIGN_TIMEOUT=\"30d\": longer than 10m (a signature not finished after this long is a hung token)");
+  t.equal(errorOf(BASE + "TOKEN_POLL_INTERVAL=60d\n").message, "/etc/sysconfig/etoken-ca:6: TOKEN_POLL_INTERVAL=\"60d\": longer than 1h (a removal unnoticed for longer is no longer watched)");
+  t.match(errorOf(BASE + "HOOK_TIMEOUT=25d\n").message, /^\/etc\/sysconfig\/etoken-ca:6: HOOK_TIMEOUT="25d": longer than 1h /);
+  t.match(errorOf(BASE + "CLIENT_TIMEOUT=25d\n").message, /^\/etc\/sysconfig\/etoken-ca:6: CLIENT_TIMEOUT="25d": longer than 1h /);
+  t.match(errorOf(BASE + "NOTIFY_RATE_LIMIT=60d\n").message, /^\/etc\/sysconfig\/etoken-ca:6: NOTIFY_RATE_LIMIT="60d": longer than 30d /);
+  t.equal(parseConfig(BASE + "NOTIFY_RATE_LIMIT=30d\n", "f").NOTIFY_RATE_LIMIT, 30 * 86_400_000, "a month's rate limit is meaningful (scheduled in steps)");
+  t.equal(parseConfig(BASE + "CRL_LIFETIME=90d\n", "f").CRL_LIFETIME, 90 * 86_400_000, "a CRL lifetime beyond a timer's limit is date arithmetic: accepted (and warned)");
+  t.equal(parseConfig(BASE + "SIGN_TIMEOUT=10m\n", "f").SIGN_TIMEOUT, 600_000);
 });
