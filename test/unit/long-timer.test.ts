@@ -12,13 +12,14 @@ t.test("a delay longer than one step fires once, at its time, not at the first s
     new LongTimeout(() => {
       fired.push(performance.now() - start);
       resolve();
-    }, 40, 7);
+    }, 100, 30);
   });
   await new Promise((r) => setTimeout(r, 20));
   t.equal(fired.length, 1, "once");
-  // libuv's timer clock counts whole milliseconds behind performance.now(): 1 ms of allowance; a
-  // step taken for the end would show at 7 ms (the first) or 35 ms (the last whole one)
-  t.ok(fired[0]! >= 39, `at its time (${fired[0]!.toFixed(1)} ms, 40 ms asked): the steps of 7 ms did not end it`);
+  // a step taken for the end would show at 30 ms (the first) or 90 ms (the last whole one). Like
+  // any setTimeout, the last step counts from libuv's loop time, which lags performance.now() by
+  // as long as the loop was busy (a loaded machine, tap's parallel files): 5 ms of allowance
+  t.ok(fired[0]! >= 95, `at its time (${fired[0]!.toFixed(1)} ms, 100 ms asked): the steps of 30 ms did not end it`);
 });
 
 t.test("30 days: no TimeoutOverflowWarning, nothing fired; clear() and unref() act on the step that is armed", async (t) => {
