@@ -74,6 +74,11 @@ export const SERVICE_WARNING_CODES: readonly string[] = ["spool.no_watch"];
 /** After its deadline the client still waits this long for a certificate signed in time. */
 export const DELIVERY_GRACE_MS = 5_000;
 /**
+ * A deadline further than CLIENT_TIMEOUT + this into the future is refused (clock skew slack):
+ * by the spool in a request file, by the kernel in an issueRequest (whose timers follow it).
+ */
+export const DEADLINE_SLACK_MS = 60_000;
+/**
  * How long after a `delivered` the kernel still accepts an `undelivered` for the same request
  * (services/kernel/handouts.ts): a client that refuses the result it found makes the spool
  * report it so.

@@ -8,7 +8,6 @@ import { contractProblem } from "../../proto/contract.js";
 import type { Frame, MessageType, Payload } from "../../proto/wire.js";
 import { EtokenError, ProtocolError } from "./errors.js";
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "./framing.js";
-import { type LongTimeout, setLongTimeout } from "./long-timer.js";
 
 /** The peer answered a request with a Failure message. */
 export class RemoteFailure extends EtokenError {}
@@ -37,7 +36,7 @@ export class Channel {
    * request with a later deadline needs no timer of its own: it fires once, finds nothing due,
    * and is armed for what is pending then.
    */
-  private sweepTimer: LongTimeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
   private sweepAt = Infinity;
   /** Requests that timed out, with what to do if their answer comes after all. */
   private readonly expired = new Map<number, ((late: Frame) => void) | undefined>();
@@ -164,10 +163,9 @@ export class Channel {
   }
 
   private armSweep(at: number): void {
-    this.sweepTimer?.clear();
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepAt = at;
-    // a request's timeout may exceed a timer's limit (24.8 days): the sweep would take it for due
-    this.sweepTimer = at === Infinity ? undefined : setLongTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
+    this.sweepTimer = at === Infinity ? undefined : setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
   }
 
   /** The requests whose deadline has come fail (in the order sent); the timer is armed for the next one. */

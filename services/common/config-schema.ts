@@ -14,8 +14,7 @@ export interface KeySpec {
   readonly doc: string;
   /**
    * A duration's longest accepted value (as it would be written) and why. A timer waits at most
-   * 2^31-1 ms (24.8 days; longer fires after 1 ms): a duration given to one stays below that, or
-   * is scheduled in steps (services/common/long-timer.ts).
+   * 2^31-1 ms (24.8 days; longer fires after 1 ms): a duration given to one stays below that.
    */
   readonly max?: { readonly limit: string; readonly why: string };
 }
@@ -70,7 +69,7 @@ export const CONFIG_SCHEMA = {
   NOTIFY_EMAIL: { kind: "emailList", default: "", section: "notify", doc: "Comma-separated operator addresses; empty disables e-mail" },
   NOTIFY_FROM: { kind: "string", default: "etoken-ca@localhost", section: "notify", doc: "Sender address of notification e-mail" },
   SMTP_URL: { kind: "smtpUrl", default: "smtp://localhost:25", section: "notify", doc: "SMTP server for notification e-mail (smtp:// or smtps://)" },
-  NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval; at most 30d", max: { limit: "30d", why: "a repeat held longer than a month is no longer news" } },
+  NOTIFY_RATE_LIMIT: { kind: "duration", default: "300", section: "notify", doc: "The same event is e-mailed at most once per this interval; at most 7d", max: { limit: "7d", why: "a repeat held longer than a week is no longer news" } },
   // monitor
   TOKEN_POLL_INTERVAL: { kind: "duration", default: "2", section: "monitor", doc: "Longest a token removal can go unnoticed by polling PKCS#11: the monitor looks a little more often, leaving room for its confirming second look; where the module has slot events, these polls are a safety net ten times less often (accepts ms, e.g. 500ms); at most 1h", max: { limit: "1h", why: "a removal unnoticed for longer is no longer watched" } },
   // backend

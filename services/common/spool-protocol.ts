@@ -46,7 +46,7 @@ import { isRevocationReason, reasonProblem, type RevocationReason } from "./reas
 import { MAX_LIFETIME_SECONDS, REQUEST_ID, REVOKE_ENTRY_NAME, SERIAL, serialProblem, usernameProblem } from "../../proto/contract.js";
 
 // the value rules are the wire contract's (proto/contract.ts): the same for every process
-export { DELIVERY_GRACE_MS, MAX_LIFETIME_SECONDS, MAX_REASON, MAX_USERNAME_BYTES, REFUSAL_WATCH_MS, usernameProblem } from "../../proto/contract.js";
+export { DEADLINE_SLACK_MS, DELIVERY_GRACE_MS, MAX_LIFETIME_SECONDS, MAX_REASON, MAX_USERNAME_BYTES, REFUSAL_WATCH_MS, usernameProblem } from "../../proto/contract.js";
 
 export const SPOOL_FORMAT_VERSION = 1;
 
@@ -77,8 +77,6 @@ export const MAX_STDIN_BYTES = 64 * 1024;
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Largest result file the client reads. */
 export const MAX_RESULT_BYTES = 64 * 1024;
-/** A deadline further than CLIENT_TIMEOUT + this into the future is refused (clock skew slack). */
-export const DEADLINE_SLACK_MS = 60_000;
 /** Largest revoke queue entry. */
 export const MAX_REVOKE_BYTES = 4 * 1024;
 

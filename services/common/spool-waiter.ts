@@ -4,7 +4,6 @@
 // Compiled twice (CommonJS for the client, ES modules for the rest): nothing here may use
 // __dirname or import.meta, so the caller names the addon's file.
 import * as fs from "node:fs";
-import { type LongTimeout, setLongTimeout } from "./long-timer.js";
 import { loadSpoolAddon, type SpoolAddon } from "./spool-addon.js";
 import { MAX_RESULT_BYTES, parseResultFile, REQUEST_LINK, type ResultFile } from "./spool-protocol.js";
 
@@ -131,11 +130,11 @@ export class DirWaiter {
     const addon = loadWatchAddon(this.addonFile);
     if (addon === undefined) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      let timer: LongTimeout | undefined;
+      let timer: NodeJS.Timeout | undefined;
       let turn: ReturnType<SpoolAddon["queueFlock"]>;
       try {
         turn = addon.queueFlock(this.dir, (code) => {
-          timer?.clear();
+          clearTimeout(timer);
           this.leaveQueue = undefined;
           resolve(code === null ? turn : undefined); // flock failed: the link alone, as without the queue
         });
@@ -149,15 +148,13 @@ export class DirWaiter {
       }
       // No wake-up while queued but this one: the deadline. A queue head that never lets go (only
       // the client user can queue) ends here, as a link that is never removed does.
-      const leave = (): void => {
-        timer?.clear();
+      this.leaveQueue = (): void => {
+        clearTimeout(timer);
         this.leaveQueue = undefined;
         turn.release();
         resolve("late");
       };
-      this.leaveQueue = leave;
-      // a deadline may lie beyond a timer's limit (24.8 days): see long-timer.ts
-      timer = setLongTimeout(leave, Math.max(1, deadline - Date.now()));
+      timer = setTimeout(this.leaveQueue, Math.max(1, deadline - Date.now()));
     });
   }
 

@@ -14,7 +14,6 @@
 // certificate never confirmed (services/signer/delivery-journal.ts).
 import { UNDELIVERED_ACCEPTED_MS } from "../../proto/contract.js";
 import type { Channel } from "../common/channel.js";
-import { type LongTimeout, setLongTimeout } from "../common/long-timer.js";
 
 export type HandoutPhase = "fencing" | "returned" | "confirming";
 
@@ -24,7 +23,7 @@ export interface Handout {
   /** the spool process the request came from (its channel) */
   readonly spool: Channel;
   phase: HandoutPhase;
-  timer?: LongTimeout;
+  timer?: NodeJS.Timeout;
   /** when the spool reported it delivered */
   deliveredAt?: number;
   /** the signer process its confirmation went to, and in which batch */
@@ -61,10 +60,10 @@ export class Handouts {
   /** The certificate went to the spool; `onSilence` runs if the spool never reports on it. */
   returned(h: Handout, silenceMs: number, onSilence: (h: Handout) => void): void {
     h.phase = "returned";
-    // silenceMs follows the request's deadline: it may exceed a timer's limit (24.8 days)
-    h.timer = setLongTimeout(() => {
+    h.timer = setTimeout(() => {
       if (this.open.get(h.requestId) === h && h.phase === "returned") onSilence(h);
-    }, silenceMs).unref();
+    }, silenceMs);
+    h.timer.unref();
   }
 
   /**
@@ -136,7 +135,7 @@ export class Handouts {
   }
 
   private clearTimer(h: Handout): void {
-    h.timer?.clear();
+    if (h.timer) clearTimeout(h.timer);
     h.timer = undefined;
   }
 

@@ -3,7 +3,7 @@
 // while signing, and delivery: every certificate from the signer ends confirmed delivered or
 // revoked (handouts.ts, the signer's delivery journal).
 import type { Frame } from "../../proto/wire.js";
-import { DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
+import { DEADLINE_SLACK_MS, DELIVERY_GRACE_MS, type RevocationOrigin } from "../../proto/contract.js";
 import { RemoteFailure, type Channel } from "../common/channel.js";
 import { describeError, errorCode, EtokenError, ProtocolError } from "../common/errors.js";
 import { singleFlight } from "../common/single-flight.js";
@@ -162,6 +162,12 @@ export class IssuingPath {
       this.core.scheduleStatus();
       spool.fail(frame, code, message);
     };
+    // the spool refuses a request file whose deadline lies further out: only a broken or hostile
+    // spool sends one, and the kernel's timers for the request would follow it
+    if (m.deadline > now + this.core.config.CLIENT_TIMEOUT + DEADLINE_SLACK_MS) {
+      this.core.supervisor.securityEvent("spool", `issueRequest deadline ${Math.round((m.deadline - now) / 1000)} s away, more than CLIENT_TIMEOUT + ${DEADLINE_SLACK_MS / 1000} s`);
+      return fail("request.bad_deadline", "the request's deadline lies beyond CLIENT_TIMEOUT");
+    }
     if (this.core.state !== "READY") return fail("token.not_available", NOT_AVAILABLE);
     if (m.deadline <= Date.now()) return fail("request.expired", "request expired before it could be signed");
     if (this.inFlight.has(m.requestId) || this.handouts.phaseOf(m.requestId) !== undefined) {

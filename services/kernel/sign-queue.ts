@@ -16,7 +16,6 @@
 //     clock again.
 import { EtokenError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import { type LongTimeout, setLongTimeout } from "../common/long-timer.js";
 
 /** Why the queue did not (or no longer) let a request reach the token; the message is for the client. */
 export class QueueRefusal extends EtokenError {}
@@ -123,7 +122,7 @@ export class SignQueue {
   private readonly waiting: Waiting[] = [];
   private readonly atSigner: AtSigner[] = [];
   private open = false;
-  private watchdog: LongTimeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
   /** The work the watchdog's timer is armed for, until the token finishes something (its clock starts again). */
   private watched: AtSigner | undefined;
   readonly times = new SignTimes();
@@ -210,7 +209,7 @@ export class SignQueue {
   }
 
   private disarm(): void {
-    this.watchdog?.clear();
+    if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
     this.watched = undefined;
   }
@@ -305,8 +304,8 @@ export class SignQueue {
       if (this.log.enabled("debug")) this.log.debug("sign queue: clock started", { request: head.requestId ?? "CRL", timeoutMs: head.timeoutMs });
     }
     const left = head.headSince + head.timeoutMs - this.now();
-    // a CRL's bound grows with its size: it may exceed a timer's limit
-    this.watchdog = setLongTimeout(() => this.hung(head), Math.max(0, left)).unref();
+    this.watchdog = setTimeout(() => this.hung(head), Math.max(0, left));
+    this.watchdog.unref();
     this.watched = head;
   }
 

@@ -12,7 +12,6 @@ function loadNodemailer(): typeof Nodemailer {
 }
 import type { Logger } from "../common/log.js";
 import { redactCredentials } from "../common/redact.js";
-import { type LongTimeout, setLongTimeout } from "../common/long-timer.js";
 import type { NotifyEvent } from "./validate.js";
 
 export interface MailerOptions {
@@ -33,7 +32,7 @@ interface Window {
   suppressed: number;
   latest: NotifyEvent | undefined;
   firstSuppressedAt: number;
-  timer: LongTimeout | undefined;
+  timer: NodeJS.Timeout | undefined;
 }
 
 interface Mail {
@@ -94,8 +93,8 @@ export class Mailer {
       w.latest = ev;
       this.opts.log.info("e-mail rate-limited", { event: ev.event, suppressed: w.suppressed });
       if (!w.timer) {
-        // NOTIFY_RATE_LIMIT may exceed a timer's limit (24.8 days)
-        w.timer = setLongTimeout(() => this.flush(ev.event), w.until - now).unref();
+        w.timer = setTimeout(() => this.flush(ev.event), w.until - now);
+        w.timer.unref();
       }
       return;
     }
@@ -110,7 +109,7 @@ export class Mailer {
 
   close(): void {
     this.closed = true;
-    for (const w of this.windows.values()) w.timer?.clear();
+    for (const w of this.windows.values()) if (w.timer) clearTimeout(w.timer);
     this.queue.length = 0;
     this.transport.close();
   }

@@ -122,7 +122,7 @@ t.test("a client waiting in the queue abandons on SIGTERM, and leaves the queue"
 
 t.test("a CLIENT_TIMEOUT beyond a timer's range (30d, over 24.8 days): etoken-ca-client refuses it in one line, before queueing", async (t) => {
   // setTimeout takes at most 2^31-1 ms (a longer delay fires after 1 ms): CLIENT_TIMEOUT is at
-  // most 1h (config-schema.ts), and the waiter's timers re-arm in steps anyway (long-timer.ts)
+  // most 1h (config-schema.ts)
   const h = new SpoolHarness({ clientTimeout: "60" });
   t.teardown(() => h.cleanup());
   const lines = fs.readFileSync(h.configFile, "utf8").split("\n");

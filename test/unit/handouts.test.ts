@@ -76,20 +76,3 @@ t.test("a spool that never reports is timed out", async (t) => {
   clearInterval(alive);
   t.equal(silent, "01");
 });
-
-t.test("a silence bound beyond a timer's 24.8 days (a far deadline) does not revoke after 1 ms", async (t) => {
-  const warnings: string[] = [];
-  const onWarning = (w: Error): void => void warnings.push(w.name);
-  process.on("warning", onWarning);
-  t.teardown(() => process.off("warning", onWarning));
-  const book = new Handouts();
-  const spool = channel();
-  const h = book.signed("req.CCCCCCCCCCCC", "0C0D", spool);
-  let silenced = false;
-  book.returned(h, 30 * 86_400_000, () => (silenced = true));
-  await new Promise((r) => setTimeout(r, 50));
-  t.equal(silenced, false, "the spool's report is still awaited: the certificate is not revoked as undelivered");
-  t.equal(book.phaseOf("req.CCCCCCCCCCCC"), "returned");
-  book.confirming(h);
-  t.same(warnings.filter((w) => w === "TimeoutOverflowWarning"), [], "no timer was armed beyond its limit");
-});

@@ -24,27 +24,3 @@ t.test("smtp://user:pw@host: no password in failures or log lines", async (t) =>
   t.ok(lines.length >= 3, "logged");
   for (const text of [...failures, ...lines]) t.notMatch(text, /pw-s3cret|ca-user/, `no credentials: ${text.slice(0, 160)}`);
 });
-
-t.test("NOTIFY_RATE_LIMIT=30d (beyond a timer's 24.8 days): a repeat waits for the window's end, not 1 ms", async (t) => {
-  const warnings: string[] = [];
-  const onWarning = (w: Error): void => void warnings.push(w.name);
-  process.on("warning", onWarning);
-  t.teardown(() => process.off("warning", onWarning));
-  const failures: string[] = [];
-  const mailer = new Mailer({
-    to: ["ops@example.org"], from: "ca@example.org", smtpUrl: "smtp://127.0.0.1:1", rateLimitMs: 30 * 86_400_000, timeoutMs: 5_000,
-    hostname: "ca", log: createLogger("notifier"), onFailure: (_event, message) => failures.push(message),
-  });
-  t.teardown(() => mailer.close());
-  const keepAlive = setTimeout(() => undefined, 10_000);
-  t.teardown(() => clearTimeout(keepAlive));
-  mailer.notify({ event: "token-removed", message: "first", details: [] });
-  await mailer.idle();
-  t.equal(failures.length, 1, "the first is sent (and refused by port 1)");
-  mailer.notify({ event: "token-removed", message: "repeat", details: [] });
-  // a timer armed for more than 2^31-1 ms would fire after 1 ms: give it plenty of turns
-  await new Promise((r) => setTimeout(r, 50));
-  await mailer.idle();
-  t.equal(failures.length, 1, "the repeat is held for the window (30 days), not mailed now");
-  t.same(warnings.filter((w) => w === "TimeoutOverflowWarning"), [], "no timer was armed beyond its limit");
-});
