@@ -85,6 +85,15 @@ export interface OpenOptions {
   create?: boolean;
 }
 
+/** 16 random bytes, top bit cleared, first byte non-zero: a positive DER INTEGER of 32 hex digits. */
+export function randomSerial(): Buffer {
+  for (;;) {
+    const b = randomBytes(16);
+    b[0] = b[0]! & 0x7f;
+    if (b[0] !== 0) return b;
+  }
+}
+
 export class CaDatabase {
   readonly dir: string;
   readonly readOnly: boolean;
@@ -203,12 +212,10 @@ export class CaDatabase {
     return this.index.revokedCount;
   }
 
-  /** 16 random bytes, top bit cleared, first byte non-zero (so 32 hex digits), unused so far. */
+  /** A random serial (randomSerial) unused so far. */
   newSerial(): Buffer {
     for (;;) {
-      const b = randomBytes(16);
-      b[0] = b[0]! & 0x7f;
-      if (b[0] === 0) continue;
+      const b = randomSerial();
       if (this.index.findLine(serialToHex(b)) === -1) return b;
     }
   }

@@ -10,6 +10,7 @@ import { pemDecode, pemEncode } from "../../services/common/x509/pem.js";
 import { parseCsr } from "../../services/common/x509/csr.js";
 import { buildSubject, compileDnFormat, splitUsername } from "../../services/common/x509/dn.js";
 import { CertificateTemplate, clampLifetime } from "../../services/signer/profile.js";
+import { randomSerial } from "../../services/signer/cadb.js";
 import { assembleCertificate, loadCaCertificate, publicKeyMatches } from "../../services/common/x509/certificate.js";
 import { ConfigError, RequestError } from "../../services/common/errors.js";
 
@@ -47,7 +48,7 @@ function issue(tpl: CertificateTemplate, username: string, csrFile: string, opts
   const u = splitUsername(username);
   const subject = buildSubject(DN, u.name);
   const now = opts.now ?? new Date();
-  const serial = opts.serial ?? crypto.randomBytes(16);
+  const serial = opts.serial ?? randomSerial(); // as the signer makes them: a random first byte 0 printed one digit pair short
   const tbs = tpl.tbs({
     serial, subjectDer: subject.der, publicKey: csr.publicKey, emails: u.emails,
     notBefore: now, notAfter: new Date(now.getTime() + (opts.lifetime ?? 43200) * 1000),
